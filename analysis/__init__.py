@@ -1,0 +1,1 @@
+"""Torch-free analysis of harness records: load -> fit -> plot."""

@@ -1,0 +1,404 @@
+"""Frozen run configuration: every knob a pretraining or ECT tuning run needs, loaded strictly.
+
+A run's identity (`run_id`) is a hash of the parts of its resolved config that change what it computes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harness.runtime import stable_hash
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error: says where, which field, the bad value and what is allowed."""
+
+
+def _err(where: str, name: str, value: Any, rule: str) -> ConfigError:
+    return ConfigError(f"{where}: {name} = {value!r}: {rule}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    name: Literal["digits", "cifar10", "image_folder", "imagenet64"] = "digits"
+    path: str | None = None  # local file/folder for real datasets; None for the embedded digits
+    use_labels: bool = False  # class-conditional training (ImageNet-64 recipe)
+    heldout_fraction: float = 0.0  # fraction of images kept out of training (reference for FD if asked)
+
+    def __post_init__(self) -> None:
+        if self.name != "digits" and not self.path:
+            raise _err("data", "path", self.path, f"dataset {self.name!r} needs a local path")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise _err("data", "heldout_fraction", self.heldout_fraction, "must be in [0, 1)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkConfig:
+    img_resolution: int = 8  # pixels per side
+    img_channels: int = 1
+    label_dim: int = 0  # number of classes; 0 = unconditional
+    model_channels: int = 32  # the width knob: channels at the highest resolution
+    channel_mult: tuple[int, ...] = (1, 2)  # per-resolution multipliers of model_channels
+    num_blocks: int = 2  # residual blocks per resolution (encoder and decoder)
+    attn_resolutions: tuple[int, ...] = ()  # resolutions with self-attention blocks
+    dropout: float = 0.0  # dropout probability inside residual blocks
+    dropout_max_resolution: int | None = None  # dropout only at resolutions <= this; None = all
+
+    def __post_init__(self) -> None:
+        if self.img_resolution < 4 or self.img_resolution & (self.img_resolution - 1):
+            raise _err("network", "img_resolution", self.img_resolution, "must be a power of 2 >= 4")
+        if self.model_channels < 4:
+            raise _err("network", "model_channels", self.model_channels, "must be >= 4")
+        if not self.channel_mult or any(m < 1 for m in self.channel_mult):
+            raise _err("network", "channel_mult", self.channel_mult, "must be non-empty, >= 1")
+        if self.img_resolution >> (len(self.channel_mult) - 1) < 2:
+            raise _err("network", "channel_mult", self.channel_mult,
+                       f"too many levels for {self.img_resolution}px images")
+        if self.num_blocks < 1:
+            raise _err("network", "num_blocks", self.num_blocks, "must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise _err("network", "dropout", self.dropout, "must be in [0, 1)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffusionConfig:
+    """EDM denoising objective used for pretraining (Karras et al. 2022)."""
+
+    P_mean: float = -1.2  # mean of ln(sigma)
+    P_std: float = 1.2  # std of ln(sigma)
+    sigma_data: float = 0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class ECTConfig:
+    """Easy Consistency Tuning objective and curriculum (ECT_FACTS §1)."""
+
+    P_mean: float = -1.1  # mean of ln(t); CIFAR -1.1, ImageNet -0.8
+    P_std: float = 2.0  # std of ln(t); CIFAR 2.0, ImageNet 1.6
+    sigma_data: float = 0.5
+    mapping: Literal["sigmoid", "const"] = "sigmoid"  # n(t) = 1 + k*sigmoid(-b*t), or n(t) = 1
+    q: float = 2.0  # r/t = 1 - n(t)/q^(s+1)
+    k: float = 8.0
+    b: float = 1.0
+    curriculum: Literal["fixed", "budget"] = "fixed"  # stage length fixed in images, or budget/num_stages
+    stage_nimg: int = 3_200_000  # images per stage when curriculum = "fixed" (25k iters x 128)
+    num_stages: int = 8  # stages per run when curriculum = "budget"
+    c: float = 0.0  # pseudo-Huber constant; CIFAR 0.0, ImageNet 0.06
+    weighting: Literal["inv_dt", "snr_plus_k"] = "inv_dt"  # 1/(t-r) (CIFAR) or 1/t^2 + 1/sigma_data^2
+
+    def __post_init__(self) -> None:
+        if self.q <= 1.0:
+            raise _err("ect", "q", self.q, "must be > 1")
+        if self.P_std <= 0:
+            raise _err("ect", "P_std", self.P_std, "must be > 0")
+        if self.stage_nimg < 1:
+            raise _err("ect", "stage_nimg", self.stage_nimg, "must be >= 1")
+        if self.num_stages < 1:
+            raise _err("ect", "num_stages", self.num_stages, "must be >= 1")
+        if self.c < 0:
+            raise _err("ect", "c", self.c, "must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    optimizer: Literal["radam", "adam"] = "radam"
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    lr_schedule: Literal["constant", "inv_sqrt"] = "constant"
+    lr_decay_nimg: int = 256_000  # inv_sqrt: lr = lr / sqrt(max(nimg / lr_decay_nimg, 1))
+    lr_rampup_nimg: int = 0  # linear warm-up in images
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise _err("optim", "lr", self.lr, "must be > 0")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise _err("optim", "betas", self.betas, "each must be in [0, 1)")
+        if self.lr_decay_nimg < 1:
+            raise _err("optim", "lr_decay_nimg", self.lr_decay_nimg, "must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    batch: int = 128  # global batch (all ranks)
+    total_nimg: int = 128_000  # training duration in images
+    eval_nimg: tuple[int, ...] = ()  # extra evaluation points in images (the final one is implied)
+    eval_every_nimg: int | None = None  # periodic evaluation; None = only eval_nimg and the end
+    ckpt_every_nimg: int = 64_000  # checkpoint cadence in images
+    status_every_nimg: int = 12_800  # status line cadence in images
+    ema_halflife_nimg: int = 500_000  # EMA half-life in images (0.9999 per step at batch 128 ~ 887k)
+    ema_rampup_ratio: float | None = 0.05  # half-life <= ratio * images seen (EDM); None = off
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    max_nonfinite_steps: int = 20  # consecutive non-finite steps before the run fails
+    num_threads: int | None = None  # torch CPU threads; None = torch default
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise _err("train", "batch", self.batch, "must be >= 1")
+        if self.total_nimg < self.batch:
+            raise _err("train", "total_nimg", self.total_nimg,
+                       f"must be at least one batch ({self.batch} images)")
+        for n in self.eval_nimg:
+            if not 0 <= n <= self.total_nimg:
+                raise _err("train", "eval_nimg", self.eval_nimg,
+                           f"each point must be in [0, total_nimg={self.total_nimg}]")
+        if self.eval_every_nimg is not None and self.eval_every_nimg < self.batch:
+            raise _err("train", "eval_every_nimg", self.eval_every_nimg, "must be >= batch")
+        if self.ckpt_every_nimg < self.batch:
+            raise _err("train", "ckpt_every_nimg", self.ckpt_every_nimg, "must be >= batch")
+        if self.ema_halflife_nimg < 0:
+            raise _err("train", "ema_halflife_nimg", self.ema_halflife_nimg, "must be >= 0")
+        if self.max_nonfinite_steps < 1:
+            raise _err("train", "max_nonfinite_steps", self.max_nonfinite_steps, "must be >= 1")
+
+
+Sampler = Literal["1-step", "2-step", "heun"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    samplers: tuple[Sampler, ...] = ("1-step", "2-step")  # tuning runs; pretraining runs use heun
+    heun_steps: int = 18  # EDM Heun steps for the teacher baseline (NFE = 2*steps - 1)
+    mid_t: tuple[float, ...] = (0.821,)  # re-noising levels of multi-step consistency sampling
+    sigma_max: float = 80.0
+    sigma_min: float = 0.002  # end of the teacher's Heun schedule
+    rho: float = 7.0  # Karras schedule exponent
+    num_samples: int = 2000  # generated images per evaluation (paper protocol: 50000)
+    batch: int = 500  # generation and feature batch size
+    metric: Literal["auto", "fd_digits", "fid_inception"] = "auto"  # auto: fd_digits on digits
+    inception_weights_path: str | None = None  # local Inception weights file for offline clusters
+    reference: Literal["train", "heldout"] = "train"  # reference images for FD/FID
+    kid: bool = False  # also compute KID
+    prc: bool = False  # also compute precision/recall
+    use_ema: bool = True  # evaluate the EMA network
+    save_grid: bool = True  # write a PNG grid of samples per evaluation
+
+    def __post_init__(self) -> None:
+        if not self.samplers:
+            raise _err("eval", "samplers", self.samplers, "needs at least one of 1-step, 2-step, heun")
+        if self.num_samples < 2:
+            raise _err("eval", "num_samples", self.num_samples, "must be >= 2")
+        if self.heun_steps < 1:
+            raise _err("eval", "heun_steps", self.heun_steps, "must be >= 1")
+        if any(not 0 < t < self.sigma_max for t in self.mid_t):
+            raise _err("eval", "mid_t", self.mid_t, f"each must be in (0, sigma_max={self.sigma_max})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything one training job needs. `kind` selects the EDM pretraining or the ECT tuning objective."""
+
+    kind: Literal["pretrain", "tune"] = "tune"
+    preset: str = "custom"  # preset name, for humans and records; `network` holds the resolved sizes
+    data: DataConfig = field(default_factory=DataConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    ect: ECTConfig = field(default_factory=ECTConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    init_run_id: str | None = None  # tune: the pretraining run whose final EMA weights start tuning
+    init_checkpoint: str | None = None  # tune: a user-given pretrained checkpoint file instead
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind == "tune" and (self.init_run_id is None) == (self.init_checkpoint is None):
+            raise _err("run", "init_run_id/init_checkpoint", (self.init_run_id, self.init_checkpoint),
+                       "a tuning run needs exactly one of them")
+        if self.kind == "pretrain" and (self.init_run_id or self.init_checkpoint):
+            raise _err("run", "init_run_id", self.init_run_id, "pretraining starts from scratch")
+        if self.seed < 0:
+            raise _err("run", "seed", self.seed, "must be >= 0")
+        if self.data.use_labels and self.network.label_dim == 0:
+            raise _err("run", "network.label_dim", 0, "data.use_labels needs label_dim > 0")
+
+    @property
+    def run_id(self) -> str:
+        """Stable 12-hex-digit id over the fields that change what the run computes."""
+        return run_id(self)
+
+    def stage_nimg(self) -> int:
+        """Length of one ECT curriculum stage in images (fixed, or the budget split into stages)."""
+        if self.ect.curriculum == "fixed":
+            return self.ect.stage_nimg
+        return max(1, self.train.total_nimg // self.ect.num_stages)
+
+    def eval_points(self) -> tuple[int, ...]:
+        """Sorted image counts at which this run is evaluated (always includes the end)."""
+        points = set(self.train.eval_nimg) | {self.train.total_nimg}
+        if self.train.eval_every_nimg:
+            points |= set(range(self.train.eval_every_nimg, self.train.total_nimg,
+                                self.train.eval_every_nimg))
+        return tuple(sorted(points))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists), the inverse of `from_dict`."""
+        return to_dict(self)
+
+
+# Fields that never change what is computed: cadence of logs/checkpoints and how many threads run it.
+_IDENTITY_EXCLUDED = {("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
+                      ("train", "num_threads")}
+
+
+def run_id(cfg: RunConfig) -> str:
+    """Hash of the resolved config; the objective section a run does not use is left out."""
+    d = to_dict(cfg)
+    d.pop("ect" if cfg.kind == "pretrain" else "diffusion")
+    if cfg.kind == "pretrain":
+        # The teacher is always evaluated with Heun; consistency-sampler settings do not matter.
+        d["eval"].pop("mid_t")
+        d["eval"].pop("samplers")
+    for section, name in _IDENTITY_EXCLUDED:
+        d[section].pop(name)
+    return stable_hash(d)
+
+
+# --------------------------------------------------------------------------------------------------
+# Strict conversion between dicts and dataclasses
+
+
+def to_dict(obj: Any) -> Any:
+    """Recursively convert dataclasses/tuples to plain JSON-able dicts/lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def valid_keys(cls: type) -> list[str]:
+    """Field names of a config dataclass."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def dotted_fields(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
+    """Map every leaf field's dotted name (e.g. 'ect.q') to its type annotation."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(dotted_fields(tp, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = tp
+    return out
+
+
+def unknown_key_error(where: str, key: str, valid: list[str]) -> ConfigError:
+    """Error for a key that is not a field: lists valid keys and the closest match."""
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"{where}: unknown key {key!r}.{hint} Valid keys: {', '.join(sorted(valid))}")
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def coerce(tp: Any, value: Any, where: str, name: str) -> Any:
+    """Check `value` against annotation `tp` (strictly: no str->int, no bool->int) and normalise it."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp) or isinstance(value, bool):
+            raise _err(where, name, value, f"must be {_type_name(tp)}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _err(where, name, value, f"must not be empty; expected {_type_name(tp)}")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(arg, value, where, name)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise _err(where, name, value, "expected " + " or ".join(
+            _type_name(a) for a in args if a is not type(None)) + " or null")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise _err(where, name, value, "must be a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(args[0], v, where, f"{name}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise _err(where, name, value, f"must be a list of {len(args)} values")
+        return tuple(coerce(a, v, where, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise _err(where, name, value, "must be a table of settings")
+        return from_dict(tp, value, where=f"{where} [{name}]" if name else where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _err(where, name, value, "must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool):
+            raise _err(where, name, value, "must be an integer")
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**62:
+            return int(value)  # TOML users write 1e6 for a million images
+        if not isinstance(value, int):
+            raise _err(where, name, value, "must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _err(where, name, value, "must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _err(where, name, value, "must be a string")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {name}")  # programming error
+
+
+def from_dict(cls: type, data: dict[str, Any], *, where: str = "config") -> Any:
+    """Build config dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table of settings, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = valid_keys(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise unknown_key_error(where, key, names)
+        kwargs[key] = coerce(hints[key], value, where, key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def run_config_from_dict(data: dict[str, Any], *, where: str = "run config") -> RunConfig:
+    """Strictly load a RunConfig from a nested dict (the inverse of `RunConfig.to_dict`)."""
+    cfg: RunConfig = from_dict(RunConfig, data, where=where)
+    return cfg
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any, *, where: str) -> None:
+    """Set `a.b.c` in a nested dict, validating the path against RunConfig's fields."""
+    fields_ = dotted_fields()
+    if dotted not in fields_:
+        raise unknown_key_error(where, dotted, list(fields_))
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value

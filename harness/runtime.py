@@ -1,0 +1,98 @@
+"""Torch-free helpers shared by every layer: stable hashing, atomic writes, git provenance, image units."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace, so equal data always hashes equally."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def stable_hash(obj: Any, length: int = 12) -> str:
+    """First `length` hex digits of sha256 over the canonical JSON of `obj`."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+def file_sha256(path: Path, length: int = 16) -> str:
+    """Content hash of a file, read in chunks (weights files can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a hidden temp file in the same folder, fsync, then rename.
+
+    Readers never see a partial file: pyarrow and our loaders skip names starting with '.'.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Text version of `atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode())
+
+
+def git_sha() -> str | None:
+    """Commit of the harness source tree, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(_REPO_DIR), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def git_dirty() -> bool | None:
+    """Whether tracked files of the harness checkout differ from HEAD (None outside git)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(_REPO_DIR), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+_NIMG_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(Ki|Mi|Gi|k|M|G)?\s*$")
+_NIMG_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def parse_nimg(value: str | int) -> int:
+    """Parse an image count such as 12800, '25.6M' or '10Ki' into an integer number of images."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _NIMG_RE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not an image count (examples: 12800, '25.6M', '10Ki')")
+    return round(float(match.group(1)) * _NIMG_UNITS[match.group(2)])
