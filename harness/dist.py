@@ -1,0 +1,79 @@
+"""Process-group set-up for data parallelism inside one job, and deterministic per-step seeds.
+
+Ranks come from the standard RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT variables (set by
+submitit's TorchDistributedEnvironment on a cluster, or by a test that spawns processes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import torch
+import torch.distributed as torch_dist
+
+
+def init(device: torch.device) -> None:
+    """Join the process group if WORLD_SIZE > 1 (gloo on CPU, NCCL on CUDA)."""
+    if get_world_size_env() <= 1 or torch_dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    torch_dist.init_process_group(backend=backend)
+
+
+def get_world_size_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def get_rank() -> int:
+    return torch_dist.get_rank() if torch_dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def barrier() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+
+
+def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
+    """Average tensors across ranks in place with one flat all-reduce (one message, not one per tensor)."""
+    if not torch_dist.is_initialized() or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    torch_dist.all_reduce(flat)
+    flat /= get_world_size()
+    offset = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[offset:offset + n].view_as(t))
+        offset += n
+
+
+def broadcast_(tensors: list[torch.Tensor], src: int = 0) -> None:
+    """Copy tensors from rank `src` to every rank (identical initial weights)."""
+    if not torch_dist.is_initialized():
+        return
+    for t in tensors:
+        torch_dist.broadcast(t, src)
+
+
+def destroy() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def seed_step(seed: int, rank: int, nimg: int) -> int:
+    """Seed of one training step: a stable hash of (seed, rank, images seen).
+
+    hashlib rather than Python's hash() so the value never depends on the interpreter; with it, a run
+    resumed at nimg draws exactly the noise an uninterrupted run draws there.
+    """
+    digest = hashlib.sha256(f"{seed},{rank},{nimg}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)

@@ -1,0 +1,103 @@
+"""Measured compute: parameters and forward FLOPs per image of a network, and training FLOPs.
+
+FLOPs are counted by torch.utils.flop_counter.FlopCounterMode (2 FLOPs per multiply-add) on the meta
+device, so even ImageNet-64 XL costs nothing to measure. Results are cached in preset_costs.json (shipped
+with the package) keyed by a hash of the network config, so planning never needs torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.config import NetworkConfig, to_dict
+from harness.runtime import atomic_write_text, stable_hash
+
+# Forward-pass equivalents per training image: diffusion = fwd + bwd (3F); ECT adds one no-grad
+# target forward on the same network (4F) (SCALING_FACTS §4).
+TRAIN_PASSES = {"pretrain": 3, "tune": 4}
+
+_COST_FILE = Path(__file__).with_name("preset_costs.json")
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    fwd_flops: float  # forward FLOPs per image
+    counter: str = "torch.utils.flop_counter"
+
+
+def network_key(cfg: NetworkConfig) -> str:
+    """Cache key of a network architecture."""
+    return stable_hash(to_dict(cfg))
+
+
+def measure_network_cost(cfg: NetworkConfig) -> Cost:
+    """Count parameters and forward FLOPs per image on the meta device (torch imported here)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from harness.network import Precond, param_count
+
+    with torch.device("meta"):
+        net = Precond(cfg)
+    net = net.to("meta")
+    x = torch.zeros(1, cfg.img_channels, cfg.img_resolution, cfg.img_resolution, device="meta")
+    sigma = torch.ones(1, device="meta")
+    labels = torch.zeros(1, cfg.label_dim, device="meta") if cfg.label_dim else None
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x, sigma, labels)
+    return Cost(params=param_count(net), fwd_flops=float(counter.get_total_flops()))
+
+
+def _load_cache() -> dict[str, dict[str, float]]:
+    try:
+        return json.loads(_COST_FILE.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def network_cost(cfg: NetworkConfig) -> Cost:
+    """Cost of an architecture: from the shipped cache, else measured (and cached if writable)."""
+    key = network_key(cfg)
+    cache = _load_cache()
+    if key in cache:
+        entry = cache[key]
+        return Cost(params=int(entry["params"]), fwd_flops=float(entry["fwd_flops"]))
+    cost = measure_network_cost(cfg)
+    cache[key] = {"params": cost.params, "fwd_flops": cost.fwd_flops}
+    try:
+        atomic_write_text(_COST_FILE, json.dumps(cache, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass  # a read-only install still works; it just measures again next time
+    return cost
+
+
+def preset_cost(name: str) -> Cost:
+    """Measured cost of a named preset."""
+    from harness.presets import get_preset
+
+    return network_cost(get_preset(name).network)
+
+
+def train_flops(kind: str, fwd_flops: float, nimg: int) -> float:
+    """Training FLOPs for `nimg` images of a run kind ('pretrain' or 'tune')."""
+    return TRAIN_PASSES[kind] * fwd_flops * nimg
+
+
+def nimg_for_budget(kind: str, fwd_flops: float, budget_flops: float, batch: int) -> int:
+    """Images that fit in a FLOP budget, rounded to whole batches (0 if below half a batch)."""
+    per_batch = TRAIN_PASSES[kind] * fwd_flops * batch
+    return round(budget_flops / per_batch) * batch
+
+
+def refresh_cost_cache() -> dict[str, Cost]:
+    """Measure every preset and rewrite the shipped cache (maintainers run this after editing presets)."""
+    from harness.presets import PRESETS
+
+    costs = {name: measure_network_cost(p.network) for name, p in PRESETS.items()}
+    cache = {network_key(p.network): {"params": costs[n].params, "fwd_flops": costs[n].fwd_flops}
+             for n, p in PRESETS.items()}
+    atomic_write_text(_COST_FILE, json.dumps(cache, indent=1, sort_keys=True) + "\n")
+    return costs

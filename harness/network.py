@@ -1,0 +1,291 @@
+"""Magnitude-preserving U-Net (after EDM2, Karras et al. 2024) and EDM preconditioning (Karras et al. 2022).
+
+One width knob (`model_channels`) scales the family from 8x8 digits to 64x64 class-conditional ImageNet.
+Weight normalisation is *forced* by the training loop (`normalize_weights_`) after each optimiser step
+rather than inside `forward`, so a forward pass never mutates parameters (ECT's no-grad target pass runs
+the same network and must not drift it; ECT_FACTS §1.3 "disable_forced_wn").
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.config import NetworkConfig
+
+
+def normalize(x: Tensor, dim: tuple[int, ...] | None = None, eps: float = 1e-4) -> Tensor:
+    """Scale `x` to unit RMS over `dim` (all but the first dim by default)."""
+    if dim is None:
+        dim = tuple(range(1, x.ndim))
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float32)
+    norm = torch.add(eps, norm, alpha=math.sqrt(norm.numel() / x.numel()))
+    return x / norm.to(x.dtype)
+
+
+def mp_silu(x: Tensor) -> Tensor:
+    """Magnitude-preserving SiLU (EDM2 Equation 81): unit-variance in, ~unit-variance out."""
+    return F.silu(x) / 0.596
+
+
+def mp_sum(a: Tensor, b: Tensor, t: float = 0.5) -> Tensor:
+    """Magnitude-preserving weighted sum (EDM2 Equation 88)."""
+    return a.lerp(b, t) / math.sqrt((1 - t) ** 2 + t**2)
+
+
+def mp_cat(a: Tensor, b: Tensor, dim: int = 1, t: float = 0.5) -> Tensor:
+    """Magnitude-preserving concatenation (EDM2 Equation 103)."""
+    Na, Nb = a.shape[dim], b.shape[dim]
+    C = math.sqrt((Na + Nb) / ((1 - t) ** 2 + t**2))
+    wa = C / math.sqrt(Na) * (1 - t)
+    wb = C / math.sqrt(Nb) * t
+    return torch.cat([wa * a, wb * b], dim=dim)
+
+
+class MPFourier(nn.Module):
+    """Random Fourier features of the noise level with unit output variance (EDM2 Equation 75)."""
+
+    def __init__(self, num_channels: int, bandwidth: float = 1.0, seed: int = 0) -> None:
+        super().__init__()
+        # Drawn on the CPU explicitly so a network built under a meta-device context still works.
+        gen = torch.Generator().manual_seed(seed)
+        freqs = torch.randn(num_channels, generator=gen, device="cpu")
+        phases = torch.rand(num_channels, generator=gen, device="cpu")
+        self.register_buffer("freqs", 2 * np.pi * freqs * bandwidth)
+        self.register_buffer("phases", 2 * np.pi * phases)
+
+    def forward(self, x: Tensor) -> Tensor:  # x: [N] -> [N, C]
+        y = x.to(torch.float32).ger(self.freqs.to(torch.float32)) + self.phases.to(torch.float32)
+        return (torch.cos(y) * np.sqrt(2)).to(x.dtype)
+
+
+class MPConv(nn.Module):
+    """Convolution (or linear layer for kernel=()) with weights normalised to unit magnitude per output."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, ...]) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *kernel))
+
+    def forward(self, x: Tensor, gain: float | Tensor = 1.0) -> Tensor:
+        w = normalize(self.weight.to(torch.float32))
+        w = w * (gain / math.sqrt(w[0].numel()))  # fan-in scaling keeps unit output variance
+        w = w.to(x.dtype)
+        if w.ndim == 2:
+            return x @ w.t()
+        return F.conv2d(x, w, padding=w.shape[-1] // 2)
+
+    @torch.no_grad()
+    def normalize_weight_(self) -> None:
+        """Forced weight normalisation (EDM2 Sec. 2.3): project the stored weights onto unit norm."""
+        self.weight.copy_(normalize(self.weight.to(torch.float32)).to(self.weight.dtype))
+
+
+class SharedDropout(nn.Module):
+    """Dropout whose mask is drawn from an explicit generator.
+
+    ECT's target pass f(x_r, r) must use the *same* dropout mask as the online pass f(x_t, t); two
+    generators seeded alike give identical masks on any device, with no RNG state juggling.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+        return x * (keep >= self.p).to(x.dtype) / (1 - self.p)
+
+
+class Block(nn.Module):
+    """U-Net residual block with optional resampling and self-attention (EDM2 Figure 21)."""
+
+    def __init__(self, in_channels: int, out_channels: int, emb_channels: int, *, flavor: str,
+                 resample: str = "keep", attention: bool = False, dropout: float = 0.0,
+                 channels_per_head: int = 64, res_balance: float = 0.3, attn_balance: float = 0.3,
+                 clip_act: float = 256.0) -> None:
+        super().__init__()
+        self.flavor = flavor  # "enc" or "dec"
+        self.resample = resample  # "keep", "up" or "down"
+        self.res_balance = res_balance
+        self.attn_balance = attn_balance
+        self.clip_act = clip_act
+        self.num_heads = max(out_channels // channels_per_head, 1) if attention else 0
+        self.emb_gain = nn.Parameter(torch.zeros([]))
+        self.conv_res0 = MPConv(out_channels if flavor == "enc" else in_channels, out_channels, (3, 3))
+        self.emb_linear = MPConv(emb_channels, out_channels, ())
+        self.conv_res1 = MPConv(out_channels, out_channels, (3, 3))
+        self.dropout = SharedDropout(dropout)
+        self.conv_skip = MPConv(in_channels, out_channels, (1, 1)) if in_channels != out_channels else None
+        self.attn_qkv = MPConv(out_channels, out_channels * 3, (1, 1)) if self.num_heads else None
+        self.attn_proj = MPConv(out_channels, out_channels, (1, 1)) if self.num_heads else None
+
+    def forward(self, x: Tensor, emb: Tensor, dropout_generator: torch.Generator | None) -> Tensor:
+        if self.resample == "down":
+            x = F.avg_pool2d(x, 2)
+        elif self.resample == "up":
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        if self.flavor == "enc":
+            if self.conv_skip is not None:
+                x = self.conv_skip(x)
+            x = normalize(x, dim=(1,))  # pixel norm keeps the encoder's activations at unit scale
+
+        y = self.conv_res0(mp_silu(x))
+        c = self.emb_linear(emb, gain=self.emb_gain) + 1  # zero-init gain: starts as identity modulation
+        y = mp_silu(y * c[:, :, None, None].to(y.dtype))
+        y = self.dropout(y, dropout_generator)
+        y = self.conv_res1(y)
+
+        if self.flavor == "dec" and self.conv_skip is not None:
+            x = self.conv_skip(x)
+        x = mp_sum(x, y, t=self.res_balance)
+
+        if self.num_heads:
+            assert self.attn_qkv is not None and self.attn_proj is not None
+            N, C, H, W = x.shape
+            qkv = self.attn_qkv(x).reshape(N, self.num_heads, -1, 3, H * W)
+            q, k, v = normalize(qkv, dim=(2,)).unbind(3)  # cosine attention (EDM2 Sec. 2.2)
+            w = torch.einsum("nhcq,nhck->nhqk", q, k / math.sqrt(q.shape[2])).softmax(dim=3)
+            y = torch.einsum("nhqk,nhck->nhcq", w, v)
+            y = self.attn_proj(y.reshape(N, C, H, W))
+            x = mp_sum(x, y, t=self.attn_balance)
+
+        # Clipping guards against rare activation blow-ups in reduced precision (EDM2).
+        return x.clip(-self.clip_act, self.clip_act)
+
+
+class UNet(nn.Module):
+    """EDM2-style magnitude-preserving U-Net: F(c_in * x, c_noise, labels)."""
+
+    def __init__(self, cfg: NetworkConfig, *, label_balance: float = 0.5,
+                 concat_balance: float = 0.5) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.label_balance = label_balance
+        self.concat_balance = concat_balance
+        cblock = [cfg.model_channels * m for m in cfg.channel_mult]
+        cnoise = cblock[0]
+        cemb = max(cblock)
+
+        self.out_gain = nn.Parameter(torch.zeros([]))  # the network starts by predicting zero
+        self.emb_fourier = MPFourier(cnoise)
+        self.emb_noise = MPConv(cnoise, cemb, ())
+        self.emb_label = MPConv(cfg.label_dim, cemb, ()) if cfg.label_dim else None
+
+        def block_kwargs(res: int) -> dict[str, object]:
+            use_dropout = cfg.dropout_max_resolution is None or res <= cfg.dropout_max_resolution
+            return {"attention": res in cfg.attn_resolutions,
+                    "dropout": cfg.dropout if use_dropout else 0.0}
+
+        # Encoder.
+        self.enc = nn.ModuleDict()
+        cout = cfg.img_channels + 1  # +1: a constant channel lets the first conv see image borders
+        for level, channels in enumerate(cblock):
+            res = cfg.img_resolution >> level
+            if level == 0:
+                cin, cout = cout, channels
+                self.enc[f"{res}x{res}_conv"] = MPConv(cin, cout, (3, 3))
+            else:
+                self.enc[f"{res}x{res}_down"] = Block(cout, cout, cemb, flavor="enc", resample="down",
+                                                      **block_kwargs(res))  # type: ignore[arg-type]
+            for idx in range(cfg.num_blocks):
+                cin, cout = cout, channels
+                self.enc[f"{res}x{res}_block{idx}"] = Block(cin, cout, cemb, flavor="enc",
+                                                            **block_kwargs(res))  # type: ignore[arg-type]
+
+        # Decoder.
+        self.dec = nn.ModuleDict()
+        skips = [block.out_channels if isinstance(block, MPConv) else block.conv_res1.out_channels
+                 for block in self.enc.values()]
+        for level, channels in reversed(list(enumerate(cblock))):
+            res = cfg.img_resolution >> level
+            if level == len(cblock) - 1:
+                self.dec[f"{res}x{res}_in0"] = Block(cout, cout, cemb, flavor="dec",
+                                                     **block_kwargs(res))  # type: ignore[arg-type]
+                self.dec[f"{res}x{res}_in1"] = Block(cout, cout, cemb, flavor="dec",
+                                                     **block_kwargs(res))  # type: ignore[arg-type]
+            else:
+                self.dec[f"{res}x{res}_up"] = Block(cout, cout, cemb, flavor="dec", resample="up",
+                                                    **block_kwargs(res))  # type: ignore[arg-type]
+            for idx in range(cfg.num_blocks + 1):
+                cin, cout = cout + skips.pop(), channels
+                self.dec[f"{res}x{res}_block{idx}"] = Block(cin, cout, cemb, flavor="dec",
+                                                            **block_kwargs(res))  # type: ignore[arg-type]
+        self.out_conv = MPConv(cout, cfg.img_channels, (3, 3))
+
+    def forward(self, x: Tensor, noise_labels: Tensor, class_labels: Tensor | None = None,
+                dropout_generator: torch.Generator | None = None) -> Tensor:
+        emb = self.emb_noise(self.emb_fourier(noise_labels))
+        if self.emb_label is not None:
+            assert class_labels is not None, "class-conditional network needs labels"
+            onehot = (class_labels.to(emb.dtype) if class_labels.is_floating_point()  # already one-hot
+                      else F.one_hot(class_labels, self.cfg.label_dim).to(emb.dtype))
+            emb = mp_sum(emb, self.emb_label(onehot * math.sqrt(self.cfg.label_dim)),
+                         t=self.label_balance)
+        emb = mp_silu(emb)
+
+        x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        skips = []
+        for name, block in self.enc.items():
+            x = block(x) if name.endswith("_conv") else block(x, emb, dropout_generator)
+            skips.append(x)
+        for name, block in self.dec.items():
+            if "block" in name:
+                x = mp_cat(x, skips.pop(), t=self.concat_balance)
+            x = block(x, emb, dropout_generator)
+        return self.out_conv(x, gain=self.out_gain)
+
+    @torch.no_grad()
+    def normalize_weights_(self) -> None:
+        """Forced weight normalisation of every MPConv (call after each optimiser step)."""
+        for module in self.modules():
+            if isinstance(module, MPConv):
+                module.normalize_weight_()
+
+
+class Precond(nn.Module):
+    """EDM preconditioning: D(x, sigma) = c_skip x + c_out F(c_in x, c_noise) with sigma_data = 0.5.
+
+    `sigma_min_shift` implements the consistency boundary condition explicitly: with shift = s,
+    c_skip(s) = 1 and c_out(s) = 0, so D(x, s) = x (ECT_FACTS §1.5). It is an argument, not a mode.
+    """
+
+    def __init__(self, cfg: NetworkConfig, sigma_data: float = 0.5) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.sigma_data = sigma_data
+        self.unet = UNet(cfg)
+
+    def forward(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None, *,
+                sigma_min_shift: float = 0.0,
+                dropout_generator: torch.Generator | None = None) -> Tensor:
+        sigma = sigma.to(torch.float32).reshape(-1, 1, 1, 1)  # [N, 1, 1, 1]
+        sd = self.sigma_data
+        c_skip = sd**2 / ((sigma - sigma_min_shift) ** 2 + sd**2)
+        c_out = (sigma - sigma_min_shift) * sd / (sigma**2 + sd**2).sqrt()
+        c_in = 1 / (sd**2 + sigma**2).sqrt()
+        c_noise = sigma.flatten().log() / 4
+        F_x = self.unet((c_in * x).to(x.dtype), c_noise, class_labels, dropout_generator)
+        return c_skip * x + c_out * F_x.to(torch.float32)
+
+    def normalize_weights_(self) -> None:
+        """See `UNet.normalize_weights_`."""
+        self.unet.normalize_weights_()
+
+
+def make_network(cfg: NetworkConfig) -> Precond:
+    """Build the preconditioned network for a config (weights normalised, as training expects)."""
+    net = Precond(cfg)
+    net.normalize_weights_()
+    return net
+
+
+def param_count(net: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)

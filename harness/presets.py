@@ -1,0 +1,143 @@
+"""Model-size presets per dataset (one width knob) and each dataset's training recipe. Torch-free.
+
+Parameter counts and forward FLOPs per image are *measured* (harness.flops) and cached in
+harness/preset_costs.json; `harness presets` prints the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harness.config import ConfigError, NetworkConfig
+
+Dataset = Literal["digits", "cifar10", "imagenet64"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preset:
+    name: str  # ect-<dataset>-<size>
+    dataset: Dataset
+    network: NetworkConfig
+    overrides: dict[str, Any] = field(default_factory=dict)  # size-specific dotted RunConfig values
+
+
+def _digits(ch: int, mult: tuple[int, ...] = (1, 2, 2), blocks: int = 2) -> NetworkConfig:
+    return NetworkConfig(img_resolution=8, img_channels=1, model_channels=ch, channel_mult=mult,
+                         num_blocks=blocks, dropout=0.1)
+
+
+def _cifar(ch: int, blocks: int = 3, mult: tuple[int, ...] = (2, 2, 2)) -> NetworkConfig:
+    return NetworkConfig(img_resolution=32, img_channels=3, model_channels=ch, channel_mult=mult,
+                         num_blocks=blocks, attn_resolutions=(16,), dropout=0.2)
+
+
+def _img64(ch: int, dropout: float, blocks: int = 3, mult: tuple[int, ...] = (1, 2, 3, 4)
+           ) -> NetworkConfig:
+    return NetworkConfig(img_resolution=64, img_channels=3, label_dim=1000, model_channels=ch,
+                         channel_mult=mult, num_blocks=blocks, attn_resolutions=(16, 8),
+                         dropout=dropout, dropout_max_resolution=16)
+
+
+# One row per size; the width knob is model_channels. Measured sizes: `harness presets`.
+_ROWS: list[Preset] = [
+    #      name                      dataset       network                                overrides
+    Preset(name="ect-digits-tiny",   dataset="digits",     network=_digits(8, (1, 2), 1)),
+    Preset(name="ect-digits-xs",     dataset="digits",     network=_digits(6)),
+    Preset(name="ect-digits-s",      dataset="digits",     network=_digits(10)),
+    Preset(name="ect-digits-m",      dataset="digits",     network=_digits(16)),
+    Preset(name="ect-digits-l",      dataset="digits",     network=_digits(24)),
+    Preset(name="ect-digits-xl",     dataset="digits",     network=_digits(32)),
+    Preset(name="ect-cifar10-tiny",  dataset="cifar10",    network=_cifar(8, 1, (1, 2))),
+    Preset(name="ect-cifar10-xs",    dataset="cifar10",    network=_cifar(32)),
+    Preset(name="ect-cifar10-s",     dataset="cifar10",    network=_cifar(64)),
+    Preset(name="ect-cifar10-m",     dataset="cifar10",    network=_cifar(96)),
+    Preset(name="ect-cifar10-l",     dataset="cifar10",    network=_cifar(128, 4)),  # ~DDPM++ size
+    Preset(name="ect-imagenet64-tiny", dataset="imagenet64", network=_img64(16, 0.0, 1, (1, 2))),
+    Preset(name="ect-imagenet64-xs", dataset="imagenet64", network=_img64(128, 0.4),
+           overrides={"optim.lr": 1.0e-3}),
+    Preset(name="ect-imagenet64-s",  dataset="imagenet64", network=_img64(192, 0.4),
+           overrides={"optim.lr": 1.0e-3}),
+    Preset(name="ect-imagenet64-m",  dataset="imagenet64", network=_img64(256, 0.5),
+           overrides={"optim.lr": 9.0e-4}),
+    Preset(name="ect-imagenet64-l",  dataset="imagenet64", network=_img64(320, 0.5),
+           overrides={"optim.lr": 8.0e-4}),
+    Preset(name="ect-imagenet64-xl", dataset="imagenet64", network=_img64(384, 0.5),
+           overrides={"optim.lr": 7.0e-4}),
+]
+PRESETS: dict[str, Preset] = {p.name: p for p in _ROWS}
+
+
+def get_preset(name: str, *, where: str = "preset") -> Preset:
+    """Look up a preset by name; unknown names list the valid ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(PRESETS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{where}: preset = {name!r}: unknown preset.{hint} "
+                          f"Valid: {', '.join(PRESETS)}") from None
+
+
+# Dotted RunConfig defaults per (dataset, kind). Tuning recipes follow the official ECT scripts
+# (ECT_FACTS §2); digits values were chosen by measurement on this project's CPU machines.
+_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
+    ("digits", "pretrain"): {
+        "data.name": "digits", "train.batch": 128, "optim.optimizer": "adam", "optim.lr": 2e-3,
+        "optim.betas": [0.9, 0.99], "optim.lr_schedule": "inv_sqrt", "optim.lr_decay_nimg": 64_000,
+        "train.ema_halflife_nimg": 50_000, "train.ema_rampup_ratio": 0.1,
+        "diffusion.P_mean": -1.2, "diffusion.P_std": 1.2, "eval.heun_steps": 18,
+        "eval.num_samples": 2000,
+    },
+    ("digits", "tune"): {
+        "data.name": "digits", "train.batch": 128, "optim.optimizer": "radam", "optim.lr": 1e-3,
+        "optim.betas": [0.9, 0.99], "optim.lr_schedule": "constant",
+        "train.ema_halflife_nimg": 20_000, "train.ema_rampup_ratio": 0.1,
+        "ect.P_mean": -1.1, "ect.P_std": 2.0, "ect.q": 2.0, "ect.curriculum": "fixed",
+        "ect.stage_nimg": 25_600, "ect.c": 0.0, "ect.weighting": "inv_dt",
+        "eval.mid_t": [0.821], "eval.num_samples": 2000,
+    },
+    ("cifar10", "pretrain"): {
+        "data.name": "cifar10", "train.batch": 512, "optim.optimizer": "adam", "optim.lr": 1e-3,
+        "optim.betas": [0.9, 0.999], "train.ema_halflife_nimg": 500_000,
+        "diffusion.P_mean": -1.2, "diffusion.P_std": 1.2, "network.dropout": 0.13,
+        "eval.num_samples": 50_000, "eval.metric": "fid_inception",
+    },
+    ("cifar10", "tune"): {
+        "data.name": "cifar10", "train.batch": 128, "optim.optimizer": "radam", "optim.lr": 1e-4,
+        "optim.betas": [0.9, 0.999], "optim.lr_schedule": "constant",
+        "train.ema_halflife_nimg": 887_000,  # beta = 0.9999 per step at batch 128
+        "train.ema_rampup_ratio": None,
+        "ect.P_mean": -1.1, "ect.P_std": 2.0, "ect.q": 2.0, "ect.curriculum": "fixed",
+        "ect.stage_nimg": 3_200_000,  # 25,000 iterations x 128
+        "ect.c": 0.0, "ect.weighting": "inv_dt", "network.dropout": 0.2,
+        "eval.mid_t": [0.821], "eval.num_samples": 50_000, "eval.metric": "fid_inception",
+    },
+    ("imagenet64", "pretrain"): {
+        "data.name": "imagenet64", "data.use_labels": True, "train.batch": 2048,
+        "optim.optimizer": "adam", "optim.lr": 1e-2, "optim.betas": [0.9, 0.99],
+        "optim.lr_schedule": "inv_sqrt", "optim.lr_decay_nimg": 70_000 * 2048,
+        "train.ema_halflife_nimg": 10_000_000, "diffusion.P_mean": -0.8, "diffusion.P_std": 1.6,
+        "eval.num_samples": 50_000, "eval.metric": "fid_inception",
+    },
+    ("imagenet64", "tune"): {
+        "data.name": "imagenet64", "data.use_labels": True, "train.batch": 128,
+        "optim.optimizer": "adam", "optim.lr": 1e-3, "optim.betas": [0.9, 0.99],
+        "optim.lr_schedule": "inv_sqrt", "optim.lr_decay_nimg": 256_000,  # 2,000 iters x 128
+        "train.ema_halflife_nimg": 887_000, "train.ema_rampup_ratio": None,
+        "ect.P_mean": -0.8, "ect.P_std": 1.6, "ect.q": 4.0, "ect.curriculum": "fixed",
+        "ect.stage_nimg": 3_200_000, "ect.c": 0.06, "ect.weighting": "snr_plus_k",
+        "eval.mid_t": [1.526], "eval.num_samples": 50_000, "eval.metric": "fid_inception",
+    },
+}
+
+
+def recipe(dataset: str, kind: str) -> dict[str, Any]:
+    """Dotted RunConfig defaults of a dataset's recipe for 'pretrain' or 'tune' runs (a copy)."""
+    try:
+        return dict(_RECIPES[(dataset, kind)])
+    except KeyError:
+        raise ConfigError(f"recipe: (dataset, kind) = ({dataset!r}, {kind!r}): unknown. Valid: "
+                          + ", ".join(f"{d}/{k}" for d, k in _RECIPES)) from None

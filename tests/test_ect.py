@@ -1,0 +1,115 @@
+"""ECT mapping r(t), curriculum and losses (ECT_FACTS §1)."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.config import DiffusionConfig, ECTConfig, NetworkConfig
+from harness.ect import ECTLoss, EDMLoss, n_of_t, pseudo_huber, r_from_t, stage_at
+from harness.network import make_network
+
+T_GRID = torch.logspace(-3, math.log10(80), 2000, dtype=torch.float64)
+
+
+def test_r_is_zero_below_ln7_at_first_stage():
+    # q^(s+1) = 2: n(t) >= 2 <=> sigmoid(-t) >= 1/8 <=> t <= ln 7.
+    r = r_from_t(T_GRID, stage=0, q=2.0)
+    below = T_GRID <= math.log(7) - 1e-9
+    assert torch.all(r[below] == 0)
+    assert torch.all(r[T_GRID > math.log(7) + 1e-6] > 0)
+
+
+def test_r_zero_region_at_q_pow_4():
+    r = r_from_t(T_GRID, stage=1, q=2.0)  # q^(s+1) = 4: r = 0 for t <= ln(5/3)
+    assert torch.all(r[T_GRID <= math.log(5 / 3) - 1e-9] == 0)
+    assert torch.all(r[T_GRID > math.log(5 / 3) + 1e-6] > 0)
+
+
+@pytest.mark.parametrize(("q", "stage"), [(2.0, 2), (2.0, 5), (4.0, 1), (4.0, 3), (256.0, 0)])
+def test_r_positive_everywhere_from_q_pow_8(q, stage):
+    assert q ** (stage + 1) >= 8
+    assert torch.all(r_from_t(T_GRID, stage=stage, q=q) > 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(t=st.floats(1e-4, 200.0), stage=st.integers(0, 12), q=st.sampled_from([2.0, 4.0, 256.0]))
+def test_r_between_zero_and_t(t, stage, q):
+    r = r_from_t(torch.tensor([t], dtype=torch.float64), stage=stage, q=q).item()
+    assert 0 <= r < t
+
+
+def test_r_over_t_increases_with_stage():
+    ratios = [r_from_t(T_GRID, stage=s, q=2.0) / T_GRID for s in range(8)]
+    for lo, hi in zip(ratios, ratios[1:], strict=False):
+        assert torch.all(hi >= lo)
+        assert torch.any(hi > lo)
+    assert torch.all(ratios[-1] > 0.98)  # the last CIFAR stage (q^8 = 256) is nearly r = t
+
+
+def test_official_mapping_values():
+    # r = t (1 - (1 + 8 sigmoid(-t)) / 2^(s+1)) at a few hand-computed points.
+    t = torch.tensor([0.5, 2.0, 10.0], dtype=torch.float64)
+    expected = t * (1 - (1 + 8 / (1 + torch.exp(t))) / 8)
+    assert torch.allclose(r_from_t(t, stage=2, q=2.0), expected.clamp(min=0))
+    assert torch.allclose(n_of_t(t, mapping="const"), torch.ones_like(t))
+
+
+def test_stage_is_pure_function_of_images():
+    assert [stage_at(n, 1000) for n in (0, 999, 1000, 2500)] == [0, 0, 1, 2]
+
+
+def test_pseudo_huber():
+    delta = torch.tensor([[3.0, 4.0]])
+    assert pseudo_huber(delta, 0.0).item() == pytest.approx(5.0)
+    assert pseudo_huber(delta, 1.0).item() == pytest.approx(math.sqrt(26) - 1)
+
+
+def _tiny_net(dropout=0.0):
+    torch.manual_seed(0)
+    return make_network(NetworkConfig(model_channels=8, channel_mult=(1, 2), num_blocks=1,
+                                      dropout=dropout)).train()
+
+
+def test_ect_target_uses_same_dropout_mask():
+    net = _tiny_net(dropout=0.5)
+    with torch.no_grad():
+        net.unet.out_gain.fill_(1.0)  # zero-initialised: dropout would not show in the output
+    x = torch.randn(4, 1, 8, 8)
+    sigma = torch.full((4,), 1.0)
+    g1 = torch.Generator().manual_seed(7)
+    g2 = torch.Generator().manual_seed(7)
+    g3 = torch.Generator().manual_seed(8)
+    a, b, c = net(x, sigma, dropout_generator=g1), net(x, sigma, dropout_generator=g2), \
+        net(x, sigma, dropout_generator=g3)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_ect_loss_zero_when_r_equals_t_is_impossible_and_finite():
+    net = _tiny_net(dropout=0.2)
+    loss_fn = ECTLoss(ECTConfig(), stage_nimg=1000)
+    images = torch.rand(16, 1, 8, 8) * 2 - 1
+    loss = loss_fn(net, images, None, nimg=0, generator=torch.Generator().manual_seed(0))
+    assert loss.shape == (16,)
+    assert torch.isfinite(loss).all() and (loss >= 0).all()
+    loss.mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_ect_loss_deterministic_given_generator():
+    net = _tiny_net(dropout=0.2)
+    loss_fn = ECTLoss(ECTConfig(weighting="snr_plus_k", c=0.06), stage_nimg=1000)
+    images = torch.rand(8, 1, 8, 8) * 2 - 1
+    a = loss_fn(net, images, None, 5000, torch.Generator().manual_seed(3))
+    b = loss_fn(net, images, None, 5000, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_edm_loss_shape():
+    net = _tiny_net()
+    loss = EDMLoss(DiffusionConfig())(net, torch.zeros(8, 1, 8, 8), None, 0,
+                                      torch.Generator().manual_seed(0))
+    assert loss.shape == (8,) and torch.isfinite(loss).all()
