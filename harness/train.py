@@ -239,7 +239,9 @@ def train(job: JobSpec) -> None:
     images_all = data.images.to(device)
     labels_all = data.labels.to(device) if data.labels is not None else None
     cost = network_cost(run.network)
-    net = make_network(run.network).to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run.seed)  # initial weights depend on the run's seed only
+        net = make_network(run.network).to(device)
     pretrain_flops: float | None = 0.0 if run.kind == "pretrain" else None
     if run.kind == "tune":
         init = load_init_network(run, Path(job.runs_dir))
@@ -524,10 +526,12 @@ class _EvaluationHook:
 
     def write_failure(self, state: dict[str, Any], error: str) -> None:
         """One record saying the run failed and why, so a sweep's table shows it."""
+        from harness.evaluate import metric_name
         from harness.records import write_evaluation
 
         row = self._base_row(state)
-        row.update(sampler=self.samplers()[0], status="failed", error=error)
+        row.update(sampler=self.samplers()[0], metric=metric_name(self.job.run), value=None,
+                   status="failed", error=error)
         try:
             write_evaluation(self.job.sweep_results_dir, [row])
         except Exception as e:  # the status file already holds the reason

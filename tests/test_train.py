@@ -1,0 +1,212 @@
+"""Training loop: exact resume, non-finite handling, measured FLOPs, data parallelism on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import harness.train as train_mod
+from harness.config import run_config_from_dict, set_dotted, to_dict
+from harness.flops import TRAIN_PASSES, network_cost
+from harness.job import JobSpec, write_job
+from harness.presets import get_preset
+from harness.train import load_checkpoint, train
+
+BATCH = 16
+
+
+def make_run(kind: str, total_steps: int, **dotted):
+    data: dict = {"kind": kind, "preset": "ect-digits-tiny",
+                  "network": to_dict(get_preset("ect-digits-tiny").network)}
+    values = {"train.batch": BATCH, "train.total_nimg": BATCH * total_steps,
+              "train.ckpt_every_nimg": BATCH * 2, "train.status_every_nimg": BATCH * 2,
+              "train.num_threads": 1, "eval.num_samples": 32, "eval.samplers": ["1-step"],
+              "eval.heun_steps": 2, "eval.save_grid": False, "network.dropout": 0.2,
+              "optim.lr": 5e-3, **dotted}
+    for key, value in values.items():
+        set_dotted(data, key, value, where="test")
+    return run_config_from_dict(data)
+
+
+def make_job(tmp_path: Path, run, sweep: str = "t") -> JobSpec:
+    return JobSpec(run=run, sweep=sweep, results_dir=str(tmp_path / "results"),
+                   runs_dir=str(tmp_path / "runs"))
+
+
+@pytest.fixture
+def pretrained(tmp_path_factory):
+    """A tiny pretrained network file to tune from."""
+    root = tmp_path_factory.mktemp("pre")
+    job = make_job(root, make_run("pretrain", 4))
+    train(job)
+    return job.run_dir / "network-final.pt"
+
+
+def _final_weights(job: JobSpec) -> dict[str, torch.Tensor]:
+    ckpt = sorted(job.run_dir.glob("ckpt-*.pt"))[-1]
+    state = load_checkpoint(ckpt)
+    return {**{f"net.{k}": v for k, v in state["net"].items()},
+            **{f"ema.{k}": v for k, v in state["ema"].items()}}
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["pretrain", "tune"])
+def test_resume_is_bit_identical(tmp_path, monkeypatch, pretrained, kind):
+    extra = {"init_checkpoint": str(pretrained)} if kind == "tune" else {}
+    run = make_run(kind, 6, **extra)
+    straight = make_job(tmp_path / "a", run)
+    train(straight)
+
+    # Crash after the 3rd step (checkpoint at step 2), then resume in a fresh call.
+    resumed = make_job(tmp_path / "b", run)
+    real_step = train_mod._step
+    calls = {"n": 0}
+
+    def crashing_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise _Crash
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "_step", crashing_step)
+    with pytest.raises(_Crash):
+        train(resumed)
+    monkeypatch.setattr(train_mod, "_step", real_step)
+    assert [p.name for p in resumed.run_dir.glob("ckpt-*.pt")] == [f"ckpt-{2 * BATCH:012d}.pt"]
+    train(resumed)
+
+    a, b = _final_weights(straight), _final_weights(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    status = json.loads((resumed.run_dir / "status.json").read_text())
+    assert status["state"] == "done" and status["attempt"] == 2
+
+
+def test_resume_skips_corrupt_checkpoint(tmp_path, caplog):
+    run = make_run("pretrain", 4)
+    job = make_job(tmp_path, run)
+    train(job)
+    newest = sorted(job.run_dir.glob("ckpt-*.pt"))[-1]
+    newest.write_bytes(newest.read_bytes()[:-100])  # truncate
+    with pytest.raises(ValueError, match="checksum"):
+        load_checkpoint(newest)
+    state = train_mod.load_latest_checkpoint(job.run_dir)
+    assert state is not None and state["state"]["nimg"] == 2 * BATCH
+    assert newest.name in caplog.text
+
+
+def test_nonfinite_steps_are_skipped_then_fail(tmp_path, monkeypatch):
+    run = make_run("pretrain", 8, **{"train.max_nonfinite_steps": 3})
+    job = make_job(tmp_path, run)
+    real_loss = train_mod.make_loss
+
+    def nan_loss(*args, **kwargs):
+        fn = real_loss(*args, **kwargs)
+        return lambda net, images, labels, nimg, gen: fn(net, images, labels, nimg, gen) * (
+            float("nan") if nimg >= 2 * BATCH else 1.0)
+
+    monkeypatch.setattr(train_mod, "make_loss", nan_loss)
+    with pytest.raises(train_mod.TrainingFailed, match="3 consecutive non-finite"):
+        train(job)
+    status = json.loads((job.run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "non-finite" in status["error"]
+    from analysis.load import load_results
+
+    df = load_results(tmp_path / "results", "t")
+    assert list(df["status"]) == ["failed"] and "non-finite" in df["error"].iloc[0]
+
+
+def test_isolated_nonfinite_step_is_counted(tmp_path, monkeypatch):
+    run = make_run("pretrain", 4)
+    job = make_job(tmp_path, run)
+    real_loss = train_mod.make_loss
+
+    def one_nan(*args, **kwargs):
+        fn = real_loss(*args, **kwargs)
+        return lambda net, images, labels, nimg, gen: fn(net, images, labels, nimg, gen) * (
+            float("inf") if nimg == BATCH else 1.0)
+
+    monkeypatch.setattr(train_mod, "make_loss", one_nan)
+    train(job)
+    from analysis.load import load_results
+
+    df = load_results(tmp_path / "results", "t")
+    assert df["nonfinite_steps"].tolist() == [1]
+    assert df["status"].tolist() == ["ok"]
+
+
+def test_step_flops_match_direct_count(pretrained):
+    """4 forward-equivalents per ECT image (3 diffusion) vs FlopCounterMode on a real step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from harness.ect import make_loss
+    from harness.network import make_network
+
+    for kind in ("pretrain", "tune"):
+        run = make_run(kind, 4, **({"init_checkpoint": str(pretrained)} if kind == "tune" else {}),
+                       **{"ect.q": 4.0})  # stage 0 at q = 4: most samples need the target pass
+        net = make_network(run.network).train()
+        loss_fn = make_loss(kind, run.diffusion, run.ect, run.stage_nimg())
+        images = torch.rand(BATCH, 1, 8, 8) * 2 - 1
+        with FlopCounterMode(display=False) as counter:
+            loss_fn(net, images, None, 0, torch.Generator().manual_seed(0)).mean().backward()
+        measured = counter.get_total_flops()
+        predicted = TRAIN_PASSES[kind] * network_cost(run.network).fwd_flops * BATCH
+        assert measured == pytest.approx(predicted, rel=0.10), kind
+
+
+def test_records_written_at_eval_points(tmp_path):
+    run = make_run("pretrain", 4, **{"train.eval_nimg": [2 * BATCH]})
+    job = make_job(tmp_path, run)
+    train(job)
+    from analysis.load import load_results
+
+    df = load_results(tmp_path / "results", "t").sort_values("images_seen")
+    assert df["images_seen"].tolist() == [2 * BATCH, 4 * BATCH]
+    assert (df["sampler"] == "heun").all() and (df["nfe"] == 3).all()
+    fwd = network_cost(run.network).fwd_flops
+    assert df["pretrain_flops"].tolist() == pytest.approx([3 * fwd * 2 * BATCH, 3 * fwd * 4 * BATCH])
+    # Re-running a finished run neither trains nor writes again.
+    before = sorted(p.name for p in (tmp_path / "results" / "t").glob("*.parquet"))
+    train(job)
+    assert sorted(p.name for p in (tmp_path / "results" / "t").glob("*.parquet")) == before
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    """Two gloo ranks train one job: weights stay in sync and one set of records is written."""
+    run = make_run("pretrain", 4)
+    job = make_job(tmp_path, run)
+    job_file = tmp_path / "job.json"
+    write_job(job_file, job)
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "harness", "train", str(job_file)],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outputs = [p.communicate(timeout=240)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    state = load_checkpoint(sorted(job.run_dir.glob("ckpt-*.pt"))[-1])
+    assert state["state"]["nimg"] == 4 * BATCH
+    assert "2 rank(s)" in outputs[0]
+    from analysis.load import load_results
+
+    df = load_results(tmp_path / "results", "t")
+    assert len(df) == 1 and df["num_devices"].iloc[0] == 2
