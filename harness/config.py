@@ -339,7 +339,8 @@ def coerce(tp: Any, value: Any, where: str, name: str) -> Any:
             return tuple(coerce(args[0], v, where, f"{name}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise _err(where, name, value, f"must be a list of {len(args)} values")
-        return tuple(coerce(a, v, where, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(coerce(a, v, where, f"{name}[{i}]") for i, (a, v) in pairs)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value

@@ -82,10 +82,9 @@ class ECTLoss:
             target = torch.nan_to_num(target)
 
         dist = pseudo_huber(D_t - target, cfg.c)
-        if cfg.weighting == "inv_dt":
-            weight = 1 / (t - r)  # Sec. 3.1: from the differential consistency condition
-        else:
-            weight = 1 / t**2 + 1 / cfg.sigma_data**2  # EDM's lambda(sigma), the ImageNet recipe
+        # 1/(t - r) follows from the differential consistency condition (Sec. 3.1); the ImageNet
+        # recipe uses EDM's lambda(sigma) = 1/t^2 + 1/sigma_data^2 instead.
+        weight = 1 / (t - r) if cfg.weighting == "inv_dt" else 1 / t**2 + 1 / cfg.sigma_data**2
         return dist * weight
 
 

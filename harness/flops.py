@@ -7,6 +7,7 @@ with the package) keyed by a hash of the network config, so planning never needs
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,10 +68,9 @@ def network_cost(cfg: NetworkConfig) -> Cost:
         return Cost(params=int(entry["params"]), fwd_flops=float(entry["fwd_flops"]))
     cost = measure_network_cost(cfg)
     cache[key] = {"params": cost.params, "fwd_flops": cost.fwd_flops}
-    try:
+    # A read-only install still works; it just measures again next time.
+    with contextlib.suppress(OSError):
         atomic_write_text(_COST_FILE, json.dumps(cache, indent=1, sort_keys=True) + "\n")
-    except OSError:
-        pass  # a read-only install still works; it just measures again next time
     return cost
 
 

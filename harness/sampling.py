@@ -6,6 +6,7 @@ the same noise (common random numbers lower the variance of cross-size compariso
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -69,7 +70,7 @@ def sample_heun(net: nn.Module, noise: Tensor, sigmas: Sequence[float], *,
         s = torch.full((N,), sigma, dtype=torch.float32, device=x.device)
         return net(x.to(torch.float32), s, labels).to(torch.float64)
 
-    for sigma_cur, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+    for sigma_cur, sigma_next in itertools.pairwise(sigmas):
         d_cur = (x - denoise(x, sigma_cur)) / sigma_cur
         x_next = x + (sigma_next - sigma_cur) * d_cur
         if sigma_next > 0:  # second-order correction, skipped on the last step to t = 0

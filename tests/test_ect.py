@@ -1,5 +1,6 @@
 """ECT mapping r(t), curriculum and losses (ECT_FACTS §1)."""
 
+import itertools
 import math
 
 import pytest
@@ -17,15 +18,15 @@ T_GRID = torch.logspace(-3, math.log10(80), 2000, dtype=torch.float64)
 def test_r_is_zero_below_ln7_at_first_stage():
     # q^(s+1) = 2: n(t) >= 2 <=> sigmoid(-t) >= 1/8 <=> t <= ln 7.
     r = r_from_t(T_GRID, stage=0, q=2.0)
-    below = T_GRID <= math.log(7) - 1e-9
+    below = math.log(7) - 1e-9 >= T_GRID
     assert torch.all(r[below] == 0)
-    assert torch.all(r[T_GRID > math.log(7) + 1e-6] > 0)
+    assert torch.all(r[math.log(7) + 1e-6 < T_GRID] > 0)
 
 
 def test_r_zero_region_at_q_pow_4():
     r = r_from_t(T_GRID, stage=1, q=2.0)  # q^(s+1) = 4: r = 0 for t <= ln(5/3)
-    assert torch.all(r[T_GRID <= math.log(5 / 3) - 1e-9] == 0)
-    assert torch.all(r[T_GRID > math.log(5 / 3) + 1e-6] > 0)
+    assert torch.all(r[math.log(5 / 3) - 1e-9 >= T_GRID] == 0)
+    assert torch.all(r[math.log(5 / 3) + 1e-6 < T_GRID] > 0)
 
 
 @pytest.mark.parametrize(("q", "stage"), [(2.0, 2), (2.0, 5), (4.0, 1), (4.0, 3), (256.0, 0)])
@@ -43,7 +44,7 @@ def test_r_between_zero_and_t(t, stage, q):
 
 def test_r_over_t_increases_with_stage():
     ratios = [r_from_t(T_GRID, stage=s, q=2.0) / T_GRID for s in range(8)]
-    for lo, hi in zip(ratios, ratios[1:], strict=False):
+    for lo, hi in itertools.pairwise(ratios):
         assert torch.all(hi >= lo)
         assert torch.any(hi > lo)
     assert torch.all(ratios[-1] > 0.98)  # the last CIFAR stage (q^8 = 256) is nearly r = t

@@ -1,0 +1,29 @@
+# The README's two commands are `make demo` and `make test`; .ci/run calls `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-all lint
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The digits demo sweep, end to end on CPU: pretraining, ECT tuning, FD-digits records, fits, figures.
+demo: install
+	$(BIN)/harness run sweeps/digits.toml --cluster local
+
+# The default test run (CPU only; SLURM tests start a throw-away cluster or skip with a reason).
+test: install
+	$(BIN)/python -m pytest -m "not slow and not gpu"
+
+# Everything, slow tests included.
+test-all: install
+	$(BIN)/python -m pytest -m "not gpu"
+
+lint: install
+	$(BIN)/ruff check harness analysis tests scripts
