@@ -14,6 +14,193 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by plan, submit and status (the same sweep must resolve to the same runs)."""
+    p.add_argument("sweep", help="sweep file (TOML), e.g. sweeps/smoke.toml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a [base] setting, e.g. --set ect.q=4 --set data.path=/data/c10 "
+                   "(value parsed with ast.literal_eval, type-checked); repeatable")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="records folder; the sweep's records go to DIR/<sweep name>/ "
+                   "(default: results)")
+    p.add_argument("--runs", default=None, metavar="DIR",
+                   help="run folders with checkpoints (default: $HARNESS_RUNS, else runs)")
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from harness.plan import format_plan, plan
+    from harness.sweep import load_sweep
+
+    sweep = load_sweep(args.sweep, args.overrides)
+    print(format_plan(plan(sweep, args.results, args.runs, allow_large=args.yes), args.tflops))
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from harness.plan import format_plan
+    from harness.submit import submit
+    from harness.sweep import load_sweep
+
+    sweep = load_sweep(args.sweep, args.overrides)
+    report = submit(sweep, args.cluster, results_dir=args.results, runs_dir=args.runs,
+                    dry_run=args.dry_run, allow_large=args.yes, wait=args.wait)
+    if args.dry_run and report.plan is not None:
+        print(format_plan(report.plan))
+        print()
+        todo = {r for r, _ in report.submitted}
+        for i, r in enumerate(x for x in report.plan.runs if x.run_id in todo):
+            print(f"#{i} {r.kind} {r.run_id} {r.job.display_name}: "
+                  f"harness train {r.job.run_dir / 'job.json'}")
+    print(report.summary())
+    if not args.dry_run and report.submitted:
+        print(f"progress: harness status {args.sweep}"
+              + "".join(f" --set {o}" for o in args.overrides))
+    return 1 if report.failed else 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from harness.submit import format_status, sweep_status
+    from harness.sweep import load_sweep
+
+    sweep = load_sweep(args.sweep, args.overrides)
+    print(format_status(sweep_status(sweep, args.results, args.runs)))
+    return 0
+
+
+def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from harness.plan import ASSUMED_TFLOPS, DEFAULT_MAX_RUNS
+
+    p = sub.add_parser("plan", help="expand and check a sweep; print its runs, compute and status "
+                       "(never submits)")
+    _sweep_options(p)
+    p.add_argument("--yes", action="store_true",
+                   help=f"allow grids of more than {DEFAULT_MAX_RUNS} runs")
+    p.add_argument("--tflops", type=float, default=ASSUMED_TFLOPS,
+                   help="sustained training TFLOP/s per GPU for GPU-hour estimates "
+                   f"(default {ASSUMED_TFLOPS:g})")
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("submit", help="submit the runs of a sweep that are not done or running")
+    _sweep_options(p)
+    p.add_argument("--cluster", required=True, choices=["local", "slurm", "debug"],
+                   help="where jobs run (always explicit): local = a scheduler process on this "
+                   "machine, slurm = job arrays, debug = in this process, one after another")
+    p.add_argument("--dry-run", action="store_true", help="print what would be submitted and exit")
+    p.add_argument("--yes", action="store_true",
+                   help=f"allow grids of more than {DEFAULT_MAX_RUNS} runs")
+    p.add_argument("--wait", action="store_true",
+                   help="local: run the scheduler in this process and return when all runs ended")
+    p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser("status", help="state, progress, last metric and log of each run of a sweep")
+    _sweep_options(p)
+    p.set_defaults(func=_cmd_status)
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from analysis.load import load_results, tidy
+    from harness.records import RecordError
+
+    name = args.sweep
+    if name.endswith(".toml") and Path(name).is_file():  # a sweep file: its records folder
+        import tomllib
+
+        name = str(tomllib.loads(Path(name).read_text()).get("name", Path(name).stem))
+    try:
+        df = load_results(args.results, name)
+    except RecordError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
+    if args.csv:
+        df.to_csv(sys.stdout, index=False)
+    elif df.empty:
+        print(f"no records in {Path(args.results) / name}")
+    else:
+        print(tidy(df).to_string(index=False))
+    return 0
+
+
+def _add_results_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("results", help="print a sweep's records (latest evaluation of each point) "
+                       "as a table or CSV")
+    p.add_argument("sweep", help="sweep name (the folder under --results) or sweep file")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="records folder (default: results)")
+    p.add_argument("--csv", action="store_true", help="print all columns as CSV")
+    p.set_defaults(func=_cmd_results)
+
+
+def _analysis_errors() -> tuple[type[Exception], ...]:
+    from analysis.powerlaw import FitError
+    from analysis.report import AnalysisError
+    from harness.records import RecordError
+
+    return AnalysisError, RecordError, FitError
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from analysis.report import FITS_JSON, FITS_PARQUET, fit_sweep, format_fit_table
+
+    try:
+        fits = fit_sweep(args.results, args.sweep, x=args.x, frontier_x=args.frontier_x,
+                         bootstrap=args.bootstrap, seed=args.seed)
+    except _analysis_errors() as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
+    level = round(100 * float(fits.curves["ci_level"].iloc[0])) if len(fits.curves) else 95
+    print(f"{fits.sweep}: y = E + A * {args.x}^(-alpha) per preset and sampler; "
+          f"[{level} % bootstrap CI, {args.bootstrap} resamples]")
+    print(format_fit_table(fits.curves))
+    for key, frontier in fits.frontiers.items():
+        law = frontier.law
+        if law is not None:
+            ci = law.ci.get("alpha")
+            ci_text = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
+            print(f"frontier ({key}, vs {args.frontier_x}): alpha = {law.alpha:.3g}{ci_text}, "
+                  f"E = {law.E:.3g}, {len(frontier.points)} points")
+    folder = Path(args.results) / fits.sweep
+    print(f"wrote {folder / FITS_JSON} and {folder / FITS_PARQUET}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from analysis.report import plot_sweep, resolve_sweep, write_report
+
+    try:
+        name = resolve_sweep(args.sweep)
+        paths = plot_sweep(args.results, name, args.out)
+        report = write_report(args.results, name, figures_dir=args.out)
+    except _analysis_errors() as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(paths)} figure files to {args.out} and {report}")
+    return 0
+
+
+def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("fit", help="fit power laws (per preset and sampler, frontier, backtest) "
+                       "to a sweep's records; print them with CIs and write fits.json/.parquet")
+    p.add_argument("sweep", help="sweep name (the folder under --results) or sweep file")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="records folder (default: results)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap resamples per fit for the CIs (default 1000; 0 = none)")
+    p.add_argument("--x", default="tune_flops", choices=["tune_flops", "total_flops"],
+                   help="compute axis of the per-preset fits (default tune_flops)")
+    p.add_argument("--frontier-x", default="total_flops", choices=["tune_flops", "total_flops"],
+                   help="compute axis of the frontier across sizes (default total_flops)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("plot", help="draw a sweep's figures (PNG + PDF) from its records and "
+                       "fits.json, and write report.md next to the records")
+    p.add_argument("sweep", help="sweep name (the folder under --results) or sweep file")
+    p.add_argument("--out", required=True, metavar="DIR", help="figure folder")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="records folder (default: results)")
+    p.set_defaults(func=_cmd_plot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every `harness` sub-command."""
     from harness import __version__
@@ -30,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "re-running resumes from the latest checkpoint")
     p.add_argument("job_file", help="job JSON written by the planner (run config + where to write)")
     p.set_defaults(func=_cmd_train)
+    _add_sweep_commands(sub)
+    _add_results_command(sub)
+    _add_analysis_commands(sub)
 
     return parser
 

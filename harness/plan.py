@@ -1,0 +1,245 @@
+"""The plan of a sweep: every job with its compute, cost and status (done/todo/running/failed).
+
+Planning is pure bookkeeping (no torch, no submission). It checks everything that can fail before
+a job is submitted: configs build, FLOPs are known, dataset and checkpoint paths exist, budgets
+give at least one batch, and the grid is not accidentally huge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.config import ConfigError, DataConfig, NetworkConfig
+from harness.expand import expand_sweep
+from harness.job import JobSpec, default_runs_dir
+from harness.sweep import Sweep, SweepError
+from harness.sweepstate import Liveness, liveness, read_run_status, read_state
+
+# Sustained training throughput per GPU assumed by GPU-hour estimates: 100 TFLOP/s, about 32 % of an
+# A100's dense bf16 peak (312 TFLOP/s) or 10 % of an H100's (989 TFLOP/s). FLOPs are measured with
+# torch's FlopCounterMode (2 per multiply-add); `harness plan --tflops` changes the assumption.
+ASSUMED_TFLOPS = 100.0
+DEFAULT_MAX_RUNS = 1000  # larger grids need --yes (a typo such as seed = [0, ..., 9999] is costly)
+
+Status = Literal["done", "todo", "running", "failed"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedRun:
+    """One job of the plan and what it costs."""
+
+    job: JobSpec
+    run_id: str
+    params: int  # network parameters
+    fwd_flops: float  # forward FLOPs per image
+    budgets: tuple[Any, ...]  # budget values this run covers (several when prefixes are shared)
+    budget_nimg: tuple[int, ...]  # images at which each budget is reached
+    train_flops: float  # FLOPs of this run as planned
+    separate_flops: float  # FLOPs if each budget were its own run (train_flops when not shared)
+    teacher: str | None  # run id of the pretraining run it starts from (tuning runs)
+    status: Status
+    liveness: Liveness | None = None  # the recorded job's state, when one was submitted
+
+    @property
+    def kind(self) -> str:
+        return self.job.run.kind
+
+    @property
+    def nimg(self) -> int:
+        return self.job.run.train.total_nimg
+
+    def gpu_hours(self, tflops: float = ASSUMED_TFLOPS) -> float:
+        return self.train_flops / (tflops * 1e12) / 3600.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """All jobs of a sweep (pretraining first) with their status."""
+
+    sweep: Sweep
+    runs: tuple[PlannedRun, ...]
+    results_dir: str
+    runs_dir: str
+
+    def by_id(self) -> dict[str, PlannedRun]:
+        return {r.run_id: r for r in self.runs}
+
+    @property
+    def todo(self) -> list[PlannedRun]:
+        """Runs to submit: not done, not queued or running (failed ones are retried)."""
+        return [r for r in self.runs if r.status in ("todo", "failed")]
+
+    def total_flops(self, statuses: tuple[str, ...] | None = None) -> float:
+        return sum(r.train_flops for r in self.runs if statuses is None or r.status in statuses)
+
+    @property
+    def unshared_flops(self) -> float:
+        """Total FLOPs if every budget were trained as its own run."""
+        return sum(r.separate_flops for r in self.runs)
+
+
+def plan(sweep: Sweep, results_dir: str | Path = "results", runs_dir: str | Path | None = None,
+         *, max_runs: int = DEFAULT_MAX_RUNS, allow_large: bool = False, check_data: bool = True,
+         share_prefixes: bool | None = None) -> Plan:
+    """Expand a sweep, check it, and mark each job done/todo/running/failed.
+
+    A run is done when a record at its final image count exists in results/<sweep>/; running when
+    the sweep's state file names a job that is still queued or running; failed when its
+    status.json says so.
+    """
+    runs_dir = default_runs_dir() if runs_dir is None else runs_dir
+    if sweep.num_points > max_runs and not allow_large:
+        raise SweepError(f"{sweep.path} [grid]: size = {sweep.num_points} runs: more than the "
+                         f"limit of {max_runs}; pass --yes to plan it anyway")
+    exp = expand_sweep(sweep, results_dir=results_dir, runs_dir=runs_dir,
+                       share_prefixes=share_prefixes)
+    if check_data:
+        _check_inputs(sweep, exp.jobs)
+    from harness.flops import TRAIN_PASSES, network_cost
+
+    costs: dict[NetworkConfig, Any] = {}
+    done_points = _done_points(results_dir, sweep.name)
+    state = read_state(runs_dir, sweep.name)
+    live = liveness(state, [r for r in exp.run_ids if r in state.runs])
+    started = {r for r, e in state.runs.items() if e.job_id is not None}
+    runs = []
+    for job, rid in zip(exp.jobs, exp.run_ids, strict=True):
+        net = job.run.network
+        if net not in costs:
+            costs[net] = network_cost(net)
+        cost = costs[net]
+        passes = TRAIN_PASSES[job.run.kind]
+        nimg = job.run.train.total_nimg
+        separate = exp.separate_nimg.get(rid, nimg)
+        runs.append(PlannedRun(
+            job=job, run_id=rid, params=cost.params, fwd_flops=cost.fwd_flops,
+            budgets=exp.budgets[rid], budget_nimg=exp.budget_nimg[rid],
+            train_flops=passes * cost.fwd_flops * nimg,
+            separate_flops=passes * cost.fwd_flops * separate,
+            teacher=exp.teacher.get(rid), liveness=live.get(rid),
+            status=_status(rid, nimg, done_points, live.get(rid), rid in started, runs_dir)))
+    return Plan(sweep=sweep, runs=tuple(runs), results_dir=str(results_dir), runs_dir=str(runs_dir))
+
+
+def _done_points(results_dir: str | Path, sweep: str) -> dict[str, set[int]]:
+    from harness.records import existing_eval_points
+
+    return existing_eval_points(Path(results_dir), sweep)
+
+
+def _status(run_id: str, nimg: int, done_points: dict[str, set[int]], live: Liveness | None,
+            started: bool, runs_dir: str | Path) -> Status:
+    if nimg in done_points.get(run_id, ()):
+        return "done"
+    if live in ("queued", "running", "preempted", "unknown"):
+        return "running"  # unknown (no squeue answer): never submit twice
+    if started:
+        return "failed"  # a job ran and ended without the final record (error, kill, timeout)
+    if live is not None:  # recorded but never started (its scheduler is gone)
+        status = read_run_status(runs_dir, run_id)
+        if status is not None and status.get("state") == "failed":
+            return "failed"
+    return "todo"
+
+
+def _check_inputs(sweep: Sweep, jobs: tuple[JobSpec, ...]) -> None:
+    """Dataset and checkpoint paths exist; datasets pass the data module's own torch-free check."""
+    checked: set[DataConfig] = set()
+    for job in jobs:
+        data = job.run.data
+        if data in checked:
+            continue
+        checked.add(data)
+        check = _dataset_checker()
+        try:
+            if check is not None:
+                check(data)
+            elif data.path is not None and not Path(data.path).exists():
+                raise ConfigError(f"data.path = {data.path!r}: does not exist")
+        except ConfigError as e:
+            raise SweepError(f"{sweep.path} [base]: {e} (override with --set data.path=...)"
+                             ) from None
+    for ckpt in sweep.pretrain.checkpoints():
+        if not Path(ckpt).is_file():
+            raise SweepError(f"{sweep.path} [pretrain]: checkpoint = {ckpt!r}: no such file")
+
+
+def _dataset_checker() -> Any:
+    """harness.data.check_dataset (torch-free), if the data module provides it."""
+    try:
+        from harness import data
+    except ImportError:
+        return None
+    return getattr(data, "check_dataset", None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Text output
+
+
+def _si(x: float) -> str:
+    if x == 0:
+        return "0"
+    exp3 = math.floor(math.log10(abs(x)) / 3)
+    exp3 = max(0, min(exp3, 5))
+    return f"{x / 10 ** (3 * exp3):.3g}{' kMGTP'[exp3].strip()}"
+
+
+def _budget_text(run: PlannedRun) -> str:
+    if run.kind == "pretrain":
+        return "-"
+    return "+".join(f"{b:g}".replace("e+", "e") if isinstance(b, float) else _si(b)
+                    for b in run.budgets)
+
+
+def format_table(rows: list[list[str]], header: list[str], right: set[int]) -> str:
+    """Fixed-width text table (right-aligned columns in `right`)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def format_plan(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
+    """The plan as a table plus totals (what `harness plan` prints)."""
+    budget_name = next((k for k in ("budget_flops", "budget_nimg")
+                        if k in p.sweep.swept_names or k in p.sweep.base), "budget")
+    header = ["run_id", "kind", "name", "preset", "params", budget_name, "images", "FLOPs",
+              "GPU-h", "status"]
+    rows = [[r.run_id, r.kind, r.job.display_name, r.job.run.preset, _si(r.params),
+             _budget_text(r), _si(r.nimg), f"{r.train_flops:.3g}", f"{r.gpu_hours(tflops):.3g}",
+             r.status] for r in p.runs]
+    counts = Counter(r.status for r in p.runs)
+    kinds = Counter(r.kind for r in p.runs)
+    total = p.total_flops()
+    todo = p.total_flops(("todo", "failed"))
+    hours = total / (tflops * 1e12) / 3600
+    lines = [
+        format_table(rows, header, right={4, 5, 6, 7, 8}),
+        "",
+        f"sweep {p.sweep.name}: {len(p.runs)} runs ({kinds['pretrain']} pretraining, "
+        f"{kinds['tune']} tuning), grid {p.sweep.num_points} points; "
+        + ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "todo") if counts[s]),
+        f"compute: {total:.3g} FLOPs = {hours:.3g} GPU-hours at {tflops:g} TFLOP/s sustained per "
+        f"GPU; still to run: {todo:.3g} FLOPs = {todo / (tflops * 1e12) / 3600:.3g} GPU-hours",
+    ]
+    shared = [r for r in p.runs if len(r.budgets) > 1]
+    if shared:
+        tune = [r for r in p.runs if r.kind == "tune"]
+        planned = sum(r.train_flops for r in tune)
+        unshared = sum(r.separate_flops for r in tune)
+        points = sum(len(r.budgets) for r in tune)
+        lines.append(
+            f"shared prefixes: {points} budget points trained as {len(tune)} tuning runs: "
+            f"{planned:.3g} tuning FLOPs instead of {unshared:.3g} with one run per budget "
+            f"(saves {unshared - planned:.3g} FLOPs, {100 * (1 - planned / unshared):.0f} %)")
+    lines.append(f"records: {Path(p.results_dir) / p.sweep.name}/   run folders: {p.runs_dir}/")
+    return "\n".join(lines)

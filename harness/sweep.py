@@ -1,0 +1,457 @@
+"""Sweep files: load a TOML sweep strictly and expand it into pretraining + ECT tuning jobs.
+
+A sweep is data, never code: `[base]` settings, `[grid]` axes (cartesian product), `[zip]` axes
+(varied together), `[pretrain]` (how tuning runs get their teacher) and `[cluster]` (submitit
+parameters). Torch-free. Resolution order of a tuning run: recipe(dataset, "tune") -> preset
+network -> preset overrides -> [base] -> grid/zip values; the budget sets `train.total_nimg`.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import dataclasses
+import math
+import re
+import tomllib
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import (
+    ConfigError,
+    RunConfig,
+    coerce,
+    dotted_fields,
+    unknown_key_error,
+)
+from harness.job import JobSpec
+from harness.runtime import parse_nimg
+
+
+class SweepError(ConfigError):
+    """A sweep file or --set override is invalid; the message names file, table, field and value."""
+
+
+# Axis names that are not RunConfig fields: the planner turns them into a preset's network and a
+# training length.
+SPECIAL_KEYS = ("preset", "budget_flops", "budget_nimg")
+BUDGET_KEYS = ("budget_flops", "budget_nimg")
+# RunConfig fields the planner owns; a sweep setting them would break teacher links or budgets.
+_PLANNER_OWNED = {
+    "kind": "the planner sets it (pretraining runs come from [pretrain])",
+    "init_run_id": "the planner links tuning runs to their [pretrain] teacher",
+    "init_checkpoint": "use [pretrain] checkpoint = \"path\" instead",
+    "train.total_nimg": "set budget_nimg or budget_flops instead",
+}
+_TOP_LEVEL = ("name", "share_prefixes", "base", "grid", "zip", "pretrain", "cluster")
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+# --------------------------------------------------------------------------------------------------
+# [cluster]: submitit parameter names (checked against submitit itself in tests/test_submit.py)
+
+# AutoExecutor's generic parameters (minus `name`, which the harness sets per stage).
+_GENERIC_PARAMS = ("timeout_min", "gpus_per_node", "tasks_per_node", "nodes", "cpus_per_task",
+                   "mem_gb", "stderr_to_stdout")
+# SlurmExecutor._valid_parameters() with the `slurm_` prefix, minus those the harness sets itself
+# (`dependency`, `job_name`) or that duplicate a generic name (see _SLURM_REDIRECTS).
+SLURM_PARAMS: dict[str, Any] = {
+    "slurm_account": str, "slurm_additional_parameters": dict, "slurm_array_parallelism": int,
+    "slurm_comment": str, "slurm_constraint": str, "slurm_cpus_per_gpu": int,
+    "slurm_exclude": str, "slurm_exclusive": bool | str, "slurm_gpus_per_task": int,
+    "slurm_gres": str, "slurm_mail_type": str, "slurm_mail_user": str, "slurm_mem_per_cpu": str,
+    "slurm_mem_per_gpu": str, "slurm_nodelist": str, "slurm_partition": str, "slurm_qos": str,
+    "slurm_setup": list, "slurm_signal_delay_s": int, "slurm_srun_args": list,
+    "slurm_teardown": list, "slurm_use_srun": bool, "slurm_wckey": str,
+}
+_SLURM_REDIRECTS = {
+    "slurm_time": "timeout_min", "slurm_ntasks_per_node": "tasks_per_node",
+    "slurm_gpus_per_node": "gpus_per_node", "slurm_cpus_per_task": "cpus_per_task",
+    "slurm_mem": "mem_gb", "slurm_nodes": "nodes", "slurm_num_gpus": "gpus_per_node",
+    "slurm_stderr_to_stdout": "stderr_to_stdout",
+    "slurm_dependency": "the planner sets dependencies (tuning runs wait for their teacher)",
+    "slurm_job_name": "the harness names jobs <sweep>-<kind>",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """Where and how jobs run: submitit's own parameter names, plus a few of the harness's."""
+
+    timeout_min: int = 60  # wall-clock limit per attempt; at the limit jobs checkpoint and requeue
+    gpus_per_node: int | None = None  # None: 1 on SLURM; locally 1 if GPUs are visible, else 0
+    tasks_per_node: int = 1  # processes per job (DDP ranks); multi-GPU: equal to gpus_per_node
+    nodes: int = 1
+    cpus_per_task: int | None = None  # None: the cluster's default
+    mem_gb: float | None = None  # None: the cluster's default
+    stderr_to_stdout: bool = False
+    max_num_timeout: int = 3  # requeues after a timeout before a job counts as failed
+    max_concurrent_local: int | None = None  # local jobs at once; None: visible GPUs (1 on CPU)
+    local_setup: tuple[str, ...] = ()  # shell lines run before each local job
+    local_signal_delay_s: int = 30  # local: seconds between the checkpoint signal and the kill
+    slurm: dict[str, Any] = field(default_factory=dict)  # slurm_* parameters, passed through
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_min", "tasks_per_node", "nodes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} = {getattr(self, name)!r}: must be >= 1")
+        if self.gpus_per_node is not None and self.gpus_per_node < 0:
+            raise ConfigError(f"gpus_per_node = {self.gpus_per_node!r}: must be >= 0")
+        if self.max_concurrent_local is not None and self.max_concurrent_local < 1:
+            raise ConfigError(f"max_concurrent_local = {self.max_concurrent_local!r}: must be >= 1")
+        if self.max_num_timeout < 0:
+            raise ConfigError(f"max_num_timeout = {self.max_num_timeout!r}: must be >= 0")
+        extra = self.slurm.get("slurm_additional_parameters", {})
+        if "dependency" in extra:
+            raise ConfigError(f"slurm_additional_parameters = {extra!r}: 'dependency' is set by "
+                              "the planner (tuning runs wait for their teacher)")
+
+    @staticmethod
+    def valid_keys() -> list[str]:
+        """Every key a [cluster] table may hold."""
+        ours = [f.name for f in dataclasses.fields(ClusterConfig) if f.name != "slurm"]
+        return ours + list(SLURM_PARAMS)
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any], *, where: str = "[cluster]") -> ClusterConfig:
+        """Strictly build a ClusterConfig: unknown keys list every valid submitit parameter."""
+        hints = typing.get_type_hints(ClusterConfig)
+        kwargs: dict[str, Any] = {}
+        slurm: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in _SLURM_REDIRECTS:
+                target = _SLURM_REDIRECTS[key]
+                rule = (f"use {target} instead" if target in hints else target)
+                raise SweepError(f"{where}: {key} = {value!r}: {rule}")
+            try:
+                if key in SLURM_PARAMS:
+                    slurm[key] = _check_slurm_value(key, value, where)
+                elif key in hints and key != "slurm":
+                    kwargs[key] = coerce(hints[key], value, where, key)
+                else:
+                    raise unknown_key_error(where, key, ClusterConfig.valid_keys())
+            except SweepError:
+                raise
+            except ConfigError as e:
+                raise _as_sweep_error(e) from None
+        try:
+            return ClusterConfig(**kwargs, slurm=slurm)
+        except ConfigError as e:
+            raise SweepError(f"{where}: {e}") from None
+
+
+def _check_slurm_value(key: str, value: Any, where: str) -> Any:
+    tp = SLURM_PARAMS[key]
+    if tp is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SweepError(f"{where}: {key} = {value!r}: must be a list of strings")
+        return list(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise SweepError(f"{where}: {key} = {value!r}: must be a table, e.g. "
+                             "{ requeue = true, mail-type = \"END\" }")
+        return dict(value)
+    return coerce(tp, value, where, key)
+
+
+# --------------------------------------------------------------------------------------------------
+# The sweep
+
+
+@dataclass(frozen=True, kw_only=True)
+class Axis:
+    """One dimension of the sweep: a [grid] field (one name) or all [zip] fields (several names)."""
+
+    names: tuple[str, ...]
+    points: tuple[tuple[Any, ...], ...]  # one value per name, per point
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainSpec:
+    """[pretrain]: a teacher per (preset, data) trained for `nimg` images, or a checkpoint file.
+
+    Either may be one value for all presets or a table `{preset = value}` (sizes differ).
+    """
+
+    nimg: int | dict[str, int] | None = None
+    checkpoint: str | dict[str, str] | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted RunConfig values (checked)
+
+    @property
+    def trains_teachers(self) -> bool:
+        return self.nimg is not None
+
+    def nimg_for(self, preset: str, where: str) -> int:
+        return self._lookup(self.nimg, "nimg", preset, where)
+
+    def checkpoint_for(self, preset: str, where: str) -> str:
+        return self._lookup(self.checkpoint, "checkpoint", preset, where)
+
+    def checkpoints(self) -> list[str]:
+        """Every checkpoint path named (to check they exist)."""
+        if isinstance(self.checkpoint, dict):
+            return list(self.checkpoint.values())
+        return [self.checkpoint] if self.checkpoint else []
+
+    @staticmethod
+    def _lookup(value: Any, name: str, preset: str, where: str) -> Any:
+        if not isinstance(value, dict):
+            return value
+        if preset not in value:
+            raise SweepError(f"{where} [pretrain]: {name} = {value!r}: no entry for preset "
+                             f"{preset!r}. Add {preset!r} = ... to the table")
+        return value[preset]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sweep:
+    """A loaded, type-checked sweep file (no RunConfig built yet; `expand` does that)."""
+
+    name: str  # results/<name>/, runs/.sweeps/<name>/
+    path: str  # the file it came from (for messages)
+    base: dict[str, Any]  # dotted field -> checked value (may hold preset/budget as fixed values)
+    axes: tuple[Axis, ...]  # [grid] axes in file order, then the [zip] axis
+    pretrain: PretrainSpec
+    cluster: ClusterConfig
+    share_prefixes: bool = True  # merge budgets of one run into one longer run when possible
+    source: str = ""  # the TOML text, copied into run folders for provenance
+
+    @property
+    def num_points(self) -> int:
+        """Grid size: the product of the axis lengths."""
+        return math.prod(len(a) for a in self.axes)
+
+    @property
+    def swept_names(self) -> tuple[str, ...]:
+        return tuple(n for a in self.axes for n in a.names)
+
+
+def _as_sweep_error(e: ConfigError) -> SweepError:
+    return SweepError(str(e))
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """`ect.q = 2` in TOML is a nested table; dotted and quoted forms mean the same field."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+_FIELDS: dict[str, Any] | None = None
+
+
+def _fields() -> dict[str, Any]:
+    global _FIELDS
+    if _FIELDS is None:
+        _FIELDS = dotted_fields(RunConfig)
+    return _FIELDS
+
+
+def check_value(key: str, value: Any, where: str) -> Any:
+    """Type-check one value of a dotted field or special axis; returns it normalised."""
+    if key == "preset":
+        if not isinstance(value, str):
+            raise SweepError(f"{where}: preset = {value!r}: must be a preset name (a string)")
+        from harness.presets import get_preset
+
+        try:
+            get_preset(value)
+        except ConfigError as e:
+            raise SweepError(f"{where}: {str(e).split(': ', 1)[1]}") from None
+        return value
+    if key == "budget_flops":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 \
+                or not math.isfinite(value):
+            raise SweepError(f"{where}: budget_flops = {value!r}: must be a positive number of "
+                             "FLOPs, e.g. 1e15")
+        return float(value)
+    if key == "budget_nimg":
+        nimg = None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # TOML users write 1e6 for a million images
+        if isinstance(value, int | str) and not isinstance(value, bool):
+            with contextlib.suppress(ValueError):
+                nimg = parse_nimg(value)
+        if nimg is None or nimg <= 0:
+            raise SweepError(f"{where}: budget_nimg = {value!r}: must be a positive number of "
+                             "images, e.g. 128000 or '25.6M'")
+        return nimg
+    if key in _PLANNER_OWNED:
+        raise SweepError(f"{where}: {key} = {value!r}: not settable in a sweep; "
+                         f"{_PLANNER_OWNED[key]}")
+    fields_ = _fields()
+    if key not in fields_:
+        raise _as_sweep_error(unknown_key_error(where, key, [*fields_, *SPECIAL_KEYS]))
+    try:
+        return coerce(fields_[key], value, where, key)
+    except ConfigError as e:
+        raise _as_sweep_error(e) from None
+
+
+def parse_set(item: str, *, where: str = "--set") -> tuple[str, Any]:
+    """Parse one `--set key=value` (value via ast.literal_eval; bare words stay strings)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SweepError(f"{where}: {item!r}: expected key=value, e.g. --set ect.q=4")
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        value = text.strip()  # e.g. --set data.path=/data/cifar10.zip
+    return key, value
+
+
+def load_sweep(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
+    """Read and check a sweep file; `overrides` are `key=value` strings applied to [base]."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SweepError(f"{path}: sweep file does not exist") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SweepError(f"{path}: invalid TOML: {e}") from None
+    return sweep_from_dict(data, where=str(path), overrides=overrides, source=text)
+
+
+def sweep_from_dict(data: Mapping[str, Any], *, where: str = "sweep",
+                    overrides: Iterable[str] = (), source: str = "") -> Sweep:
+    """Build a Sweep from the parsed TOML tables (see `load_sweep`)."""
+    for key in data:
+        if key not in _TOP_LEVEL:
+            raise _as_sweep_error(unknown_key_error(where, key, list(_TOP_LEVEL)))
+    name = data.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise SweepError(f"{where}: name = {name!r}: required; letters, digits, '.', '_', '-' only "
+                         "(it names results/<name>/)")
+    share = data.get("share_prefixes", True)
+    if not isinstance(share, bool):
+        raise SweepError(f"{where}: share_prefixes = {share!r}: must be true or false")
+    tables = {}
+    for key in ("base", "grid", "zip", "pretrain", "cluster"):
+        table = data.get(key, {})
+        if not isinstance(table, dict):
+            raise SweepError(f"{where}: {key} = {table!r}: must be a table ([{key}])")
+        tables[key] = table
+
+    base: dict[str, Any] = {}
+    for key, value in _flatten(tables["base"]):
+        base[key] = check_value(key, value, f"{where} [base]")
+    for item in overrides:
+        key, value = parse_set(item)
+        base[key] = check_value(key, value, f"--set {key}")
+
+    axes = [_axis((key,), [values], f"{where} [grid]") for key, values in _flatten(tables["grid"])]
+    tables_of = [("[base]", list(base))] + [("[grid]", list(a.names)) for a in axes]
+    zipped = list(_flatten(tables["zip"]))
+    if zipped:
+        axes.append(_axis(tuple(k for k, _ in zipped), [v for _, v in zipped], f"{where} [zip]"))
+        tables_of.append(("[zip]", [k for k, _ in zipped]))
+
+    seen: dict[str, str] = {}
+    for table, names in tables_of:
+        for n in names:
+            if n in seen:
+                raise SweepError(f"{where} {table}: {n}: duplicate axis, already set in {seen[n]}. "
+                                 "Each field may appear in only one of [base], [grid], [zip]")
+            seen[n] = table
+    if "preset" not in seen:
+        raise SweepError(f"{where}: preset: missing; set it in [grid] (a list) or [base]. Valid: "
+                         + ", ".join(_preset_names()))
+    budgets = [k for k in BUDGET_KEYS if k in seen]
+    if len(budgets) != 1:
+        raise SweepError(f"{where}: budget: {budgets or 'none'}: give exactly one of budget_flops "
+                         "(training FLOPs) or budget_nimg (images), in [grid], [zip] or [base]")
+    return Sweep(name=name, path=where, base=base, axes=tuple(axes),
+                 pretrain=_pretrain(tables["pretrain"], f"{where} [pretrain]"),
+                 cluster=ClusterConfig.from_dict(tables["cluster"], where=f"{where} [cluster]"),
+                 share_prefixes=share, source=source)
+
+
+def _preset_names() -> list[str]:
+    from harness.presets import PRESETS
+
+    return list(PRESETS)
+
+
+def _axis(names: tuple[str, ...], columns: list[Any], where: str) -> Axis:
+    checked = []
+    for name, values in zip(names, columns, strict=True):
+        if not isinstance(values, list):
+            raise SweepError(f"{where}: {name} = {values!r}: must be a list of values "
+                             f"(a single value belongs in [base])")
+        if not values:
+            raise SweepError(f"{where}: {name} = []: empty axis; give at least one value")
+        checked.append([check_value(name, v, where) for v in values])
+    lengths = {n: len(c) for n, c in zip(names, checked, strict=True)}
+    if len(set(lengths.values())) > 1:
+        raise SweepError(f"{where}: {', '.join(names)}: zipped axes differ in length "
+                         f"({', '.join(f'{n}: {k}' for n, k in lengths.items())}); "
+                         "they must be equal")
+    return Axis(names=names, points=tuple(zip(*checked, strict=True)))
+
+
+def _pretrain(table: Mapping[str, Any], where: str) -> PretrainSpec:
+    rest = dict(table)
+    nimg, ckpt = rest.pop("nimg", None), rest.pop("checkpoint", None)
+    if (nimg is None) == (ckpt is None):
+        raise SweepError(f"{where}: nimg/checkpoint: give exactly one: nimg = 400000 (train a "
+                         "teacher per preset) or checkpoint = \"path/to/network.pt\" (either may "
+                         "be a table {preset = value})")
+    flat = dict(_flatten(rest))
+    if ckpt is not None:
+        if flat:
+            raise SweepError(f"{where}: {next(iter(flat))}: overrides only apply with nimg "
+                             "(a given checkpoint is not retrained)")
+        return PretrainSpec(checkpoint=_per_preset(ckpt, "checkpoint", _check_path, where))
+    overrides = {}
+    for key, value in flat.items():
+        if key in SPECIAL_KEYS:
+            raise SweepError(f"{where}: {key} = {value!r}: teachers follow the tuning runs' "
+                             "preset; set nimg for their length")
+        overrides[key] = check_value(key, value, where)
+    return PretrainSpec(nimg=_per_preset(nimg, "nimg", lambda v, w: check_value(
+        "budget_nimg", v, w), where), overrides=overrides)
+
+
+def _check_path(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SweepError(f"{where}: checkpoint = {value!r}: must be a file path")
+    return value
+
+
+def _per_preset(value: Any, name: str, check: Callable[[Any, str], Any], where: str) -> Any:
+    """One value, or a {preset = value} table whose keys are known presets."""
+    if not isinstance(value, dict):
+        return check(value, where)
+    if not value:
+        raise SweepError(f"{where}: {name} = {{}}: empty table; give {{preset = value}} entries")
+    out = {}
+    for preset, v in value.items():
+        check_value("preset", preset, f"{where} {name}")
+        out[preset] = check(v, f"{where} {name}.{preset}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Expansion (harness.expand does the work)
+
+
+def expand(sweep: Sweep, *, results_dir: str | Path = "results", runs_dir: str | Path = "runs",
+           share_prefixes: bool | None = None) -> list[JobSpec]:
+    """All jobs of a sweep: one pretraining job per distinct teacher, then the tuning jobs.
+
+    `share_prefixes` None follows the sweep file (default true); see harness.expand.
+    """
+    from harness.expand import expand_sweep
+
+    return list(expand_sweep(sweep, results_dir=results_dir, runs_dir=runs_dir,
+                             share_prefixes=share_prefixes).jobs)

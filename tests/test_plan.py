@@ -1,0 +1,176 @@
+"""The planner: statuses (done/todo/running/failed), compute, savings, checks, `harness plan`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import records
+from harness.cli import main
+from harness.flops import TRAIN_PASSES, preset_cost
+from harness.plan import ASSUMED_TFLOPS, format_plan, plan
+from harness.sweep import SweepError, load_sweep
+from harness.sweepstate import JobEntry, locked_state
+
+SWEEP = """
+name = "p"
+[grid]
+preset = ["ect-digits-tiny", "ect-digits-xs"]
+budget_nimg = [1280, 2560, 5120]
+seed = [0]
+[pretrain]
+nimg = 6400
+"""
+
+
+@pytest.fixture
+def sweep_file(tmp_path: Path) -> Path:
+    path = tmp_path / "p.toml"
+    path.write_text(textwrap.dedent(SWEEP))
+    return path
+
+
+@pytest.fixture
+def done_points(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[int]]:
+    """Stand-in for the records on disk: run id -> evaluated image counts."""
+    points: dict[str, set[int]] = {}
+    monkeypatch.setattr(records, "existing_eval_points", lambda results_dir, sweep: points)
+    return points
+
+
+@pytest.fixture
+def live_process() -> Iterator[int]:
+    """A process whose command line looks like a submitit job (for liveness checks)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_plan_compute_and_shared_prefix_saving(sweep_file: Path, tmp_path: Path) -> None:
+    p = plan(load_sweep(sweep_file), tmp_path / "r", tmp_path / "w")
+    assert [r.kind for r in p.runs] == ["pretrain", "pretrain", "tune", "tune"]
+    for r in p.runs:
+        cost = preset_cost(r.job.run.preset)
+        assert r.params == cost.params and r.fwd_flops == cost.fwd_flops
+        assert r.train_flops == TRAIN_PASSES[r.kind] * cost.fwd_flops * r.nimg
+        assert r.gpu_hours() == pytest.approx(r.train_flops / (ASSUMED_TFLOPS * 1e12 * 3600))
+        assert r.status == "todo"
+        if r.kind == "tune":
+            assert r.nimg == 5120 and r.budgets == (1280, 2560, 5120)
+            assert r.separate_flops == TRAIN_PASSES["tune"] * cost.fwd_flops * (1280 + 2560 + 5120)
+            assert r.teacher == p.runs[0 if r.job.run.preset == "ect-digits-tiny" else 1].run_id
+    tune_separate = sum(r.separate_flops for r in p.runs if r.kind == "tune")
+    tune_shared = sum(r.train_flops for r in p.runs if r.kind == "tune")
+    assert tune_shared / tune_separate == pytest.approx(5120 / (1280 + 2560 + 5120))
+    text = format_plan(p)
+    assert "shared prefixes: 6 budget points trained as 2 tuning runs" in text
+    assert f"{tune_shared:.3g} tuning FLOPs instead of {tune_separate:.3g}" in text
+    assert f", {100 * (1 - 5120 / 8960):.0f} %)" in text  # 43 %
+    assert p.unshared_flops - p.total_flops() == pytest.approx(tune_separate - tune_shared)
+    for header in ("run_id", "kind", "preset", "params", "budget_nimg", "images", "FLOPs",
+                   "GPU-h", "status"):
+        assert header in text.splitlines()[0]
+    assert "1280+2560+5120" in text
+
+
+def test_statuses_from_records_state_and_status_json(sweep_file: Path, tmp_path: Path,
+                                                     done_points: dict[str, set[int]],
+                                                     live_process: int) -> None:
+    sweep = load_sweep(sweep_file)
+    runs_dir = tmp_path / "w"
+    pre_tiny, pre_xs, tune_tiny, tune_xs = (r.run_id for r in plan(sweep, tmp_path, runs_dir).runs)
+    done_points[pre_tiny] = {6400}
+    done_points[tune_tiny] = {1280, 2560}  # not the final point: not done
+    with locked_state(runs_dir, "p") as state:
+        for rid, job_id in ((pre_xs, str(live_process)), (tune_xs, "999999999")):
+            state.runs[rid] = JobEntry(run_id=rid, kind="x", display_name="x", cluster="local",
+                                       job_file="x", job_id=job_id)
+    (runs_dir / tune_xs).mkdir(parents=True)
+    (runs_dir / tune_xs / "status.json").write_text(json.dumps({"state": "failed", "error": "x"}))
+    status = {r.run_id: r.status for r in plan(sweep, tmp_path, runs_dir).runs}
+    assert status == {pre_tiny: "done", pre_xs: "running", tune_tiny: "todo", tune_xs: "failed"}
+    p = plan(sweep, tmp_path, runs_dir)
+    assert {r.run_id for r in p.todo} == {tune_tiny, tune_xs}
+    assert "1 done, 1 running, 1 failed, 1 todo" in format_plan(p)
+
+
+def test_grid_size_limit(tmp_path: Path) -> None:
+    path = tmp_path / "big.toml"
+    path.write_text(SWEEP.replace("seed = [0]", f"seed = {list(range(200))}"))
+    sweep = load_sweep(path)
+    with pytest.raises(SweepError, match=r"big.toml \[grid\]: size = 1200 runs: more than the "
+                                         r"limit of 1000; pass --yes"):
+        plan(sweep, tmp_path, tmp_path)
+    assert len(plan(sweep, tmp_path, tmp_path, allow_large=True).runs) == 2 + 400
+
+
+def test_ten_thousand_runs_plan_in_under_two_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "huge.toml"
+    path.write_text(textwrap.dedent("""
+        name = "huge"
+        share_prefixes = false
+        [grid]
+        preset = ["ect-digits-tiny", "ect-digits-xs"]
+        budget_flops = [1e11, 2e11, 4e11, 8e11, 1.6e12]
+        seed = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+        "ect.q" = [1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0]
+        "optim.lr" = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1]
+        [pretrain]
+        nimg = 6400
+        """))
+    sweep = load_sweep(path)
+    start = time.process_time()  # CPU time: other workers share this machine's cores
+    p = plan(sweep, tmp_path / "r", tmp_path / "w", allow_large=True)
+    cpu = time.process_time() - start
+    assert len(p.runs) == 10_002
+    assert len({r.run_id for r in p.runs}) == 10_002
+    assert cpu < 2.0, f"planning 10,000 runs took {cpu:.2f} s of CPU"
+
+
+def test_dataset_and_checkpoint_paths_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(textwrap.dedent("""
+        name = "c"
+        [base]
+        "data.path" = "nowhere/cifar-10-python.tar.gz"
+        [grid]
+        preset = ["ect-cifar10-tiny"]
+        budget_nimg = [1280]
+        [pretrain]
+        checkpoint = "teacher.pt"
+        """))
+    with pytest.raises(SweepError, match=r"c.toml \[base\]: data.path = 'nowhere/cifar-10-python"
+                                         r".tar.gz': does not exist.*--set data.path"):
+        plan(load_sweep(path), tmp_path, tmp_path)
+    fake = tmp_path / "cifar"
+    (fake / "cifar-10-batches-py").mkdir(parents=True)
+    for i in range(1, 6):
+        (fake / "cifar-10-batches-py" / f"data_batch_{i}").write_bytes(b"\x80\x04")
+    sweep = load_sweep(path, [f"data.path='{fake}'"])
+    with pytest.raises(SweepError, match=r"\[pretrain\]: checkpoint = 'teacher.pt': no such file"):
+        plan(sweep, tmp_path, tmp_path)
+    assert plan(sweep, tmp_path, tmp_path, check_data=False).runs[0].job.run.data.path == str(fake)
+
+
+def test_cli_plan(sweep_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["plan", str(sweep_file), "--results", str(tmp_path / "r"), "--runs",
+            str(tmp_path / "w")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "sweep p: 4 runs (2 pretraining, 2 tuning), grid 6 points; 4 todo" in out
+    assert f"at {ASSUMED_TFLOPS:g} TFLOP/s" in out
+    assert main([*args, "--tflops", "50"]) == 0
+    assert "at 50 TFLOP/s" in capsys.readouterr().out
+    assert main([*args, "--set", "ect.q=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harness: error: ") and "p.toml [preset=ect-digits-tiny" in err
+    assert "q = 0.5: must be > 1" in err
+    assert not (tmp_path / "w").exists()  # planning never writes run folders

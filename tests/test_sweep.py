@@ -1,0 +1,431 @@
+"""Sweep files: strict loading, clear errors for bad input, expansion into pretraining + tuning."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.config import RunConfig, run_config_from_dict
+from harness.expand import expand_sweep
+from harness.flops import TRAIN_PASSES, nimg_for_budget, preset_cost
+from harness.presets import get_preset, recipe
+from harness.sweep import (
+    ClusterConfig,
+    SweepError,
+    expand,
+    load_sweep,
+    parse_set,
+    sweep_from_dict,
+)
+
+BASIC = """
+name = "demo"
+[base]
+"eval.num_samples" = 100
+[grid]
+preset = ["ect-digits-tiny", "ect-digits-xs"]
+budget_nimg = [1280, 2560]
+seed = [0, 1]
+[pretrain]
+nimg = 6400
+"optim.lr" = 1e-3
+[cluster]
+timeout_min = 10
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def tune_jobs(sweep, **kw):
+    return [j for j in expand(sweep, **kw) if j.run.kind == "tune"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def test_load_basic(tmp_path: Path) -> None:
+    sweep = load_sweep(write(tmp_path, BASIC))
+    assert sweep.name == "demo"
+    assert sweep.base == {"eval.num_samples": 100}
+    assert [a.names for a in sweep.axes] == [("preset",), ("budget_nimg",), ("seed",)]
+    assert sweep.num_points == 8
+    assert sweep.pretrain.nimg == 6400 and sweep.pretrain.overrides == {"optim.lr": 1e-3}
+    assert sweep.cluster.timeout_min == 10
+    assert "budget_nimg" in sweep.source
+
+
+def test_dotted_nested_and_quoted_keys_are_the_same_field(tmp_path: Path) -> None:
+    quoted = load_sweep(write(tmp_path, BASIC.replace('"eval.num_samples" = 100',
+                                                      '"eval.num_samples" = 100\n"ect.q" = 4.0'),
+                              "a.toml"))
+    nested = load_sweep(write(tmp_path, BASIC.replace('"eval.num_samples" = 100',
+                                                      'eval.num_samples = 100\nect.q = 4.0'),
+                              "b.toml"))
+    assert quoted.base == nested.base == {"eval.num_samples": 100, "ect.q": 4.0}
+    ids = lambda s: sorted(j.run.run_id for j in expand(s))  # noqa: E731
+    assert ids(quoted) == ids(nested)
+
+
+def test_set_overrides_apply_to_base_and_are_type_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, BASIC)
+    sweep = load_sweep(path, ["ect.q=4", "data.heldout_fraction=0.1", "eval.samplers=['1-step']"])
+    assert sweep.base["ect.q"] == 4.0 and isinstance(sweep.base["ect.q"], float)
+    job = tune_jobs(sweep)[0]
+    assert job.run.ect.q == 4.0
+    assert job.run.data.heldout_fraction == 0.1
+    assert job.run.eval.samplers == ("1-step",)
+    with pytest.raises(SweepError, match=r"--set train.batch: train.batch = 'big': must be an int"):
+        load_sweep(path, ["train.batch=big"])
+    with pytest.raises(SweepError, match=r"unknown key 'ect.qq'.*Did you mean 'ect.q'"):
+        load_sweep(path, ["ect.qq=3"])
+    with pytest.raises(SweepError, match="duplicate axis"):
+        load_sweep(path, ["seed=3"])  # seed is a [grid] axis
+
+
+def test_parse_set() -> None:
+    assert parse_set("ect.q=4") == ("ect.q", 4)
+    assert parse_set("data.path=/data/c10.tar.gz") == ("data.path", "/data/c10.tar.gz")
+    assert parse_set("eval.mid_t=[0.5, 1.0]") == ("eval.mid_t", [0.5, 1.0])
+    assert parse_set("data.path='x y'") == ("data.path", "x y")
+    with pytest.raises(SweepError, match="expected key=value"):
+        parse_set("ect.q")
+
+
+BAD_INPUTS = [
+    # (description, replace this, with this, message fragments)
+    ("unknown key", '"eval.num_samples" = 100', '"eval.num_sample" = 100',
+     ["s.toml [base]", "unknown key 'eval.num_sample'", "Did you mean 'eval.num_samples'"]),
+    ("unknown preset", '"ect-digits-xs"]', '"ect-digits-xxl"]',
+     ["s.toml [grid]", "preset = 'ect-digits-xxl'", "unknown preset", "ect-digits-tiny"]),
+    ("wrong type", '"eval.num_samples" = 100', '"eval.num_samples" = "many"',
+     ["s.toml [base]", "eval.num_samples = 'many'", "must be an integer"]),
+    ("wrong type in grid", "seed = [0, 1]", "seed = [0, 1.5]",
+     ["s.toml [grid]", "seed = 1.5", "must be an integer"]),
+    ("empty axis", "seed = [0, 1]", "seed = []", ["s.toml [grid]", "seed = []", "empty axis"]),
+    ("scalar axis", "seed = [0, 1]", "seed = 0", ["seed = 0", "must be a list",
+                                                   "single value belongs in [base]"]),
+    ("base and grid", '"eval.num_samples" = 100', '"eval.num_samples" = 100\nseed = 3',
+     ["seed", "duplicate axis, already set in [base]"]),
+    ("grid and zip", "[pretrain]", '[zip]\nseed = [4, 5]\n"ect.q" = [2.0, 4.0]\n[pretrain]',
+     ["[zip]", "seed", "duplicate axis, already set in [grid]"]),
+    ("zip lengths", "[pretrain]", '[zip]\n"ect.q" = [2.0, 4.0]\n"optim.lr" = [1e-3]\n[pretrain]',
+     ["s.toml [zip]", "ect.q, optim.lr", "differ in length", "ect.q: 2", "optim.lr: 1"]),
+    ("negative budget", "budget_nimg = [1280, 2560]", "budget_nimg = [1280, -5]",
+     ["s.toml [grid]", "budget_nimg = -5", "must be a positive number of images"]),
+    ("zero flops budget", "budget_nimg = [1280, 2560]", "budget_flops = [0.0]",
+     ["budget_flops = 0.0", "must be a positive number of FLOPs"]),
+    ("two budgets", "seed = [0, 1]", "seed = [0, 1]\nbudget_flops = [1e12]",
+     ["budget", "give exactly one of budget_flops"]),
+    ("no preset", 'preset = ["ect-digits-tiny", "ect-digits-xs"]', "",
+     ["preset: missing", "ect-digits-tiny"]),
+    ("planner-owned", '"eval.num_samples" = 100', '"train.total_nimg" = 100',
+     ["train.total_nimg = 100", "not settable", "budget_nimg or budget_flops"]),
+    ("unknown cluster key", "timeout_min = 10", "timeout_min = 10\ngpus = 2",
+     ["s.toml [cluster]", "unknown key 'gpus'", "gpus_per_node", "slurm_partition",
+      "max_concurrent_local"]),
+    ("redirected cluster key", "timeout_min = 10", 'slurm_time = 10',
+     ["[cluster]: slurm_time = 10: use timeout_min instead"]),
+    ("cluster type", "timeout_min = 10", 'timeout_min = "1h"',
+     ["[cluster]: timeout_min = '1h': must be an integer"]),
+    ("planner dependency", "timeout_min = 10",
+     'slurm_additional_parameters = { dependency = "afterok:1" }', ["dependency", "planner"]),
+    ("unknown table", "[cluster]", "[clusters]",
+     ["unknown key 'clusters'", "Did you mean 'cluster'"]),
+    ("bad name", 'name = "demo"', 'name = "my sweep"', ["name = 'my sweep'", "letters, digits"]),
+    ("pretrain both", "nimg = 6400", 'nimg = 6400\ncheckpoint = "x.pt"',
+     ["s.toml [pretrain]", "give exactly one"]),
+    ("pretrain override with checkpoint", "nimg = 6400", 'checkpoint = "x.pt"',
+     ["[pretrain]", "optim.lr", "overrides only apply with nimg"]),
+    ("pretrain table preset", "nimg = 6400", 'nimg = { "ect-digits-q" = 6400 }',
+     ["[pretrain] nimg", "unknown preset"]),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "fragments"), [b[1:] for b in BAD_INPUTS],
+                         ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_names_file_table_field_and_value(tmp_path: Path, old: str, new: str,
+                                                    fragments: list[str]) -> None:
+    assert old in BASIC
+    path = write(tmp_path, BASIC.replace(old, new, 1))
+    with pytest.raises(SweepError) as info:
+        load_sweep(path)
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+
+
+def test_invalid_toml_reports_line(tmp_path: Path) -> None:
+    path = write(tmp_path, BASIC.replace('"eval.num_samples" = 100', '"eval.num_samples" == 100'))
+    with pytest.raises(SweepError, match=r"s.toml: invalid TOML: .*\(at line 4, column"):
+        load_sweep(path)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(SweepError, match=r"nope\.toml: sweep file does not exist"):
+        load_sweep("nope.toml")
+
+
+def test_budget_below_one_batch(tmp_path: Path) -> None:
+    small = load_sweep(write(tmp_path, BASIC.replace("[1280, 2560]", "[1280, 100]")))
+    with pytest.raises(SweepError, match=r"budget_nimg = 100: below one batch \(128 images\)"):
+        expand(small)
+    flops = load_sweep(write(tmp_path, BASIC.replace("budget_nimg = [1280, 2560]",
+                                                     "budget_flops = [1e6]"), "f.toml"))
+    with pytest.raises(SweepError, match=r"budget_flops = 1e\+06: below one batch of 128 images"):
+        expand(flops)
+
+
+def test_cross_field_errors_name_the_run(tmp_path: Path) -> None:
+    path = write(tmp_path, BASIC.replace('"eval.num_samples" = 100', '"data.use_labels" = true'))
+    with pytest.raises(SweepError, match=r"s.toml \[preset=ect-digits-tiny.*label_dim"):
+        expand(load_sweep(path))
+
+
+def test_teacher_architecture_must_match(tmp_path: Path) -> None:
+    path = write(tmp_path, BASIC.replace('"eval.num_samples" = 100',
+                                         '"network.model_channels" = 16'))
+    with pytest.raises(SweepError, match=r"\[pretrain\].*network.model_channels = 8: the tuning "
+                                         r"runs use 16"):
+        expand(load_sweep(path))
+
+
+def test_preset_dataset_must_match_data_name(tmp_path: Path) -> None:
+    path = write(tmp_path, BASIC.replace('"eval.num_samples" = 100',
+                                         '"data.name" = "cifar10"\n"data.path" = "x"'))
+    with pytest.raises(SweepError, match=r"data.name = 'cifar10': preset ect-digits-tiny is for "
+                                         r"dataset 'digits'"):
+        expand(load_sweep(path))
+
+
+def test_cluster_config_defaults_and_slurm_passthrough() -> None:
+    cc = ClusterConfig.from_dict({"timeout_min": 30, "slurm_partition": "gpu",
+                                  "slurm_additional_parameters": {"requeue": True},
+                                  "local_setup": ["export A=1"]})
+    assert cc.timeout_min == 30 and cc.local_setup == ("export A=1",)
+    assert cc.slurm == {"slurm_partition": "gpu", "slurm_additional_parameters": {"requeue": True}}
+    with pytest.raises(SweepError, match="max_concurrent_local = 0: must be >= 1"):
+        ClusterConfig.from_dict({"max_concurrent_local": 0})
+
+
+# --------------------------------------------------------------------------------------------------
+# Expansion
+
+
+def test_resolution_order_and_teachers(tmp_path: Path) -> None:
+    sweep = load_sweep(write(tmp_path, BASIC), ["ect.q=4"])
+    jobs = expand(sweep, results_dir="R", runs_dir="W", share_prefixes=False)
+    pre = [j for j in jobs if j.run.kind == "pretrain"]
+    tune = [j for j in jobs if j.run.kind == "tune"]
+    assert len(pre) == 2 and len(tune) == 8
+    assert jobs[:2] == pre  # teachers first
+    teachers = {j.run.preset: j.run for j in pre}
+    tune_recipe = recipe("digits", "tune")
+    for job in tune:
+        run = job.run
+        assert (job.sweep, job.results_dir, job.runs_dir) == ("demo", "R", "W")
+        assert run.network == get_preset(run.preset).network  # preset network
+        assert run.optim.lr == tune_recipe["optim.lr"]  # recipe
+        assert run.eval.num_samples == 100 and run.ect.q == 4.0  # [base], --set
+        assert run.train.total_nimg == job.swept["budget_nimg"]  # budget
+        assert run.seed == job.swept["seed"]
+        assert run.init_run_id == teachers[run.preset].run_id
+    for teacher in teachers.values():
+        assert teacher.kind == "pretrain" and teacher.seed == 0
+        assert teacher.train.total_nimg == 6400
+        assert teacher.optim.lr == 1e-3  # [pretrain] override
+        assert teacher.optim.lr_schedule == recipe("digits", "pretrain")["optim.lr_schedule"]
+        assert teacher.eval.num_samples == recipe("digits", "pretrain")["eval.num_samples"]
+
+
+def test_preset_overrides_apply_to_tuning_not_to_teachers(tmp_path: Path) -> None:
+    text = BASIC.replace('["ect-digits-tiny", "ect-digits-xs"]', '["ect-imagenet64-tiny"]')
+    text = text.replace('"eval.num_samples" = 100', '"eval.num_samples" = 100\n'
+                        '"data.path" = "x.npz"')
+    text = text.replace('"optim.lr" = 1e-3', "")
+    preset = get_preset("ect-imagenet64-s")
+    assert preset.overrides["optim.lr"] != recipe("imagenet64", "pretrain")["optim.lr"]
+    sweep = load_sweep(write(tmp_path, text.replace("ect-imagenet64-tiny", "ect-imagenet64-s")))
+    sweep = dataclasses.replace(sweep, axes=tuple(
+        dataclasses.replace(a, points=a.points[:1]) for a in sweep.axes))
+    exp = expand_sweep(sweep)
+    pre, tune = exp.jobs[0].run, exp.jobs[1].run
+    assert tune.optim.lr == preset.overrides["optim.lr"]
+    assert pre.optim.lr == recipe("imagenet64", "pretrain")["optim.lr"]
+    assert pre.data == tune.data and tune.data.use_labels
+
+
+def test_budget_flops_uses_measured_cost(tmp_path: Path) -> None:
+    text = BASIC.replace("budget_nimg = [1280, 2560]", "budget_flops = [1e11, 3e11]")
+    jobs = tune_jobs(load_sweep(write(tmp_path, text)), share_prefixes=False)
+    for job in jobs:
+        fwd = preset_cost(job.run.preset).fwd_flops
+        expected = nimg_for_budget("tune", fwd, job.swept["budget_flops"], 128)
+        assert job.run.train.total_nimg == expected > 0
+        assert job.run.train.total_nimg % 128 == 0
+        # The budget is met to within half a batch.
+        spent = TRAIN_PASSES["tune"] * fwd * job.run.train.total_nimg
+        assert abs(spent - job.swept["budget_flops"]) <= TRAIN_PASSES["tune"] * fwd * 64
+
+
+def test_zip_axes_vary_together(tmp_path: Path) -> None:
+    text = BASIC.replace("[pretrain]", '[zip]\n"ect.q" = [2.0, 4.0, 8.0]\n'
+                         '"optim.lr" = [1e-3, 2e-3, 4e-3]\n[pretrain]')
+    sweep = load_sweep(write(tmp_path, text))
+    assert sweep.num_points == 8 * 3
+    jobs = tune_jobs(sweep, share_prefixes=False)
+    pairs = {(j.run.ect.q, j.run.optim.lr) for j in jobs}
+    assert pairs == {(2.0, 1e-3), (4.0, 2e-3), (8.0, 4e-3)}
+    assert all(j.swept["ect.q"] == j.run.ect.q for j in jobs)
+    assert "q=4-lr=0.002" in {j.display_name.split("-", 2)[2].rsplit("-", 1)[0] for j in jobs}
+
+
+def test_shared_prefixes_merge_budgets(tmp_path: Path) -> None:
+    sweep = load_sweep(write(tmp_path, BASIC.replace("[1280, 2560]", "[1280, 2560, 3840]")))
+    exp = expand_sweep(sweep)
+    tune = [j for j in exp.jobs if j.run.kind == "tune"]
+    assert len(tune) == 4  # 2 presets x 2 seeds; the 3 budgets share one run each
+    for job in tune:
+        rid = job.run.run_id
+        assert job.run.train.total_nimg == 3840
+        assert job.run.train.eval_nimg == (1280, 2560)
+        assert job.run.eval_points() == (1280, 2560, 3840)
+        assert exp.budgets[rid] == (1280, 2560, 3840)
+        assert exp.separate_nimg[rid] == 1280 + 2560 + 3840
+        assert job.swept["budget_nimg"] == [1280, 2560, 3840]
+    # Without sharing every budget is its own run; a single-budget run is identical either way.
+    separate = tune_jobs(sweep, share_prefixes=False)
+    assert len(separate) == 12
+    longest = {j.run.run_id for j in separate if j.run.train.total_nimg == 3840}
+    assert not longest & {j.run.run_id for j in tune}  # the shared run evaluates more often
+    single = load_sweep(write(tmp_path, BASIC.replace("[1280, 2560]", "[1280]"), "one.toml"))
+    assert ({j.run.run_id for j in tune_jobs(single)}
+            == {j.run.run_id for j in tune_jobs(single, share_prefixes=False)})
+
+
+def test_budget_curriculum_is_never_shared(tmp_path: Path) -> None:
+    text = BASIC.replace('"eval.num_samples" = 100', '"ect.curriculum" = "budget"')
+    jobs = tune_jobs(load_sweep(write(tmp_path, text)))
+    assert len(jobs) == 8
+    assert all(j.run.train.eval_nimg == () for j in jobs)
+    assert {j.run.stage_nimg() for j in jobs} == {1280 // 8, 2560 // 8}
+
+
+def test_share_prefixes_false_in_file(tmp_path: Path) -> None:
+    sweep = load_sweep(write(tmp_path, 'share_prefixes = false\n' + BASIC))
+    assert len(tune_jobs(sweep)) == 8
+
+
+def test_duplicate_budgets_are_an_error(tmp_path: Path) -> None:
+    text = BASIC.replace("budget_nimg = [1280, 2560]", "budget_nimg = [1280, 1300]")
+    with pytest.raises(SweepError, match="1280 and 1300 both give 1280 images"):
+        expand(load_sweep(write(tmp_path, text)))
+
+
+def test_checkpoint_teachers(tmp_path: Path) -> None:
+    text = BASIC.replace('nimg = 6400\n"optim.lr" = 1e-3', 'checkpoint = "teacher.pt"')
+    jobs = expand(load_sweep(write(tmp_path, text)))
+    assert len(jobs) == 4 and all(j.run.kind == "tune" for j in jobs)
+    assert {j.run.init_checkpoint for j in jobs} == {"teacher.pt"}
+    assert {j.run.init_run_id for j in jobs} == {None}
+    per = text.replace('checkpoint = "teacher.pt"',
+                       'checkpoint = { "ect-digits-tiny" = "t.pt", "ect-digits-xs" = "x.pt" }')
+    jobs = expand(load_sweep(write(tmp_path, per, "per.toml")))
+    assert {(j.run.preset, j.run.init_checkpoint) for j in jobs} == {
+        ("ect-digits-tiny", "t.pt"), ("ect-digits-xs", "x.pt")}
+    missing = per.replace(', "ect-digits-xs" = "x.pt"', "")
+    with pytest.raises(SweepError, match="no entry for preset 'ect-digits-xs'"):
+        expand(load_sweep(write(tmp_path, missing, "missing.toml")))
+
+
+def test_per_preset_teacher_lengths(tmp_path: Path) -> None:
+    text = BASIC.replace("nimg = 6400",
+                         'nimg = { "ect-digits-tiny" = 1280, "ect-digits-xs" = 2560 }')
+    pre = [j.run for j in expand(load_sweep(write(tmp_path, text))) if j.run.kind == "pretrain"]
+    assert {(r.preset, r.train.total_nimg) for r in pre} == {("ect-digits-tiny", 1280),
+                                                             ("ect-digits-xs", 2560)}
+
+
+def test_teachers_are_shared_across_seeds_but_not_data(tmp_path: Path) -> None:
+    text = BASIC.replace("[pretrain]", '[zip]\n"data.heldout_fraction" = [0.0, 0.1]\n[pretrain]')
+    exp = expand_sweep(load_sweep(write(tmp_path, text)), share_prefixes=False)
+    pre = [j.run for j in exp.jobs if j.run.kind == "pretrain"]
+    assert len(pre) == 4  # 2 presets x 2 data settings; seeds and budgets share a teacher
+    for job in exp.jobs:
+        if job.run.kind == "tune":
+            teacher = next(p for p in pre if p.run_id == job.run.init_run_id)
+            assert teacher.data == job.run.data and teacher.preset == job.run.preset
+
+
+# --------------------------------------------------------------------------------------------------
+# Property tests
+
+AXIS_VALUES = {
+    "seed": st.lists(st.integers(0, 50), min_size=1, max_size=3, unique=True),
+    "ect.q": st.lists(st.sampled_from([1.5, 2.0, 3.0, 4.0]), min_size=1, max_size=3, unique=True),
+    "optim.lr": st.lists(st.sampled_from([1e-4, 3e-4, 1e-3]), min_size=1, max_size=2, unique=True),
+    "eval.num_samples": st.lists(st.integers(2, 1000), min_size=1, max_size=2, unique=True),
+    "budget_nimg": st.lists(st.integers(1, 40).map(lambda k: 128 * k), min_size=1, max_size=3,
+                            unique=True),
+    "preset": st.lists(st.sampled_from(["ect-digits-tiny", "ect-digits-xs", "ect-digits-s"]),
+                       min_size=1, max_size=2, unique=True),
+}
+
+
+@st.composite
+def grids(draw: st.DrawFn) -> dict[str, list]:
+    names = draw(st.lists(st.sampled_from(sorted(AXIS_VALUES)), unique=True, max_size=4))
+    grid = {n: draw(AXIS_VALUES[n]) for n in names}
+    grid.setdefault("preset", ["ect-digits-tiny"])
+    grid.setdefault("budget_nimg", [1280])
+    return grid
+
+
+def _sweep(grid: dict[str, list]):
+    return sweep_from_dict({"name": "prop", "grid": grid, "pretrain": {"nimg": 640}})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(grid=grids(), order=st.randoms(use_true_random=False))
+def test_expansion_properties(grid: dict[str, list], order) -> None:
+    sweep = _sweep(grid)
+    jobs = tune_jobs(sweep, share_prefixes=False)
+    # run count = product of axis lengths; ids unique
+    assert len(jobs) == math.prod(len(v) for v in grid.values()) == sweep.num_points
+    ids = [j.run.run_id for j in jobs]
+    assert len(set(ids)) == len(ids)
+    # ids do not depend on the order of axes in the file
+    items = list(grid.items())
+    order.shuffle(items)
+    assert sorted(j.run.run_id for j in tune_jobs(_sweep(dict(items)), share_prefixes=False)) \
+        == sorted(ids)
+    # every combination appears exactly once
+    combos = {tuple(j.swept.get(k) for k in grid) for j in jobs}
+    assert combos == set(itertools.product(*grid.values()))
+    # configs round-trip through plain dicts
+    for job in jobs[:5]:
+        assert run_config_from_dict(job.run.to_dict()) == job.run
+        assert isinstance(job.run, RunConfig)
+
+
+@settings(max_examples=25, deadline=None)
+@given(grid=grids())
+def test_shared_prefixes_cover_every_budget(grid: dict[str, list]) -> None:
+    sweep = _sweep(grid)
+    exp = expand_sweep(sweep)
+    separate = tune_jobs(sweep, share_prefixes=False)
+    tune = [j for j in exp.jobs if j.run.kind == "tune"]
+    assert len(tune) == len(separate) // len(grid["budget_nimg"])
+    for job in tune:
+        assert set(job.run.eval_points()) >= set(grid["budget_nimg"])
+        assert job.run.train.total_nimg == max(grid["budget_nimg"])

@@ -1,0 +1,104 @@
+"""Every sweep file in sweeps/ loads and plans (tiny fake datasets stand in for real paths)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+from harness.plan import plan
+from harness.sweep import load_sweep
+
+SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+SWEEP_FILES = sorted(SWEEPS_DIR.glob("*.toml"))
+
+
+def fake_cifar10(root: Path) -> Path:
+    """A tar.gz laid out like cifar-10-python.tar.gz (what the plan-time check reads)."""
+    path = root / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        data = b"\x80\x04N."  # a pickle of None
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def fake_imagenet64(root: Path) -> Path:
+    """A folder of downsampled-ImageNet npz batches with 4 tiny images."""
+    folder = root / "imagenet64"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(folder / "train_data_batch_1.npz",
+             data=rng.integers(0, 256, size=(4, 3 * 64 * 64), dtype=np.uint8),
+             labels=np.array([1, 2, 3, 1000]))
+    return folder
+
+
+def overrides_for(path: Path, root: Path) -> list[str]:
+    """--set data.path=<fake> for sweeps whose dataset lives in a user file."""
+    sweep = load_sweep(path)
+    data_name = next((p.job.run.data.name for p in plan(sweep, root, root, check_data=False,
+                                                       allow_large=True).runs), "digits")
+    match data_name:
+        case "cifar10":
+            return [f"data.path={fake_cifar10(root)}"]
+        case "imagenet64":
+            return [f"data.path={fake_imagenet64(root)}"]
+    return []
+
+
+def test_the_expected_sweeps_exist() -> None:
+    assert {"smoke.toml", "cifar10-ect.toml", "imagenet64-scaling.toml"} <= {
+        p.name for p in SWEEP_FILES}
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
+def test_sweep_file_plans(path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    overrides = overrides_for(path, tmp_path)
+    sweep = load_sweep(path, overrides)
+    p = plan(sweep, tmp_path / "results", tmp_path / "runs")
+    assert p.runs and all(r.status == "todo" for r in p.runs)
+    assert sweep.cluster.timeout_min >= 1
+    tune = [r for r in p.runs if r.kind == "tune"]
+    assert tune and all(r.nimg >= r.job.run.train.batch for r in tune)
+    args = ["plan", str(path), "--results", str(tmp_path / "results"), "--runs",
+            str(tmp_path / "runs")] + [a for o in overrides for a in ("--set", o)]
+    assert main(args) == 0
+    assert f"sweep {sweep.name}: {len(p.runs)} runs" in capsys.readouterr().out
+
+
+def test_cifar10_recipe() -> None:
+    sweep = load_sweep(SWEEPS_DIR / "cifar10-ect.toml")
+    p = plan(sweep, "unused", "unused", check_data=False)
+    (teacher,) = [r for r in p.runs if r.kind == "pretrain"]
+    (run,) = [r for r in p.runs if r.kind == "tune"]  # 3 budgets share one run
+    cfg = run.job.run
+    assert (cfg.train.batch, cfg.optim.optimizer, cfg.optim.lr) == (128, "radam", 1e-4)
+    assert cfg.network.dropout == 0.2 and cfg.ect.q == 2.0
+    assert cfg.stage_nimg() == 3_200_000 == 25_000 * 128
+    assert cfg.train.eval_every_nimg == 640_000 == 5_000 * 128
+    assert cfg.eval.samplers == ("1-step", "2-step") and cfg.eval.metric == "fid_inception"
+    assert run.budgets == (12_800_000, 25_600_000, 51_200_000)
+    assert {12_800_000, 25_600_000, 51_200_000} <= set(cfg.eval_points())
+    assert cfg.init_run_id == teacher.run_id and teacher.job.run.data == cfg.data
+
+
+def test_imagenet64_scaling_recipe() -> None:
+    sweep = load_sweep(SWEEPS_DIR / "imagenet64-scaling.toml")
+    p = plan(sweep, "unused", "unused", check_data=False)
+    tune = [r for r in p.runs if r.kind == "tune"]
+    assert sorted({r.job.run.preset for r in tune}) == [
+        "ect-imagenet64-l", "ect-imagenet64-m", "ect-imagenet64-s", "ect-imagenet64-xl"]
+    assert all(len(r.budgets) == 4 for r in tune)  # inv_sqrt + fixed curriculum: shared
+    for r in tune:
+        c = r.job.run
+        assert (c.optim.optimizer, c.optim.lr_schedule, c.ect.q) == ("adam", "inv_sqrt", 4.0)
+        assert (c.ect.P_mean, c.ect.P_std, c.ect.c, c.ect.weighting) == (-0.8, 1.6, 0.06,
+                                                                          "snr_plus_k")
+        assert c.data.use_labels and c.network.label_dim == 1000 and c.network.dropout > 0
+    assert sweep.cluster.slurm["slurm_partition"] == "gpu" and sweep.cluster.tasks_per_node == 8
