@@ -1,14 +1,16 @@
 """Measured compute: parameters and forward FLOPs per image of a network, and training FLOPs.
 
 FLOPs are counted by torch.utils.flop_counter.FlopCounterMode (2 FLOPs per multiply-add) on the meta
-device, so even ImageNet-64 XL costs nothing to measure. Results are cached in preset_costs.json (shipped
-with the package) keyed by a hash of the network config, so planning never needs torch.
+device, so even ImageNet-64 XL costs nothing to measure. Presets are measured once into preset_costs.json
+(shipped with the package, keyed by a hash of the network config), so planning never needs torch; other
+architectures are measured on first use and cached under $HARNESS_CACHE.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +32,11 @@ class Cost:
 
 
 def network_key(cfg: NetworkConfig) -> str:
-    """Cache key of a network architecture."""
-    return stable_hash(to_dict(cfg))
+    """Cache key of a network architecture (dropout changes no FLOPs or parameters)."""
+    arch = to_dict(cfg)
+    arch.pop("dropout")
+    arch.pop("dropout_max_resolution")
+    return stable_hash(arch)
 
 
 def measure_network_cost(cfg: NetworkConfig) -> Cost:
@@ -52,25 +57,33 @@ def measure_network_cost(cfg: NetworkConfig) -> Cost:
     return Cost(params=param_count(net), fwd_flops=float(counter.get_total_flops()))
 
 
-def _load_cache() -> dict[str, dict[str, float]]:
+def _read_costs(path: Path) -> dict[str, dict[str, float]]:
     try:
-        return json.loads(_COST_FILE.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
         return {}
 
 
+def _user_cost_file() -> Path:
+    """Measurements of non-preset networks go to the user's cache, never into the package."""
+    root = Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "ect-harness"))
+    return root / "network_costs.json"
+
+
 def network_cost(cfg: NetworkConfig) -> Cost:
-    """Cost of an architecture: from the shipped cache, else measured (and cached if writable)."""
+    """Cost of an architecture: from the shipped preset table or the user cache, else measured."""
     key = network_key(cfg)
-    cache = _load_cache()
-    if key in cache:
-        entry = cache[key]
-        return Cost(params=int(entry["params"]), fwd_flops=float(entry["fwd_flops"]))
+    for path in (_COST_FILE, _user_cost_file()):
+        entry = _read_costs(path).get(key)
+        if entry is not None:
+            return Cost(params=int(entry["params"]), fwd_flops=float(entry["fwd_flops"]))
     cost = measure_network_cost(cfg)
+    user_file = _user_cost_file()
+    cache = _read_costs(user_file)
     cache[key] = {"params": cost.params, "fwd_flops": cost.fwd_flops}
-    # A read-only install still works; it just measures again next time.
+    # An unwritable cache still works; it just measures again next time.
     with contextlib.suppress(OSError):
-        atomic_write_text(_COST_FILE, json.dumps(cache, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(user_file, json.dumps(cache, indent=1, sort_keys=True) + "\n")
     return cost
 
 
