@@ -67,8 +67,28 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import run_sweep
+
+    outcome = run_sweep(args.sweep, args.cluster, results_dir=args.results, runs_dir=args.runs,
+                        overrides=tuple(args.overrides), allow_large=args.yes,
+                        bootstrap=args.bootstrap)
+    return 1 if outcome.states.get("failed") or outcome.states.get("blocked") else 0
+
+
 def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from harness.plan import ASSUMED_TFLOPS, DEFAULT_MAX_RUNS
+
+    p = sub.add_parser("run", help="the whole study in one command: plan, submit, watch progress, "
+                       "fit, plot and write results/<sweep>/report.md (idempotent)")
+    _sweep_options(p)
+    p.add_argument("--cluster", default="local", choices=["local", "slurm", "debug"],
+                   help="where jobs run (default: local, this machine)")
+    p.add_argument("--yes", action="store_true",
+                   help=f"allow grids of more than {DEFAULT_MAX_RUNS} runs")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples for the fits' confidence intervals (default 1000)")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("plan", help="expand and check a sweep; print its runs, compute and status "
                        "(never submits)")
@@ -201,6 +221,51 @@ def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
     p.set_defaults(func=_cmd_plot)
 
 
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from harness.flops import preset_cost
+    from harness.presets import PRESETS
+
+    print(f"{'preset':22s} {'dataset':10s} {'channels':>8s} {'params':>14s} {'fwd GFLOPs/img':>15s}")
+    for name, p in PRESETS.items():
+        if args.dataset and p.dataset != args.dataset:
+            continue
+        cost = preset_cost(name)
+        print(f"{name:22s} {p.dataset:10s} {p.network.model_channels:8d} {cost.params:14,d} "
+              f"{cost.fwd_flops / 1e9:15.4g}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import BenchOptions, format_bench, run_bench, write_json
+
+    opts = BenchOptions(device=args.device or "auto", quick=args.quick, threads=args.threads,
+                        compile=args.compile, repeats=args.repeats)
+    results = run_bench(opts, log=lambda message: print(message, file=sys.stderr, flush=True))
+    print(format_bench(results))
+    if args.json:
+        write_json(results, Path(args.json))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_bench_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("bench", help="measure training step times, MFU, ECT/diffusion step ratio, "
+                       "sampling, FD evaluation, planning and record loading on this machine")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="where to measure (default: cuda if available, else cpu)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny presets and few repeats (seconds; checks that everything runs)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads (default: as training: $HARNESS_NUM_THREADS, "
+                   "$SLURM_CPUS_PER_TASK, else all CPUs); use 1 on a shared machine")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile'd training steps (compiling takes minutes)")
+    p.add_argument("--repeats", type=int, default=None, metavar="N",
+                   help="timed rounds per measurement (default 7; 3 with --quick)")
+    p.set_defaults(func=_cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every `harness` sub-command."""
     from harness import __version__
@@ -217,9 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "re-running resumes from the latest checkpoint")
     p.add_argument("job_file", help="job JSON written by the planner (run config + where to write)")
     p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("presets", help="model-size presets with measured parameters and forward FLOPs")
+    p.add_argument("--dataset", default=None, help="only this dataset's presets")
+    p.set_defaults(func=_cmd_presets)
     _add_sweep_commands(sub)
     _add_results_command(sub)
     _add_analysis_commands(sub)
+    _add_bench_command(sub)
 
     return parser
 

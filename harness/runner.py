@@ -1,0 +1,122 @@
+"""`harness run`: one command from a sweep file to a fitted, plotted scaling law. Torch-free.
+
+plan -> submit (pretraining, then tuning) -> watch with a live progress line -> fit -> figures ->
+results/<sweep>/report.md. Re-running is idempotent: finished runs and pretrained teachers are reused
+and only the report is rebuilt. Ctrl-C stops watching; queued and running jobs carry on.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from harness.sweep import Sweep, load_sweep
+
+_ACTIVE = ("queued", "running", "preempted")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What `run_sweep` produced."""
+
+    report_path: Path | None
+    figures: list[Path]
+    states: dict[str, int]  # run state -> count
+    seconds: float
+
+
+def _progress_line(rows: list, started: float) -> str:
+    counts = Counter(r.state for r in rows)
+    seen = sum(min(r.nimg, r.total_nimg) for r in rows)
+    total = sum(r.total_nimg for r in rows)
+    latest = [f"{r.name} {s} {v:.3g}" for r in rows if r.state in (*_ACTIVE, "done")
+              for s, v in sorted(r.last_metrics.items())]
+    parts = [f"{time.monotonic() - started:5.0f}s",
+             ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "queued", "preempted",
+                                                    "failed", "blocked", "todo") if counts[s]),
+             f"images {seen / 1e3:.0f}k/{total / 1e3:.0f}k ({100 * seen / max(total, 1):.0f}%)"]
+    if latest:
+        parts.append("latest FD: " + latest[-1])
+    return " | ".join(parts)
+
+
+def watch(sweep: Sweep, results_dir: Path, runs_dir: Path, *, poll_s: float = 2.0,
+          out: TextIO = sys.stdout) -> list:
+    """Print progress until no run of the sweep is queued or running; returns the final statuses."""
+    from harness.submit import sweep_status
+
+    started = time.monotonic()
+    last = ""
+    live = out.isatty()
+    while True:
+        rows = sweep_status(sweep, results_dir, runs_dir)
+        line = _progress_line(rows, started)
+        changed = line.split(" | ", 1)[-1] != last.split(" | ", 1)[-1]
+        if live:
+            out.write("\r\033[K" + line)
+            out.flush()
+        elif changed:
+            out.write(line + "\n")
+            out.flush()
+        last = line
+        if not any(r.state in _ACTIVE for r in rows):
+            if live:
+                out.write("\n")
+            return rows
+        time.sleep(poll_s)
+
+
+def build_report(sweep_name: str, results_dir: Path, *, bootstrap: int = 1000,
+                 out: TextIO = sys.stdout) -> tuple[Path, list[Path]]:
+    """Fit the sweep's records, draw every figure and write report.md; returns their paths."""
+    from analysis.report import fit_sweep, format_fit_table, plot_sweep, write_report
+
+    fits = fit_sweep(results_dir, sweep_name, bootstrap=bootstrap)
+    figures_dir = results_dir / sweep_name / "figures"
+    figures = plot_sweep(results_dir, sweep_name, figures_dir)
+    report = write_report(results_dir, sweep_name, figures_dir=figures_dir)
+    out.write(format_fit_table(fits.curves) + "\n")
+    return report, figures
+
+
+def run_sweep(sweep_path: str | Path, cluster: str, *, results_dir: str | Path = "results",
+              runs_dir: str | Path | None = None, overrides: tuple[str, ...] = (),
+              allow_large: bool = False, bootstrap: int = 1000, poll_s: float = 2.0,
+              out: TextIO = sys.stdout) -> RunOutcome:
+    """Plan, submit, wait, fit, plot and report one sweep (see the module docstring)."""
+    from harness.job import default_runs_dir
+    from harness.submit import submit
+
+    t0 = time.monotonic()
+    results_dir = Path(results_dir)
+    runs_dir = Path(default_runs_dir() if runs_dir is None else runs_dir)
+    sweep = load_sweep(sweep_path, overrides)
+    report = submit(sweep, cluster, results_dir=results_dir, runs_dir=runs_dir,  # type: ignore[arg-type]
+                    allow_large=allow_large, wait=cluster == "debug")
+    out.write(report.summary() + "\n")
+    try:
+        rows = watch(sweep, results_dir, runs_dir, poll_s=poll_s, out=out)
+    except KeyboardInterrupt:
+        out.write(
+            "\nStopped watching. Submitted jobs keep running (local: the background scheduler; "
+            "SLURM: the queue) and write their records as they finish.\n"
+            f"  harness status {sweep_path}     # check on them\n"
+            f"  harness run {sweep_path} --cluster {cluster}   # resume watching and build the report\n")
+        raise
+    states = dict(Counter(r.state for r in rows))
+    for r in rows:
+        if r.state in ("failed", "blocked"):
+            out.write(f"{r.state}: {r.name} ({r.run_id}): {r.error}\n  log: {r.log}\n")
+    report_path, figures = None, []
+    if any(r.state == "done" for r in rows):
+        report_path, figures = build_report(sweep.name, results_dir, bootstrap=bootstrap, out=out)
+        out.write(f"report: {report_path}\nfigures: {report_path.parent / 'figures'}/\n")
+    else:
+        out.write("no run finished: nothing to fit yet\n")
+    seconds = time.monotonic() - t0
+    out.write(f"harness run {sweep.name}: {states} in {seconds:.0f} s\n")
+    return RunOutcome(report_path=report_path, figures=figures, states=states, seconds=seconds)
