@@ -1,14 +1,34 @@
-"""Datasets as uint8 image tensors, and the resumable data order (a pure function of images seen)."""
+"""Datasets as uint8 images [N, C, H, W], and the resumable data order (a function of images seen).
+
+Formats: the embedded sklearn digits, CIFAR-10 (python pickles, folder or tar.gz), an EDM-style
+image folder or zip (PNG + optional dataset.json labels) and downsampled ImageNet-64 (npz batches).
+`check_dataset` and `dataset_shape` are torch-free and cheap, so the planner can call them before
+anything is submitted; torch is imported lazily inside the functions that return tensors.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
+import json
+import os
+import pickle
+import re
+import tarfile
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from harness.config import DataConfig
+from harness.config import ConfigError, DataConfig
+from harness.runtime import stable_hash
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -41,7 +61,31 @@ def content_hash(images: np.ndarray, labels: np.ndarray | None) -> str:
     return digest.hexdigest()[:16]
 
 
+# --------------------------------------------------------------------------------------------------
+# Format readers. Each returns (images uint8 [N, C, H, W], labels int64 [N] 0-based or None).
+
+DIGITS_SHAPE = (1, 8, 10)  # channels, resolution, classes of sklearn's digits (1797 images)
+CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_FOLDER = "cifar-10-batches-py"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+_IMAGENET_BATCH_RE = re.compile(r"^train_data_batch_(\d+)\.npz$")
+
+
+def _data_path(cfg: DataConfig) -> Path:
+    return Path(str(cfg.path)).expanduser()
+
+
+def _path_error(cfg: DataConfig, problem: str, expected: str) -> ConfigError:
+    return ConfigError(f"data.path = {cfg.path!r}: {problem}. {expected}")
+
+
 def _digits() -> tuple[np.ndarray, np.ndarray]:
+    images, labels = _digits_cached()
+    return images.copy(), labels.copy()  # callers may write into them
+
+
+@functools.cache
+def _digits_cached() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -50,25 +94,373 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return images, bunch.target.astype(np.int64)
 
 
+def _cifar_batches_dir(path: Path) -> Path | None:
+    """The folder holding data_batch_*: the path itself or its cifar-10-batches-py child."""
+    for folder in (path, path / CIFAR10_FOLDER):
+        if (folder / CIFAR10_TRAIN_BATCHES[0]).is_file():
+            return folder
+    return None
+
+
+def _cifar_unpack(batch: dict[bytes, Any]) -> tuple[np.ndarray, np.ndarray]:
+    data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)  # rows are CHW already
+    return data, np.asarray(batch[b"labels"], dtype=np.int64)
+
+
+def _load_cifar10(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    path = _data_path(cfg)
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if path.is_dir():
+        folder = _cifar_batches_dir(path)
+        assert folder is not None, "check_dataset let a CIFAR folder without batches through"
+        for name in CIFAR10_TRAIN_BATCHES:
+            with open(folder / name, "rb") as f:
+                parts[name] = _cifar_unpack(pickle.load(f, encoding="bytes"))
+    else:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and name in CIFAR10_TRAIN_BATCHES:
+                    f = tar.extractfile(member)
+                    assert f is not None
+                    parts[name] = _cifar_unpack(pickle.load(f, encoding="bytes"))
+    missing = [n for n in CIFAR10_TRAIN_BATCHES if n not in parts]
+    if missing:
+        raise _path_error(cfg, f"missing CIFAR-10 batches {missing}",
+                          "Expected data_batch_1..5 of the python version of CIFAR-10")
+    images = np.concatenate([parts[n][0] for n in CIFAR10_TRAIN_BATCHES])
+    labels = np.concatenate([parts[n][1] for n in CIFAR10_TRAIN_BATCHES])
+    return images, labels
+
+
+class _ImageSource:
+    """Read access to the files of an image folder or zip (EDM/StyleGAN dataset layout)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._zip = None if path.is_dir() else zipfile.ZipFile(path)
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+    def names(self) -> list[str]:
+        """All file names, relative, '/'-separated."""
+        if self._zip is not None:
+            return [n for n in self._zip.namelist() if not n.endswith("/")]
+        return [p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()]
+
+    def image_names(self) -> list[str]:
+        """Image file names in the order EDM uses (sorted)."""
+        return sorted(n for n in self.names() if n.lower().endswith(IMAGE_EXTENSIONS))
+
+    def first_image_name(self) -> str | None:
+        """Some image file, found without listing a whole folder tree."""
+        if self._zip is not None:
+            names = self.image_names()
+            return names[0] if names else None
+        for root, dirs, files in os.walk(self.path):
+            dirs.sort()
+            for name in sorted(files):
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    return (Path(root) / name).relative_to(self.path).as_posix()
+        return None
+
+    def read(self, name: str) -> bytes:
+        if self._zip is not None:
+            return self._zip.read(name)
+        return (self.path / name).read_bytes()
+
+    def has(self, name: str) -> bool:
+        if self._zip is not None:
+            return name in set(self._zip.namelist())
+        return (self.path / name).is_file()
+
+
+def _image_to_chw(data: bytes, name: str, cfg: DataConfig) -> np.ndarray:
+    import PIL.Image
+
+    with PIL.Image.open(io.BytesIO(data)) as img:
+        if img.mode not in ("L", "RGB"):
+            img = img.convert("RGB")
+        array = np.asarray(img, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.shape[0] != array.shape[1]:
+        raise _path_error(cfg, f"image {name!r} is {array.shape[1]}x{array.shape[0]}, not square",
+                          "Expected square images of one size (EDM's dataset_tool.py resizes)")
+    return array.transpose(2, 0, 1)
+
+
+def _folder_labels(source: _ImageSource, cfg: DataConfig) -> dict[str, int] | None:
+    """fname -> label from dataset.json (EDM layout), or None when there are no labels."""
+    if not source.has("dataset.json"):
+        return None
+    try:
+        meta = json.loads(source.read("dataset.json"))
+        labels = meta.get("labels") if isinstance(meta, dict) else None
+        if labels is None:
+            return None
+        return {str(fname): int(label) for fname, label in labels}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise _path_error(cfg, f"dataset.json is malformed ({e})",
+                          'Expected {"labels": [[fname, label], ...]} or {"labels": null}',
+                          ) from None
+
+
+def _load_image_folder(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    source = _ImageSource(_data_path(cfg))
+    try:
+        names = source.image_names()
+        label_map = _folder_labels(source, cfg)
+        first = _image_to_chw(source.read(names[0]), names[0], cfg)
+        images = np.empty((len(names), *first.shape), dtype=np.uint8)
+        images[0] = first
+        for i, name in enumerate(names[1:], start=1):
+            image = _image_to_chw(source.read(name), name, cfg)
+            if image.shape != first.shape:
+                raise _path_error(cfg, f"image {name!r} has shape {image.shape}, "
+                                  f"{names[0]!r} has {first.shape}",
+                                  "Expected all images of one size and channel count")
+            images[i] = image
+    finally:
+        source.close()
+    if label_map is None:
+        return images, None
+    missing = [n for n in names if n not in label_map]
+    if missing:
+        raise _path_error(cfg, f"dataset.json has no label for {len(missing)} images "
+                          f"(first: {missing[0]!r})", "Expected a label for every image")
+    return images, np.array([label_map[n] for n in names], dtype=np.int64)
+
+
+def _imagenet_files(cfg: DataConfig) -> list[Path]:
+    """The npz batches of downsampled ImageNet: one file, or train_data_batch_<i>.npz in order."""
+    path = _data_path(cfg)
+    if path.is_file():
+        return [path]
+    batches = [(int(m.group(1)), p) for p in path.iterdir()
+               if (m := _IMAGENET_BATCH_RE.match(p.name))]
+    return [p for _, p in sorted(batches)]
+
+
+def _npz_array_shape(npz: zipfile.ZipFile, key: str) -> tuple[int, ...]:
+    """Shape of an array stored in an npz, from its .npy header (no data is read)."""
+    with npz.open(f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)
+        shape, _, _ = reader(f)
+    return tuple(shape)
+
+
+def _imagenet_resolution(cfg: DataConfig, row_size: int) -> int:
+    resolution = round((row_size / 3) ** 0.5)
+    if 3 * resolution * resolution != row_size:
+        raise _path_error(cfg, f"npz 'data' rows have {row_size} values, not 3*R*R",
+                          "Expected downsampled-ImageNet data [N, 3*R*R] uint8 in CHW order")
+    return resolution
+
+
+def _load_imagenet64(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    files = _imagenet_files(cfg)
+    shapes = []
+    for file in files:
+        with zipfile.ZipFile(file) as npz:
+            shapes.append(_npz_array_shape(npz, "data"))
+    resolution = _imagenet_resolution(cfg, shapes[0][1])
+    # Preallocate: the full ImageNet-64 train set is ~15.7 GB, concatenating would need twice that.
+    images = np.empty((sum(s[0] for s in shapes), 3, resolution, resolution), dtype=np.uint8)
+    labels = np.empty(len(images), dtype=np.int64)
+    start = 0
+    for file, shape in zip(files, shapes, strict=True):
+        with np.load(file) as npz:
+            images[start:start + shape[0]] = npz["data"].reshape(-1, 3, resolution, resolution)
+            labels[start:start + shape[0]] = npz["labels"]
+        start += shape[0]
+    if labels.min() < 1:
+        raise _path_error(cfg, f"labels start at {labels.min()}",
+                          "Expected 1-based labels as in the downsampled-ImageNet files")
+    return images, labels - 1
+
+
 def _load_arrays(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    check_dataset(cfg)
     match cfg.name:
         case "digits":
             return _digits()
+        case "cifar10":
+            return _load_cifar10(cfg)
+        case "image_folder":
+            return _load_image_folder(cfg)
+        case "imagenet64":
+            return _load_imagenet64(cfg)
         case _:
-            raise NotImplementedError(f"dataset {cfg.name!r} is not available yet")
+            raise NotImplementedError(f"dataset {cfg.name!r} has no reader")
+
+
+# --------------------------------------------------------------------------------------------------
+# Plan-time checks (torch-free, cheap: names, listings, headers; never the pixels)
+
+
+def check_dataset(cfg: DataConfig) -> None:
+    """Check that `cfg.path` exists and looks like the declared format; raise ConfigError if not."""
+    if cfg.name == "digits":
+        return
+    path = _data_path(cfg)
+    if not path.exists():
+        raise _path_error(cfg, "does not exist", f"Expected a local {_EXPECTED[cfg.name]}")
+    match cfg.name:
+        case "cifar10":
+            _check_cifar10(cfg, path)
+        case "image_folder":
+            _check_image_folder(cfg, path)
+        case "imagenet64":
+            _check_imagenet64(cfg, path)
+
+
+_EXPECTED = {
+    "cifar10": "cifar-10-python.tar.gz or its extracted folder cifar-10-batches-py "
+               "(with data_batch_1..5)",
+    "image_folder": "EDM-style dataset: a .zip or folder of PNG images with optional dataset.json",
+    "imagenet64": "downsampled ImageNet: a folder of train_data_batch_<i>.npz or a single .npz "
+                  "with keys 'data' and 'labels'",
+}
+
+
+def _check_cifar10(cfg: DataConfig, path: Path) -> None:
+    expected = f"Expected {_EXPECTED['cifar10']}"
+    if path.is_dir():
+        folder = _cifar_batches_dir(path)
+        if folder is None:
+            raise _path_error(cfg, "folder has no data_batch_1 (nor a cifar-10-batches-py "
+                              "subfolder)", expected)
+        missing = [n for n in CIFAR10_TRAIN_BATCHES if not (folder / n).is_file()]
+        if missing:
+            raise _path_error(cfg, f"folder {str(folder)!r} lacks {missing}", expected)
+        for name in CIFAR10_TRAIN_BATCHES:
+            with open(folder / name, "rb") as f:
+                if f.read(1) != b"\x80":  # pickle protocol >= 2 opcode
+                    raise _path_error(cfg, f"{name} is not a Python pickle", expected)
+        return
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            first = tar.next()  # only the first header: a full listing would decompress 170 MB
+    except (tarfile.TarError, OSError) as e:
+        raise _path_error(cfg, f"is not a (gzipped) tar archive ({e})", expected) from None
+    if first is None or not first.name.lstrip("./").startswith(CIFAR10_FOLDER):
+        raise _path_error(cfg, f"archive starts with {first.name if first else None!r}, "
+                          f"not {CIFAR10_FOLDER}/", expected)
+
+
+def _check_image_folder(cfg: DataConfig, path: Path) -> None:
+    expected = f"Expected {_EXPECTED['image_folder']}"
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise _path_error(cfg, "is a file but not a zip archive", expected)
+    source = _ImageSource(path)
+    try:
+        if source.first_image_name() is None:
+            raise _path_error(cfg, f"contains no images ({', '.join(IMAGE_EXTENSIONS)})", expected)
+        _folder_labels(source, cfg)
+    finally:
+        source.close()
+
+
+def _check_imagenet64(cfg: DataConfig, path: Path) -> None:
+    expected = f"Expected {_EXPECTED['imagenet64']}"
+    files = _imagenet_files(cfg)
+    if not files:
+        raise _path_error(cfg, "folder has no train_data_batch_<i>.npz files", expected)
+    for file in files:
+        try:
+            with zipfile.ZipFile(file) as npz:
+                keys = {n.removesuffix(".npy") for n in npz.namelist()}
+                if not {"data", "labels"} <= keys:
+                    raise _path_error(cfg, f"{file.name} has keys {sorted(keys)}", expected)
+                shape = _npz_array_shape(npz, "data")
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise _path_error(cfg, f"{file.name} is not a readable npz ({e})", expected) from None
+        if len(shape) != 2:
+            raise _path_error(cfg, f"{file.name}: 'data' has shape {shape}", expected)
+        _imagenet_resolution(cfg, shape[1])
+
+
+def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
+    """(channels, resolution, num_classes) of a dataset, read cheaply (headers only). Torch-free."""
+    check_dataset(cfg)
+    path = _data_path(cfg) if cfg.path else None
+    match cfg.name:
+        case "digits":
+            return DIGITS_SHAPE
+        case "cifar10":
+            return (3, 32, 10)
+        case "image_folder":
+            assert path is not None
+            source = _ImageSource(path)
+            try:
+                name = source.first_image_name()
+                assert name is not None
+                channels, resolution, _ = _image_to_chw(source.read(name), name, cfg).shape
+                labels = _folder_labels(source, cfg)
+            finally:
+                source.close()
+            return channels, resolution, (max(labels.values()) + 1) if labels else 0
+        case "imagenet64":
+            files = _imagenet_files(cfg)
+            with zipfile.ZipFile(files[0]) as npz:
+                resolution = _imagenet_resolution(cfg, _npz_array_shape(npz, "data")[1])
+            num_classes = 0
+            for file in files:  # labels are small next to the pixels
+                with np.load(file) as npz:
+                    num_classes = max(num_classes, int(npz["labels"].max()))
+            return 3, resolution, num_classes
+    raise NotImplementedError(cfg.name)
+
+
+def dataset_fingerprint(cfg: DataConfig) -> str:
+    """Cheap identity of the dataset files (name, path, sizes, mtimes); not a content hash.
+
+    Used to remember a dataset's content hash without re-reading the pixels.
+    """
+    if cfg.name == "digits":
+        import sklearn
+
+        return stable_hash({"name": "digits", "sklearn": sklearn.__version__})
+    path = _data_path(cfg).resolve()
+    stats = []
+    for file in _data_files(path):
+        st = file.stat()
+        stats.append([str(file), st.st_size, st.st_mtime_ns])
+    return stable_hash({"name": cfg.name, "files": stats})
+
+
+def _data_files(path: Path) -> Iterator[Path]:
+    if path.is_file():
+        yield path
+        return
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            yield Path(root) / name
+
+
+# --------------------------------------------------------------------------------------------------
+# In-memory splits
 
 
 def _split(num: int, heldout_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic train/held-out split, independent of the run seed (all runs share it)."""
     order = np.random.default_rng(12345).permutation(num)
-    num_heldout = int(round(num * heldout_fraction))
+    num_heldout = round(num * heldout_fraction)
     return np.sort(order[num_heldout:]), np.sort(order[:num_heldout])
 
 
-def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:
-    """Load a dataset split ('train', 'heldout' or 'all') into memory as uint8 tensors."""
+def load_arrays(cfg: DataConfig, split: str = "train") -> tuple[np.ndarray, np.ndarray | None]:
+    """Numpy version of `load_dataset`: (uint8 images [N, C, H, W], int64 labels [N] or None)."""
+    if split not in ("train", "heldout", "all"):
+        raise ValueError(f"data: split = {split!r}: must be 'train', 'heldout' or 'all'")
     images, labels = _load_arrays(cfg)
-    if split != "all":
+    if split == "heldout" or (split == "train" and cfg.heldout_fraction > 0):
         train_idx, heldout_idx = _split(len(images), cfg.heldout_fraction)
         idx = {"train": train_idx, "heldout": heldout_idx}[split]
         images = images[idx]
@@ -77,6 +469,14 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:
         raise ValueError(f"data: split {split!r} of {cfg.name!r} is empty")
     if not cfg.use_labels:
         labels = None
+    return images, labels
+
+
+def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:
+    """Load a dataset split ('train', 'heldout' or 'all') into memory as uint8 tensors."""
+    import torch
+
+    images, labels = load_arrays(cfg, split)
     return ImageData(
         images=torch.from_numpy(np.ascontiguousarray(images)),
         labels=torch.from_numpy(labels) if labels is not None else None,
@@ -87,11 +487,15 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> ImageData:
 
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float32 [-1, 1]."""
+    import torch
+
     return images_uint8.to(torch.float32) / 127.5 - 1.0
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8, quantised like the official evaluation (x*127.5 + 128, clipped)."""
+    import torch
+
     return (images * 127.5 + 128).clip(0, 255).to(torch.uint8)
 
 
@@ -101,6 +505,8 @@ def batch_indices(num_items: int, seed: int, start_nimg: int, count: int) -> tor
     Each epoch is a fresh permutation seeded by (seed, epoch), so the data order at any point is a
     pure function of images seen: resuming needs no sampler state.
     """
+    import torch
+
     positions = torch.arange(start_nimg, start_nimg + count, dtype=torch.int64)
     epochs = positions // num_items
     out = torch.empty(count, dtype=torch.int64)

@@ -1,0 +1,334 @@
+"""Sample quality through torch-fidelity: FD-digits (our digit classifier) or Inception FID.
+
+One path for both metrics: `torch_fidelity.calculate_metrics` with a registered feature extractor.
+Reference statistics are computed once per (extractor weights, reference images) and cached under
+a name that carries both hashes; torch-fidelity keys its cache by name only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch_fidelity
+from torch.utils.data import Dataset
+
+from harness import digits_classifier
+from harness.config import ConfigError, RunConfig
+from harness.data import ImageData, content_hash, dataset_fingerprint, load_arrays
+from harness.runtime import atomic_write_bytes, atomic_write_text, file_sha256
+
+INCEPTION_NAME = "inception-v3-compat"  # torch-fidelity's TF-compatible Inception-v3
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 "weights-inception-2015-12-05-6726825d.pth")
+KID_SUBSET_SIZE = 1000  # torch-fidelity's default, lowered to the sample count for small sets
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricResult:
+    """One evaluation of a set of generated images against a reference set."""
+
+    metric: str  # "fd_digits" or "fid_inception"
+    value: float  # the Fréchet distance (lower is better)
+    extractor_hash: str  # content hash of the feature extractor's weights file
+    reference: str  # reference images, e.g. "digits-train@2262a54d437c9761"
+    num_samples: int  # generated images evaluated
+    kid_mean: float | None = None
+    kid_std: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    seconds: float = 0.0  # wall time of the evaluation (including any reference pass)
+
+
+def metric_name(run: RunConfig) -> str:
+    """The metric a run is evaluated with ('auto': FD-digits on digits, else Inception FID)."""
+    metric = run.eval.metric
+    if metric == "auto":
+        return "fd_digits" if run.data.name == "digits" else "fid_inception"
+    if metric == "fd_digits" and run.data.name != "digits":
+        raise ConfigError(f"eval: metric = 'fd_digits': the digit classifier only knows 8x8 "
+                          f"digits, not data.name = {run.data.name!r}. Use 'fid_inception' or "
+                          "'auto'")
+    return metric
+
+
+class _UInt8Images(Dataset):
+    """torch-fidelity input: a bare uint8 [C, H, W] tensor per item, loaded on first access.
+
+    Lazy so that a cached reference never loads its images; `items_read` counts the accesses.
+    """
+
+    def __init__(self, load: Callable[[], np.ndarray | torch.Tensor], repeat_gray_to_rgb: bool):
+        self._load = load
+        self._images: torch.Tensor | None = None
+        self._repeat = repeat_gray_to_rgb
+        self.items_read = 0
+
+    def _get(self) -> torch.Tensor:
+        if self._images is None:
+            images = self._load()
+            images = torch.as_tensor(images).detach().cpu()
+            if self._repeat and images.shape[1] == 1:
+                images = images.expand(-1, 3, -1, -1)  # Inception needs RGB
+            self._images = images
+        return self._images
+
+    def __len__(self) -> int:
+        return int(self._get().shape[0])
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        self.items_read += 1
+        return self._get()[index].contiguous()
+
+
+@dataclass(frozen=True)
+class _Reference:
+    content_hash: str  # of the reference images (labels excluded)
+    num_images: int
+    shape: tuple[int, ...]  # (C, H, W)
+    images: _UInt8Images  # loaded on first access only
+
+
+def default_cache_dir() -> Path:
+    """$HARNESS_CACHE, else ~/.cache/ect-harness."""
+    return digits_classifier.default_cache_dir()
+
+
+class Evaluator:
+    """Evaluates generated uint8 images of one run against its reference set (train or held-out).
+
+    Args:
+        run: the run; uses `run.data` and `run.eval`.
+        cache_dir: classifier weights, dataset hashes and torch-fidelity statistics live here.
+        reference_data: the already loaded reference split (saves loading it again in a job).
+    """
+
+    def __init__(self, run: RunConfig, cache_dir: Path | None = None, *,
+                 reference_data: ImageData | None = None):
+        self.run = run
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.metric = metric_name(run)
+        self.split = run.eval.reference
+        if self.split == "heldout" and run.data.heldout_fraction == 0:
+            raise ConfigError("eval: reference = 'heldout': data.heldout_fraction is 0, so there "
+                              "are no held-out images. Set data.heldout_fraction > 0 or use "
+                              "'train'")
+        self._reference_data = reference_data
+        self._extractor: tuple[str, Path, str] | None = None  # (name, weights path, hash)
+        self._reference: _Reference | None = None
+
+    # -- feature extractor ---------------------------------------------------------------------
+
+    def extractor(self) -> tuple[str, Path, str]:
+        """(torch-fidelity name, weights path, weights hash), resolved once."""
+        if self._extractor is None:
+            if self.metric == "fd_digits":
+                weights = digits_classifier.classifier_weights(self.cache_dir)
+                name = digits_classifier.register()
+            else:
+                weights = inception_weights(self.run.eval.inception_weights_path)
+                name = INCEPTION_NAME
+            self._extractor = (name, weights, file_sha256(weights))
+        return self._extractor
+
+    # -- reference images ----------------------------------------------------------------------
+
+    def _reference_cfg(self) -> Any:
+        # Labels never matter for the reference statistics; leave them out of the content hash.
+        return dataclasses.replace(self.run.data, use_labels=False)
+
+    def reference(self) -> _Reference:
+        """Content hash, size, image shape and lazily loaded images of the reference split."""
+        if self._reference is None:
+            repeat = self.metric == "fid_inception"
+            data = self._reference_data
+            if data is not None:
+                images = data.images
+                digest = data.content_hash if data.labels is None else content_hash(
+                    images.numpy(), None)
+                self._reference = _Reference(digest, len(images), tuple(images.shape[1:]),
+                                             _UInt8Images(lambda: images, repeat))
+                return self._reference
+            cfg = self._reference_cfg()
+            # Remember each dataset's content hash by a cheap fingerprint of its files, so a
+            # cached reference never has to load (or hash) the images again.
+            memo_path = self.cache_dir / "dataset-hashes.json"
+            memo_key = f"{dataset_fingerprint(cfg)}:{self.split}:{cfg.heldout_fraction}"
+            memo = _read_json(memo_path)
+            loaded: list[np.ndarray] = []
+
+            def load() -> np.ndarray:
+                if not loaded:
+                    loaded.append(load_arrays(cfg, self.split)[0])
+                return loaded[0]
+
+            entry = memo.get(memo_key)
+            if not isinstance(entry, dict) or "shape" not in entry:
+                entry = {"content_hash": content_hash(load(), None), "num_images": len(load()),
+                         "shape": list(load().shape[1:])}
+                memo[memo_key] = entry
+                atomic_write_text(memo_path, json.dumps(memo, indent=1, sort_keys=True))
+            self._reference = _Reference(str(entry["content_hash"]), int(entry["num_images"]),
+                                         tuple(entry["shape"]), _UInt8Images(load, repeat))
+        return self._reference
+
+    def reference_name(self) -> str:
+        """Recorded reference, e.g. 'digits-train@<content hash>'."""
+        return f"{self.run.data.name}-{self.split}@{self.reference().content_hash}"
+
+    def reference_images_read(self) -> int:
+        """How many reference images torch-fidelity has read (0 when its statistics were cached)."""
+        return self.reference().images.items_read
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def evaluate(self, images_uint8: torch.Tensor) -> MetricResult:
+        """FD/FID (plus KID and precision/recall when enabled) of `images_uint8` [N, C, H, W]."""
+        if images_uint8.dtype != torch.uint8 or images_uint8.dim() != 4:
+            raise ValueError(f"evaluate: expected uint8 [N, C, H, W], got {images_uint8.dtype} "
+                             f"{tuple(images_uint8.shape)}")
+        num = int(images_uint8.shape[0])
+        if num < 2:
+            raise ValueError(f"evaluate: need at least 2 images for a covariance, got {num}")
+        start = time.perf_counter()
+        name, weights, weights_hash = self.extractor()
+        reference = self.reference()
+        if tuple(images_uint8.shape[1:]) != reference.shape:
+            raise ValueError(f"evaluate: images are {tuple(images_uint8.shape[1:])} (C, H, W) but "
+                             f"the reference {self.reference_name()} is {reference.shape}")
+        generated = _UInt8Images(lambda: images_uint8, self.metric == "fid_inception")
+        metrics = _calculate(
+            generated, reference.images, name, weights, self.run,
+            cache_root=self.cache_dir / "fidelity",
+            reference_cache_name=(f"{self.run.data.name}-{self.split}@{reference.content_hash}"
+                                  f"-x{weights_hash}"),
+            num_reference=reference.num_images,
+        )
+        return MetricResult(
+            metric=self.metric,
+            value=float(metrics["frechet_inception_distance"]),
+            extractor_hash=weights_hash,
+            reference=self.reference_name(),
+            num_samples=num,
+            kid_mean=_opt(metrics.get("kernel_inception_distance_mean")),
+            kid_std=_opt(metrics.get("kernel_inception_distance_std")),
+            precision=_opt(metrics.get("precision")),
+            recall=_opt(metrics.get("recall")),
+            seconds=time.perf_counter() - start,
+        )
+
+
+def _calculate(input1: Dataset, input2: Dataset, extractor: str, weights: Path, run: RunConfig, *,
+               cache_root: Path, reference_cache_name: str | None,
+               num_reference: int | None) -> dict[str, float]:
+    """One torch_fidelity.calculate_metrics call with the harness's fixed options."""
+    kwargs: dict[str, Any] = {
+        "input1": input1,
+        "input2": input2,
+        "fid": True,
+        "kid": run.eval.kid,
+        "prc": run.eval.prc,
+        # Explicit, so precision/recall use the same features (no VGG16 download).
+        "feature_extractor": extractor,
+        "feature_extractor_weights_path": str(weights),
+        "batch_size": run.eval.batch,
+        "cuda": torch.cuda.is_available(),
+        "verbose": False,
+        "save_cpu_ram": True,
+        "cache_root": str(cache_root),
+    }
+    if reference_cache_name is not None:
+        kwargs["input2_cache_name"] = reference_cache_name
+    if run.eval.kid:
+        n2 = num_reference if num_reference is not None else len(input2)
+        kwargs["kid_subset_size"] = min(KID_SUBSET_SIZE, len(input1), n2)
+    return dict(torch_fidelity.calculate_metrics(**kwargs))
+
+
+def inception_weights(path: str | None) -> Path:
+    """A local file with torch-fidelity's Inception weights: the given one, or the hub cache.
+
+    Downloads into torch's hub cache when no path is given; offline that fails with a ConfigError
+    that says to pass eval.inception_weights_path.
+    """
+    if path is not None:
+        weights = Path(path).expanduser()
+        if not weights.is_file():
+            raise ConfigError(f"eval: inception_weights_path = {path!r}: file not found. Expected "
+                              f"torch-fidelity's Inception state dict ({INCEPTION_URL})")
+        return weights
+    hub_file = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_URL.rsplit("/", 1)[-1]
+    if not hub_file.is_file():
+        try:
+            hub_file.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(INCEPTION_URL, str(hub_file), progress=False)
+        except OSError as e:  # URLError and HTTPError are OSErrors
+            raise ConfigError(
+                f"eval: inception_weights_path = None: downloading the Inception weights failed "
+                f"({e}). On an offline machine, fetch {INCEPTION_URL} elsewhere and pass "
+                f"eval.inception_weights_path = '<local file>'") from None
+    return hub_file
+
+
+def real_vs_real_fd(run: RunConfig, cache_dir: Path | None = None, seed: int = 0) -> MetricResult:
+    """The metric between two random halves of the run's dataset: a floor for its values."""
+    evaluator = Evaluator(run, cache_dir)
+    name, weights, weights_hash = evaluator.extractor()
+    images, _ = load_arrays(dataclasses.replace(run.data, use_labels=False), "all")
+    order = np.random.default_rng(seed).permutation(len(images))
+    half = len(images) // 2
+    repeat = evaluator.metric == "fid_inception"
+    first, second = images[order[:half]], images[order[half:2 * half]]
+    start = time.perf_counter()
+    metrics = _calculate(_UInt8Images(lambda: first, repeat), _UInt8Images(lambda: second, repeat),
+                         name, weights, run, cache_root=evaluator.cache_dir / "fidelity",
+                         reference_cache_name=None, num_reference=half)
+    return MetricResult(
+        metric=evaluator.metric, value=float(metrics["frechet_inception_distance"]),
+        extractor_hash=weights_hash, reference=f"{run.data.name}-half-seed{seed}",
+        num_samples=half, kid_mean=_opt(metrics.get("kernel_inception_distance_mean")),
+        kid_std=_opt(metrics.get("kernel_inception_distance_std")),
+        precision=_opt(metrics.get("precision")), recall=_opt(metrics.get("recall")),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def save_grid(images_uint8: torch.Tensor, path: Path, nrow: int | None = None,
+              max_images: int = 100) -> None:
+    """Write the first `max_images` images [N, C, H, W] as one PNG grid (atomically)."""
+    import PIL.Image
+
+    images = images_uint8[:max_images].detach().cpu().numpy()
+    num, channels, height, width = images.shape
+    nrow = nrow or math.ceil(math.sqrt(num))
+    ncol = math.ceil(num / nrow)
+    pad = 1
+    grid = np.zeros((channels, ncol * (height + pad) + pad, nrow * (width + pad) + pad), np.uint8)
+    for i, image in enumerate(images):
+        y, x = pad + (i // nrow) * (height + pad), pad + (i % nrow) * (width + pad)
+        grid[:, y:y + height, x:x + width] = image
+    pil = PIL.Image.fromarray(grid[0] if channels == 1 else grid.transpose(1, 2, 0))
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def _opt(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
