@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -148,10 +149,15 @@ class TrainConfig:
         if self.total_nimg < self.batch:
             raise _err("train", "total_nimg", self.total_nimg,
                        f"must be at least one batch ({self.batch} images)")
+        if self.total_nimg % self.batch:
+            raise _err("train", "total_nimg", self.total_nimg,
+                       f"must be a whole number of batches of {self.batch} (progress is counted "
+                       f"in images; e.g. {self.total_nimg // self.batch * self.batch})")
         for n in self.eval_nimg:
-            if not 0 <= n <= self.total_nimg:
+            if not 0 <= n <= self.total_nimg or n % self.batch:
                 raise _err("train", "eval_nimg", self.eval_nimg,
-                           f"each point must be in [0, total_nimg={self.total_nimg}]")
+                           f"each point must be a multiple of batch={self.batch} in "
+                           f"[0, total_nimg={self.total_nimg}]")
         if self.eval_every_nimg is not None and self.eval_every_nimg < self.batch:
             raise _err("train", "eval_every_nimg", self.eval_every_nimg, "must be >= batch")
         if self.ckpt_every_nimg < self.batch:
@@ -219,6 +225,14 @@ class RunConfig:
             raise _err("run", "init_run_id", self.init_run_id, "pretraining starts from scratch")
         if self.seed < 0:
             raise _err("run", "seed", self.seed, "must be >= 0")
+        if self.eval.metric == "fd_digits" and self.data.name != "digits":
+            raise _err("run", "eval.metric", "fd_digits",
+                       f"the digits classifier only scores digits, not {self.data.name!r}; use "
+                       "'fid_inception' or 'auto'")
+        if self.eval.reference == "heldout" and self.data.heldout_fraction == 0:
+            raise _err("run", "eval.reference", "heldout",
+                       "data.heldout_fraction is 0, so there are no held-out images; set "
+                       "data.heldout_fraction > 0 or use 'train'")
         if self.data.use_labels and self.network.label_dim == 0:
             raise _err("run", "network.label_dim", 0, "data.use_labels needs label_dim > 0")
 
@@ -268,10 +282,15 @@ def run_id(cfg: RunConfig) -> str:
 # Strict conversion between dicts and dataclasses
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def to_dict(obj: Any) -> Any:
     """Recursively convert dataclasses/tuples to plain JSON-able dicts/lists."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {name: to_dict(getattr(obj, name)) for name in _field_names(type(obj))}
     if isinstance(obj, tuple | list):
         return [to_dict(v) for v in obj]
     return obj

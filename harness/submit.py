@@ -43,9 +43,11 @@ from harness.sweepstate import (
     SweepState,
     liveness,
     locked_state,
+    mark_run_failed,
     pid_alive,
     read_run_status,
     read_state,
+    slurm_job_states,
     sweep_state_dir,
 )
 
@@ -69,7 +71,16 @@ class TrainJob(submitit.helpers.Checkpointable):
                 set_cuda_visible_devices=self.gpus_per_node >= self.tasks_per_node)
         from harness.train import train
 
-        train(self.job)
+        try:
+            train(self.job)
+        except Exception as e:
+            # Whatever stops the run on the node (a config the planner cannot check, a missing
+            # file, a refused requeue) goes to status.json, so `harness status` shows the error
+            # and not just "ended before the run finished". SystemExit (submitit's requeue exit)
+            # is no Exception and passes through untouched.
+            if _global_rank() == 0:
+                mark_run_failed(self.job.run_dir, f"{type(e).__name__}: {e}")
+            raise
         return self.job.run.run_id
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
@@ -78,6 +89,14 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         checkpoint_now()
         return submitit.helpers.DelayedSubmission(self)
+
+
+def _global_rank() -> int:
+    """This process's rank in its job (0 outside distributed jobs)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
 
 
 JobFactory = Callable[[JobSpec, ClusterConfig], Callable[[], Any]]
@@ -256,8 +275,11 @@ def _submit_slurm(sweep: Sweep, todo: list[PlannedRun], by_id: dict[str, Planned
     for kind, teacher, runs in stages:
         params: dict[str, Any] = {"name": f"{sweep.name}-{kind}"}
         if teacher is not None:
-            params["slurm_additional_parameters"] = {**extra,
-                                                     "dependency": f"afterok:{job_ids[teacher]}"}
+            # kill-on-invalid-dep: when the teacher fails or is cancelled, SLURM cancels its
+            # students; otherwise they pend for ever (DependencyNeverSatisfied) and the sweep
+            # never ends. A later `harness submit` retries teacher and students.
+            params["slurm_additional_parameters"] = {
+                **extra, "dependency": f"afterok:{job_ids[teacher]}", "kill-on-invalid-dep": "yes"}
         elif extra:
             params["slurm_additional_parameters"] = extra
         else:
@@ -473,13 +495,26 @@ def _dependency(e: JobEntry, state: SweepState, runs_dir: Path, mine: dict[str, 
     return False, f"teacher {teacher} did not finish; submit again to retry both"
 
 
+def local_threads(cc: ClusterConfig) -> int:
+    """CPU threads per rank of a local job: cpus_per_task, else this machine's CPUs shared evenly."""
+    if cc.cpus_per_task:
+        return int(cc.cpus_per_task)
+    jobs = (cc.max_concurrent_local or 1) * max(cc.tasks_per_node or 1, 1)
+    return max(1, len(os.sched_getaffinity(0)) // jobs)
+
+
 def _start_local(cc: ClusterConfig, folder: Path, job: JobSpec, slot: tuple[int, ...],
                  job_factory: JobFactory) -> Any:
     ex = submitit.LocalExecutor(folder=folder, max_num_timeout=cc.max_num_timeout)
+    setup = list(cc.local_setup)
+    if "HARNESS_NUM_THREADS" not in os.environ:
+        # Concurrent jobs share the CPUs: oversubscribed OpenMP threads spin against each other
+        # (a step ran 10x slower with 2 threads per job on a busy 2-core machine than with 1).
+        setup.insert(0, f"export HARNESS_NUM_THREADS={local_threads(cc)}")
     ex.update_parameters(timeout_min=cc.timeout_min, gpus_per_node=len(slot),
                          visible_gpus=slot, tasks_per_node=cc.tasks_per_node,
                          signal_delay_s=cc.local_signal_delay_s,
-                         stderr_to_stdout=cc.stderr_to_stdout, setup=list(cc.local_setup),
+                         stderr_to_stdout=cc.stderr_to_stdout, setup=setup,
                          name=f"{job.sweep}-{job.run.kind}")
     return ex.submit(job_factory(job, cc))
 
@@ -513,6 +548,7 @@ class RunStatus:
     log: str | None  # the job's stdout, else the run's own log.txt
     job_id: str | None
     error: str | None
+    job_state: str | None = None  # SLURM's state of the job, e.g. 'PENDING (Dependency)'
 
 
 def sweep_status(sweep: Sweep, results_dir: str | Path = "results",
@@ -521,9 +557,14 @@ def sweep_status(sweep: Sweep, results_dir: str | Path = "results",
     runs_dir = Path(default_runs_dir() if runs_dir is None else runs_dir)
     p = plan(sweep, results_dir, runs_dir, allow_large=True, check_data=False)
     state = read_state(runs_dir, sweep.name)
+    by_id = p.by_id()
+    slurm_states = slurm_job_states(
+        e.job_id for r in p.runs if (e := state.runs.get(r.run_id)) is not None
+        and e.cluster == "slurm" and e.job_id and r.status != "done")
     rows = []
     for r in p.runs:
         entry = state.runs.get(r.run_id)
+        job_state = slurm_states.get(entry.job_id or "") if entry is not None else None
         status = read_run_status(runs_dir, r.run_id) or {}
         if r.status == "running" and r.liveness is not None:
             st = r.liveness  # queued, running, preempted or unknown
@@ -539,12 +580,22 @@ def sweep_status(sweep: Sweep, results_dir: str | Path = "results",
         if st == "blocked" and entry is not None:
             error = entry.blocked
         elif st == "failed":
-            error = status.get("error") or "the job ended before the run finished (killed?)"
+            error = status.get("error") or _why_ended(r, by_id, entry, status, job_state)
         rows.append(RunStatus(
             run_id=r.run_id, kind=r.kind, name=r.job.display_name, state=st, nimg=nimg,
             total_nimg=r.nimg, last_metrics=dict(status.get("last_metrics") or {}), log=log_path,
-            job_id=entry.job_id if entry is not None else None, error=error))
+            job_id=entry.job_id if entry is not None else None, error=error, job_state=job_state))
     return rows
+
+
+def _why_ended(r: PlannedRun, by_id: dict[str, PlannedRun], entry: JobEntry | None,
+               status: dict[str, Any], job_state: str | None) -> str:
+    """Why a failed run ended, when its job recorded no error (killed, cancelled, never ran)."""
+    where = f" (SLURM job {entry.job_id}: {job_state})" if entry is not None and job_state else ""
+    teacher = by_id.get(r.teacher) if r.teacher is not None else None
+    if not status and teacher is not None and teacher.status != "done":
+        return f"never started: its teacher {teacher.run_id} did not finish{where}"
+    return f"the job ended before the run finished{where or ' (killed?)'}"
 
 
 def format_status(rows: list[RunStatus]) -> str:
@@ -556,9 +607,10 @@ def format_status(rows: list[RunStatus]) -> str:
     table = [[r.run_id, r.kind, r.name, r.state, f"{r.nimg}/{r.total_nimg}",
               f"{100 * r.nimg / r.total_nimg:.0f}%",
               ", ".join(f"{k} {v:.4g}" for k, v in sorted(r.last_metrics.items())) or "-",
+              " ".join(x for x in (r.job_id, r.job_state) if x) or "-",
               r.log or "-"] for r in rows]
     text = format_table(table, ["run_id", "kind", "name", "state", "images", "progress",
-                                "last metric", "log"], right={4, 5})
+                                "last metric", "job", "log"], right={4, 5})
     counts = Counter(r.state for r in rows)
     text += "\n\n" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     for r in rows:

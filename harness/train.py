@@ -73,6 +73,15 @@ def find_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("ckpt-*.pt"), reverse=True)
 
 
+def remove_partial_checkpoints(run_dir: Path) -> list[Path]:
+    """Delete temp files of checkpoint writes that a killed job never finished (they are as large
+    as a checkpoint); only this run's job writes them. Returns what was removed."""
+    stale = [*run_dir.glob(".ckpt-*.pt.*.tmp"), *run_dir.glob(".network-final.pt.*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     """Newest checkpoint that verifies; corrupt ones are skipped with a warning naming them."""
     for path in find_checkpoints(run_dir):
@@ -271,6 +280,9 @@ def train(job: JobSpec) -> None:
     # Resume.
     state = {"nimg": 0, "wall_seconds": 0.0, "nonfinite_total": 0, "nonfinite_run": 0,
              "last_loss": None, "attempt": 0}
+    if rank == 0:
+        for path in remove_partial_checkpoints(run_dir):
+            log.warning("removed %s, left by a checkpoint write that did not finish", path)
     ckpt = load_latest_checkpoint(run_dir)
     if ckpt is not None:
         net.load_state_dict(ckpt["net"])
@@ -336,6 +348,13 @@ def train(job: JobSpec) -> None:
         if rank == 0:
             _write_status(run_dir, state="failed", error=str(e), nimg=state["nimg"])
             evaluator.write_failure(state, str(e))
+        raise
+    except OSError as e:  # disk full, folder not writable: a retry may succeed, so no record
+        if rank == 0:
+            try:
+                _write_status(run_dir, state="failed", error=str(e), nimg=state["nimg"])
+            except OSError:
+                log.warning("could not write %s/status.json either", run_dir)
         raise
     finally:
         _LIVE = None
@@ -479,7 +498,9 @@ class _EvaluationHook:
             from harness.sampling import generate, sampler_nfe
 
             if self._evaluator is None:
-                self._evaluator = Evaluator(run)
+                # The training split is already in memory: don't load the dataset a second time.
+                reference = self.data if run.eval.reference == "train" else None
+                self._evaluator = Evaluator(run, reference_data=reference)
             rows = []
             shape = (run.network.img_channels, run.network.img_resolution,
                      run.network.img_resolution)

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,7 +111,8 @@ def test_grid_size_limit(tmp_path: Path) -> None:
     assert len(plan(sweep, tmp_path, tmp_path, allow_large=True).runs) == 2 + 400
 
 
-def test_ten_thousand_runs_plan_in_under_two_seconds(tmp_path: Path) -> None:
+def test_ten_thousand_runs_plan(tmp_path: Path) -> None:
+    """A 10,000-run grid plans with unique ids (its speed is `harness bench`'s plan_10k_seconds)."""
     path = tmp_path / "huge.toml"
     path.write_text(textwrap.dedent("""
         name = "huge"
@@ -127,12 +127,9 @@ def test_ten_thousand_runs_plan_in_under_two_seconds(tmp_path: Path) -> None:
         nimg = 6400
         """))
     sweep = load_sweep(path)
-    start = time.process_time()  # CPU time: other workers share this machine's cores
     p = plan(sweep, tmp_path / "r", tmp_path / "w", allow_large=True)
-    cpu = time.process_time() - start
     assert len(p.runs) == 10_002
     assert len({r.run_id for r in p.runs}) == 10_002
-    assert cpu < 2.0, f"planning 10,000 runs took {cpu:.2f} s of CPU"
 
 
 def test_dataset_and_checkpoint_paths_are_checked(tmp_path: Path) -> None:

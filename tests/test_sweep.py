@@ -253,6 +253,7 @@ def test_preset_overrides_apply_to_tuning_not_to_teachers(tmp_path: Path) -> Non
     text = text.replace('"eval.num_samples" = 100', '"eval.num_samples" = 100\n'
                         '"data.path" = "x.npz"')
     text = text.replace('"optim.lr" = 1e-3', "")
+    text = text.replace("nimg = 6400", "nimg = 8192")  # whole batches of the ImageNet batch (2048)
     preset = get_preset("ect-imagenet64-s")
     assert preset.overrides["optim.lr"] != recipe("imagenet64", "pretrain")["optim.lr"]
     sweep = load_sweep(write(tmp_path, text.replace("ect-imagenet64-tiny", "ect-imagenet64-s")))
