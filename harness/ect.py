@@ -60,13 +60,10 @@ class ECTLoss:
                  generator: torch.Generator) -> Tensor:
         """Per-sample loss [N] for a batch of clean images in [-1, 1] at training progress `nimg`."""
         cfg = self.cfg
-        N = images.shape[0]
         dev = images.device
-        stage = stage_at(nimg, self.stage_nimg)
-        t = (torch.randn(N, device=dev, generator=generator) * cfg.P_std + cfg.P_mean).exp()
-        r = r_from_t(t, stage, q=cfg.q, k=cfg.k, b=cfg.b, mapping=cfg.mapping)
-        eps = torch.randn(images.shape, device=dev, generator=generator)  # shared by x_t and x_r
-        dropout_seed = int(torch.randint(0, 2**62, (1,), device=dev, generator=generator).item())
+        t, eps, dropout_seed = _draw(images, cfg.P_mean, cfg.P_std, generator)  # eps: shared
+        r = r_from_t(t, stage_at(nimg, self.stage_nimg), q=cfg.q, k=cfg.k, b=cfg.b,
+                     mapping=cfg.mapping)
 
         x_t = images + t.reshape(-1, 1, 1, 1) * eps
         D_t = net(x_t, t, labels, dropout_generator=_generator(dev, dropout_seed))
@@ -98,15 +95,23 @@ class EDMLoss:
                  generator: torch.Generator) -> Tensor:
         """Per-sample loss [N] (mean over pixels), independent of `nimg`."""
         cfg = self.cfg
-        N = images.shape[0]
         dev = images.device
-        sigma = (torch.randn(N, device=dev, generator=generator) * cfg.P_std + cfg.P_mean).exp()
-        eps = torch.randn(images.shape, device=dev, generator=generator)
-        dropout_seed = int(torch.randint(0, 2**62, (1,), device=dev, generator=generator).item())
+        sigma, eps, dropout_seed = _draw(images, cfg.P_mean, cfg.P_std, generator)
         weight = (sigma**2 + cfg.sigma_data**2) / (sigma * cfg.sigma_data) ** 2
         D = net(images + sigma.reshape(-1, 1, 1, 1) * eps, sigma, labels,
                 dropout_generator=_generator(dev, dropout_seed))
         return weight * (D.to(torch.float32) - images).square().flatten(1).mean(dim=1)
+
+
+def _draw(images: Tensor, P_mean: float, P_std: float, generator: torch.Generator
+          ) -> tuple[Tensor, Tensor, int]:
+    """A step's random draws, in a fixed order: lognormal noise levels [N], noise like `images`,
+    and the seed of the step's dropout masks."""
+    dev = images.device
+    sigma = (torch.randn(images.shape[0], device=dev, generator=generator) * P_std + P_mean).exp()
+    eps = torch.randn(images.shape, device=dev, generator=generator)
+    dropout_seed = int(torch.randint(0, 2**62, (1,), device=dev, generator=generator).item())
+    return sigma, eps, dropout_seed
 
 
 def _generator(device: torch.device, seed: int) -> torch.Generator:
