@@ -9,6 +9,7 @@ folder) and names the local scheduler process, if any. Every change happens unde
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import json
 import os
@@ -187,6 +188,45 @@ def slurm_queue() -> dict[str, str] | None:
     return queue
 
 
+def slurm_job_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """SLURM's own word on each job, for `harness status`: e.g. 'RUNNING', 'PENDING (Dependency)',
+    'COMPLETED', 'CANCELLED by 0'.
+
+    Queued and running jobs come from one squeue call (with the reason a pending job waits);
+    ended ones from one sacct call (the last attempt of a requeued job). Jobs neither knows are
+    left out, as is everything when the commands fail (no SLURM, no accounting).
+    """
+    wanted = {j for j in job_ids if j}
+    if not wanted:
+        return {}
+    out: dict[str, str] = {}
+    queue = _slurm_call(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-u", _user()])
+    for line in (queue or "").splitlines():
+        job_id, _, rest = line.strip().partition("|")
+        job_state, _, reason = rest.partition("|")
+        if job_id in wanted:
+            out[job_id] = f"{job_state} ({reason})" if reason not in ("", "None") else job_state
+    ended = sorted(wanted - set(out))
+    if ended:
+        # -D: every attempt of a requeued job, oldest first; the last one is the outcome.
+        acct = _slurm_call(["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State",
+                            "-j", ",".join(ended)])
+        for line in (acct or "").splitlines():
+            job_id, _, job_state = line.strip().partition("|")
+            if job_id in wanted and job_state:
+                out[job_id] = job_state
+    return out
+
+
+def _slurm_call(args: list[str]) -> str | None:
+    """stdout of a SLURM client command, or None when it is missing or fails."""
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
 def _user() -> str:
     import getpass
 
@@ -224,6 +264,27 @@ def liveness(state: SweepState, run_ids: Iterable[str] | None = None) -> dict[st
         else:
             out[e.run_id] = _SLURM_STATES.get(queue.get(e.job_id, ""), "gone")
     return out
+
+
+def mark_run_failed(run_dir: str | Path, error: str) -> None:
+    """Record in runs/<run_id>/status.json that the run's job failed, and why.
+
+    A failure the training loop already recorded (state 'failed' with its error) is kept as it is;
+    other fields of the file (progress, last metrics) are kept too.
+    """
+    path = Path(run_dir) / "status.json"
+    try:
+        status = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        status = {}
+    if not isinstance(status, dict):
+        status = {}
+    if status.get("state") == "failed" and status.get("error"):
+        return
+    status.update(state="failed", error=error,
+                  updated_at=datetime.datetime.now(datetime.UTC).isoformat())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(status, indent=1, sort_keys=True) + "\n")
 
 
 def read_run_status(runs_dir: str | Path, run_id: str) -> dict[str, Any] | None:
