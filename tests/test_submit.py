@@ -476,28 +476,3 @@ def test_slurm_without_sbatch_is_a_clear_error(env: dict[str, Path]) -> None:
         submit(load_sweep(env["sweep"]), "slurm", results_dir=env["results"],
                runs_dir=env["runs"])
     assert read_state(env["runs"], "s").runs == {}
-
-
-@pytest.mark.slurm
-def test_slurm_live(tmp_path: Path) -> None:
-    """On a live cluster (tests/slurm/start-slurm.sh): arrays run, tuning waits for its teacher."""
-    if not os.environ.get("SLURM_CONF") or shutil.which("sbatch") is None:
-        pytest.skip("needs a live SLURM cluster (SLURM_CONF)")
-    path = tiny_sweep(tmp_path)
-    path.write_text(path.read_text() + "gpus_per_node = 0\ncpus_per_task = 1\n")
-    sweep = load_sweep(path)
-    results, runs = tmp_path / "r", tmp_path / "w"
-    report = submit(sweep, "slurm", results_dir=results, runs_dir=runs)
-    jobs = dict(report.submitted)
-    assert len(jobs) == 2
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        rows = sweep_status(sweep, results, runs)
-        if all(r.state in ("done", "failed") for r in rows):
-            break
-        time.sleep(2)
-    assert [r.state for r in rows] == ["done", "done"], format_status(rows)
-    teacher, student = rows
-    script = next(runs.glob(f".submitit/tiny/*/*/{student.job_id.split('_')[0]}_submission.sh"))
-    assert f"--dependency=afterok:{teacher.job_id}" in script.read_text()
-    assert submit(sweep, "slurm", results_dir=results, runs_dir=runs).submitted == []
