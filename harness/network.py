@@ -4,6 +4,11 @@ One width knob (`model_channels`) scales the family from 8x8 digits to 64x64 cla
 Weight normalisation is *forced* by the training loop (`normalize_weights_`) after each optimiser step
 rather than inside `forward`, so a forward pass never mutates parameters (ECT's no-grad target pass runs
 the same network and must not drift it; ECT_FACTS §1.3 "disable_forced_wn").
+
+`Block.forward` folds the constant scales of mp_silu, dropout and mp_sum into the weights of the
+convolution that follows them (a few thousand numbers instead of N*C*H*W activations); the literal
+EDM2 op order is kept as `Block.forward_reference`, and `set_fused_ops(net, False)` switches to it
+(tests check both agree; `harness bench` times both).
 """
 
 from __future__ import annotations
@@ -27,9 +32,13 @@ def normalize(x: Tensor, dim: tuple[int, ...] | None = None, eps: float = 1e-4) 
     return x / norm.to(x.dtype)
 
 
+# SiLU of a unit-variance input has RMS 0.596 (EDM2 Equation 81).
+_SILU_RMS = 0.596
+
+
 def mp_silu(x: Tensor) -> Tensor:
     """Magnitude-preserving SiLU (EDM2 Equation 81): unit-variance in, ~unit-variance out."""
-    return F.silu(x) / 0.596
+    return F.silu(x) / _SILU_RMS
 
 
 def mp_sum(a: Tensor, b: Tensor, t: float = 0.5) -> Tensor:
@@ -43,6 +52,8 @@ def mp_cat(a: Tensor, b: Tensor, dim: int = 1, t: float = 0.5) -> Tensor:
     C = math.sqrt((Na + Nb) / ((1 - t) ** 2 + t**2))
     wa = C / math.sqrt(Na) * (1 - t)
     wb = C / math.sqrt(Nb) * t
+    if wa == wb:  # the common case (t = 0.5, equal widths): one scaling pass instead of two
+        return torch.cat([a, b], dim=dim) * wa
     return torch.cat([wa * a, wb * b], dim=dim)
 
 
@@ -66,14 +77,26 @@ class MPFourier(nn.Module):
 class MPConv(nn.Module):
     """Convolution (or linear layer for kernel=()) with weights normalised to unit magnitude per output."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, ...]) -> None:
+    fused: bool = True  # False: EDM2's literal normalize-then-scale; see set_fused_ops
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, ...],
+                 eps: float = 1e-4) -> None:
         super().__init__()
         self.out_channels = out_channels
+        self.fan_in = in_channels * math.prod(kernel)
+        self.eps = eps
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *kernel))
 
     def forward(self, x: Tensor, gain: float | Tensor = 1.0) -> Tensor:
-        w = normalize(self.weight.to(torch.float32))
-        w = w * (gain / math.sqrt(w[0].numel()))  # fan-in scaling keeps unit output variance
+        w = self.weight.to(torch.float32)
+        if self.fused:
+            # normalize(w) * gain / sqrt(fan_in) as one per-output-channel scale: one weight-sized
+            # multiply instead of two (the same value up to rounding).
+            norm = torch.linalg.vector_norm(w, dim=tuple(range(1, w.ndim)), keepdim=True)
+            w = w * (gain / (norm + self.eps * math.sqrt(self.fan_in)))
+        else:
+            # Unit norm per output channel, then fan-in scaling for unit output variance (EDM2).
+            w = normalize(w, eps=self.eps) * (gain / math.sqrt(self.fan_in))
         w = w.to(x.dtype)
         if w.ndim == 2:
             return x @ w.t()
@@ -96,15 +119,24 @@ class SharedDropout(nn.Module):
         super().__init__()
         self.p = p
 
-    def forward(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    def keep_mask(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        """Boolean mask of the activations kept (None when dropout is off)."""
         if not self.training or self.p == 0:
-            return x
+            return None
         keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
-        return x * (keep >= self.p).to(x.dtype) / (1 - self.p)
+        return keep >= self.p
+
+    def forward(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        keep = self.keep_mask(x, generator)
+        if keep is None:
+            return x
+        return x * keep.to(x.dtype) / (1 - self.p)
 
 
 class Block(nn.Module):
     """U-Net residual block with optional resampling and self-attention (EDM2 Figure 21)."""
+
+    fused: bool = True  # False: forward() runs forward_reference(); see set_fused_ops
 
     def __init__(self, in_channels: int, out_channels: int, emb_channels: int, *, flavor: str,
                  resample: str = "keep", attention: bool = False, dropout: float = 0.0,
@@ -127,6 +159,52 @@ class Block(nn.Module):
         self.attn_proj = MPConv(out_channels, out_channels, (1, 1)) if self.num_heads else None
 
     def forward(self, x: Tensor, emb: Tensor, dropout_generator: torch.Generator | None) -> Tensor:
+        if not self.fused:
+            return self.forward_reference(x, emb, dropout_generator)
+        x = self._resample_and_normalize(x)
+        # conv(mp_silu(x)) = conv(silu(x)) with the weights scaled by 1/0.596; scaling the weights
+        # saves a full pass over the activations (forward and backward), here and below.
+        y = self.conv_res0(F.silu(x), gain=1 / _SILU_RMS)
+        c = self.emb_linear(emb, gain=self.emb_gain) + 1  # zero-init gain: starts as identity modulation
+        y = F.silu(y * c[:, :, None, None].to(y.dtype))
+        gain = 1 / _SILU_RMS
+        keep = self.dropout.keep_mask(y, dropout_generator)  # same draws as SharedDropout.forward
+        if keep is not None:
+            y = y * keep
+            gain /= 1 - self.dropout.p  # inverted-dropout rescaling, also carried by the weights
+        # mp_sum(x, y, t) = ((1 - t) x + t y) / sqrt((1 - t)^2 + t^2) (Equation 88): y's factor goes
+        # into conv_res1, x's into one fused multiply-add.
+        t = self.res_balance
+        norm = math.sqrt((1 - t) ** 2 + t**2)
+        y = self.conv_res1(y, gain=gain * t / norm)
+        if self.flavor == "dec" and self.conv_skip is not None:
+            x = self.conv_skip(x)
+        x = torch.add(y, x, alpha=(1 - t) / norm)
+        if self.num_heads:
+            y = self._attention(x)
+            t = self.attn_balance
+            norm = math.sqrt((1 - t) ** 2 + t**2)
+            x = torch.add(self._attention_proj(y, gain=t / norm), x, alpha=(1 - t) / norm)
+        # Clipping guards against rare activation blow-ups in reduced precision (EDM2).
+        return x.clip(-self.clip_act, self.clip_act)
+
+    def forward_reference(self, x: Tensor, emb: Tensor,
+                          dropout_generator: torch.Generator | None) -> Tensor:
+        """EDM2's literal op order: the definition `forward` must match up to rounding."""
+        x = self._resample_and_normalize(x)
+        y = self.conv_res0(mp_silu(x))
+        c = self.emb_linear(emb, gain=self.emb_gain) + 1
+        y = mp_silu(y * c[:, :, None, None].to(y.dtype))
+        y = self.dropout(y, dropout_generator)
+        y = self.conv_res1(y)
+        if self.flavor == "dec" and self.conv_skip is not None:
+            x = self.conv_skip(x)
+        x = mp_sum(x, y, t=self.res_balance)
+        if self.num_heads:
+            x = mp_sum(x, self._attention_proj(self._attention(x)), t=self.attn_balance)
+        return x.clip(-self.clip_act, self.clip_act)
+
+    def _resample_and_normalize(self, x: Tensor) -> Tensor:
         if self.resample == "down":
             x = F.avg_pool2d(x, 2)
         elif self.resample == "up":
@@ -135,29 +213,20 @@ class Block(nn.Module):
             if self.conv_skip is not None:
                 x = self.conv_skip(x)
             x = normalize(x, dim=(1,))  # pixel norm keeps the encoder's activations at unit scale
+        return x
 
-        y = self.conv_res0(mp_silu(x))
-        c = self.emb_linear(emb, gain=self.emb_gain) + 1  # zero-init gain: starts as identity modulation
-        y = mp_silu(y * c[:, :, None, None].to(y.dtype))
-        y = self.dropout(y, dropout_generator)
-        y = self.conv_res1(y)
+    def _attention(self, x: Tensor) -> Tensor:
+        """Cosine self-attention over pixels (EDM2 Sec. 2.2), before the output projection."""
+        assert self.attn_qkv is not None
+        N, C, H, W = x.shape
+        qkv = self.attn_qkv(x).reshape(N, self.num_heads, -1, 3, H * W)
+        q, k, v = normalize(qkv, dim=(2,)).unbind(3)
+        w = torch.einsum("nhcq,nhck->nhqk", q, k / math.sqrt(q.shape[2])).softmax(dim=3)
+        return torch.einsum("nhqk,nhck->nhcq", w, v).reshape(N, C, H, W)
 
-        if self.flavor == "dec" and self.conv_skip is not None:
-            x = self.conv_skip(x)
-        x = mp_sum(x, y, t=self.res_balance)
-
-        if self.num_heads:
-            assert self.attn_qkv is not None and self.attn_proj is not None
-            N, C, H, W = x.shape
-            qkv = self.attn_qkv(x).reshape(N, self.num_heads, -1, 3, H * W)
-            q, k, v = normalize(qkv, dim=(2,)).unbind(3)  # cosine attention (EDM2 Sec. 2.2)
-            w = torch.einsum("nhcq,nhck->nhqk", q, k / math.sqrt(q.shape[2])).softmax(dim=3)
-            y = torch.einsum("nhqk,nhck->nhcq", w, v)
-            y = self.attn_proj(y.reshape(N, C, H, W))
-            x = mp_sum(x, y, t=self.attn_balance)
-
-        # Clipping guards against rare activation blow-ups in reduced precision (EDM2).
-        return x.clip(-self.clip_act, self.clip_act)
+    def _attention_proj(self, y: Tensor, gain: float = 1.0) -> Tensor:
+        assert self.attn_proj is not None
+        return self.attn_proj(y, gain=gain)
 
 
 class UNet(nn.Module):
@@ -218,6 +287,7 @@ class UNet(nn.Module):
                 self.dec[f"{res}x{res}_block{idx}"] = Block(cin, cout, cemb, flavor="dec",
                                                             **block_kwargs(res))  # type: ignore[arg-type]
         self.out_conv = MPConv(cout, cfg.img_channels, (3, 3))
+        self.channels_last = False  # see set_channels_last
 
     def forward(self, x: Tensor, noise_labels: Tensor, class_labels: Tensor | None = None,
                 dropout_generator: torch.Generator | None = None) -> Tensor:
@@ -231,6 +301,8 @@ class UNet(nn.Module):
         emb = mp_silu(emb)
 
         x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for name, block in self.enc.items():
             x = block(x) if name.endswith("_conv") else block(x, emb, dropout_generator)
@@ -284,6 +356,27 @@ def make_network(cfg: NetworkConfig) -> Precond:
     net = Precond(cfg)
     net.normalize_weights_()
     return net
+
+
+def set_fused_ops(net: nn.Module, enabled: bool) -> None:
+    """Run every Block and MPConv of `net` with scales folded into weights (True, the default) or
+    in EDM2's literal op order (False): the same function up to float rounding."""
+    for module in net.modules():
+        if isinstance(module, Block | MPConv):
+            module.fused = enabled
+
+
+def set_channels_last(net: nn.Module, enabled: bool = True) -> None:
+    """Keep conv weights and U-Net activations channels-last (NHWC), or go back to NCHW.
+
+    On GPUs channels-last selects the NHWC tensor-core convolution kernels; on this project's CPUs it
+    measured within noise (1.00-1.06x, `harness bench`). Weights keep their layout through optimiser
+    steps, forced weight normalisation and `load_state_dict`.
+    """
+    net.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+    for module in net.modules():
+        if isinstance(module, UNet):
+            module.channels_last = enabled
 
 
 def param_count(net: nn.Module) -> int:

@@ -1,0 +1,630 @@
+"""`harness bench`: measured compute efficiency of training, sampling, evaluation, planning and loading.
+
+Training steps run the real `harness.train._step` with the real EDM and ECT losses and optimisers.
+Model FLOP utilisation (MFU) divides the FLOPs that records use (harness.flops, counted by
+FlopCounterMode) by a matmul peak measured here: fp32 GEMM on CPU with the training thread count,
+bf16 GEMM on GPU. The variants of one quantity (ECT vs diffusion step, fused vs reference network
+ops, flush-denormal on/off, ...) are timed in the same interleaved rounds, so machine noise cancels
+in their ratios. With one CPU thread the clock is the process's CPU time, which other workers on
+shared cores disturb far less than wall time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import datetime
+import json
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from harness import train as train_mod
+from harness.config import ConfigError, RunConfig, run_config_from_dict, set_dotted, to_dict
+from harness.data import load_dataset
+from harness.ect import make_loss
+from harness.flops import TRAIN_PASSES, network_cost
+from harness.network import Precond, make_network, set_channels_last, set_fused_ops
+from harness.presets import get_preset, recipe
+
+# Presets and per-device batches: (digits, CIFAR-size, main); `quick` keeps the test run to seconds.
+_PRESETS = {
+    "cpu": {"digits": ("ect-digits-xl", 128), "cifar": ("ect-cifar10-xs", 16)},
+    "cuda": {"digits": ("ect-digits-xl", 128), "cifar": ("ect-cifar10-m", 128),
+             "main": ("ect-imagenet64-m", 32)},
+    "quick": {"digits": ("ect-digits-tiny", 16), "cifar": ("ect-cifar10-tiny", 4)},
+}
+TARGETS = {"ect_over_diffusion_step": 1.40, "mfu_cpu": 0.30, "mfu_gpu": 0.35,
+           "plan_10k_seconds": 1.0, "load_1m_rows_seconds": 1.0}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchOptions:
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda if available, else cpu
+    quick: bool = False  # tiny presets, small grids, few repeats: a few seconds (tests)
+    threads: int | None = None  # CPU intra-op threads; None = the training loop's policy
+    compile: bool = False  # also time torch.compile'd training steps (compiling takes minutes)
+    repeats: int | None = None  # timed rounds per measurement; None = 3 (quick) or 7
+
+
+class Clock:
+    """The clock of every timing: process CPU time with one CPU thread, else wall time.
+
+    With one thread, CPU time excludes the time other processes hold the core; on CUDA the clock
+    synchronises first, so a reading covers the queued kernels.
+    """
+
+    def __init__(self, device: torch.device, threads: int) -> None:
+        self.device = device
+        self.kind = "process" if device.type == "cpu" and threads == 1 else "wall"
+
+    def __call__(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.process_time() if self.kind == "process" else time.perf_counter()
+
+
+def time_interleaved(fns: Mapping[str, Callable[[], object]], clock: Clock, *, warmup: int,
+                     repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each function: `warmup` untimed calls each, then `repeats` rounds
+    calling all of them, the order rotated every round so no variant always runs first."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = clock()
+            fns[name]()
+            times[name].append(clock() - start)
+    return times
+
+
+def matmul_fn(device: torch.device, n: int) -> tuple[Callable[[], None], float]:
+    """A dense n x n matmul (fp32 on CPU, bf16 on GPU; 10 per call on GPU) and its FLOPs."""
+    dtype, inner = (torch.float32, 1) if device.type == "cpu" else (torch.bfloat16, 10)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+
+    def mm() -> None:
+        for _ in range(inner):
+            torch.mm(a, b, out=out)
+
+    return mm, inner * 2.0 * n**3
+
+
+def matmul_peak_flops(device: torch.device, clock: Clock, repeats: int = 5) -> tuple[float, int]:
+    """Measured dense matmul FLOP/s (the best size's median) and that size."""
+    best = (0.0, 0)
+    for n in (512, 1024) if device.type == "cpu" else (4096, 8192):
+        fn, flops = matmul_fn(device, n)
+        seconds = statistics.median(time_interleaved({"mm": fn}, clock, warmup=2,
+                                                     repeats=repeats)["mm"])
+        best = max(best, (flops / seconds, n))
+    return best
+
+
+# --------------------------------------------------------------------------------------------------
+# Training steps
+
+
+def bench_run_config(preset: str, kind: str, batch: int, threads: int | None = None) -> RunConfig:
+    """The recipe run of a preset (its real objective, optimiser and schedule) at `batch` images."""
+    p = get_preset(preset)
+    data: dict[str, Any] = {"kind": kind, "preset": preset, "network": to_dict(p.network)}
+    if kind == "tune":
+        data["init_checkpoint"] = "bench-random-init"  # never loaded: the bench starts at random
+    values = {**recipe(p.dataset, kind), **p.overrides, "train.batch": batch,
+              "train.total_nimg": 1 << 40, "train.num_threads": threads}
+    if p.dataset != "digits":
+        values["data.path"] = "bench-synthetic-images"  # never read: the bench draws random images
+    for key, value in values.items():
+        set_dotted(data, key, value, where=f"bench {preset}")
+    return run_config_from_dict(data, where=f"bench {preset}")
+
+
+@dataclass
+class _Model:
+    """One network with its EMA and optimiser; the pretraining and tuning variants share it."""
+
+    net: Precond
+    ema: Precond
+    optimizer: torch.optim.Optimizer
+    callable_net: Any  # `net`, or its torch.compile wrapper
+
+
+def _make_model(run: RunConfig, device: torch.device, *, fused: bool = True,
+                channels_last: bool = False) -> _Model:
+    torch.manual_seed(run.seed)
+    with device:  # build large networks on the GPU directly (MPFourier's buffers start on the CPU)
+        net = make_network(run.network).to(device)
+    set_fused_ops(net, fused)
+    if channels_last:
+        set_channels_last(net)
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    net.train().requires_grad_(True)
+    optimizer = train_mod._make_optimizer(run, list(net.parameters()))
+    return _Model(net=net, ema=ema, optimizer=optimizer, callable_net=net)
+
+
+def _training_images(run: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Real digits (their values matter for denormals); random uint8 images for larger datasets."""
+    if run.data.name == "digits":
+        data = load_dataset(dataclasses.replace(run.data, use_labels=False), "train")
+        return data.images.to(device), None
+    net = run.network
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4 * run.train.batch, net.img_channels, net.img_resolution,
+                                    net.img_resolution), generator=gen, dtype=torch.uint8)
+    labels = (torch.randint(0, net.label_dim, (images.shape[0],), generator=gen)
+              if run.data.use_labels else None)
+    return images.to(device), labels.to(device) if labels is not None else None
+
+
+def _step_fn(run: RunConfig, model: _Model, images: torch.Tensor, labels: torch.Tensor | None,
+             *, autocast: bool, compiled: bool = False) -> Callable[[], None]:
+    """One call = one real training step (harness.train._step) of `run.kind`."""
+    loss_fn = make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg())
+    # Tuning from stage 3 on: r > 0 for (nearly) every sample, so the target pass runs in full.
+    state = {"nimg": 3 * run.stage_nimg() if run.kind == "tune" else 0, "nonfinite_total": 0,
+             "nonfinite_run": 0, "last_loss": None, "wall_seconds": 0.0}
+    net = model.callable_net if compiled else model.net
+
+    def step() -> None:
+        train_mod._step(run, net, model.ema, model.optimizer, loss_fn, images, labels, state,
+                        0, 1, run.train.batch, autocast)
+
+    return step
+
+
+@contextlib.contextmanager
+def _flush_denormal(enabled: bool) -> Iterator[None]:
+    torch.set_flush_denormal(enabled)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(True)  # the training loop's CPU setting
+
+
+def measure_training(preset: str, batch: int, device: torch.device, clock: Clock, matmul_size: int,
+                     *, threads: int, warmup: int, repeats: int, variants: bool,
+                     compile_net: bool = False) -> dict[str, Any]:
+    """Step times, MFU and the ECT/diffusion ratio of one preset; with `variants`, also the
+    reference network ops, channels-last, flush-denormal off and bf16 autocast on CPU.
+
+    The matmul peak is timed in the same interleaved rounds as the steps, so MFU compares
+    throughputs measured under the same machine load.
+    """
+    runs = {kind: bench_run_config(preset, kind, batch, threads) for kind in ("pretrain", "tune")}
+    images, labels = _training_images(runs["pretrain"], device)
+    autocast = device.type == "cuda" and runs["pretrain"].train.precision in ("auto", "bf16")
+    fused = _make_model(runs["pretrain"], device)
+    steps: dict[str, Callable[[], None]] = {
+        kind: _step_fn(run, fused, images, labels, autocast=autocast) for kind, run in runs.items()}
+    steps["matmul"], matmul_flops = matmul_fn(device, matmul_size)
+    if variants:
+        reference = _make_model(runs["pretrain"], device, fused=False)
+        for kind, run in runs.items():
+            steps[f"{kind}_reference"] = _step_fn(run, reference, images, labels, autocast=autocast)
+        cl = _make_model(runs["pretrain"], device, channels_last=True)
+        steps["pretrain_channels_last"] = _step_fn(runs["pretrain"], cl, images, labels,
+                                                   autocast=autocast)
+        if device.type == "cpu":
+            plain = _step_fn(runs["pretrain"], fused, images, labels, autocast=False)
+
+            def denormals_kept() -> None:
+                with _flush_denormal(False):
+                    plain()
+
+            steps["pretrain_denormals"] = denormals_kept
+            steps["pretrain_bf16"] = _step_fn(runs["pretrain"], fused, images, labels,
+                                              autocast=True)
+    out: dict[str, Any] = {}
+    if compile_net:
+        fused.callable_net = torch.compile(fused.net)
+        start = time.perf_counter()
+        try:
+            for kind, run in runs.items():
+                step = _step_fn(run, fused, images, labels, autocast=autocast, compiled=True)
+                step()  # compiles (forward, backward and the no-grad target pass)
+                steps[f"{kind}_compiled"] = step
+            out["compile_seconds"] = time.perf_counter() - start
+        except Exception as e:  # a compiler failure is a finding to report, not a crash
+            out["compile_error"] = f"{type(e).__name__}: {e}"[:500]
+            steps.pop("pretrain_compiled", None)
+            compile_net = False
+
+    with _flush_denormal(True):
+        times = time_interleaved(steps, clock, warmup=warmup, repeats=repeats)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    peak = matmul_flops / median["matmul"]
+    fwd = network_cost(runs["pretrain"].network).fwd_flops
+    flops = {kind: TRAIN_PASSES[kind] * fwd * batch for kind in runs}
+    out.update(preset=preset, batch=batch, fwd_flops_per_image=fwd, matmul_peak_flops=peak,
+               pretrain_step_seconds=median["pretrain"], tune_step_seconds=median["tune"],
+               ect_over_diffusion_step=median["tune"] / median["pretrain"],
+               mfu_pretrain=flops["pretrain"] / median["pretrain"] / peak,
+               mfu_tune=flops["tune"] / median["tune"] / peak,
+               train_flops_per_second=flops["tune"] / median["tune"])
+    if variants:
+        out.update(
+            ect_over_diffusion_step_reference=median["tune_reference"] / median["pretrain_reference"],
+            mfu_reference=flops["tune"] / median["tune_reference"] / peak,
+            fused_ops_speedup=median["pretrain_reference"] / median["pretrain"],
+            fused_ops_speedup_tune=median["tune_reference"] / median["tune"],
+            channels_last_speedup=median["pretrain"] / median["pretrain_channels_last"])
+        if device.type == "cpu":
+            out.update(flush_denormal_speedup=median["pretrain_denormals"] / median["pretrain"],
+                       cpu_bf16_speedup=median["pretrain"] / median["pretrain_bf16"])
+    if compile_net:
+        out.update(compile_speedup=median["pretrain"] / median["pretrain_compiled"],
+                   compile_speedup_tune=median["tune"] / median["tune_compiled"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling and evaluation
+
+
+def measure_sampling(preset: str, num_images: int, device: torch.device, clock: Clock,
+                     repeats: int) -> tuple[dict[str, Any], torch.Tensor]:
+    """Images per second of 1-step and 2-step consistency sampling (fused and reference ops);
+    also returns 1-step samples for the evaluation benchmark."""
+    from harness.sampling import generate
+
+    run = bench_run_config(preset, "tune", 128)
+    nets = {"": make_network(run.network).to(device).eval()}
+    nets["_reference"] = copy.deepcopy(nets[""])
+    set_fused_ops(nets["_reference"], False)
+    shape = (run.network.img_channels, run.network.img_resolution, run.network.img_resolution)
+    seeds = range(num_images)
+
+    def sampler(net: Precond, name: str) -> Callable[[], torch.Tensor]:
+        return lambda: generate(net, run.eval, name, seeds, label_dim=run.network.label_dim,
+                                img_shape=shape, device=device)
+
+    fns = {f"{s.replace('-', '')}{suffix}": sampler(net, s)
+           for s in ("1-step", "2-step") for suffix, net in nets.items()}
+    times = time_interleaved(fns, clock, warmup=1, repeats=repeats)
+    out = {f"sample_{name.replace('_reference', '')}_images_per_s"
+           + ("_reference" if name.endswith("_reference") else ""):
+           num_images / statistics.median(t) for name, t in times.items()}
+    return out, fns["1step"]()
+
+
+def measure_evaluation(preset: str, images: torch.Tensor, threads: int) -> dict[str, Any]:
+    """Wall seconds of one FD-digits evaluation with a cold, then a warm, reference cache, and a
+    warm one with numpy's BLAS limited to `threads` threads.
+
+    The cold cache is a fresh folder holding only the (already trained) digit classifier, so the
+    cold time is the reference statistics (and dataset hash), not classifier training. The BLAS
+    limit matters on shared machines: torch-fidelity's eigvals runs on numpy's OpenBLAS, whose
+    threads spin against other processes' (measured here: 2 s instead of 10 ms for 128 x 128).
+    """
+    from harness import digits_classifier
+    from harness.evaluate import Evaluator, default_cache_dir
+
+    run = bench_run_config(preset, "tune", 128)
+    home = default_cache_dir()
+    weights = digits_classifier.classifier_weights(home)  # trains once if missing (untimed)
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
+        cache = Path(tmp)
+        target = cache / weights.relative_to(home)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights, target)
+        for state in ("cold", "warm", "warm_blas_limited"):
+            limit = _blas_threads(threads) if state == "warm_blas_limited" else None
+            with limit or contextlib.nullcontext():
+                start = time.perf_counter()
+                result = Evaluator(run, cache).evaluate(images)  # new Evaluator: no memory
+                seconds[state] = time.perf_counter() - start
+    return {"fid_cold_seconds": seconds["cold"], "fid_warm_seconds": seconds["warm"],
+            "fid_warm_blas_limited_seconds": seconds["warm_blas_limited"],
+            "fid_num_images": int(images.shape[0]), "fid_metric": result.metric}
+
+
+def _blas_threads(threads: int) -> contextlib.AbstractContextManager[Any] | None:
+    """A context limiting numpy/scipy BLAS threads (threadpoolctl, a scikit-learn dependency)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning and loading (torch-free code paths)
+
+
+def _timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
+    """(median wall seconds, median CPU seconds, last result) of `repeats` calls."""
+    wall, cpu, result = [], [], None
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        result = fn()
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu), result
+
+
+def measure_planning(num_seeds: int, num_lr: int, repeats: int) -> dict[str, Any]:
+    """Time to expand, check and plan a grid of 100 * num_seeds * num_lr tuning runs (+ 2 teachers)."""
+    from harness.plan import plan
+    from harness.sweep import load_sweep
+
+    seeds = list(range(num_seeds))
+    lrs = [round(1e-4 * 1.5**i, 8) for i in range(num_lr)]
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
+        path = Path(tmp) / "bench.toml"
+        path.write_text(textwrap.dedent(f"""
+            name = "bench"
+            share_prefixes = false
+            [grid]
+            preset = ["ect-digits-tiny", "ect-digits-xs"]
+            budget_flops = [1e11, 2e11, 4e11, 8e11, 1.6e12]
+            seed = {seeds}
+            "ect.q" = [1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0]
+            "optim.lr" = {lrs}
+            [pretrain]
+            nimg = 6400
+            """))
+
+        def run() -> int:
+            return len(plan(load_sweep(path), Path(tmp) / "results", Path(tmp) / "runs",
+                            allow_large=True).runs)
+
+        wall, cpu, num_runs = _timed(run, repeats)
+    tune_runs = 100 * num_seeds * num_lr
+    return {"plan_runs": num_runs, "plan_seconds": wall, "plan_cpu_seconds": cpu,
+            "plan_10k_seconds": wall if tune_runs == 10_000 else None}
+
+
+def write_synthetic_records(root: Path, num_files: int, rows_per_file: int) -> int:
+    """Record files of two sweeps and five presets, written straight with pyarrow; returns rows."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from harness.records import SCHEMA, new_eval_tag, record_path
+
+    presets = [f"ect-digits-{s}" for s in ("xs", "s", "m", "l", "xl")]
+    rng = np.random.default_rng(0)
+    now = datetime.datetime.now(datetime.UTC)
+    n = rows_per_file
+    for i in range(num_files):
+        sweep, preset, tag = f"sweep{i % 2}", presets[(i // 2) % 5], new_eval_tag()
+        columns = {f.name: pa.nulls(n, f.type) for f in SCHEMA}
+        columns.update(
+            schema_version=pa.array(np.ones(n, np.int32)), sweep=pa.array([sweep] * n),
+            run_id=pa.array([f"run{i:05d}"] * n), preset=pa.array([preset] * n),
+            images_seen=pa.array(np.arange(n, dtype=np.int64) * 1000),
+            total_flops=pa.array(rng.random(n) * 1e15), sampler=pa.array(["1-step"] * n),
+            metric=pa.array(["fd_digits"] * n), value=pa.array(rng.random(n)),
+            status=pa.array(["ok"] * n), eval_tag=pa.array([tag] * n),
+            swept=pa.array([json.dumps({"preset": preset, "seed": i % 3})] * n),
+            config=pa.array([json.dumps({"preset": preset, "pad": "x" * 1000})] * n),
+            created_at=pa.array([now] * n, pa.timestamp("us", tz="UTC")))
+        path = record_path(root / sweep, f"run{i:05d}", 0, tag)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pydict(columns, schema=SCHEMA), path, compression="zstd")
+    return num_files * rows_per_file
+
+
+def measure_loading(num_files: int, rows_per_file: int, repeats: int) -> dict[str, Any]:
+    """Time analysis.load_results over synthetic records: one sweep filtered by preset (as
+    tests/analysis/test_load.py's 1M-row test) and every row unfiltered."""
+    from analysis.load import load_results
+
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
+        root = Path(tmp)
+        rows = write_synthetic_records(root, num_files, rows_per_file)
+        wall, cpu, df = _timed(lambda: load_results(root, "sweep0", preset="ect-digits-s"), repeats)
+        all_wall, _, df_all = _timed(lambda: load_results(root), repeats)
+    assert len(df_all) == rows, f"loaded {len(df_all)} of {rows} rows"  # type: ignore[arg-type]
+    return {"load_rows": rows, "load_rows_kept": len(df),  # type: ignore[arg-type]
+            "load_seconds": wall, "load_cpu_seconds": cpu, "load_unfiltered_seconds": all_wall,
+            "load_1m_rows_seconds": wall if rows == 1_000_000 else None}
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole benchmark
+
+
+def _environment(device: torch.device, threads: int, clock: Clock, opts: BenchOptions
+                 ) -> dict[str, Any]:
+    from harness import __version__
+    from harness.runtime import git_dirty, git_sha
+
+    return {"device": device.type, "device_name": train_mod._device_name(device),
+            "torch_version": torch.__version__, "harness_version": __version__,
+            "threads": threads, "cpu_count": len(os.sched_getaffinity(0)), "clock": clock.kind,
+            "quick": opts.quick, "load_average_1m_start": os.getloadavg()[0],
+            "git_sha": git_sha(), "git_dirty": git_dirty(),
+            "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every measurement; returns one flat dict (what `--json` writes)."""
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        if log is not None:
+            log(f"[{time.perf_counter() - started:6.1f} s] {message}")
+
+    if opts.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("bench: device = 'cuda': CUDA is not available here. Valid: cpu")
+    use_cuda = opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    threads = opts.threads or train_mod._cpu_threads(bench_run_config("ect-digits-tiny",
+                                                                      "pretrain", 16), 1)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
+    clock = Clock(device, threads)
+    repeats = opts.repeats or (3 if opts.quick else 7)
+    warmup = 1 if opts.quick else 2
+    presets = _PRESETS["quick" if opts.quick else device.type]
+    out = _environment(device, threads, clock, opts)
+    try:
+        say(f"bench: {out['device_name']}, {threads} thread(s), {clock.kind} clock, load "
+            f"{out['load_average_1m_start']:.2f}")
+        peak, size = matmul_peak_flops(device, clock, repeats=repeats)
+        out["matmul_peak_flops_alone"], out["matmul_size"] = peak, size
+        say(f"matmul peak {peak / 1e9:.1f} GFLOP/s at {size} x {size}")
+        digits, digits_batch = presets["digits"]
+        main = presets.get("main", presets["digits"])
+        mfu_keys = {"digits": "mfu_digits_largest", "cifar": "mfu_cifar", "main": "mfu_main"}
+        roles = {"digits": presets["digits"], "cifar": presets["cifar"]}
+        roles.update({"main": main} if "main" in presets else {})
+        for role, (preset, batch) in roles.items():
+            say(f"training steps: {preset}, batch {batch}")
+            is_main = (preset, batch) == main
+            out[f"{role}_preset"], out[f"{role}_batch"] = preset, batch
+            out[mfu_keys[role]] = out[f"{mfu_keys[role]}_pretrain"] = None
+            if is_main:
+                out.update(main_preset=preset, main_batch=batch)
+            try:
+                res = measure_training(preset, batch, device, clock, size, threads=threads,
+                                       warmup=warmup, repeats=repeats if role != "cifar" else
+                                       max(2, repeats // 2), variants=is_main,
+                                       compile_net=opts.compile and is_main)
+            except Exception as e:  # one preset failing (e.g. out of memory) must not hide the rest
+                out[f"{role}_error"] = f"{type(e).__name__}: {e}"[:500]
+                say(f"  failed: {out[f'{role}_error']}")
+                continue
+            if is_main:
+                out.update({k: v for k, v in res.items() if k not in ("preset", "batch")})
+                out["mfu"] = res["mfu_tune"]
+            out[mfu_keys[role]] = res["mfu_tune"]
+            out[f"{mfu_keys[role]}_pretrain"] = res["mfu_pretrain"]
+        out.setdefault("mfu", None)
+        say("sampling")
+        sampling, images = measure_sampling(digits, 64 if opts.quick else 1000, device, clock,
+                                            repeats=max(2, repeats // 2))
+        out.update(sampling)
+        say("evaluation")
+        run = bench_run_config(digits, "tune", digits_batch)
+        num_eval = 100 if opts.quick else run.eval.num_samples
+        # Repeating samples up to the recipe's count: the metric's cost does not depend on content.
+        eval_images = images if images.shape[0] >= num_eval else torch.cat(
+            [images] * math.ceil(num_eval / images.shape[0]))
+        out.update(measure_evaluation(digits, eval_images[:num_eval], threads))
+        say("planning")
+        side_repeats = 1 if opts.quick else 3
+        out.update(measure_planning(1 if opts.quick else 10, 1 if opts.quick else 10,
+                                    repeats=side_repeats))
+        say("loading records")
+        out.update(measure_loading(20 if opts.quick else 1000, 500 if opts.quick else 1000,
+                                   repeats=side_repeats))
+    finally:
+        torch.set_num_threads(old_threads)
+    out["load_average_1m_end"] = os.getloadavg()[0]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Output
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if unit == "%":
+        return f"{100 * value:.1f} %"
+    if unit == "x":
+        return f"{value:.3f}x"
+    if unit == "s":
+        return f"{value:.3g} s" if value >= 1e-3 else f"{value * 1e3:.3g} ms"
+    if unit == "flops":
+        return f"{value / 1e9:.4g} GFLOP/s"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_bench(res: Mapping[str, Any]) -> str:
+    """The results as a fixed-width table (quantity, value, target)."""
+    from harness.plan import format_table
+
+    gpu = res.get("device") == "cuda"
+    mfu_target = f">= {100 * TARGETS['mfu_gpu' if gpu else 'mfu_cpu']:.0f} %"
+    rows: list[list[str]] = []
+
+    def row(label: str, key: str, unit: str = "", target: str = "", note: str = "") -> None:
+        if key in res:
+            rows.append([label, _fmt(res[key], unit), target, note])
+
+    main = f"{res.get('main_preset')} b{res.get('main_batch')}"
+    row("matmul peak (measured)", "matmul_peak_flops", "flops",
+        note=f"{'bf16' if gpu else 'fp32'} GEMM {res.get('matmul_size')}^2, interleaved with steps")
+    row("  ... timed alone", "matmul_peak_flops_alone", "flops")
+    row("diffusion step", "pretrain_step_seconds", "s", note=main)
+    row("ECT step", "tune_step_seconds", "s", note=main)
+    row("ECT / diffusion step", "ect_over_diffusion_step", "x",
+        f"<= {TARGETS['ect_over_diffusion_step']:.2f}", "limit 4/3")
+    row("  ... reference ops", "ect_over_diffusion_step_reference", "x")
+    row("MFU, ECT step (mfu)", "mfu", "%", mfu_target, main)
+    row("MFU, diffusion step", "mfu_pretrain", "%")
+    row("MFU, ECT step, reference ops", "mfu_reference", "%")
+    row("MFU largest digits, ECT", "mfu_digits_largest", "%", "" if gpu else mfu_target,
+        f"{res.get('digits_preset')} b{res.get('digits_batch')}")
+    row("MFU CIFAR-size, ECT", "mfu_cifar", "%", "", f"{res.get('cifar_preset')} "
+        f"b{res.get('cifar_batch')}")
+    row("MFU CIFAR-size, diffusion", "mfu_cifar_pretrain", "%")
+    row("fused ops speed-up, diffusion", "fused_ops_speedup", "x", note="vs EDM2 op order")
+    row("fused ops speed-up, ECT", "fused_ops_speedup_tune", "x")
+    row("channels-last speed-up", "channels_last_speedup", "x")
+    row("flush-denormal speed-up", "flush_denormal_speedup", "x", note="on vs off")
+    row("bf16 autocast speed-up (CPU)", "cpu_bf16_speedup", "x", note="not the CPU default")
+    row("torch.compile speed-up", "compile_speedup", "x")
+    row("  ... ECT step", "compile_speedup_tune", "x")
+    row("  ... compile time", "compile_seconds", "s")
+    row("torch.compile failed", "compile_error")
+    for role in ("digits", "cifar", "main"):
+        row(f"{role} training failed", f"{role}_error")
+    row("sampling 1-step", "sample_1step_images_per_s", note="images/s")
+    row("sampling 2-step", "sample_2step_images_per_s", note="images/s")
+    row("sampling 1-step, reference ops", "sample_1step_images_per_s_reference", note="images/s")
+    row("FD evaluation, cold cache", "fid_cold_seconds", "s", note=f"{res.get('fid_num_images')} "
+        "images")
+    row("FD evaluation, warm cache", "fid_warm_seconds", "s")
+    row("  ... numpy BLAS threads = torch's", "fid_warm_blas_limited_seconds", "s")
+    row("plan grid (plan_runs runs)".replace("plan_runs", str(res.get("plan_runs"))),
+        "plan_seconds", "s", "< 1 s" if res.get("plan_10k_seconds") is not None else "",
+        f"{_fmt(res.get('plan_cpu_seconds'), 's')} CPU")
+    row(f"load + filter {res.get('load_rows'):,} rows" if "load_rows" in res else "load",
+        "load_seconds", "s", "< 1 s" if res.get("load_1m_rows_seconds") is not None else "",
+        f"{_fmt(res.get('load_cpu_seconds'), 's')} CPU; all rows unfiltered "
+        f"{_fmt(res.get('load_unfiltered_seconds'), 's')}")
+    head = (f"harness bench on {res.get('device_name')} ({res.get('threads')} thread(s), "
+            f"{res.get('clock')} clock, load average {res.get('load_average_1m_start', 0):.2f} -> "
+            f"{res.get('load_average_1m_end', 0):.2f}){' [quick]' if res.get('quick') else ''}")
+    return head + "\n" + format_table(rows, ["quantity", "value", "target", "note"], right={1})
+
+
+def write_json(res: Mapping[str, Any], path: Path) -> None:
+    """The flat results object as JSON (atomic write)."""
+    from harness.runtime import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(dict(res), indent=1, sort_keys=True) + "\n")
+
+
+__all__ = ["BenchOptions", "Clock", "bench_run_config", "format_bench", "matmul_fn", "matmul_peak_flops",
+           "measure_evaluation", "measure_loading", "measure_planning", "measure_sampling",
+           "measure_training", "run_bench", "time_interleaved", "write_json",
+           "write_synthetic_records"]
