@@ -101,7 +101,12 @@ def load_init_network(run: RunConfig, runs_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise TrainingFailed(f"init network {path} does not exist: the pretraining run "
                              f"{run.init_run_id or ''} has not finished (or the path is wrong)")
-    state = load_checkpoint(path)
+    try:
+        state = load_checkpoint(path)
+    except ValueError as e:
+        fix = ("replace the file" if run.init_checkpoint is not None else
+               f"delete it and submit again: run {run.init_run_id} rewrites it from its checkpoint")
+        raise TrainingFailed(f"init network {e}; {fix}") from None
     if state.get("network") not in (None, to_dict(run.network)):
         raise TrainingFailed(f"init network {path} has a different architecture than "
                              f"run {run.run_id} ({run.preset})")
@@ -185,8 +190,10 @@ def _make_optimizer(run: RunConfig, params: list[nn.Parameter]) -> torch.optim.O
     cls = torch.optim.RAdam if o.optimizer == "radam" else torch.optim.Adam
     kwargs: dict[str, Any] = {"lr": o.lr, "betas": o.betas, "eps": o.eps,
                               "weight_decay": o.weight_decay}
-    if torch.cuda.is_available():
-        kwargs["fused"] = True  # one kernel for the whole update on GPU
+    if o.optimizer == "adam":
+        kwargs["fused"] = True  # one kernel for the whole update, on GPU and CPU (torch >= 2.4)
+    else:
+        kwargs["foreach"] = True  # RAdam has no fused implementation (fused=True is a TypeError)
     return cls(params, **kwargs)
 
 
@@ -266,7 +273,12 @@ def train(job: JobSpec) -> None:
         net = make_network(run.network).to(device)
     pretrain_flops: float | None = 0.0 if run.kind == "pretrain" else None
     if run.kind == "tune":
-        init = load_init_network(run, Path(job.runs_dir))
+        try:
+            init = load_init_network(run, Path(job.runs_dir))
+        except TrainingFailed as e:
+            if rank == 0:
+                _write_status(run_dir, state="failed", error=str(e), nimg=0)
+            raise
         net.load_state_dict(init["ema"])
         pretrain_flops = init.get("train_flops")
     ema = copy.deepcopy(net).eval().requires_grad_(False)
@@ -393,7 +405,11 @@ def _step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.optim.Opt
     dist.all_reduce_mean_(grads)
     loss_value = loss.detach()
     dist.all_reduce_mean_([loss_value.reshape(1)])
-    finite = bool(torch.isfinite(loss_value)) and all(bool(torch.isfinite(g).all()) for g in grads)
+    # One host-device sync per step: the loss and every gradient's norm come back together
+    # (a non-finite entry makes its tensor's norm non-finite).
+    values = torch.stack([loss_value.reshape(()).float(),
+                          *torch._foreach_norm(grads)]).tolist()
+    finite = all(math.isfinite(v) for v in values)
 
     live = _LIVE
     if live is not None:
@@ -407,10 +423,9 @@ def _step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.optim.Opt
             net.normalize_weights_()
             beta = _ema_beta(run, nimg)
             with torch.no_grad():
-                for p_ema, p_net in zip(ema.parameters(), net.parameters(), strict=True):
-                    p_ema.lerp_(p_net.detach(), 1 - beta)
+                torch._foreach_lerp_(list(ema.parameters()), list(net.parameters()), 1 - beta)
             state["nonfinite_run"] = 0
-            state["last_loss"] = float(loss_value)
+            state["last_loss"] = values[0]
         else:
             state["nonfinite_total"] += 1
             state["nonfinite_run"] += 1
