@@ -1,1 +1,111 @@
-"""Torch-free analysis of harness records: load -> fit -> plot."""
+"""Torch-free analysis of harness records: load -> fit -> plot.
+
+Names load lazily (module-level `__getattr__`), so `import analysis` stays cheap and importing one
+part (e.g. `load_results`) does not pull in scipy or matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "load_results": "analysis.load",
+    "FitError": "analysis.powerlaw",
+    "PowerLaw": "analysis.powerlaw",
+    "JointPowerLaw": "analysis.powerlaw",
+    "fit_power_law": "analysis.powerlaw",
+    "fit_joint_power_law": "analysis.powerlaw",
+    "fit_results": "analysis.fitting",
+    "fit_joint_results": "analysis.fitting",
+    "power_laws": "analysis.fitting",
+    "joint_power_laws": "analysis.fitting",
+    "flops_per_param_image": "analysis.fitting",
+    "Frontier": "analysis.frontier",
+    "SizeLaw": "analysis.frontier",
+    "pareto_frontier": "analysis.frontier",
+    "lower_envelope": "analysis.frontier",
+    "fit_frontier": "analysis.frontier",
+    "isoflop_minima": "analysis.frontier",
+    "fit_isoflop_law": "analysis.frontier",
+    "Backtest": "analysis.backtest",
+    "backtest": "analysis.backtest",
+    "backtest_results": "analysis.backtest",
+    "summarize_backtest": "analysis.backtest",
+    "SweepFits": "analysis.report",
+    "fit_sweep": "analysis.report",
+    "read_fits": "analysis.report",
+    "plot_sweep": "analysis.report",
+    "write_report": "analysis.report",
+}
+
+__all__ = [
+    "Backtest",
+    "FitError",
+    "Frontier",
+    "JointPowerLaw",
+    "PowerLaw",
+    "SizeLaw",
+    "SweepFits",
+    "backtest",
+    "backtest_results",
+    "fit_frontier",
+    "fit_isoflop_law",
+    "fit_joint_power_law",
+    "fit_joint_results",
+    "fit_power_law",
+    "fit_results",
+    "fit_sweep",
+    "flops_per_param_image",
+    "isoflop_minima",
+    "joint_power_laws",
+    "load_results",
+    "lower_envelope",
+    "pareto_frontier",
+    "plot_sweep",
+    "power_laws",
+    "read_fits",
+    "summarize_backtest",
+    "write_report",
+]
+
+if TYPE_CHECKING:
+    from analysis.backtest import Backtest, backtest, backtest_results, summarize_backtest
+    from analysis.fitting import (
+        fit_joint_results,
+        fit_results,
+        flops_per_param_image,
+        joint_power_laws,
+        power_laws,
+    )
+    from analysis.frontier import (
+        Frontier,
+        SizeLaw,
+        fit_frontier,
+        fit_isoflop_law,
+        isoflop_minima,
+        lower_envelope,
+        pareto_frontier,
+    )
+    from analysis.load import load_results
+    from analysis.powerlaw import (
+        FitError,
+        JointPowerLaw,
+        PowerLaw,
+        fit_joint_power_law,
+        fit_power_law,
+    )
+    from analysis.report import SweepFits, fit_sweep, plot_sweep, read_fits, write_report
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

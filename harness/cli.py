@@ -304,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a folder not writable, a full disk: the message names path and cause
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,428 @@
+"""Sweep-level analysis: load records -> fit -> `fits.json`/`fits.parquet` -> figures -> report.md.
+
+`fit_sweep` does all fitting once and writes it next to the records (results/<sweep>/); `plot_sweep`
+re-draws every figure from the records and those files alone (no fitting, no training code), and
+`write_report` renders results/<sweep>/report.md. Command line:
+
+    python -m analysis.report SWEEP [--results DIR] [--out DIR] [--bootstrap N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import tomllib
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.backtest import backtest_results, summarize_backtest
+from analysis.fitting import (
+    fit_joint_results,
+    fit_results,
+    fits_to_records,
+    flops_per_param_image,
+    joint_power_laws,
+    power_laws,
+    select_points,
+)
+from analysis.frontier import Frontier, SizeLaw, fit_frontier, fit_isoflop_law, isoflop_minima
+from analysis.powerlaw import JointPowerLaw, PowerLaw
+from harness.runtime import atomic_write_bytes, atomic_write_text, git_dirty, git_sha
+
+__all__ = ["SweepFits", "fit_sweep", "format_fit_table", "plot_sweep", "read_fits",
+           "resolve_sweep", "write_report"]
+
+FITS_JSON = "fits.json"
+FITS_PARQUET = "fits.parquet"
+REPORT_MD = "report.md"
+FITS_FORMAT_VERSION = 1
+# Analysis outputs live next to the records; the loader must not mistake them for bad records.
+ANALYSIS_FILES = (FITS_JSON, FITS_PARQUET, REPORT_MD, "figures")
+FIGURES = ("compute_curves", "frontier", "vs_params", "samplers", "backtest")
+
+
+class AnalysisError(ValueError):
+    """A sweep cannot be analysed as asked (no records, no fits yet, bad sweep name)."""
+
+
+def resolve_sweep(sweep: str | Path) -> str:
+    """Sweep name from a name or a sweep TOML file path (its top-level `name`)."""
+    text = str(sweep)
+    path = Path(text)
+    if text.endswith(".toml") or path.is_file():
+        if not path.is_file():
+            raise AnalysisError(f"sweep = {text!r}: no such sweep file")
+        with open(path, "rb") as f:
+            try:
+                name = tomllib.load(f).get("name")
+            except tomllib.TOMLDecodeError as e:
+                raise AnalysisError(f"{text}: not valid TOML ({e})") from None
+        if not isinstance(name, str) or not name:
+            raise AnalysisError(f"{text}: name = {name!r}: a sweep file needs a top-level "
+                                "name = \"...\" (the results/ subfolder)")
+        return name
+    return text
+
+
+def _load_records(results_dir: Path, sweep: str) -> pd.DataFrame:
+    from analysis.load import load_results
+
+    with warnings.catch_warnings():
+        # Our own outputs sit next to the records; skip only the loader's notes about them.
+        names = "|".join(n.replace(".", r"\.") for n in ANALYSIS_FILES)
+        warnings.filterwarnings("ignore", message=rf"load_results: skipping .*[/\\\\]({names}): ")
+        df = load_results(results_dir, sweep)
+    if df.empty:
+        raise AnalysisError(f"sweep {sweep!r}: no records in {results_dir / sweep}")
+    return df
+
+
+def _family_key(sampler: str, metric: str, metrics: Sequence[str]) -> str:
+    return sampler if len(metrics) <= 1 else f"{sampler} ({metric})"
+
+
+@dataclass(frozen=True)
+class SweepFits:
+    """Everything `fit_sweep` computed; what `plot_sweep` and `write_report` read back."""
+
+    sweep: str
+    meta: dict[str, Any]
+    curves: pd.DataFrame = field(repr=False)  # fit_results table (one row per preset × sampler)
+    frontiers: dict[str, Frontier] = field(repr=False)  # family (sampler) -> Approach 1
+    isoflop: dict[str, pd.DataFrame] = field(repr=False)  # family -> isoflop_minima table
+    isoflop_laws: dict[str, SizeLaw | None] = field(repr=False)
+    backtest: pd.DataFrame = field(repr=False)  # backtest_results table (largest budget held out)
+    joint: pd.DataFrame = field(repr=False)  # fit_joint_results table (may be empty)
+
+    @property
+    def laws(self) -> dict[tuple[Any, ...], PowerLaw]:
+        return power_laws(self.curves) if len(self.curves) else {}
+
+    @property
+    def joint_laws(self) -> dict[tuple[Any, ...], JointPowerLaw]:
+        return joint_power_laws(self.joint) if len(self.joint) else {}
+
+
+def _frontier_to_dict(f: Frontier) -> dict[str, Any]:
+    keep = [c for c in ("run_id", "preset", "params", "sampler", "metric", "images_seen", f.x, f.y)
+            if c in f.points.columns]
+    points = f.points[keep].astype(object).where(f.points[keep].notna(), None)
+    return {"x": f.x, "y": f.y, "points": points.to_dict("records"),
+            "law": f.law.to_dict() if f.law is not None else None,
+            "size_law": f.size_law.to_dict() if f.size_law is not None else None,
+            "messages": list(f.messages)}
+
+
+def _frontier_from_dict(d: dict[str, Any]) -> Frontier:
+    return Frontier(x=d["x"], y=d["y"], points=pd.DataFrame(d["points"]),
+                    law=PowerLaw.from_dict(d["law"]) if d.get("law") else None,
+                    size_law=SizeLaw.from_dict(d["size_law"]) if d.get("size_law") else None,
+                    messages=tuple(d.get("messages", ())))
+
+
+def _table_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return fits_to_records(df, include_draws=True) if len(df) else []
+
+
+def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flops",
+              frontier_x: str = "total_flops", y: str = "value", bootstrap: int = 1000,
+              seed: int = 0, bootstrap_method: str = "residual", **fit_kwargs: Any) -> SweepFits:
+    """Load a sweep's records, fit everything, write results/<sweep>/fits.{json,parquet}.
+
+    Fits: y = E + A·x^(−α) per (preset, sampler, metric) with `bootstrap` resamples; the frontier
+    law per sampler (Approach 1) and IsoFLOP minima (Approach 2, diagnostic); the backtest that
+    predicts each group's largest budget from the others; the joint law E + A/N^α + B/D^β in
+    (params, images seen) per sampler when the sweep has ≥ 2 sizes and ≥ 2 budgets each.
+
+    Args:
+        x: compute axis of the per-preset curves and the backtest. Default "tune_flops": within a
+            preset the pretraining cost is a constant offset, and ECT tuning is the swept axis.
+        frontier_x: compute axis of the frontier across sizes. Default "total_flops": a bigger
+            model also costs more to pretrain, so sizes compete on total compute.
+    """
+    results_dir = Path(results_dir)
+    name = resolve_sweep(sweep)
+    records = _load_records(results_dir, name)
+    kw = {"bootstrap": bootstrap, "seed": seed, "bootstrap_method": bootstrap_method, **fit_kwargs}
+    curves = fit_results(records, x=x, y=y, by=("preset", "sampler"), **kw)
+    tune = select_points(records, y=y, kind="tune")
+    metrics = sorted(tune["metric"].unique()) if "metric" in tune.columns else []
+    frontiers: dict[str, Frontier] = {}
+    isoflop: dict[str, pd.DataFrame] = {}
+    isoflop_laws: dict[str, SizeLaw | None] = {}
+    for (sampler, metric), family in tune.groupby(["sampler", "metric"], sort=True):
+        key = _family_key(str(sampler), str(metric), metrics)
+        frontiers[key] = fit_frontier(family, x=frontier_x, y=y, **kw)
+        # IsoFLOP buckets compare sizes at equal *tuning* budget, the axis the sweep grids over.
+        iso_x = "tune_flops" if "tune_flops" in family.columns else x
+        isoflop[key] = isoflop_minima(family, x=iso_x, y=y)
+        isoflop_laws[key] = fit_isoflop_law(isoflop[key])
+    # Backtest: no bootstrap needed for the point error; a small one gives the coverage column.
+    bt = backtest_results(records, x=x, y=y, by=("preset", "sampler"),
+                          **{**kw, "bootstrap": min(bootstrap, 200)})
+    joint = pd.DataFrame()
+    if len(tune) and tune["params"].nunique() >= 2 and tune["images_seen"].nunique() >= 2:
+        joint = fit_joint_results(records, y=y, by=("sampler",), **kw)
+    meta = {
+        "format_version": FITS_FORMAT_VERSION, "sweep": name, "x": x, "frontier_x": frontier_x,
+        "y": y,
+        "bootstrap": bootstrap, "bootstrap_method": bootstrap_method, "seed": seed,
+        "num_records": len(records), "metrics": metrics,
+        "cost_per_param_image": _cost_coefficient(records),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "git_sha": git_sha(), "git_dirty": git_dirty(),
+    }
+    fits = SweepFits(sweep=name, meta=meta, curves=curves, frontiers=frontiers, isoflop=isoflop,
+                     isoflop_laws=isoflop_laws, backtest=bt, joint=joint)
+    _write_fits(results_dir / name, fits)
+    return fits
+
+
+def _cost_coefficient(records: pd.DataFrame) -> float | None:
+    try:
+        return flops_per_param_image(records[records["kind"] == "tune"], flops="tune_flops")
+    except (KeyError, ValueError):
+        return None
+
+
+def _write_fits(folder: Path, fits: SweepFits) -> None:
+    doc = {
+        "meta": fits.meta,
+        "curves": _table_records(fits.curves),
+        "frontiers": {k: _frontier_to_dict(f) for k, f in fits.frontiers.items()},
+        "isoflop": {k: _table_records(t) for k, t in fits.isoflop.items()},
+        "isoflop_laws": {k: (v.to_dict() if v else None) for k, v in fits.isoflop_laws.items()},
+        "backtest": _table_records(fits.backtest),
+        "joint": _table_records(fits.joint),
+    }
+    atomic_write_text(folder / FITS_JSON, json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    # Parquet holds the tidy per-group table for pandas users; a temp file keeps the write atomic.
+    curves = fits.curves.copy()
+    curves.attrs = {}
+    tmp = folder / f".{FITS_PARQUET}.{os.getpid()}.tmp"
+    curves.to_parquet(tmp, index=False)
+    atomic_write_bytes(folder / FITS_PARQUET, tmp.read_bytes())
+    tmp.unlink()
+
+
+def _frame(rows: list[dict[str, Any]], keys: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    df.attrs["group_keys"] = [k for k in keys if k in df.columns]
+    return df
+
+
+def read_fits(results_dir: str | Path, sweep: str | Path) -> SweepFits:
+    """Read back what `fit_sweep` wrote (fits.json); raises AnalysisError if it is missing."""
+    name = resolve_sweep(sweep)
+    path = Path(results_dir) / name / FITS_JSON
+    if not path.is_file():
+        raise AnalysisError(f"sweep {name!r}: no {path}. Fit first: harness fit {name}")
+    doc = json.loads(path.read_text())
+    meta = doc["meta"]
+    if meta.get("format_version") != FITS_FORMAT_VERSION:
+        raise AnalysisError(f"{path}: format_version = {meta.get('format_version')!r}: expected "
+                            f"{FITS_FORMAT_VERSION}. Re-fit: harness fit {name}")
+    keys = ["preset", "sampler", "metric"]
+    return SweepFits(
+        sweep=name, meta=meta, curves=_frame(doc["curves"], keys),
+        frontiers={k: _frontier_from_dict(v) for k, v in doc["frontiers"].items()},
+        isoflop={k: pd.DataFrame(v) for k, v in doc["isoflop"].items()},
+        isoflop_laws={k: SizeLaw.from_dict(v) if v else None
+                      for k, v in doc["isoflop_laws"].items()},
+        backtest=_frame(doc["backtest"], keys), joint=_frame(doc["joint"], ["sampler", "metric"]))
+
+
+def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path) -> list[Path]:
+    """Draw every figure of a sweep from its records and fits.json into `out_dir` (PNG + PDF)."""
+    from analysis import plots
+
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    fits = read_fits(results_dir, sweep)
+    records = _load_records(results_dir, fits.sweep)
+    x, y = fits.meta["x"], fits.meta["y"]
+    iso_x = "tune_flops" if "tune_flops" in records.columns else x
+    figures = {
+        "compute_curves": plots.figure_compute_curves(records, fits.laws, x=x, y=y),
+        "frontier": plots.figure_frontier(records, fits.frontiers),
+        "vs_params": plots.figure_vs_params(records, x=iso_x, y=y, isoflop=fits.isoflop),
+        "samplers": plots.figure_samplers(records, x=x, y=y),
+    }
+    if len(fits.backtest):
+        figures["backtest"] = plots.figure_backtest(fits.backtest)
+    written: list[Path] = []
+    for name, fig in figures.items():
+        written += plots.save_figure(fig, out_dir / name)
+    return written
+
+
+# --------------------------------------------------------------------------------------------------
+# Text output
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, int | np.integer):
+        return str(v)
+    return f"{float(v):.{digits}g}"
+
+
+def _with_ci(row: pd.Series | dict[str, Any], name: str) -> str:
+    value = _fmt(row.get(name))
+    lo, hi = row.get(f"{name}_lo"), row.get(f"{name}_hi")
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return value
+    return f"{value} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def format_fit_table(curves: pd.DataFrame, *, markdown: bool = False) -> str:
+    """Fits per preset and sampler with their intervals, as aligned text or a Markdown table."""
+    header = ["preset", "sampler", "n", "E", "A", "alpha", "R² (log)", "status"]
+    rows = []
+    for _, r in curves.iterrows():
+        rows.append([str(r.get("preset")), str(r.get("sampler")), _fmt(r.get("n_points")),
+                     _with_ci(r, "E"), _with_ci(r, "A"), _with_ci(r, "alpha"),
+                     _fmt(r.get("r2"), 4), str(r.get("status"))])
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
+    meta = fits.meta
+    level = 95
+    x_desc = {"total_flops": "pretraining + tuning FLOPs", "tune_flops": "tuning FLOPs"}
+    lines = [
+        f"# Scaling report: {fits.sweep}", "",
+        f"Records: {meta['num_records']} rows; metric(s): {', '.join(meta['metrics']) or '–'}; "
+        f"compute axis of the per-preset fits: `{meta['x']}` ({x_desc.get(meta['x'], meta['x'])}), "
+        f"of the frontier: `{meta['frontier_x']}` "
+        f"({x_desc.get(meta['frontier_x'], meta['frontier_x'])}). "
+        f"Fits: y = E + A·C^(−α) on log residuals (Huber δ = 1e-3, summed), "
+        f"{meta['bootstrap']} {meta['bootstrap_method']}-bootstrap resamples, {level} % "
+        f"percentile intervals in brackets. Fitted {meta['created_at']} at git "
+        f"{(meta.get('git_sha') or 'unknown')[:12]}{' (dirty)' if meta.get('git_dirty') else ''}.",
+        "", "## Fits per preset and sampler", "",
+        format_fit_table(fits.curves, markdown=True), "",
+    ]
+    bad = fits.curves[fits.curves["status"] != "ok"] if len(fits.curves) else fits.curves
+    for _, r in bad.iterrows():
+        lines.append(f"- {r.get('preset')} / {r.get('sampler')}: {r.get('status')}: "
+                     f"{r.get('messages') or ''}")
+    if len(bad):
+        lines.append("")
+    lines += ["## Compute frontier (Approach 1)", "",
+              "| sampler | frontier points | E | α | N_opt ∝ C^a | notes |", "|---|---|---|---|---|---|"]
+    for key, f in fits.frontiers.items():
+        law = f.law
+        e = _fmt(law.E) if law else "–"
+        alpha = "–"
+        if law is not None:
+            ci = law.ci.get("alpha")
+            alpha = _fmt(law.alpha) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "")
+        a = (f"a = {_fmt(f.size_law.a)}" if f.size_law else "–")
+        notes = "; ".join(f.messages) or (law.status if law else "")
+        lines.append(f"| {key} | {len(f.points)} | {e} | {alpha} | {a} | {notes} |")
+    lines += ["", "IsoFLOP minima (Approach 2, a diagnostic only: biased when the surface is "
+              "asymmetric; an argmin at the edge of the size grid is no optimum):", ""]
+    for key, table in fits.isoflop.items():
+        law = fits.isoflop_laws.get(key)
+        inner = int(table["interior"].sum()) if len(table) else 0
+        lines.append(f"- {key}: {len(table)} compute buckets, {inner} with an interior optimum"
+                     + (f"; N* ∝ C^{_fmt(law.a)}" if law else "; no N*(C) law (need 2 interior)"))
+    if len(fits.joint):
+        lines += ["", "## Joint law in size and data (Approach 3)", "",
+                  "y = E + A/N^α + B/D^β with N = parameters, D = tuning images.", "",
+                  "| sampler | n | E | α | β | N* ∝ C^a | D* ∝ C^b | status |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for _, r in fits.joint.iterrows():
+            lines.append(f"| {r.get('sampler')} | {_fmt(r.get('n_points'))} | {_with_ci(r, 'E')} | "
+                         f"{_with_ci(r, 'alpha')} | {_with_ci(r, 'beta')} | {_fmt(r.get('a'))} | "
+                         f"{_fmt(r.get('b'))} | {r.get('status')} |")
+        k = meta.get("cost_per_param_image")
+        if k:
+            lines += ["", f"Cost model C = k·N·D with k = {k:.4g} FLOPs per parameter·image "
+                      "(measured from the records)."]
+    lines += ["", "## Backtest: the largest budget predicted from the others", ""]
+    if len(fits.backtest):
+        lines += ["| preset | sampler | points fitted | held-out x | observed | predicted | "
+                  "error | in CI | fit status |", "|---|---|---|---|---|---|---|---|---|"]
+        for _, r in fits.backtest.iterrows():
+            err = r.get("rel_error")
+            err_s = f"{100 * err:+.1f} %" if err is not None and pd.notna(err) else "–"
+            cov = r.get("covered")
+            cov_s = "–" if cov is None or pd.isna(cov) else ("yes" if cov else "no")
+            lines.append(f"| {r.get('preset')} | {r.get('sampler')} | {_fmt(r.get('n_fit'))} | "
+                         f"{_fmt(r.get('x'))} | {_fmt(r.get('y'))} | {_fmt(r.get('predicted'))} | "
+                         f"{err_s} | {cov_s} | {r.get('fit_status') or ''} |")
+        summary = summarize_backtest(fits.backtest).iloc[0]
+        lines += ["", f"Mean absolute relative error: {100 * summary['mean_abs_rel_error']:.1f} % "
+                  f"over {int(summary['num_held_out'])} held-out points (max "
+                  f"{100 * summary['max_abs_rel_error']:.1f} %)."]
+    else:
+        lines.append("No group has two or more budgets; nothing to backtest.")
+    if figures_rel is not None:
+        lines += ["", "## Figures", ""]
+        titles = {"compute_curves": "metric vs compute per preset, with fits",
+                  "frontier": "compute frontier and its law", "vs_params":
+                  "metric vs parameters at fixed compute", "samplers":
+                  "1-step vs 2-step vs teacher", "backtest": "backtest residuals"}
+        for name in FIGURES:
+            lines.append(f"- [{titles[name]}]({figures_rel}/{name}.png) "
+                         f"([PDF]({figures_rel}/{name}.pdf))")
+    return lines
+
+
+def write_report(results_dir: str | Path, sweep: str | Path, *,
+                 figures_dir: str | Path | None = None) -> Path:
+    """Render results/<sweep>/report.md from fits.json; links figures in `figures_dir` if given."""
+    results_dir = Path(results_dir)
+    fits = read_fits(results_dir, sweep)
+    folder = results_dir / fits.sweep
+    rel = None
+    if figures_dir is not None:
+        rel = Path(os.path.relpath(Path(figures_dir).resolve(), folder.resolve())).as_posix()
+    path = folder / REPORT_MD
+    atomic_write_text(path, "\n".join(_report_lines(fits, rel)) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__)
+    parser.add_argument("sweep", help="sweep name or sweep TOML file")
+    parser.add_argument("--results", default="results", metavar="DIR")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="figure folder (default: RESULTS/<sweep>/figures)")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--x", default="tune_flops",
+                        help="compute column of the per-preset fits (default tune_flops)")
+    parser.add_argument("--frontier-x", default="total_flops",
+                        help="compute column of the frontier (default total_flops)")
+    args = parser.parse_args(argv)
+    fits = fit_sweep(args.results, args.sweep, x=args.x, frontier_x=args.frontier_x,
+                     bootstrap=args.bootstrap)
+    print(format_fit_table(fits.curves))
+    out = Path(args.out) if args.out else Path(args.results) / fits.sweep / "figures"
+    for p in plot_sweep(args.results, fits.sweep, out):
+        print(f"wrote {p}")
+    print(f"wrote {write_report(args.results, fits.sweep, figures_dir=out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

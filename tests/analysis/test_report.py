@@ -1,0 +1,127 @@
+"""fit_sweep / plot_sweep / write_report and the `harness fit` / `harness plot` commands, on a
+synthetic results folder (3 presets × 4 budgets) written with pyarrow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from synthetic_records import BUDGETS, PRESETS, write_synthetic_sweep
+
+from analysis.report import (
+    AnalysisError,
+    fit_sweep,
+    format_fit_table,
+    read_fits,
+    resolve_sweep,
+    write_report,
+)
+from harness.cli import main as harness_main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results folder with the synthetic sweep, fitted once (small bootstrap for speed)."""
+    results = tmp_path_factory.mktemp("results")
+    write_synthetic_sweep(results, "synth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the loader must not complain about our own outputs
+        fit_sweep(results, "synth", bootstrap=10)
+    return results
+
+
+def test_fit_sweep_writes_json_and_parquet(fitted: Path) -> None:
+    folder = fitted / "synth"
+    curves = pd.read_parquet(folder / "fits.parquet")
+    assert len(curves) == len(PRESETS) * 2  # presets × samplers; the teacher rows are not curves
+    assert set(curves["sampler"]) == {"1-step", "2-step"} and set(curves["x"]) == {"tune_flops"}
+    assert (curves["n_points"] == len(BUDGETS)).all()
+    doc = json.loads((folder / "fits.json").read_text())
+    assert doc["meta"]["sweep"] == "synth" and doc["meta"]["bootstrap"] == 10
+    assert doc["meta"]["cost_per_param_image"] == pytest.approx(4 * 720.0)
+    assert set(doc["frontiers"]) == {"1-step", "2-step"}
+    assert len(doc["backtest"]) == len(PRESETS) * 2
+    assert len(doc["joint"]) == 2 and {r["sampler"] for r in doc["joint"]} == {"1-step", "2-step"}
+
+
+def test_read_fits_restores_laws_and_frontiers(fitted: Path) -> None:
+    fits = read_fits(fitted, "synth")
+    laws = fits.laws
+    assert ("ect-synth-l", "2-step", "fd_digits") in laws
+    law = laws[("ect-synth-l", "2-step", "fd_digits")]
+    assert law.has_draws and law.n_points == len(BUDGETS)
+    frontier = fits.frontiers["2-step"]
+    assert frontier.x == "total_flops" and frontier.law is not None and len(frontier.points) >= 3
+    assert set(fits.joint_laws) == {("1-step", "fd_digits"), ("2-step", "fd_digits")}
+    table = format_fit_table(fits.curves)
+    assert "ect-synth-m" in table.splitlines()[3] or "ect-synth-m" in table
+
+
+def test_harness_plot_draws_every_figure_and_the_report(fitted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "figures"
+    t0 = time.perf_counter()
+    assert harness_main(["plot", "synth", "--out", str(out), "--results", str(fitted)]) == 0
+    elapsed = time.perf_counter() - t0
+    print(f"harness plot (3 presets x 4 budgets): {elapsed:.1f} s")
+    names = {p.name for p in out.iterdir()}
+    for stem in ("compute_curves", "frontier", "vs_params", "samplers", "backtest"):
+        assert {f"{stem}.png", f"{stem}.pdf"} <= names
+    assert all(p.stat().st_size > 5000 for p in out.iterdir())
+    assert elapsed < 60, f"harness plot took {elapsed:.1f} s"
+    report = fitted / "synth" / "report.md"
+    text = report.read_text()
+    assert "## Fits per preset and sampler" in text and "| ect-synth-s | 1-step | 4 |" in text
+    assert "Mean absolute relative error" in text and "## Compute frontier" in text
+    link = text.split("](")[1].split(")")[0]
+    assert (report.parent / link).resolve() == (out / "compute_curves.png").resolve()
+    # Without a figure folder the report has no figure links.
+    assert write_report(fitted, "synth") == report and "## Figures" not in report.read_text()
+
+
+def test_resolve_sweep_from_name_or_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "my.toml"
+    toml.write_text('name = "from-file"\n[grid]\npreset = ["a"]\n')
+    assert resolve_sweep(toml) == "from-file"
+    assert resolve_sweep("plain-name") == "plain-name"
+    (tmp_path / "bad.toml").write_text("[grid]\n")
+    with pytest.raises(AnalysisError, match="needs a top-level"):
+        resolve_sweep(tmp_path / "bad.toml")
+    with pytest.raises(AnalysisError, match="no such sweep file"):
+        resolve_sweep(tmp_path / "missing.toml")
+
+
+def test_harness_fit_prints_intervals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    write_synthetic_sweep(results, "synth", seed=1)
+    sweep_file = tmp_path / "synth.toml"
+    sweep_file.write_text('name = "synth"\n')
+    assert harness_main(["plot", "synth", "--out", str(tmp_path / "f"),
+                         "--results", str(results)]) == 2
+    assert "harness fit synth" in capsys.readouterr().err  # says how to get the fits
+    assert harness_main(["fit", str(sweep_file), "--results", str(results),
+                         "--bootstrap", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "alpha" in out and "ect-synth-l" in out and "frontier (1-step" in out
+    assert out.count("[") >= 12  # E and alpha intervals on every row
+    assert (results / "synth" / "fits.json").is_file()
+    assert harness_main(["fit", "nope", "--results", str(results)]) == 2
+    assert "no folder" in capsys.readouterr().err
+
+
+def test_analysis_never_imports_torch() -> None:
+    code = ("import sys, analysis\n"
+            "from analysis import fit_power_law, fit_joint_power_law, fit_results, load_results\n"
+            "from analysis import fit_frontier, backtest_results, fit_sweep, plot_sweep\n"
+            "import analysis.plots, analysis.report\n"
+            "assert callable(fit_power_law) and callable(load_results)\n"
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
