@@ -49,6 +49,9 @@ class RecordWarning(UserWarning):
     """A file under results/ was skipped; the message names it and says why."""
 
 
+# What `harness fit/plot/run` write into results/<sweep>/ beside the records: not records, not foreign.
+_SWEEP_OUTPUTS = frozenset({"fits.json", "fits.parquet", "report.md", "figures"})
+
 _Point = tuple[str, str, int]  # (sweep folder, run_id, images_seen): one evaluation point
 
 
@@ -224,6 +227,8 @@ def _scan_folder(folder: Path, problems: list[tuple[Path, str]], *, is_root: boo
         if entry.name[0] in "._":  # in-progress writes (.name.tmp) and hidden files
             continue
         if is_root and (entry.is_dir() or entry.name.lower().startswith("readme")):
+            continue
+        if not is_root and entry.name in _SWEEP_OUTPUTS:  # written next to the records by analysis
             continue
         if entry.is_file() and parse_record_name(entry.name) is not None:
             out.append(Path(entry.path))
