@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -236,7 +237,7 @@ class RunConfig:
         if self.data.use_labels and self.network.label_dim == 0:
             raise _err("run", "network.label_dim", 0, "data.use_labels needs label_dim > 0")
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
         """Stable 12-hex-digit id over the fields that change what the run computes."""
         return run_id(self)
@@ -289,6 +290,8 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 def to_dict(obj: Any) -> Any:
     """Recursively convert dataclasses/tuples to plain JSON-able dicts/lists."""
+    if obj is None or isinstance(obj, str | int | float):  # most leaves: skip the checks below
+        return obj
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {name: to_dict(getattr(obj, name)) for name in _field_names(type(obj))}
     if isinstance(obj, tuple | list):
@@ -381,6 +384,9 @@ def coerce(tp: Any, value: Any, where: str, name: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _err(where, name, value, "must be a number")
+        # nan/inf (TOML allows them) would break run ids (canonical JSON) and every formula.
+        if (isinstance(value, int) and abs(value) > 2**1000) or not math.isfinite(value):
+            raise _err(where, name, value, "must be a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
