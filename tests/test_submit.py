@@ -351,9 +351,18 @@ def test_concurrent_submits_submit_once(env: dict[str, Path],
 
 
 @pytest.fixture
-def mocked_slurm() -> Iterator[Any]:
+def mocked_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from submitit.slurm.test_slurm import mocked_slurm as mock
 
+    # A live cluster may run on this machine (make test starts one for tests/slurm): its squeue
+    # and sacct must not answer for the mocked job ids. These stand-ins fail like an unreachable
+    # controller.
+    fake_bin = tmp_path / "no-slurm-bin"
+    fake_bin.mkdir()
+    for tool in ("squeue", "sacct"):
+        (fake_bin / tool).write_text("#!/bin/sh\necho 'slurm_load_jobs error' >&2\nexit 1\n")
+        (fake_bin / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
     with mock() as m:
         yield m
 

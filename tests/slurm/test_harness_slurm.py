@@ -335,10 +335,12 @@ def test_cancelled_teacher_cancels_students_and_is_retried(
         capsys: pytest.CaptureFixture[str]) -> None:
     """`scancel` of a running teacher: both runs end failed with SLURM's CANCELLED, the student
     never waits for ever, and `harness submit` retries both."""
+    # A teacher long enough to still be training when the cancel lands (submitit ignores SIGTERM,
+    # so SLURM kills it only after KillWait; a 640-image teacher could finish first).
     path = sweeps.write("cancel", """
         preset = ["ect-digits-tiny"]
         budget_nimg = [320]
-        """)
+        """, pretrain=PRETRAIN.replace("nimg = 640", "nimg = 64000"))
     sweep = load_sweep(path)
     code, out = run_cli(capsys, "submit", *sweeps.args(path), "--cluster", "slurm")
     assert code == 0 and "submitted 2 job(s)" in out, out
