@@ -772,7 +772,7 @@ def fit_joint_power_law(
     delta: float = HUBER_DELTA,
     bootstrap: int = 0,
     seed: int = 0,
-    bootstrap_method: BootstrapMethod = "residual",
+    bootstrap_method: BootstrapMethod = "pairs",
     clusters: Any = None,
     ci_level: float = 0.95,
     alpha_bounds: tuple[float, float] = DEFAULT_ALPHA_BOUNDS,
@@ -782,7 +782,9 @@ def fit_joint_power_law(
     """Fit y = E + A/N^α + B/D^β (Chinchilla Approach 3) with the same estimator as `fit_power_law`.
 
     The exponent grid is `grid_size`² points over (α, β), both within `alpha_bounds`; NNLS gives
-    (E, A, B) at each. See `fit_power_law` for the other arguments.
+    (E, A, B) at each. See `fit_power_law` for the other arguments. The bootstrap defaults to
+    "pairs" here: on a 4 × 4 (N, D) grid with 1 % noise (scripts/powerlaw_coverage.py, 200 data
+    sets) residual-bootstrap 95 % intervals covered 89.5–93 %, pairs intervals 96–98.5 %.
 
     Raises:
         FitError: as `fit_power_law`, plus when N or D takes a single value or log N and log D are

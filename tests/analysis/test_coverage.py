@@ -48,6 +48,6 @@ def test_full_single_law_coverage(num_points: int) -> None:
 
 @pytest.mark.slow
 def test_full_joint_law_coverage() -> None:
-    rows = _study().joint_study(reps=200, bootstrap=200, sigma=0.01, method="residual")
+    rows = _study().joint_study(reps=200, bootstrap=200, sigma=0.01, method="pairs")
     for name in ("E", "alpha", "beta", "N*(C)"):
-        assert 88 <= rows[name]["coverage_pct"] <= 99.5, (name, rows[name])
+        assert 90 <= rows[name]["coverage_pct"] <= 99.5, (name, rows[name])
