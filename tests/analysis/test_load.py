@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import subprocess
 import sys
 import time
@@ -154,26 +152,9 @@ def test_results_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def write_synthetic(root: Path, num_files: int, rows_per_file: int) -> None:
     """Record files written straight with pyarrow (write_evaluation validates row by row)."""
-    presets = [f"ect-digits-{s}" for s in ("xs", "s", "m", "l", "xl")]
-    rng = np.random.default_rng(0)
-    now = dt.datetime.now(dt.UTC)
-    n = rows_per_file
-    for i in range(num_files):
-        sweep, preset, tag = f"sweep{i % 2}", presets[(i // 2) % 5], new_eval_tag()
-        columns = {f.name: pa.nulls(n, f.type) for f in SCHEMA}
-        columns.update(
-            schema_version=pa.array(np.ones(n, np.int32)), sweep=pa.array([sweep] * n),
-            run_id=pa.array([f"run{i:05d}"] * n), preset=pa.array([preset] * n),
-            images_seen=pa.array(np.arange(n, dtype=np.int64) * 1000),
-            total_flops=pa.array(rng.random(n) * 1e15), sampler=pa.array(["1-step"] * n),
-            metric=pa.array(["fd_digits"] * n), value=pa.array(rng.random(n)),
-            status=pa.array(["ok"] * n), eval_tag=pa.array([tag] * n),
-            swept=pa.array([json.dumps({"preset": preset, "seed": i % 3})] * n),
-            config=pa.array([json.dumps({"preset": preset, "pad": "x" * 1000})] * n),
-            created_at=pa.array([now] * n, pa.timestamp("us", tz="UTC")))
-        path = record_path(root / sweep, f"run{i:05d}", 0, tag)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pydict(columns, schema=SCHEMA), path, compression="zstd")
+    from harness.bench import write_synthetic_records
+
+    write_synthetic_records(root, num_files, rows_per_file)
 
 
 @pytest.mark.slow
