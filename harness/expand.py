@@ -176,6 +176,8 @@ def expand_sweep(sweep: Sweep, *, results_dir: str | Path = "results",
             info = presets[preset] = _preset_info(preset, f"{sweep.path} preset {preset!r}")
         overrides = {**values, "kind": "tune", "preset": preset}
         batch = overrides.get("train.batch", info.tune.get("train.batch", batch_default))
+        if batch < 1:  # the budget arithmetic below divides by it before the config is checked
+            raise SweepError(f"{where}: train.batch = {batch}: must be >= 1")
         if budget_key == "budget_nimg":
             nimg = budget // batch * batch
             if nimg == 0:

@@ -8,6 +8,7 @@ give at least one batch, and the grid is not accidentally huge.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from harness.sweepstate import Liveness, liveness, read_run_status, read_state
 # torch's FlopCounterMode (2 per multiply-add); `harness plan --tflops` changes the assumption.
 ASSUMED_TFLOPS = 100.0
 DEFAULT_MAX_RUNS = 1000  # larger grids need --yes (a typo such as seed = [0, ..., 9999] is costly)
+MAX_RUNS_ENV = "HARNESS_MAX_RUNS"  # a site's own limit
 
 Status = Literal["done", "todo", "running", "failed"]
 
@@ -83,7 +85,7 @@ class Plan:
 
 
 def plan(sweep: Sweep, results_dir: str | Path = "results", runs_dir: str | Path | None = None,
-         *, max_runs: int = DEFAULT_MAX_RUNS, allow_large: bool = False, check_data: bool = True,
+         *, max_runs: int | None = None, allow_large: bool = False, check_data: bool = True,
          share_prefixes: bool | None = None) -> Plan:
     """Expand a sweep, check it, and mark each job done/todo/running/failed.
 
@@ -92,9 +94,11 @@ def plan(sweep: Sweep, results_dir: str | Path = "results", runs_dir: str | Path
     status.json says so.
     """
     runs_dir = default_runs_dir() if runs_dir is None else runs_dir
+    max_runs = max_runs_limit() if max_runs is None else max_runs
     if sweep.num_points > max_runs and not allow_large:
         raise SweepError(f"{sweep.path} [grid]: size = {sweep.num_points} runs: more than the "
-                         f"limit of {max_runs}; pass --yes to plan it anyway")
+                         f"limit of {max_runs}; pass --yes to plan it anyway (or raise the limit "
+                         f"with ${MAX_RUNS_ENV})")
     exp = expand_sweep(sweep, results_dir=results_dir, runs_dir=runs_dir,
                        share_prefixes=share_prefixes)
     if check_data:
@@ -125,6 +129,17 @@ def plan(sweep: Sweep, results_dir: str | Path = "results", runs_dir: str | Path
     return Plan(sweep=sweep, runs=tuple(runs), results_dir=str(results_dir), runs_dir=str(runs_dir))
 
 
+def max_runs_limit() -> int:
+    """Grid size above which planning needs --yes: $HARNESS_MAX_RUNS, else DEFAULT_MAX_RUNS."""
+    text = os.environ.get(MAX_RUNS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_RUNS
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"${MAX_RUNS_ENV} = {text!r}: must be a positive integer "
+                          f"(default {DEFAULT_MAX_RUNS})")
+    return int(text)
+
+
 def _done_points(results_dir: str | Path, sweep: str) -> dict[str, set[int]]:
     from harness.records import existing_eval_points
 
@@ -133,7 +148,7 @@ def _done_points(results_dir: str | Path, sweep: str) -> dict[str, set[int]]:
 
 def _status(run_id: str, nimg: int, done_points: dict[str, set[int]], live: Liveness | None,
             started: bool, runs_dir: str | Path) -> Status:
-    if nimg in done_points.get(run_id, ()):
+    if nimg in done_points.get(run_id, ()) and not _unfinished_here(run_id, runs_dir):
         return "done"
     if live in ("queued", "running", "preempted", "unknown"):
         return "running"  # unknown (no squeue answer): never submit twice
@@ -144,6 +159,18 @@ def _status(run_id: str, nimg: int, done_points: dict[str, set[int]], live: Live
         if status is not None and status.get("state") == "failed":
             return "failed"
     return "todo"
+
+
+def _unfinished_here(run_id: str, runs_dir: str | Path) -> bool:
+    """Whether the run's folder says its job never finished although its final record exists: it
+    was killed after that record, before network-final.pt (which a teacher's students start from)
+    and status 'done'. Runs whose folders are not here (records copied to another machine) are
+    judged by their records alone."""
+    status = read_run_status(runs_dir, run_id)
+    if status is None:
+        return False
+    return status.get("state") != "done" or not (
+        Path(runs_dir) / run_id / "network-final.pt").is_file()
 
 
 def _check_inputs(sweep: Sweep, jobs: tuple[JobSpec, ...]) -> None:

@@ -40,21 +40,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a hidden temp file in the same folder, fsync, then rename.
 
     Readers never see a partial file: pyarrow and our loaders skip names starting with '.'.
+    A failed write (disk full, read-only folder) leaves nothing and raises an OSError naming
+    `path` and the cause.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from e
+    try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from e
         raise
+
+
+def _write_error(path: Path, e: OSError) -> OSError:
+    # os.write and fsync errors carry no file name ("[Errno 28] No space left on device").
+    if e.errno is None:
+        return OSError(f"cannot write {path}: {e}")
+    return OSError(e.errno, f"cannot write {path}: {e.strerror or e}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

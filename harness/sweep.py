@@ -396,7 +396,17 @@ def _axis(names: tuple[str, ...], columns: list[Any], where: str) -> Axis:
         raise SweepError(f"{where}: {', '.join(names)}: zipped axes differ in length "
                          f"({', '.join(f'{n}: {k}' for n, k in lengths.items())}); "
                          "they must be equal")
-    return Axis(names=names, points=tuple(zip(*checked, strict=True)))
+    points = tuple(zip(*checked, strict=True))
+    seen: set[str] = set()
+    for point in points:
+        # Values are normalised by check_value (1 and 1.0 of a float field are both 1.0).
+        key = repr(point)
+        if key in seen:
+            shown = point[0] if len(names) == 1 else dict(zip(names, point, strict=True))
+            raise SweepError(f"{where}: {', '.join(names)} = {shown!r}: listed twice. Give "
+                             "each value once (a repeated point would be the same run)")
+        seen.add(key)
+    return Axis(names=names, points=points)
 
 
 def _pretrain(table: Mapping[str, Any], where: str) -> PretrainSpec:
