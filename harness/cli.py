@@ -85,7 +85,7 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--cluster", default="local", choices=["local", "slurm", "debug"],
                    help="where jobs run (default: local, this machine)")
     p.add_argument("--yes", action="store_true",
-                   help=f"allow grids of more than {DEFAULT_MAX_RUNS} runs")
+                   help=f"allow grids of more than {DEFAULT_MAX_RUNS} runs (or $HARNESS_MAX_RUNS)")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples for the fits' confidence intervals (default 1000)")
     p.set_defaults(func=_cmd_run)
@@ -94,7 +94,7 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
                        "(never submits)")
     _sweep_options(p)
     p.add_argument("--yes", action="store_true",
-                   help=f"allow grids of more than {DEFAULT_MAX_RUNS} runs")
+                   help=f"allow grids of more than {DEFAULT_MAX_RUNS} runs (or $HARNESS_MAX_RUNS)")
     p.add_argument("--tflops", type=float, default=ASSUMED_TFLOPS,
                    help="sustained training TFLOP/s per GPU for GPU-hour estimates "
                    f"(default {ASSUMED_TFLOPS:g})")
@@ -107,7 +107,7 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
                    "machine, slurm = job arrays, debug = in this process, one after another")
     p.add_argument("--dry-run", action="store_true", help="print what would be submitted and exit")
     p.add_argument("--yes", action="store_true",
-                   help=f"allow grids of more than {DEFAULT_MAX_RUNS} runs")
+                   help=f"allow grids of more than {DEFAULT_MAX_RUNS} runs (or $HARNESS_MAX_RUNS)")
     p.add_argument("--wait", action="store_true",
                    help="local: run the scheduler in this process and return when all runs ended")
     p.set_defaults(func=_cmd_submit)
