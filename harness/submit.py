@@ -69,10 +69,12 @@ class TrainJob(submitit.helpers.Checkpointable):
             # One process per rank; with one GPU per rank each rank sees only its own device.
             submitit.helpers.TorchDistributedEnvironment().export(
                 set_cuda_visible_devices=self.gpus_per_node >= self.tasks_per_node)
-        from harness.train import train
+        from harness.train import RunBusy, train
 
         try:
             train(self.job)
+        except RunBusy:
+            raise  # the run is alive elsewhere: its status must stay as that job writes it
         except Exception as e:
             # Whatever stops the run on the node (a config the planner cannot check, a missing
             # file, a refused requeue) goes to status.json, so `harness status` shows the error

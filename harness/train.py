@@ -8,6 +8,7 @@ N straight steps and N/2 + kill + resume + N/2 give bit-identical weights on CPU
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import hashlib
@@ -43,6 +44,33 @@ _KEEP_CHECKPOINTS = 2
 
 class TrainingFailed(RuntimeError):
     """The run cannot continue (e.g. persistent non-finite losses); the reason is in status.json."""
+
+
+class RunBusy(RuntimeError):
+    """Another process is training this run right now (its status is left untouched)."""
+
+
+def _lock_run(run_dir: Path) -> int:
+    """Hold an exclusive lock on the run folder for the life of this process's training.
+
+    Two trainings of one run (say, a local job whose wrapper was killed but whose task lives on,
+    then a re-submit) would race on its checkpoints; the second one stops at once instead.
+    Returns the locked file descriptor (close it to release; the OS releases it if we die).
+    """
+    import fcntl
+
+    fd = os.open(run_dir / ".train.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunBusy(f"run {run_dir.name} is already training ({owner}); not starting it twice") \
+            from None
+    with contextlib.suppress(OSError):  # who holds it is a courtesy; a full disk must not stop us
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
+    return fd
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,13 +274,24 @@ def _device_name(device: torch.device) -> str:
 
 def train(job: JobSpec) -> None:
     """Run (or resume) one job to completion: train, evaluate at every eval point, write records."""
-    global _LIVE
-    run = job.run
     run_dir = job.run_dir
     device = _device()
     dist.init(device)
     rank, world = dist.get_rank(), dist.get_world_size()
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = _lock_run(run_dir) if rank == 0 else None
+    try:
+        _train_locked(job, device, rank, world)
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+
+
+def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> None:
+    """`train` with the run folder locked."""
+    global _LIVE
+    run = job.run
+    run_dir = job.run_dir
     _setup_logging(run_dir, rank)
     torch.set_num_threads(_cpu_threads(run, world))
     if device.type == "cpu":

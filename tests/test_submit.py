@@ -161,6 +161,7 @@ def test_train_job_calls_train_and_checkpoints(env: dict[str, Path],
     fake_train = types.ModuleType("harness.train")  # the real one imports torch (seconds)
     fake_train.train = lambda j: calls.append(("train", j.run.run_id))  # type: ignore[attr-defined]
     fake_train.checkpoint_now = lambda: calls.append(("ckpt",)) or True  # type: ignore[attr-defined]
+    fake_train.RunBusy = type("RunBusy", (RuntimeError,), {})  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "harness.train", fake_train)
     tj = TrainJob(job)
     assert isinstance(tj, submitit.helpers.Checkpointable)

@@ -42,6 +42,7 @@ def _fake_train(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
 
     fake = types.ModuleType("harness.train")  # the real one imports torch (seconds)
     fake.train = train  # type: ignore[attr-defined]
+    fake.RunBusy = type("RunBusy", (RuntimeError,), {})  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "harness.train", fake)
 
 

@@ -210,3 +210,19 @@ def test_ddp_two_processes_on_cpu(tmp_path):
 
     df = load_results(tmp_path / "results", "t")
     assert len(df) == 1 and df["num_devices"].iloc[0] == 2
+
+
+def test_second_training_of_a_running_run_is_refused(tmp_path):
+    """A run being trained (lock held) is not trained twice; its status is left alone."""
+    run = make_run("pretrain", 4)
+    job = make_job(tmp_path, run)
+    job.run_dir.mkdir(parents=True)
+    holder = train_mod._lock_run(job.run_dir)
+    try:
+        with pytest.raises(train_mod.RunBusy, match=f"already training \\(pid {os.getpid()}"):
+            train(job)
+        assert not (job.run_dir / "status.json").exists()
+    finally:
+        os.close(holder)
+    train(job)  # lock released: trains normally
+    assert json.loads((job.run_dir / "status.json").read_text())["state"] == "done"
