@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +151,6 @@ class _Live:
 
     save: Any  # callable () -> None
     mutating: bool = False  # True while weights/EMA/optimizer/nimg are being updated
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _LIVE: _Live | None = None
