@@ -55,6 +55,12 @@ SAMPLER_STYLE = {"1-step": ("o", "-"), "2-step": ("s", "--"), "heun": ("D", ":")
 TEACHER_LABEL = "teacher (pretrained, Heun sampler)"
 
 
+def _legend(ax: Axes, **kwargs: Any) -> None:
+    """A legend when the axes has labelled artists (matplotlib warns on an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def _x_label(x: str) -> str:
     return X_LABELS.get(x, x)
 
@@ -255,7 +261,7 @@ def figure_compute_curves(records: pd.DataFrame,
     for ax, sampler in zip(axes, present, strict=True):
         plot_compute_curves(records, fits, sampler=sampler, x=x, y=y, ax=ax, level=level)
     has_teacher = not _teacher_rows(records).empty
-    axes[0].legend(loc="upper right", fontsize=7, title="preset (colour)", title_fontsize=7)
+    _legend(axes[0], loc="upper right", fontsize=7, title="preset (colour)", title_fontsize=7)
     _style_legend(axes[-1], level=level, teacher=has_teacher, fit_label="E + A·C^(−α)")
     fig.suptitle(f"{_y_label(records, y).split(',')[0]} vs training compute, per preset")
     return fig
@@ -294,7 +300,7 @@ def plot_frontier(records: pd.DataFrame, frontier: Frontier, *, ax: Axes | None 
         _draw_law(ax, law, "crimson", level=level, extend=extend, label=label)
     _finish_log_axes(ax, _x_label(x), _y_label(records, y))
     ax.set_title(f"compute frontier{f', {sampler} sampling' if sampler else ''}")
-    ax.legend(loc="lower left", fontsize=7)
+    _legend(ax, loc="lower left", fontsize=7)
     return ax
 
 
@@ -343,7 +349,7 @@ def plot_vs_params(records: pd.DataFrame, *, sampler: str, x: str = "tune_flops"
                        label="IsoFLOP parabola minimum (diagnostic)")
     _finish_log_axes(ax, "model parameters", _y_label(records, y))
     ax.set_title(f"{sampler} sampling, at fixed compute")
-    ax.legend(loc="best", fontsize=7, title=_x_label(x), title_fontsize=7)
+    _legend(ax, loc="best", fontsize=7, title=_x_label(x), title_fontsize=7)
     return ax
 
 
@@ -387,7 +393,7 @@ def plot_samplers(records: pd.DataFrame, *, preset: str, x: str = "total_flops",
     _finish_log_axes(ax, _x_label(x), _y_label(records, y))
     ax.set_title(_preset_label(records, preset))
     if legend:
-        ax.legend(loc="best", fontsize=7)
+        _legend(ax, loc="best", fontsize=7)
     return ax
 
 
@@ -442,7 +448,7 @@ def plot_backtest(table: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
     ax.set_ylabel("prediction error, (predicted − observed) / observed (%)")
     ax.grid(True, alpha=0.3)
     if len(groups):
-        ax.legend(loc="best", fontsize=7, title=" / ".join(keys), title_fontsize=7)
+        _legend(ax, loc="best", fontsize=7, title=" / ".join(keys), title_fontsize=7)
     return ax
 
 

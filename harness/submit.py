@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.core.utils import FailedJobError
 
 from harness.config import ConfigError
 from harness.job import JobSpec, default_runs_dir, read_job, write_job
@@ -249,9 +250,50 @@ def _slurm_executor(sweep: Sweep, folder: Path) -> submitit.AutoExecutor:
     return ex
 
 
+def _gpu_request_hint(sweep: Sweep) -> str:
+    cc = sweep.cluster
+    gpus = 1 if cc.gpus_per_node is None else cc.gpus_per_node
+    default = " (the default on SLURM)" if cc.gpus_per_node is None else ""
+    return (f"{sweep.path}: [cluster] gpus_per_node = {gpus}{default} asks every job for GPUs. "
+            "Set gpus_per_node = 0 in [cluster] to run on CPUs, or choose a partition with GPUs "
+            "(slurm_partition = \"...\"; `sinfo -o '%P %G'` lists each partition's GPUs)")
+
+
+def _check_slurm_gpus(sweep: Sweep) -> None:
+    """Refuse, before anything is submitted, a GPU request that the partition cannot satisfy.
+
+    sbatch itself only answers "Invalid generic resource (gres) specification"; sinfo tells which
+    partition has which generic resources. Without sinfo (or when it fails) sbatch decides.
+    """
+    cc = sweep.cluster
+    gpus = 1 if cc.gpus_per_node is None else cc.gpus_per_node
+    if gpus <= 0 or shutil.which("sinfo") is None:
+        return
+    partition = cc.slurm.get("slurm_partition")
+    cmd = ["sinfo", "--noheader", "--format=%P|%G"] + ([f"--partition={partition}"] if partition else [])
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return
+    rows = [line.split("|", 1) for line in out.splitlines() if "|" in line]
+    if partition is None:  # sbatch uses the default partition, which sinfo marks with '*'
+        rows = [r for r in rows if r[0].endswith("*")] or rows
+    if not rows or any("gpu" in gres.lower() for _, gres in rows):
+        return
+    names = sorted({p.rstrip("*") for p, _ in rows})
+    gres = sorted({g.strip() for _, g in rows})
+    raise ConfigError(f"--cluster slurm: partition {', '.join(names)} has no GPUs (generic "
+                      f"resources: {', '.join(gres)}). {_gpu_request_hint(sweep)}")
+
+
 def _submit_slurm(sweep: Sweep, todo: list[PlannedRun], by_id: dict[str, PlannedRun],
                   state: SweepState, runs_dir: Path, stamp: str, job_factory: JobFactory,
                   report: SubmitReport) -> None:
+    missing = [cmd for cmd in ("sbatch", "srun") if shutil.which(cmd) is None]
+    if missing:
+        raise ConfigError(f"--cluster slurm: no SLURM here ({' and '.join(missing)} not on PATH). "
+                          "Submit from a SLURM login node, or use --cluster local")
+    _check_slurm_gpus(sweep)
     folder = _submitit_folder(runs_dir, sweep.name, stamp)
     ex = _slurm_executor(sweep, folder)
     extra = dict(sweep.cluster.slurm.get("slurm_additional_parameters", {}))
@@ -290,11 +332,15 @@ def _submit_slurm(sweep: Sweep, todo: list[PlannedRun], by_id: dict[str, Planned
         try:
             with ex.batch():
                 jobs = [ex.submit(job_factory(r.job, sweep.cluster)) for r in runs]
-        except (OSError, subprocess.CalledProcessError) as e:
+        except (OSError, subprocess.CalledProcessError, FailedJobError) as e:
             done = f" ({len(report.submitted)} job(s) of this sweep were submitted before)" \
                 if report.submitted else ""
-            raise ConfigError(f"--cluster slurm: sbatch failed{done}: {e}. Submit from a SLURM "
-                              "login node, or use --cluster local") from None
+            reason = str(e).strip()
+            if "generic resource" in reason.lower() or "gres" in reason.lower():
+                raise ConfigError(f"--cluster slurm: sbatch refused the resource request{done}: "
+                                  f"{reason}. {_gpu_request_hint(sweep)}") from None
+            raise ConfigError(f"--cluster slurm: sbatch failed{done}: {reason}. Submit from a "
+                              "SLURM login node, or use --cluster local") from None
         for r, j in zip(runs, jobs, strict=True):
             state.runs[r.run_id] = _entry(r, "slurm", teacher, state.runs.get(r.run_id),
                                           job_id=str(j.job_id), folder=str(folder),

@@ -75,7 +75,12 @@ def _submit_captured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster: s
     calls.mkdir()
     (calls / "next_id").write_text(f"{FIRST_JOB_ID}\n")
     (bin_dir / "sbatch").write_text(FAKE_SBATCH)
-    (bin_dir / "sbatch").chmod(0o755)
+    # Whatever SLURM the machine has (none, or the tests' live cluster), these answer instead:
+    # srun only has to exist for submitit; sinfo fails like an unreachable controller.
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sinfo").write_text("#!/bin/sh\necho 'slurm_load_partitions error' >&2\nexit 1\n")
+    for tool in ("sbatch", "srun", "sinfo"):
+        (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SBATCH_DIR", str(calls))
     # Planning needs no records; nothing must look done.

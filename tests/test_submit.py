@@ -353,19 +353,28 @@ def test_concurrent_submits_submit_once(env: dict[str, Path],
 
 @pytest.fixture
 def mocked_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from submitit.slurm.test_slurm import mocked_slurm as mock
+    from submitit.core.test_core import MockedSubprocess
+    from submitit.slurm import slurm
 
-    # A live cluster may run on this machine (make test starts one for tests/slurm): its squeue
-    # and sacct must not answer for the mocked job ids. These stand-ins fail like an unreachable
-    # controller.
+    # A live cluster may run on this machine (make test starts one for tests/slurm), or none may
+    # be installed: its squeue, sacct and sinfo must not answer for the mocked job ids. These
+    # stand-ins fail like an unreachable controller; srun exists whatever the machine has.
     fake_bin = tmp_path / "no-slurm-bin"
     fake_bin.mkdir()
-    for tool in ("squeue", "sacct"):
+    for tool in ("squeue", "sacct", "sinfo"):
         (fake_bin / tool).write_text("#!/bin/sh\necho 'slurm_load_jobs error' >&2\nexit 1\n")
         (fake_bin / tool).chmod(0o755)
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit only checks that it exists
+    (fake_bin / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
-    with mock() as m:
-        yield m
+    # submitit's mocked_slurm, with sbatch known too (the harness checks it is on PATH); sinfo is
+    # unknown, so the GPU check leaves the request to sbatch.
+    mock = MockedSubprocess(known_cmds=["srun", "sbatch"])
+    try:
+        with mock.context():
+            yield mock
+    finally:
+        slurm.SlurmJob.watcher.clear()
 
 
 def test_slurm_arrays_and_dependencies(env: dict[str, Path], mocked_slurm: Any) -> None:
@@ -480,9 +489,73 @@ def test_queued_runs_of_a_dead_scheduler_are_todo(env: dict[str, Path],
     assert [r.state for r in sweep_status(sweep, env["results"], env["runs"])] == ["done"] * 4
 
 
-@pytest.mark.skipif(shutil.which("sbatch") is not None, reason="would submit to a real cluster")
-def test_slurm_without_sbatch_is_a_clear_error(env: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError, match=r"--cluster slurm: sbatch failed.*login node"):
+def _path_with_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
+    """Replace PATH by a folder holding just `scripts` (name -> shell body): the test decides which
+    SLURM commands exist, whatever the machine has installed or started before it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in scripts.items():
+        exe = bin_dir / name
+        exe.write_text(f"#!/bin/sh\n{body}\n")
+        exe.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+
+_SRUN = "exit 0"  # submitit's SlurmExecutor only checks that srun exists
+
+
+def test_slurm_without_sbatch_is_a_clear_error(env: dict[str, Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    _path_with_only(tmp_path, monkeypatch)  # no sbatch at all: not a SLURM machine
+    with pytest.raises(ConfigError, match=r"--cluster slurm: no SLURM here \(sbatch and srun not "
+                                          r"on PATH\).*login node"):
         submit(load_sweep(env["sweep"]), "slurm", results_dir=env["results"],
                runs_dir=env["runs"])
     assert read_state(env["runs"], "s").runs == {}
+
+
+def test_slurm_unreachable_controller_is_a_clear_error(env: dict[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # sbatch installed but no controller answers (a workstation with slurm-client only).
+    _path_with_only(tmp_path, monkeypatch, srun=_SRUN, sbatch=(
+        "echo 'sbatch: error: Batch job submission failed: Unable to contact slurm controller "
+        "(connect failure)' >&2; exit 1"))
+    with pytest.raises(ConfigError, match=r"--cluster slurm: sbatch failed.*Unable to contact.*login node"):
+        submit(load_sweep(env["sweep"]), "slurm", results_dir=env["results"],
+               runs_dir=env["runs"])
+    assert read_state(env["runs"], "s").runs == {}
+
+
+def test_slurm_gpu_request_on_cpu_partition_is_a_clear_error(env: dict[str, Path], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # A CPU-only cluster (what tests/slurm/start-slurm.sh starts): the default GPU request is refused
+    # before sbatch runs, naming the partition and the key to change.
+    _path_with_only(tmp_path, monkeypatch, srun=_SRUN, sinfo="echo 'debug*|(null)'",
+                    sbatch="echo sbatch must not run >&2; exit 1")
+    with pytest.raises(ConfigError, match=r"partition debug has no GPUs.*gpus_per_node = 1 \(the "
+                                          r"default on SLURM\).*gpus_per_node = 0"):
+        submit(load_sweep(env["sweep"]), "slurm", results_dir=env["results"],
+               runs_dir=env["runs"])
+    assert read_state(env["runs"], "s").runs == {}
+
+
+def test_slurm_gres_rejection_names_the_key(env: dict[str, Path], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # No sinfo to ask: sbatch's own refusal is translated.
+    _path_with_only(tmp_path, monkeypatch, srun=_SRUN, sbatch=(
+        "echo 'sbatch: error: Invalid generic resource (gres) specification' >&2; exit 1"))
+    with pytest.raises(ConfigError, match=r"refused the resource request.*Invalid generic resource"
+                                          r".*s.toml: \[cluster\] gpus_per_node = 1"):
+        submit(load_sweep(env["sweep"]), "slurm", results_dir=env["results"],
+               runs_dir=env["runs"])
+    assert read_state(env["runs"], "s").runs == {}
+
+
+def test_slurm_gpu_partition_passes_the_check(env: dict[str, Path], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # A partition with GPUs is not refused: the submission reaches sbatch.
+    _path_with_only(tmp_path, monkeypatch, srun=_SRUN, sinfo="echo 'gpu*|gpu:h100:8'",
+                    sbatch="echo reached sbatch >&2; exit 1")
+    with pytest.raises(ConfigError, match=r"sbatch failed.*reached sbatch"):
+        submit(load_sweep(env["sweep"]), "slurm", results_dir=env["results"],
+               runs_dir=env["runs"])

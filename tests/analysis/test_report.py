@@ -125,3 +125,17 @@ def test_analysis_never_imports_torch() -> None:
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+def test_figures_of_a_single_preset_draw_without_warnings(tmp_path: Path) -> None:
+    # The smoke sweep's shape: one size per compute bucket, so "vs params" has no line to label.
+    from analysis.load import load_results
+    from analysis.plots import figure_compute_curves, figure_vs_params
+
+    write_synthetic_sweep(tmp_path, "synth", seed=2)
+    records = load_results(tmp_path, "synth")
+    one = records[records["preset"] == "ect-synth-s"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure_vs_params(one)
+        figure_compute_curves(one, {})

@@ -480,3 +480,22 @@ def test_preempted_tuning_job_resumes_with_identical_records(
     print(f"\npreempted at {nimg_at_preemption} images, resumed from {resumed[0]}; sacct "
           f"{job_states}; all {preempted.shape[1]} compared columns equal to the uninterrupted "
           f"run's:\n{summary.to_string()}")
+
+
+@pytest.mark.parametrize("gpus", ["gpus_per_node = 1", ""])
+def test_gpu_request_on_the_cpu_cluster_is_refused_before_submission(
+        sweeps: Sweeps, capsys: pytest.CaptureFixture[str], gpus: str) -> None:
+    """The throw-away cluster has no GPUs: asking for one (explicitly, or by SLURM's default of 1)
+    is the harness's own error naming the partition and the key, and nothing is submitted."""
+    path = sweeps.root / "gpu.toml"
+    path.write_text('name = "gpu"\n' + BASE + textwrap.dedent(PRETRAIN)
+                    + f'\n[cluster]\ntimeout_min = 60\n{gpus}\nslurm_partition = "debug"\n'
+                    + '\n[grid]\npreset = ["ect-digits-tiny"]\nbudget_nimg = [320]\n')
+    capsys.readouterr()
+    code = main(["submit", *sweeps.args(path), "--cluster", "slurm"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "partition debug has no GPUs" in err and "gpus_per_node = 0" in err, err
+    assert f"{path}: [cluster] gpus_per_node = 1" in err, err
+    assert read_state(sweeps.runs, "gpu").runs == {}
+    assert not list(sweeps.runs.glob(".submitit/gpu/*/*_submission.sh"))
