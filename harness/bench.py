@@ -23,7 +23,7 @@ import statistics
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,11 +31,18 @@ from typing import Any, Literal
 import torch
 
 from harness import train as train_mod
-from harness.config import ConfigError, RunConfig, run_config_from_dict, set_dotted, to_dict
+from harness.config import (
+    ConfigError,
+    NetworkConfig,
+    RunConfig,
+    run_config_from_dict,
+    set_dotted,
+    to_dict,
+)
 from harness.data import load_dataset
 from harness.ect import make_loss
 from harness.flops import TRAIN_PASSES, network_cost
-from harness.network import Precond, make_network, set_channels_last, set_fused_ops
+from harness.network import Precond, make_network, param_count, set_channels_last, set_fused_ops
 from harness.presets import get_preset, recipe
 
 # Presets and per-device batches: (digits, CIFAR-size, main); `quick` keeps the test run to seconds.
@@ -272,6 +279,43 @@ def measure_training(preset: str, batch: int, device: torch.device, clock: Clock
     if compile_net:
         out.update(compile_speedup=median["pretrain"] / median["pretrain_compiled"],
                    compile_speedup_tune=median["tune"] / median["tune_compiled"])
+    return out
+
+
+# The magnitude-preserving digits presets that the DDPM++ ones replaced (#13), at the same sizes:
+# preset -> the network it had. `harness bench` times both in one run (CPU seconds per image).
+MP_PREDECESSORS: dict[str, NetworkConfig] = {
+    "ect-digits-m": NetworkConfig(family="mp", img_resolution=8, img_channels=1, model_channels=16,
+                                  channel_mult=(1, 2, 2), num_blocks=2, dropout=0.1),
+    "ect-digits-l": NetworkConfig(family="mp", img_resolution=8, img_channels=1, model_channels=24,
+                                  channel_mult=(1, 2, 2), num_blocks=2, dropout=0.1),
+}
+
+
+def measure_family_cost(presets: Sequence[str], batch: int, device: torch.device, clock: Clock, *,
+                        warmup: int, repeats: int) -> dict[str, Any]:
+    """Seconds per training image (pretraining and tuning steps) of each digits preset and of the
+    magnitude-preserving network it replaced, timed in the same interleaved rounds."""
+    steps: dict[str, Callable[[], None]] = {}
+    out: dict[str, Any] = {}
+    for preset in presets:
+        for kind in ("pretrain", "tune"):
+            run = bench_run_config(preset, kind, batch)
+            old = dataclasses.replace(run, network=MP_PREDECESSORS[preset])
+            images, labels = _training_images(run, device)
+            for name, r in ((preset, run), (f"{preset}-mp", old)):
+                model = _make_model(r, device)
+                steps[f"{name}:{kind}"] = _step_fn(r, model, images, labels, autocast=False)
+                out[f"params_{name}"] = param_count(model.net)
+    with _flush_denormal(True):
+        times = time_interleaved(steps, clock, warmup=warmup, repeats=repeats)
+    median = {name: statistics.median(t) / batch for name, t in times.items()}
+    for preset in presets:
+        for kind in ("pretrain", "tune"):
+            new, old = median[f"{preset}:{kind}"], median[f"{preset}-mp:{kind}"]
+            out[f"{kind}_seconds_per_image_{preset}"] = new
+            out[f"{kind}_seconds_per_image_{preset}-mp"] = old
+            out[f"{kind}_per_image_vs_mp_{preset}"] = new / old
     return out
 
 
@@ -513,6 +557,10 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> d
             out[mfu_keys[role]] = res["mfu_tune"]
             out[f"{mfu_keys[role]}_pretrain"] = res["mfu_pretrain"]
         out.setdefault("mfu", None)
+        if not opts.quick and device.type == "cpu":
+            say("digits presets vs the magnitude-preserving networks they replaced")
+            out.update(measure_family_cost(list(MP_PREDECESSORS), 128, device, clock,
+                                           warmup=warmup, repeats=repeats))
         say("sampling")
         sampling, images = measure_sampling(digits, 64 if opts.quick else 1000, device, clock,
                                             repeats=max(2, repeats // 2))
@@ -597,6 +645,13 @@ def format_bench(res: Mapping[str, Any]) -> str:
     row("torch.compile failed", "compile_error")
     for role in ("digits", "cifar", "main"):
         row(f"{role} training failed", f"{role}_error")
+    for preset in MP_PREDECESSORS:
+        for kind, label in (("pretrain", "diffusion"), ("tune", "ECT")):
+            row(f"{preset} {label} s/image vs MP", f"{kind}_per_image_vs_mp_{preset}", "x",
+                "<= 1.00x",
+                f"{_fmt(res.get(f'{kind}_seconds_per_image_{preset}'), 's')} vs "
+                f"{_fmt(res.get(f'{kind}_seconds_per_image_{preset}-mp'), 's')} "
+                f"({res.get(f'params_{preset}', 0):,} vs {res.get(f'params_{preset}-mp', 0):,} params)")
     row("sampling 1-step", "sample_1step_images_per_s", note="images/s")
     row("sampling 2-step", "sample_2step_images_per_s", note="images/s")
     row("sampling 1-step, reference ops", "sample_1step_images_per_s_reference", note="images/s")

@@ -45,6 +45,9 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class NetworkConfig:
+    # "mp": EDM2's magnitude-preserving U-Net (ECT's ImageNet-64 models); "ddpmpp": EDM's DDPM++
+    # U-Net with GroupNorm (ECT's CIFAR-10 models; the digits presets, docs/digits_ablations.md).
+    family: Literal["mp", "ddpmpp"] = "mp"
     img_resolution: int = 8  # pixels per side
     img_channels: int = 1
     label_dim: int = 0  # number of classes; 0 = unconditional
@@ -266,6 +269,9 @@ _IDENTITY_EXCLUDED = {("train", "status_every_nimg"), ("train", "ckpt_every_nimg
                       ("train", "num_threads")}
 
 
+_ADDED_FIELDS = {("network", "family"): "mp"}
+
+
 def run_id(cfg: RunConfig) -> str:
     """Hash of the resolved config; the objective section a run does not use is left out."""
     d = to_dict(cfg)
@@ -276,6 +282,11 @@ def run_id(cfg: RunConfig) -> str:
         d["eval"].pop("samplers")
     for section, name in _IDENTITY_EXCLUDED:
         d[section].pop(name)
+    # Fields added after runs were recorded leave the hash at their original value, so the ids of
+    # those runs (and their records and checkpoints) stay valid.
+    for (section, name), original in _ADDED_FIELDS.items():
+        if d[section].get(name) == original:
+            d[section].pop(name)
     return stable_hash(d)
 
 

@@ -36,6 +36,8 @@ def network_key(cfg: NetworkConfig) -> str:
     arch = to_dict(cfg)
     arch.pop("dropout")
     arch.pop("dropout_max_resolution")
+    if arch["family"] == "mp":  # the only family before the field existed: keep cached keys valid
+        arch.pop("family")
     return stable_hash(arch)
 
 

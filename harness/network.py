@@ -332,7 +332,7 @@ class Precond(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.sigma_data = sigma_data
-        self.unet = UNet(cfg)
+        self.unet = make_unet(cfg)
 
     def forward(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None, *,
                 sigma_min_shift: float = 0.0,
@@ -349,6 +349,15 @@ class Precond(nn.Module):
     def normalize_weights_(self) -> None:
         """See `UNet.normalize_weights_`."""
         self.unet.normalize_weights_()
+
+
+def make_unet(cfg: NetworkConfig) -> nn.Module:
+    """The raw network F of the config's family (see NetworkConfig.family)."""
+    if cfg.family == "ddpmpp":
+        from harness.network_ddpmpp import DDPMppUNet  # it builds on this module's SharedDropout
+
+        return DDPMppUNet(cfg)
+    return UNet(cfg)
 
 
 def make_network(cfg: NetworkConfig) -> Precond:
@@ -375,7 +384,7 @@ def set_channels_last(net: nn.Module, enabled: bool = True) -> None:
     """
     net.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
     for module in net.modules():
-        if isinstance(module, UNet):
+        if hasattr(module, "channels_last"):
             module.channels_last = enabled
 
 

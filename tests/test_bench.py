@@ -97,7 +97,7 @@ def test_bench_run_config_uses_the_recipe() -> None:
     pre = bench.bench_run_config("ect-digits-xl", "pretrain", 64)
     assert tune.kind == "tune" and tune.optim.optimizer == "radam" and tune.train.batch == 64
     assert pre.kind == "pretrain" and pre.optim.optimizer == "adam"
-    assert tune.network == pre.network and tune.network.model_channels == 32
+    assert tune.network == pre.network and tune.network.model_channels == 40
     assert tune.train.num_threads == 1
     big = bench.bench_run_config("ect-imagenet64-m", "tune", 32)
     assert big.data.use_labels and big.ect.c == 0.06 and big.optim.lr == 9e-4
@@ -156,3 +156,15 @@ def test_a_failing_preset_is_reported_and_the_rest_still_runs(monkeypatch: pytes
     assert res["mfu_cifar"] is None and res["cifar_preset"] == "ect-cifar10-tiny"
     assert res["mfu"] is not None and res["mfu"] == res["mfu_digits_largest"] > 0
     assert "cifar training failed" in bench.format_bench(res)
+
+
+def test_family_cost_times_each_preset_against_its_mp_predecessor() -> None:
+    clock = bench.Clock(torch.device("cpu"), 1)
+    res = bench.measure_family_cost(["ect-digits-m"], 8, torch.device("cpu"), clock, warmup=0,
+                                    repeats=1)
+    assert res["params_ect-digits-m"] == 308_545 and res["params_ect-digits-m-mp"] == 397_510
+    for kind in ("pretrain", "tune"):
+        new = res[f"{kind}_seconds_per_image_ect-digits-m"]
+        old = res[f"{kind}_seconds_per_image_ect-digits-m-mp"]
+        assert new > 0 and old > 0 and res[f"{kind}_per_image_vs_mp_ect-digits-m"] == new / old
+    assert "ect-digits-m diffusion s/image vs MP" in bench.format_bench(res)

@@ -195,7 +195,7 @@ def test_cross_field_errors_name_the_run(tmp_path: Path) -> None:
 def test_teacher_architecture_must_match(tmp_path: Path) -> None:
     path = write(tmp_path, BASIC.replace('"eval.num_samples" = 100',
                                          '"network.model_channels" = 16'))
-    with pytest.raises(SweepError, match=r"\[pretrain\].*network.model_channels = 8: the tuning "
+    with pytest.raises(SweepError, match=r"\[pretrain\].*network.model_channels = 4: the tuning "
                                          r"runs use 16"):
         expand(load_sweep(path))
 
