@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, NetworkConfig, RunConfig, TrainConfig
+from harness.config import ARCHITECTURE_FIELDS, ConfigError, NetworkConfig, RunConfig, TrainConfig
 from harness.job import JobSpec
 from harness.sweep import BUDGET_KEYS, SPECIAL_KEYS, Sweep, SweepError, check_value
 
@@ -328,13 +328,8 @@ class _Where:
         return f"{self.path} [{_describe(self.values, self.swept)}]"
 
 
-# Network fields that change weight shapes: the teacher's must equal the student's.
-_SHAPE_FIELDS = ("img_resolution", "img_channels", "label_dim", "model_channels", "channel_mult",
-                 "num_blocks", "attn_resolutions")
-
-
 def _check_teacher_matches(teacher: NetworkConfig, student: NetworkConfig, where: str) -> None:
-    for name in _SHAPE_FIELDS:
+    for name in ARCHITECTURE_FIELDS:
         a, b = getattr(teacher, name), getattr(student, name)
         if a != b:
             raise SweepError(f"{where}: network.{name} = {a!r}: the tuning runs use {b!r}; "

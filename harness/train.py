@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from harness import dist
-from harness.config import RunConfig, to_dict
+from harness.config import ARCHITECTURE_FIELDS, RunConfig, to_dict
 from harness.data import ImageData, batch_indices, load_dataset, to_model_range
 from harness.ect import make_loss, stage_at
 from harness.flops import TRAIN_PASSES, network_cost
@@ -135,9 +135,18 @@ def load_init_network(run: RunConfig, runs_dir: Path) -> dict[str, Any]:
         fix = ("replace the file" if run.init_checkpoint is not None else
                f"delete it and submit again: run {run.init_run_id} rewrites it from its checkpoint")
         raise TrainingFailed(f"init network {e}; {fix}") from None
-    if state.get("network") not in (None, to_dict(run.network)):
-        raise TrainingFailed(f"init network {path} has a different architecture than "
-                             f"run {run.run_id} ({run.preset})")
+    saved = state.get("network")
+    if saved is not None:
+        # Files written before `family` existed hold MP networks; dropout may differ on purpose.
+        saved_arch = {name: saved.get(name, "mp" if name == "family" else None)
+                      for name in ARCHITECTURE_FIELDS}
+        if saved_arch != run.network.architecture():
+            diff = {k: (v, run.network.architecture()[k]) for k, v in saved_arch.items()
+                    if v != run.network.architecture()[k]}
+            raise TrainingFailed(f"init network {path} has a different architecture than "
+                                 f"run {run.run_id} ({run.preset}): "
+                                 + ", ".join(f"network.{k} = {a!r} in the file, {b!r} in the run"
+                                             for k, (a, b) in diff.items()))
     return state
 
 

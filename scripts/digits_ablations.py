@@ -86,6 +86,26 @@ VARIANTS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
                                                        tune={"network.dropout": 0.2})),
     "ddpmpp-16-tuneema4k": ("ect-digits-m", _with(_DDPMPP, both={"network.model_channels": 16},
                                                   tune={"train.ema_halflife_nimg": 4_400})),
+    "ddpmpp-16-stage4k": ("ect-digits-m", _with(_DDPMPP, both={"network.model_channels": 16},
+                                                tune={"ect.stage_nimg": 4_000})),
+    "ddpmpp-16-stage8k-lr1e-3": ("ect-digits-m", _with(_DDPMPP, both={"network.model_channels": 16},
+                                                       tune={"ect.stage_nimg": 8_000,
+                                                             "optim.lr": 1e-3})),
+    "ddpmpp-16-s8k-tunedropout0.2": ("ect-digits-m", _with(
+        _DDPMPP, both={"network.model_channels": 16},
+        tune={"ect.stage_nimg": 8_000, "network.dropout": 0.2})),
+    "ddpmpp-16-s8k-tuneema4k": ("ect-digits-m", _with(
+        _DDPMPP, both={"network.model_channels": 16},
+        tune={"ect.stage_nimg": 8_000, "train.ema_halflife_nimg": 4_400})),
+    "ddpmpp-16-s8k-tuneema20k": ("ect-digits-m", _with(
+        _DDPMPP, both={"network.model_channels": 16},
+        tune={"ect.stage_nimg": 8_000, "train.ema_halflife_nimg": 20_000})),
+    "ddpmpp-16-s8k-lr1e-3-invsqrt": ("ect-digits-m", _with(
+        _DDPMPP, both={"network.model_channels": 16},
+        tune={"ect.stage_nimg": 8_000, "optim.lr": 1e-3, "optim.lr_schedule": "inv_sqrt",
+              "optim.lr_decay_nimg": 16_000})),
+    "ddpmpp-30-s8k": ("ect-digits-m", _with(_DDPMPP, both={"network.model_channels": 30},
+                                            tune={"ect.stage_nimg": 8_000})),
     "ddpmpp-16-stage32k": ("ect-digits-m", _with(_DDPMPP, both={"network.model_channels": 16},
                                                  tune={"ect.stage_nimg": 32_000})),
     "ddpmpp-16-tuneema20k": ("ect-digits-m", _with(_DDPMPP, both={"network.model_channels": 16},

@@ -226,3 +226,15 @@ def test_second_training_of_a_running_run_is_refused(tmp_path):
         os.close(holder)
     train(job)  # lock released: trains normally
     assert json.loads((job.run_dir / "status.json").read_text())["state"] == "done"
+
+
+def test_tuning_may_change_dropout_but_not_the_architecture(tmp_path, pretrained):
+    # The teacher trained at dropout 0.2 (make_run); ECT may tune at another rate (the official
+    # CIFAR-10 recipe tunes at 0.2 from a teacher trained at 0.13). A width change is refused.
+    from harness.train import TrainingFailed, load_init_network
+
+    run = make_run("tune", 2, init_checkpoint=str(pretrained), **{"network.dropout": 0.0})
+    assert load_init_network(run, tmp_path)["network"]["dropout"] == 0.2
+    wider = make_run("tune", 2, init_checkpoint=str(pretrained), **{"network.model_channels": 8})
+    with pytest.raises(TrainingFailed, match=r"network.model_channels = 4 in the file, 8 in the run"):
+        load_init_network(wider, tmp_path)
