@@ -225,12 +225,14 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     from harness.flops import preset_cost
     from harness.presets import PRESETS
 
-    print(f"{'preset':22s} {'dataset':10s} {'channels':>8s} {'params':>14s} {'fwd GFLOPs/img':>15s}")
+    print(f"{'preset':22s} {'dataset':10s} {'family':7s} {'channels':>8s} {'params':>14s} "
+          f"{'fwd GFLOPs/img':>15s}")
     for name, p in PRESETS.items():
         if args.dataset and p.dataset != args.dataset:
             continue
         cost = preset_cost(name)
-        print(f"{name:22s} {p.dataset:10s} {p.network.model_channels:8d} {cost.params:14,d} "
+        print(f"{name:22s} {p.dataset:10s} {p.network.family:7s} {p.network.model_channels:8d} "
+              f"{cost.params:14,d} "
               f"{cost.fwd_flops / 1e9:15.4g}")
     return 0
 

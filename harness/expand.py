@@ -1,7 +1,7 @@
 """Expansion of a sweep into jobs: one pretraining job per distinct teacher, then the tuning runs.
 
-Each grid point resolves to a RunConfig (recipe -> preset network -> preset overrides -> [base] ->
-grid/zip values; the budget sets train.total_nimg). With shared prefixes, the budgets of one run
+Each grid point resolves to a RunConfig (preset network -> recipe of the run kind -> preset overrides
+-> [base] -> grid/zip values; the budget sets train.total_nimg). With shared prefixes, the budgets of one run
 (same preset, seed and settings) become a single run to the largest budget, evaluated where each
 smaller budget is reached; this needs a fixed ECT curriculum and a budget-independent LR schedule.
 Torch-free.
@@ -293,12 +293,14 @@ def _preset_info(name: str, where: str) -> _PresetInfo:
     preset = get_preset(name, where=where)
     net = _network_values(preset.network)
     overrides = _checked_dotted(preset.overrides, f"{where} overrides")
-    tune = {**_checked_dotted(recipe(preset.dataset, "tune"), f"recipe {preset.dataset}/tune"),
-            **net, **overrides}
+    # A recipe's network values are choices of its run kind (dropout: the official CIFAR-10 recipe
+    # pretrains at 0.13 and tunes at 0.2), so they win over the preset's network defaults.
+    tune = {**net, **_checked_dotted(recipe(preset.dataset, "tune"), f"recipe {preset.dataset}/tune"),
+            **overrides}
     # Preset overrides are tuning settings (e.g. ECT's per-size learning rates); teachers follow
     # the pretraining recipe plus [pretrain] overrides only.
-    pre = {**_checked_dotted(recipe(preset.dataset, "pretrain"),
-                             f"recipe {preset.dataset}/pretrain"), **net}
+    pre = {**net, **_checked_dotted(recipe(preset.dataset, "pretrain"),
+                                    f"recipe {preset.dataset}/pretrain")}
     return _PresetInfo(name=name, dataset=preset.dataset, tune=tune, pretrain=pre)
 
 

@@ -106,6 +106,26 @@ VARIANTS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
               "optim.lr_decay_nimg": 16_000})),
     "ddpmpp-30-s8k": ("ect-digits-m", _with(_DDPMPP, both={"network.model_channels": 30},
                                             tune={"ect.stage_nimg": 8_000})),
+    "ddpmpp-16-s8k-ect-P-0.8-1.6": ("ect-digits-m", _with(
+        _DDPMPP, both={"network.model_channels": 16},
+        tune={"ect.stage_nimg": 8_000, "ect.P_mean": -0.8, "ect.P_std": 1.6})),
+    "ddpmpp-18-s8k": ("ect-digits-m", _with(_DDPMPP, both={"network.model_channels": 18},
+                                            tune={"ect.stage_nimg": 8_000})),
+    "mp-m-lr1e-2-s8k-tune": ("ect-digits-m", _with(
+        _DDPMPP, pre={"optim.lr": 1e-2}, tune={"ect.stage_nimg": 8_000},
+        both={"network.family": "mp", "network.num_blocks": 2})),
+    "ddpmpp-16-s8k-tunedropout0.3": ("ect-digits-m", _with(
+        _DDPMPP, both={"network.model_channels": 16},
+        tune={"ect.stage_nimg": 8_000, "network.dropout": 0.3})),
+    "ddpmpp-30-s8k-tunedropout0.2": ("ect-digits-m", _with(
+        _DDPMPP, both={"network.model_channels": 30},
+        tune={"ect.stage_nimg": 8_000, "network.dropout": 0.2})),
+    "ddpmpp-30-s8k-tunedropout0.3": ("ect-digits-m", _with(
+        _DDPMPP, both={"network.model_channels": 30},
+        tune={"ect.stage_nimg": 8_000, "network.dropout": 0.3})),
+    "ddpmpp-30-s4k-tunedropout0.2": ("ect-digits-m", _with(
+        _DDPMPP, both={"network.model_channels": 30},
+        tune={"ect.stage_nimg": 4_000, "network.dropout": 0.2})),
     "ddpmpp-16-stage32k": ("ect-digits-m", _with(_DDPMPP, both={"network.model_channels": 16},
                                                  tune={"ect.stage_nimg": 32_000})),
     "ddpmpp-16-tuneema20k": ("ect-digits-m", _with(_DDPMPP, both={"network.model_channels": 16},
@@ -143,6 +163,24 @@ def fd_at_mid_t(run: Any, network_file: Path, mid_t: float, cache: Path | None) 
     return float(Evaluator(run, cache).evaluate(images).value)
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The ablation table of docs/digits_ablations.md from the script's JSON lines."""
+    head = ("| variant | params | teacher (Heun 35) | 1-step / 2-step at 32k | at 64k | at 128k "
+            "| 2-step at 128k, t_mid 0.821 / 1.5 | CPU s (pretrain + tune) |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        ect = {int(k): v for k, v in r["ect"].items()}
+        cells = [f"{ect[n]['1-step']:.1f} / {ect[n]['2-step']:.1f}" if n in ect else "-"
+                 for n in sorted(ect)]
+        mid = r["two_step_final_by_mid_t"]
+        lines.append(f"| {r['variant']} | {r['params']:,} | {r['teacher']:.2f} | "
+                     + " | ".join(cells) + f" | {mid.get('0.821', float('nan')):.2f} / "
+                     f"{mid.get('1.5', float('nan')):.2f} | "
+                     f"{r['pretrain_cpu_s']} + {r['tune_cpu_s']} |")
+    return head + "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variants", nargs="*")
@@ -152,7 +190,13 @@ def main() -> None:
     parser.add_argument("--tune-nimg", type=int, default=128_000)
     parser.add_argument("--mid-t", type=float, nargs="*", default=[0.821, 1.5])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table", action="store_true",
+                        help="print the markdown table of WORK/ablations.jsonl and exit")
     args = parser.parse_args()
+    if args.table:
+        rows = [json.loads(line) for line in (Path(args.work) / "ablations.jsonl").open()]
+        print(markdown_table(rows))
+        return
     if args.list or not args.variants:
         print("\n".join(VARIANTS))
         return

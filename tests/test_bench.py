@@ -97,7 +97,8 @@ def test_bench_run_config_uses_the_recipe() -> None:
     pre = bench.bench_run_config("ect-digits-xl", "pretrain", 64)
     assert tune.kind == "tune" and tune.optim.optimizer == "radam" and tune.train.batch == 64
     assert pre.kind == "pretrain" and pre.optim.optimizer == "adam"
-    assert tune.network == pre.network and tune.network.model_channels == 40
+    assert tune.network.architecture() == pre.network.architecture()
+    assert tune.network.model_channels == 40 and tune.network.dropout == 0.2 != pre.network.dropout
     assert tune.train.num_threads == 1
     big = bench.bench_run_config("ect-imagenet64-m", "tune", 32)
     assert big.data.use_labels and big.ect.c == 0.06 and big.optim.lr == 9e-4

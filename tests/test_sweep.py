@@ -234,7 +234,8 @@ def test_resolution_order_and_teachers(tmp_path: Path) -> None:
     for job in tune:
         run = job.run
         assert (job.sweep, job.results_dir, job.runs_dir) == ("demo", "R", "W")
-        assert run.network == get_preset(run.preset).network  # preset network
+        recipe_net = {k.split(".", 1)[1]: v for k, v in tune_recipe.items() if k.startswith("network.")}
+        assert run.network == dataclasses.replace(get_preset(run.preset).network, **recipe_net)
         assert run.optim.lr == tune_recipe["optim.lr"]  # recipe
         assert run.eval.num_samples == 100 and run.ect.q == 4.0  # [base], --set
         assert run.train.total_nimg == job.swept["budget_nimg"]  # budget
@@ -430,3 +431,23 @@ def test_shared_prefixes_cover_every_budget(grid: dict[str, list]) -> None:
     for job in tune:
         assert set(job.run.eval_points()) >= set(grid["budget_nimg"])
         assert job.run.train.total_nimg == max(grid["budget_nimg"])
+
+
+def test_a_recipes_network_values_win_over_the_presets(tmp_path: Path) -> None:
+    # The official CIFAR-10 recipe pretrains at dropout 0.13 and tunes at 0.2; the preset's network
+    # default (0.2) must not silently replace the teacher's 0.13. Digits tune at 0.2 from 0.1.
+    text = BASIC.replace('["ect-digits-tiny", "ect-digits-xs"]', '["ect-cifar10-tiny"]')
+    text = text.replace('"eval.num_samples" = 100', '"eval.num_samples" = 100\n'
+                        '"data.path" = "cifar-10-python.tar.gz"')
+    text = text.replace("nimg = 6400", "nimg = 6656")  # whole batches of the CIFAR batch (512)
+    jobs = expand(load_sweep(write(tmp_path, text)), results_dir="R", runs_dir="W")
+    pre = [j.run for j in jobs if j.run.kind == "pretrain"]
+    tune = [j.run for j in jobs if j.run.kind == "tune"]
+    assert get_preset("ect-cifar10-tiny").network.dropout == 0.2
+    assert {r.network.dropout for r in pre} == {recipe("cifar10", "pretrain")["network.dropout"]} == {0.13}
+    assert {r.network.dropout for r in tune} == {0.2}
+    digits = [j.run for j in expand(load_sweep(write(tmp_path, BASIC, "d.toml")), results_dir="R",
+                                    runs_dir="W")]
+    assert {r.network.dropout for r in digits if r.kind == "pretrain"} == {0.1}
+    assert {r.network.dropout for r in digits if r.kind == "tune"} == {
+        recipe("digits", "tune").get("network.dropout", 0.1)}
