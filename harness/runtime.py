@@ -36,6 +36,23 @@ def file_sha256(path: Path, length: int = 16) -> str:
     return digest.hexdigest()[:length]
 
 
+# Sweep names and run ids become one folder name under results/ or runs/. A leading letter or
+# digit keeps out ".", "..", hidden names (loaders skip those) and names read as CLI options.
+_FOLDER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+FOLDER_NAME_RULE = ("1-128 letters, digits, '.', '_' or '-', starting with a letter or digit "
+                    "(a single folder name: no '/', no '..', not an absolute path)")
+
+
+def folder_name_problem(value: object) -> str | None:
+    """Why `value` cannot name a folder directly under a root (None when it can).
+
+    Callers raise their own error type, naming file, field and value, followed by this text.
+    """
+    if isinstance(value, str) and _FOLDER_NAME_RE.fullmatch(value):
+        return None
+    return f"must be {FOLDER_NAME_RULE}"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a hidden temp file in the same folder, fsync, then rename.
 
