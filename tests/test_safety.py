@@ -3,20 +3,28 @@ temp files of killed writers are cleaned up without touching a write in progress
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import pathlib
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+import harness.train as train_mod
 from analysis.load import load_results
 from analysis.report import AnalysisError, resolve_sweep
 from harness import cli
-from harness.config import ConfigError, RunConfig
+from harness.config import ConfigError, RunConfig, run_config_from_dict, set_dotted, to_dict
 from harness.job import JobSpec, read_job
+from harness.presets import get_preset
 from harness.records import RecordError
-from harness.sweep import SweepError, load_sweep
+from harness.sweep import SweepError, expand, load_sweep
 from harness.sweepstate import sweep_state_dir
+from harness.train import TrainingFailed, UnsafeCheckpoint, load_checkpoint, train
 
 SWEEP = """
 name = {name}
@@ -125,3 +133,137 @@ def test_analysis_refuses_sweep_names_outside_results(tmp_path: Path, capsys) ->
     assert cli.main(["fit", "..", "--results", str(tmp_path / "results")]) == 2
     assert "sweep = '..'" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results", "s.toml"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Crafted files: unpickling them creates a marker file (a stand-in for any code an attacker picks)
+
+
+class _Plant:
+    """Pickles as a call of pathlib.Path.touch(marker): whoever unpickles it creates the marker."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def crafted_checkpoint(path: Path, marker: Path, **plain) -> Path:
+    """A harness checkpoint (right magic, right checksum) whose payload plants `marker`."""
+    buf = io.BytesIO()
+    torch.save({**plain, "state": {"nimg": 0, "note": _Plant(marker)}}, buf)
+    payload = buf.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(train_mod._CKPT_MAGIC + hashlib.sha256(payload).digest() + payload)
+    return path
+
+
+def test_crafted_checkpoint_runs_code_when_fully_unpickled(tmp_path: Path) -> None:
+    """The crafted file is a real attack: the loader the harness used before runs it."""
+    marker = tmp_path / "marker"
+    path = crafted_checkpoint(tmp_path / "ckpt.pt", marker)
+    torch.load(io.BytesIO(path.read_bytes()[40:]), weights_only=False)
+    assert marker.exists()
+
+
+def test_load_checkpoint_refuses_crafted_file(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    path = crafted_checkpoint(tmp_path / "ckpt.pt", marker)
+    with pytest.raises(UnsafeCheckpoint) as e:
+        load_checkpoint(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: holds objects other than tensors and plain data (")
+    assert "refuses to unpickle it" in message and "GLOBAL getattr" in message
+    assert "harness.train.save_checkpoint" in message  # how to convert a file one trusts
+    assert not marker.exists()
+
+
+BATCH = 16
+
+
+def make_run(kind: str, steps: int, **dotted) -> RunConfig:
+    """A tiny digits run (as in test_train) that trains in about a second."""
+    data: dict = {"kind": kind, "preset": "ect-digits-tiny",
+                  "network": to_dict(get_preset("ect-digits-tiny").network)}
+    values = {"train.batch": BATCH, "train.total_nimg": BATCH * steps,
+              "train.ckpt_every_nimg": BATCH * 2, "train.status_every_nimg": BATCH * 2,
+              "train.num_threads": 1, "eval.num_samples": 32, "eval.samplers": ["1-step"],
+              "eval.heun_steps": 2, "eval.save_grid": False, **dotted}
+    for key, value in values.items():
+        set_dotted(data, key, value, where="test")
+    return run_config_from_dict(data)
+
+
+def _status(job: JobSpec) -> dict:
+    return json.loads((job.run_dir / "status.json").read_text())
+
+
+def test_teacher_checkpoint_from_sweep_file_is_refused(tmp_path: Path) -> None:
+    """[pretrain] checkpoint = a crafted file: the tuning job fails, naming it; no code runs."""
+    marker = tmp_path / "marker"
+    teacher = crafted_checkpoint(tmp_path / "teacher.pt", marker,
+                                 ema={}, network=to_dict(get_preset("ect-digits-tiny").network))
+    path = tmp_path / "s.toml"
+    path.write_text(textwrap.dedent(f"""
+        name = "s"
+        [base]
+        "train.batch" = 16
+        "train.num_threads" = 1
+        [grid]
+        preset = ["ect-digits-tiny"]
+        budget_nimg = [32]
+        [pretrain]
+        checkpoint = {json.dumps(str(teacher))}
+        """))
+    (job,) = expand(load_sweep(path), results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    assert job.run.init_checkpoint == str(teacher)
+    with pytest.raises(TrainingFailed) as e:
+        train(job)
+    assert f"init network {teacher}: holds objects other than tensors" in str(e.value)
+    assert _status(job)["state"] == "failed" and str(teacher) in _status(job)["error"]
+    assert not marker.exists()
+    assert not list(job.run_dir.glob("ckpt-*.pt"))  # it never started training
+
+
+def test_teacher_run_network_final_is_refused(tmp_path: Path) -> None:
+    """The teacher's network-final.pt in runs/<init_run_id>/ is read the same way."""
+    marker = tmp_path / "marker"
+    teacher_id = "0123456789ab"
+    final = crafted_checkpoint(tmp_path / "runs" / teacher_id / "network-final.pt", marker)
+    job = JobSpec(run=make_run("tune", 2, init_run_id=teacher_id), sweep="s",
+                  results_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"))
+    with pytest.raises(TrainingFailed, match=rf"init network {final}: holds objects other than"):
+        train(job)
+    assert not marker.exists()
+
+
+def test_checkpoint_in_run_folder_is_refused_on_resume(tmp_path: Path) -> None:
+    """A crafted newest ckpt-*.pt in a run folder: resume stops with an error naming it instead of
+    unpickling it (or silently resuming past it); the file and the older checkpoint stay."""
+    job = JobSpec(run=make_run("pretrain", 4), sweep="s", results_dir=str(tmp_path / "results"),
+                  runs_dir=str(tmp_path / "runs"))
+    train(job)
+    good = sorted(job.run_dir.glob("ckpt-*.pt"))
+    assert good  # a real checkpoint of this run, read with weights_only=True
+    assert load_checkpoint(good[-1])["state"]["nimg"] == 4 * BATCH
+    marker = tmp_path / "marker"
+    crafted = crafted_checkpoint(job.run_dir / "ckpt-999999999999.pt", marker,
+                                 net={}, ema={}, optimizer={})
+    with pytest.raises(TrainingFailed) as e:
+        train(job)
+    assert str(e.value).startswith(f"{crafted}: holds objects other than tensors and plain data")
+    assert "delete the file to resume from the previous checkpoint" in str(e.value)
+    assert _status(job)["state"] == "failed" and str(crafted) in _status(job)["error"]
+    assert not marker.exists()
+    assert crafted.exists() and all(p.exists() for p in good)
+
+
+def test_save_checkpoint_refuses_what_it_could_not_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(TypeError, match=r"state\.state\.last_loss \(float32\) is not a tensor"):
+        train_mod.save_checkpoint(path, {"state": {"last_loss": np.float32(1.0)}})
+    assert list(tmp_path.iterdir()) == []
+    train_mod.save_checkpoint(path, {"net": {"w": torch.ones(2)}, "betas": (0.9, 0.99),
+                                     "state": {"nimg": 3, "last_loss": None}, 0: [1.5, "x"]})
+    assert load_checkpoint(path)["state"] == {"nimg": 3, "last_loss": None}
