@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pathlib
+import pickle
 import textwrap
 from pathlib import Path
 
@@ -267,3 +269,59 @@ def test_save_checkpoint_refuses_what_it_could_not_read_back(tmp_path: Path) -> 
     train_mod.save_checkpoint(path, {"net": {"w": torch.ones(2)}, "betas": (0.9, 0.99),
                                      "state": {"nimg": 3, "last_loss": None}, 0: [1.5, "x"]})
     assert load_checkpoint(path)["state"] == {"nimg": 3, "last_loss": None}
+
+
+# torch-fidelity passes weights_only=False for the Inception weights and its statistics cache.
+
+
+def test_torch_fidelity_loads_are_forced_to_weights_only(tmp_path: Path) -> None:
+    from harness.evaluate import _weights_only_loads
+
+    marker = tmp_path / "marker"
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"mu": _Plant(marker)}, crafted)
+    stats = tmp_path / "stats.pt"
+    torch.save({"mu": np.zeros(3, np.float32), "sigma": np.eye(3)}, stats)
+    with _weights_only_loads():
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(crafted, weights_only=False)  # as torch_fidelity.utils calls it
+        assert torch.load(stats, weights_only=False)["sigma"].shape == (3, 3)
+    assert not marker.exists()
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
+def test_crafted_inception_weights_are_refused(tmp_path: Path) -> None:
+    from harness.config import DataConfig, EvalConfig
+    from harness.evaluate import Evaluator
+
+    marker = tmp_path / "marker"
+    weights = tmp_path / "inception.pth"
+    torch.save({"conv.weight": torch.zeros(1), "x": _Plant(marker)}, weights)
+    run = RunConfig(kind="pretrain", data=DataConfig(name="image_folder", path=str(tmp_path)),
+                    eval=EvalConfig(inception_weights_path=str(weights)))
+    with pytest.raises(ConfigError) as e:
+        Evaluator(run, tmp_path / "cache").extractor()
+    assert str(e.value).startswith(f"eval: inception_weights_path = {str(weights)!r}: {weights} "
+                                   "holds objects other than tensors and plain data")
+    assert not marker.exists()
+
+
+def test_crafted_statistics_cache_is_refused(tmp_path: Path) -> None:
+    from harness import digits_classifier
+    from harness.config import EvalConfig
+    from harness.evaluate import Evaluator
+
+    cache = tmp_path / "cache"
+    weights = digits_classifier.classifier_weights()  # trained once per test session
+    (cache / "digits-classifier").mkdir(parents=True)
+    (cache / "digits-classifier" / weights.name).write_bytes(weights.read_bytes())
+    run = RunConfig(kind="pretrain", eval=EvalConfig(num_samples=32))
+    samples = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8,
+                            generator=torch.Generator().manual_seed(0))
+    Evaluator(run, cache).evaluate(samples)  # computes and caches the reference statistics
+    (stat,) = (cache / "fidelity").glob("*-stat-fid-*.pt")
+    marker = tmp_path / "marker"
+    torch.save({"mu": _Plant(marker), "sigma": np.eye(2)}, stat)
+    with pytest.raises(ConfigError, match=rf"^{cache / 'fidelity'}: a torch-fidelity cache file"):
+        Evaluator(run, cache).evaluate(samples)
+    assert not marker.exists()
