@@ -9,6 +9,8 @@ import json
 import os
 import pathlib
 import pickle
+import pickletools
+import struct
 import textwrap
 from pathlib import Path
 
@@ -325,3 +327,151 @@ def test_crafted_statistics_cache_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=rf"^{cache / 'fidelity'}: a torch-fidelity cache file"):
         Evaluator(run, cache).evaluate(samples)
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# CIFAR-10 batches
+
+
+def py2_pickle(obj: object) -> bytes:
+    """Protocol 2 as Python 2's cPickle wrote the official CIFAR-10 python batches: str (here
+    bytes) as SHORT_BINSTRING/BINSTRING and numpy 1 arrays through numpy.core.multiarray."""
+    out = bytearray(b"\x80\x02")
+
+    def string(b: bytes) -> None:
+        out.extend(b"U" + bytes([len(b)]) + b if len(b) < 256
+                   else b"T" + struct.pack("<i", len(b)) + b)
+
+    def emit(o: object) -> None:
+        if isinstance(o, bytes):
+            string(o)
+        elif isinstance(o, bool):
+            out.extend(b"\x88" if o else b"\x89")
+        elif isinstance(o, int):
+            out.extend(b"K" + bytes([o]) if 0 <= o < 256 else b"M" + struct.pack("<H", o)
+                       if 0 <= o < 65536 else b"J" + struct.pack("<i", o))
+        elif o is None:
+            out.extend(b"N")
+        elif isinstance(o, list | tuple | dict):
+            out.extend({list: b"](", tuple: b"(", dict: b"}("}[type(o)])
+            for item in (o.items() if isinstance(o, dict) else o):
+                for x in (item if isinstance(o, dict) else (item,)):
+                    emit(x)
+            out.extend({list: b"e", tuple: b"t", dict: b"u"}[type(o)])
+        elif isinstance(o, np.ndarray):
+            assert o.dtype == np.uint8
+            out.extend(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n")
+            emit((0,))
+            emit(b"b")
+            out.extend(b"\x87R(")  # _reconstruct(ndarray, (0,), 'b'), then its state:
+            emit(1)
+            emit(o.shape)
+            out.extend(b"cnumpy\ndtype\n")
+            emit(b"u1")
+            emit(0)
+            emit(1)
+            out.extend(b"\x87R")
+            emit((3, b"|", None, None, None, -1, -1, 0))
+            out.extend(b"b\x89")  # dtype.__setstate__, then is_fortran = False
+            string(o.tobytes())
+            out.extend(b"tb")  # ndarray.__setstate__((1, shape, dtype, False, raw))
+        else:
+            raise TypeError(type(o))
+
+    emit(obj)
+    out.extend(b".")
+    return bytes(out)
+
+
+def official_batch(rows: int, seed: int) -> tuple[dict, bytes]:
+    rng = np.random.default_rng(seed)
+    batch = {b"batch_label": b"training batch 1 of 5",
+             b"labels": rng.integers(0, 10, rows).tolist(),
+             b"data": rng.integers(0, 256, (rows, 3072), dtype=np.uint8),
+             b"filenames": [b"leptodactylus_pentadactylus_s_000004.png"] * rows}
+    return batch, py2_pickle(batch)
+
+
+def test_official_layout_loads_and_needs_only_three_globals(tmp_path: Path) -> None:
+    """A batch laid out like the 2009 release (10000 rows, as there) reads as plain pickle does,
+    through the restricted unpickler; it names no other global."""
+    from harness.data import DataConfig, load_arrays
+
+    batch, blob = official_batch(10000, 0)
+    found = {arg for op, arg, _ in pickletools.genops(blob) if op.name == "GLOBAL"}
+    assert found == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
+    plain = pickle.loads(blob, encoding="bytes")
+    assert np.array_equal(plain[b"data"], batch[b"data"]) and plain[b"labels"] == batch[b"labels"]
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "data_batch_1").write_bytes(blob)
+    small = [official_batch(4, i)[0] for i in range(2, 6)]
+    for i, b in enumerate(small):
+        (folder / f"data_batch_{i + 2}").write_bytes(py2_pickle(b))
+    images, labels = load_arrays(DataConfig(name="cifar10", path=str(tmp_path), use_labels=True))
+    assert images.shape == (10016, 3, 32, 32) and images.dtype == np.uint8
+    assert np.array_equal(images[:10000].reshape(10000, -1), batch[b"data"])
+    assert labels.tolist() == batch[b"labels"] + [n for b in small for n in b[b"labels"]]
+
+
+class _Shell:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_crafted_cifar_batch_runs_code_under_bare_pickle(tmp_path: Path) -> None:
+    """The attack is real: the bare pickle.load the harness used before runs it."""
+    marker = tmp_path / "marker"
+    pickle.loads(pickle.dumps({b"data": _Plant(marker)}, protocol=2), encoding="bytes")
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("payload", [_Plant, _Shell])
+@pytest.mark.parametrize("packed", ["folder", "tar.gz"])
+def test_crafted_cifar_batch_is_refused(tmp_path: Path, payload, packed: str) -> None:
+    import tarfile
+
+    from harness.data import DataConfig, load_dataset
+
+    marker = tmp_path / "marker"
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        batch, blob = official_batch(2, i)
+        if i == 3:
+            batch[b"labels"] = payload(marker)
+            blob = pickle.dumps(batch, protocol=2)
+        (folder / f"data_batch_{i}").write_bytes(blob)
+    path = folder
+    if packed == "tar.gz":
+        path = tmp_path / "cifar-10-python.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(folder, arcname="cifar-10-batches-py")
+    where = (f"{path}:cifar-10-batches-py/data_batch_3" if packed == "tar.gz"
+             else f"{folder}/data_batch_3")
+    with pytest.raises(ConfigError) as e:
+        load_dataset(DataConfig(name="cifar10", path=str(path)))
+    message = str(e.value)
+    assert message.startswith(f"data.path = {str(path)!r}: {where} needs ")
+    assert "which CIFAR-10 batches never contain; the harness refuses to unpickle it" in message
+    assert ("__builtin__.getattr" if payload is _Plant else "posix.system") in message
+    assert not marker.exists()
+
+
+def test_crafted_cifar_batch_cannot_misuse_allowed_globals(tmp_path: Path) -> None:
+    """_codecs.encode is admitted for Python 3's byte strings only, not for other codecs."""
+    from harness.data import DataConfig, load_dataset
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(official_batch(2, i)[1])
+    # _codecs.encode("x", "rot13") followed by STOP, spliced in as batch 2.
+    (folder / "data_batch_2").write_bytes(
+        b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x05\x00\x00\x00rot13\x86R.")
+    with pytest.raises(ConfigError, match=r"data_batch_2 is not a readable CIFAR-10 batch "
+                                          r"\(_codecs\.encode\('x', 'rot13'\): only latin1"):
+        load_dataset(DataConfig(name="cifar10", path=str(folder)))
