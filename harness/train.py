@@ -85,11 +85,11 @@ class UnsafeCheckpoint(ValueError):
     """A checkpoint holds objects other than tensors and plain data; it is refused, not unpickled."""
 
 
-_PLAIN_LEAVES = (str, int, float, bool, type(None), torch.Tensor)
+_PLAIN_LEAVES = (str, bytes, int, float, bool, type(None), torch.Tensor)
 _CONVERT_HINT = ("Checkpoints written by this harness never hold such objects. If you made this "
                  "file yourself and trust its source, convert it: load it with torch.load(path, "
                  "weights_only=False) in a separate session, keep only tensors, dicts, lists, "
-                 "str, int, float, bool and None, and write it again with "
+                 "str, bytes, int, float, bool and None, and write it again with "
                  "harness.train.save_checkpoint(path, state)")
 
 
@@ -118,7 +118,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """
     if (bad := _not_plain(state, "state")) is not None:
         raise TypeError(f"checkpoint {path}: {bad} is not a tensor or plain data (dict, list, "
-                        "tuple, str, int, float, bool, None); convert it before saving (e.g. "
+                        "tuple, str, bytes, int, float, bool, None); convert it before saving (e.g. "
                         "float(x) for a numpy scalar)")
     buf = io.BytesIO()
     torch.save(state, buf)
