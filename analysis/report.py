@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import math
 import os
@@ -219,13 +220,12 @@ def _write_fits(folder: Path, fits: SweepFits) -> None:
         "joint": _table_records(fits.joint),
     }
     atomic_write_text(folder / FITS_JSON, json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    # Parquet holds the tidy per-group table for pandas users; a temp file keeps the write atomic.
+    # Parquet holds the tidy per-group table for pandas users; written in memory, then atomically.
     curves = fits.curves.copy()
     curves.attrs = {}
-    tmp = folder / f".{FITS_PARQUET}.{os.getpid()}.tmp"
-    curves.to_parquet(tmp, index=False)
-    atomic_write_bytes(folder / FITS_PARQUET, tmp.read_bytes())
-    tmp.unlink()
+    buffer = io.BytesIO()
+    curves.to_parquet(buffer, index=False)
+    atomic_write_bytes(folder / FITS_PARQUET, buffer.getvalue())
 
 
 def _frame(rows: list[dict[str, Any]], keys: list[str]) -> pd.DataFrame:

@@ -11,7 +11,10 @@ import pathlib
 import pickle
 import pickletools
 import struct
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ from harness.config import ConfigError, RunConfig, run_config_from_dict, set_dot
 from harness.job import JobSpec, read_job
 from harness.presets import get_preset
 from harness.records import RecordError
+from harness.runtime import remove_stale_temp_files
 from harness.sweep import SweepError, expand, load_sweep
 from harness.sweepstate import sweep_state_dir
 from harness.train import TrainingFailed, UnsafeCheckpoint, load_checkpoint, train
@@ -475,3 +479,121 @@ def test_crafted_cifar_batch_cannot_misuse_allowed_globals(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"data_batch_2 is not a readable CIFAR-10 batch "
                                           r"\(_codecs\.encode\('x', 'rot13'\): only latin1"):
         load_dataset(DataConfig(name="cifar10", path=str(folder)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Temp files left by killed writers
+
+# A writer in another process, paused inside atomic_write_bytes after writing and before fsync and
+# rename (the widest window of a real write), until the test sends a line.
+WRITER = """
+import os, sys
+import harness.runtime as runtime
+real_fsync = os.fsync
+def paused_fsync(fd):
+    print("writing", flush=True)
+    sys.stdin.readline()
+    real_fsync(fd)
+os.fsync = paused_fsync
+runtime.atomic_write_bytes(sys.argv[1], b"complete record")
+"""
+HOUR = 3600.0
+
+
+def _paused_writer(target: Path) -> tuple[subprocess.Popen, Path]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+    (tmp,) = target.parent.glob(f".{target.name}.*.tmp")
+    return proc, tmp
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_clean_up_never_removes_a_file_being_written(tmp_path: Path) -> None:
+    """A writer that has not touched its temp file for two hours still holds its lock: the file
+    stays, and the writer then completes its record."""
+    target = tmp_path / "results" / "s" / "r-000000000100-x.parquet"
+    proc, tmp = _paused_writer(target)
+    try:
+        _age(tmp, 2 * HOUR)
+        assert remove_stale_temp_files([target.parent], max_age_s=HOUR) == []
+        assert remove_stale_temp_files([target.parent], max_age_s=0.0) == []
+        assert tmp.exists()
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    assert target.read_bytes() == b"complete record" and not tmp.exists()
+
+
+def test_clean_up_removes_what_killed_writers_left(tmp_path: Path) -> None:
+    folder = tmp_path / "results" / "s"
+    target = folder / "r-000000000100-x.parquet"
+    proc, tmp = _paused_writer(target)
+    proc.kill()  # kill -9 between write and rename: the OS drops the lock, the file stays
+    proc.wait(timeout=60)
+    assert tmp.exists() and not target.exists()
+    assert remove_stale_temp_files([folder], max_age_s=HOUR) == []  # could still be in flight
+    _age(tmp, HOUR + 60)
+    keep = [folder / ".r-000000000200-x.parquet.abc123.tmp",  # recent: kept
+            folder / "notes.tmp", folder / ".hidden", folder / "sub" / ".a.b.tmp"]
+    for path in keep:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("x")
+    for path in keep[1:]:
+        _age(path, 2 * HOUR)
+    outside = tmp_path / ".elsewhere.abc.tmp"
+    outside.write_text("x")
+    _age(outside, 2 * HOUR)
+    (folder / ".link.abc.tmp").symlink_to(outside)
+    assert remove_stale_temp_files([folder, tmp_path / "missing"], max_age_s=HOUR) == [tmp]
+    assert not tmp.exists() and all(p.exists() for p in keep) and outside.exists()
+
+
+def test_harness_status_cleans_up_and_reports(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`harness status` removes stale temp files of the sweep's records, state and run folders
+    (not a locked one, not a fresh one) and says which; --keep-tmp removes none."""
+    monkeypatch.chdir(tmp_path)
+    Path("s.toml").write_text(textwrap.dedent(SWEEP.format(name='"s"')))
+    jobs = expand(load_sweep("s.toml"), results_dir="results", runs_dir="runs")
+    stale = [Path("results/s/.r-000000000064-x.parquet.k2j4h5.tmp"),
+             Path("runs/.sweeps/s/.state.json.8fh3k1.tmp"),
+             *(job.run_dir / ".ckpt-000000000032.pt.zz81ab.tmp" for job in jobs)]
+    fresh = Path("results/s/.r-000000000128-x.parquet.q9w8e7.tmp")
+    for path in [*stale, fresh]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    for path in stale:
+        _age(path, 2 * HOUR)
+    proc, locked = _paused_writer(Path("results/s/r-000000000256-x.parquet"))
+    try:
+        _age(locked, 2 * HOUR)
+        args = ["status", "s.toml", "--results", "results", "--runs", "runs"]
+        assert cli.main([*args, "--keep-tmp"]) == 0
+        assert "temp file" not in capsys.readouterr().out
+        assert all(p.exists() for p in stale)
+        assert cli.main(args) == 0
+        out = capsys.readouterr().out
+        assert f"removed {len(stale)} temp file(s) left by killed writers" in out
+        assert all(f"  {p}" in out for p in stale)
+        assert not any(p.exists() for p in stale)
+        assert fresh.exists() and locked.exists()
+        assert cli.main(args) == 0  # nothing more to remove
+        assert "temp file" not in capsys.readouterr().out
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+
+
+def test_status_tmp_age_must_be_positive(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["status", "s.toml", "--tmp-age", "0"])
+    assert "--tmp-age: '0': must be a positive number of minutes" in capsys.readouterr().err
