@@ -328,6 +328,16 @@ def _imagenet_resolution(cfg: DataConfig, row_size: int) -> int:
     return resolution
 
 
+def _npz_array(file: Path, key: str, cfg: DataConfig) -> np.ndarray:
+    """One array of an .npz. Object arrays are pickles: numpy refuses them (allow_pickle=False)."""
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            return npz[key]
+    except ValueError as e:
+        raise _path_error(cfg, f"{file}: {key}: {e}; the harness never unpickles dataset files",
+                          f"Expected {_EXPECTED['imagenet64']}, holding numeric arrays") from None
+
+
 def _load_imagenet64(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     files = _imagenet_files(cfg)
     shapes = []
@@ -340,9 +350,10 @@ def _load_imagenet64(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     labels = np.empty(len(images), dtype=np.int64)
     start = 0
     for file, shape in zip(files, shapes, strict=True):
-        with np.load(file) as npz:
-            images[start:start + shape[0]] = npz["data"].reshape(-1, 3, resolution, resolution)
-            labels[start:start + shape[0]] = npz["labels"]
+        data = _npz_array(file, "data", cfg)
+        images[start:start + shape[0]] = data.reshape(-1, 3, resolution, resolution)
+        del data
+        labels[start:start + shape[0]] = _npz_array(file, "labels", cfg)
         start += shape[0]
     if labels.min() < 1:
         raise _path_error(cfg, f"labels start at {labels.min()}",
@@ -477,8 +488,7 @@ def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
                 resolution = _imagenet_resolution(cfg, _npz_array_shape(npz, "data")[1])
             num_classes = 0
             for file in files:  # labels are small next to the pixels
-                with np.load(file) as npz:
-                    num_classes = max(num_classes, int(npz["labels"].max()))
+                num_classes = max(num_classes, int(_npz_array(file, "labels", cfg).max()))
             return 3, resolution, num_classes
     raise NotImplementedError(cfg.name)
 

@@ -481,6 +481,25 @@ def test_crafted_cifar_batch_cannot_misuse_allowed_globals(tmp_path: Path) -> No
         load_dataset(DataConfig(name="cifar10", path=str(folder)))
 
 
+def test_imagenet_npz_with_pickled_labels_is_refused(tmp_path: Path) -> None:
+    """ImageNet-64 batches are .npz: an object array inside is a pickle, which is never loaded."""
+    from harness.data import DataConfig, dataset_shape, load_dataset
+
+    marker = tmp_path / "marker"
+    folder = tmp_path / "in64"
+    folder.mkdir()
+    labels = np.empty(2, dtype=object)
+    labels[:] = [_Plant(marker), 1]
+    np.savez(folder / "train_data_batch_1.npz", data=np.zeros((2, 3 * 8 * 8), np.uint8),
+             labels=labels)
+    cfg = DataConfig(name="imagenet64", path=str(folder), use_labels=True)
+    for read in (load_dataset, dataset_shape):
+        with pytest.raises(ConfigError, match=r"train_data_batch_1\.npz: labels: Object arrays "
+                                              r"cannot be loaded when allow_pickle=False"):
+            read(cfg)
+    assert not marker.exists()
+
+
 # --------------------------------------------------------------------------------------------------
 # Temp files left by killed writers
 
