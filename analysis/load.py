@@ -40,6 +40,7 @@ from harness.records import (
     read_index,
     write_index,
 )
+from harness.runtime import folder_name_problem
 
 SWEPT_PREFIX = "swept."
 _PRUNABLE = (pa.types.is_string, pa.types.is_integer, pa.types.is_floating)
@@ -202,6 +203,8 @@ def _record_files(root: Path, sweep: str | None) -> tuple[list[Path], list[tuple
                           "results folder (one sub-folder per sweep)")
     problems: list[tuple[Path, str]] = []
     if sweep is not None:
+        if (problem := folder_name_problem(sweep)) is not None:  # the index is written there
+            raise RecordError(f"load_results: sweep = {sweep!r}: {problem}")
         folder = root / sweep
         if not folder.is_dir():
             raise RecordError(f"load_results: sweep = {sweep!r}: no folder {str(folder)!r}. "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import math
 import os
@@ -36,7 +37,13 @@ from analysis.fitting import (
 )
 from analysis.frontier import Frontier, SizeLaw, fit_frontier, fit_isoflop_law, isoflop_minima
 from analysis.powerlaw import JointPowerLaw, PowerLaw
-from harness.runtime import atomic_write_bytes, atomic_write_text, git_dirty, git_sha
+from harness.runtime import (
+    atomic_write_bytes,
+    atomic_write_text,
+    folder_name_problem,
+    git_dirty,
+    git_sha,
+)
 
 __all__ = ["SweepFits", "fit_sweep", "format_fit_table", "plot_sweep", "read_fits",
            "resolve_sweep", "write_report"]
@@ -66,10 +73,13 @@ def resolve_sweep(sweep: str | Path) -> str:
                 name = tomllib.load(f).get("name")
             except tomllib.TOMLDecodeError as e:
                 raise AnalysisError(f"{text}: not valid TOML ({e})") from None
-        if not isinstance(name, str) or not name:
+        if (problem := folder_name_problem(name)) is not None:
             raise AnalysisError(f"{text}: name = {name!r}: a sweep file needs a top-level "
-                                "name = \"...\" (the results/ subfolder)")
+                                f"name = \"...\" (the results/ subfolder); {problem}")
         return name
+    if (problem := folder_name_problem(text)) is not None:  # fits and reports are written there
+        raise AnalysisError(f"sweep = {text!r}: a sweep name (the results/ subfolder) {problem}, "
+                            "or a sweep file ending in .toml")
     return text
 
 
@@ -210,13 +220,12 @@ def _write_fits(folder: Path, fits: SweepFits) -> None:
         "joint": _table_records(fits.joint),
     }
     atomic_write_text(folder / FITS_JSON, json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    # Parquet holds the tidy per-group table for pandas users; a temp file keeps the write atomic.
+    # Parquet holds the tidy per-group table for pandas users; written in memory, then atomically.
     curves = fits.curves.copy()
     curves.attrs = {}
-    tmp = folder / f".{FITS_PARQUET}.{os.getpid()}.tmp"
-    curves.to_parquet(tmp, index=False)
-    atomic_write_bytes(folder / FITS_PARQUET, tmp.read_bytes())
-    tmp.unlink()
+    buffer = io.BytesIO()
+    curves.to_parquet(buffer, index=False)
+    atomic_write_bytes(folder / FITS_PARQUET, buffer.getvalue())
 
 
 def _frame(rows: list[dict[str, Any]], keys: list[str]) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -59,12 +60,30 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from harness.submit import format_status, sweep_status
+    from harness.submit import format_status, remove_sweep_temp_files, sweep_status
     from harness.sweep import load_sweep
 
     sweep = load_sweep(args.sweep, args.overrides)
-    print(format_status(sweep_status(sweep, args.results, args.runs)))
+    rows = sweep_status(sweep, args.results, args.runs)
+    print(format_status(rows))
+    if not args.keep_tmp:
+        removed = remove_sweep_temp_files(sweep.name, [r.run_id for r in rows], args.results,
+                                          args.runs, max_age_s=args.tmp_age * 60)
+        if removed:
+            print(f"\nremoved {len(removed)} temp file(s) left by killed writers (unlocked, "
+                  f"unchanged for over {args.tmp_age:g} min):")
+            print("\n".join(f"  {p}" for p in removed))
     return 0
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of minutes")
+    return value
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -78,6 +97,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from harness.plan import ASSUMED_TFLOPS, DEFAULT_MAX_RUNS
+    from harness.runtime import TEMP_MAX_AGE_S
 
     p = sub.add_parser("run", help="the whole study in one command: plan, submit, watch progress, "
                        "fit, plot and write results/<sweep>/report.md (idempotent)")
@@ -112,8 +132,14 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
                    help="local: run the scheduler in this process and return when all runs ended")
     p.set_defaults(func=_cmd_submit)
 
-    p = sub.add_parser("status", help="state, progress, last metric and log of each run of a sweep")
+    p = sub.add_parser("status", help="state, progress, last metric and log of each run of a sweep; "
+                       "removes temp files that killed writers left")
     _sweep_options(p)
+    p.add_argument("--tmp-age", type=_minutes, default=TEMP_MAX_AGE_S / 60, metavar="MINUTES",
+                   help="remove hidden temp files (.<name>.<random>.tmp) in the sweep's records, "
+                   "state and run folders that no writer holds and that are unchanged for this "
+                   f"long (default {TEMP_MAX_AGE_S / 60:g})")
+    p.add_argument("--keep-tmp", action="store_true", help="remove no temp files")
     p.set_defaults(func=_cmd_status)
 
 

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from harness.runtime import stable_hash
+from harness.runtime import folder_name_problem, stable_hash
 
 
 class ConfigError(ValueError):
@@ -236,6 +236,9 @@ class RunConfig:
                        "a tuning run needs exactly one of them")
         if self.kind == "pretrain" and (self.init_run_id or self.init_checkpoint):
             raise _err("run", "init_run_id", self.init_run_id, "pretraining starts from scratch")
+        if self.init_run_id is not None and (problem := folder_name_problem(self.init_run_id)):
+            # It names the teacher's folder runs/<init_run_id>/ that the run reads weights from.
+            raise _err("run", "init_run_id", self.init_run_id, problem)
         if self.seed < 0:
             raise _err("run", "seed", self.seed, "must be >= 0")
         if self.eval.metric == "fd_digits" and self.data.name != "digits":

@@ -102,6 +102,72 @@ def _cifar_batches_dir(path: Path) -> Path | None:
     return None
 
 
+# The CIFAR-10 python batches are pickles (Python 2, protocol 2): a dict of byte strings, a list of
+# ints and one uint8 numpy array. They are read with an unpickler that can build only those, so a
+# crafted "dataset" cannot run code (SECURITY.md). Bare pickle.load would call whatever it names.
+
+
+def _numpy_reconstruct() -> Any:
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _latin1_bytes(text: Any, encoding: Any) -> bytes:
+    """`_codecs.encode` as Python 3 writes bytes into a protocol-2 pickle, and nothing else."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError(f"_codecs.encode({text!r:.40}, {encoding!r}): only "
+                                     "latin1 byte strings are allowed")
+    return text.encode("latin1")
+
+
+_CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),  # the official files
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),  # re-pickled by numpy 2
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,  # bytes in protocol 2 when Python 3 wrote the file
+}
+
+
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    """The pickle names a function or class that CIFAR-10 batches never contain."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only the globals of `_CIFAR_GLOBALS` (see Python's pickle docs, "Restricting
+    Globals"); everything else in a pickle is plain data (dicts, lists, bytes, ints)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise _ForbiddenGlobal(f"{module}.{name}") from None
+
+
+def _read_cifar_batch(f: Any, where: str, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Images [N, 3, 32, 32] and labels of one batch file `where` (a path, or tar:member)."""
+    expected = f"Expected {_EXPECTED['cifar10']}"
+    try:
+        batch = _CifarUnpickler(f, encoding="bytes").load()
+    except _ForbiddenGlobal as e:
+        raise _path_error(cfg, f"{where} needs {e} to unpickle, which CIFAR-10 batches never "
+                          "contain; the harness refuses to unpickle it, since that can run any "
+                          "code", expected) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise _path_error(cfg, f"{where} is not a readable CIFAR-10 batch ({e})",
+                          expected) from None
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    labels = batch.get(b"labels") if isinstance(batch, dict) else None
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 \
+            or not isinstance(labels, list) or len(labels) != data.shape[0]:
+        raise _path_error(cfg, f"{where} is not a CIFAR-10 batch (a dict with b'data', a uint8 "
+                          "array [N, 3072], and b'labels', a list of N ints)", expected)
+    return _cifar_unpack(batch)
+
+
 def _cifar_unpack(batch: dict[bytes, Any]) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)  # rows are CHW already
     return data, np.asarray(batch[b"labels"], dtype=np.int64)
@@ -115,7 +181,7 @@ def _load_cifar10(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
         assert folder is not None, "check_dataset let a CIFAR folder without batches through"
         for name in CIFAR10_TRAIN_BATCHES:
             with open(folder / name, "rb") as f:
-                parts[name] = _cifar_unpack(pickle.load(f, encoding="bytes"))
+                parts[name] = _read_cifar_batch(f, str(folder / name), cfg)
     else:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
@@ -123,7 +189,7 @@ def _load_cifar10(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
                 if member.isfile() and name in CIFAR10_TRAIN_BATCHES:
                     f = tar.extractfile(member)
                     assert f is not None
-                    parts[name] = _cifar_unpack(pickle.load(f, encoding="bytes"))
+                    parts[name] = _read_cifar_batch(f, f"{path}:{member.name}", cfg)
     missing = [n for n in CIFAR10_TRAIN_BATCHES if n not in parts]
     if missing:
         raise _path_error(cfg, f"missing CIFAR-10 batches {missing}",
@@ -262,6 +328,16 @@ def _imagenet_resolution(cfg: DataConfig, row_size: int) -> int:
     return resolution
 
 
+def _npz_array(file: Path, key: str, cfg: DataConfig) -> np.ndarray:
+    """One array of an .npz. Object arrays are pickles: numpy refuses them (allow_pickle=False)."""
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            return npz[key]
+    except ValueError as e:
+        raise _path_error(cfg, f"{file}: {key}: {e}; the harness never unpickles dataset files",
+                          f"Expected {_EXPECTED['imagenet64']}, holding numeric arrays") from None
+
+
 def _load_imagenet64(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     files = _imagenet_files(cfg)
     shapes = []
@@ -274,9 +350,10 @@ def _load_imagenet64(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     labels = np.empty(len(images), dtype=np.int64)
     start = 0
     for file, shape in zip(files, shapes, strict=True):
-        with np.load(file) as npz:
-            images[start:start + shape[0]] = npz["data"].reshape(-1, 3, resolution, resolution)
-            labels[start:start + shape[0]] = npz["labels"]
+        data = _npz_array(file, "data", cfg)
+        images[start:start + shape[0]] = data.reshape(-1, 3, resolution, resolution)
+        del data
+        labels[start:start + shape[0]] = _npz_array(file, "labels", cfg)
         start += shape[0]
     if labels.min() < 1:
         raise _path_error(cfg, f"labels start at {labels.min()}",
@@ -411,8 +488,7 @@ def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
                 resolution = _imagenet_resolution(cfg, _npz_array_shape(npz, "data")[1])
             num_classes = 0
             for file in files:  # labels are small next to the pixels
-                with np.load(file) as npz:
-                    num_classes = max(num_classes, int(npz["labels"].max()))
+                num_classes = max(num_classes, int(_npz_array(file, "labels", cfg).max()))
             return 3, resolution, num_classes
     raise NotImplementedError(cfg.name)
 

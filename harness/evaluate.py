@@ -7,12 +7,15 @@ a name that carries both hashes; torch-fidelity keys its cache by name only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import math
+import os
+import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +139,7 @@ class Evaluator:
                 name = digits_classifier.register()
             else:
                 weights = inception_weights(self.run.eval.inception_weights_path)
+                _refuse_unsafe_weights(weights, self.run.eval.inception_weights_path)
                 name = INCEPTION_NAME
             self._extractor = (name, weights, file_sha256(weights))
         return self._extractor
@@ -256,8 +260,59 @@ def _calculate(input1: Dataset, input2: Dataset, extractor: str, weights: Path, 
     # instead of 4-23 ms (harness bench: warm FD 1.82 s -> 0.144 s).
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
-        return dict(torch_fidelity.calculate_metrics(**kwargs))
+    try:
+        with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"), \
+                _weights_only_loads():
+            return dict(torch_fidelity.calculate_metrics(**kwargs))
+    except pickle.UnpicklingError:
+        raise ConfigError(
+            f"{cache_root}: a torch-fidelity cache file there holds objects other than tensors, "
+            "numeric numpy arrays and plain data; the harness refuses to unpickle it, since that "
+            f"can run any code. Delete the folder {cache_root}: its statistics are computed "
+            "again") from None
+
+
+def _numpy_array_globals() -> list[Any]:
+    """What unpickling a numeric numpy array needs (torch-fidelity caches mu and sigma so)."""
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import _reconstruct
+    dtypes = [type(np.dtype(code)) for code in "?bhilqBHILQefdg"]
+    return [_reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
+@contextlib.contextmanager
+def _weights_only_loads() -> Iterator[None]:
+    """Make torch-fidelity read its weights and caches with torch.load(weights_only=True).
+
+    It passes weights_only=False for the extractor's weights and for its statistics cache;
+    torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD overrides that per call, and numeric numpy arrays are
+    admitted for the cached statistics. Anything else raises pickle.UnpicklingError unexecuted.
+    """
+    name = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    saved = os.environ.get(name)
+    os.environ[name] = "1"
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+
+
+def _refuse_unsafe_weights(path: Path, given: str | None) -> None:
+    """Read the Inception weights as tensors and plain data only, to name the file if that fails
+    (torch-fidelity reads them again, also restricted, inside `_weights_only_loads`)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConfigError(
+            f"eval: inception_weights_path = {given!r}: {path} holds objects other than tensors "
+            "and plain data; the harness refuses to unpickle it, since that can run any code. "
+            f"Expected torch-fidelity's Inception state dict ({INCEPTION_URL})") from None
 
 
 def inception_weights(path: str | None) -> Path:

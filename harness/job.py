@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, RunConfig, run_config_from_dict
-from harness.runtime import atomic_write_text
+from harness.runtime import atomic_write_text, folder_name_problem
 
 JOB_FORMAT_VERSION = 1
 
@@ -32,6 +32,11 @@ class JobSpec:
     runs_dir: str = "runs"  # run folders (checkpoints, logs) go to runs_dir/<run_id>/
     swept: dict[str, Any] = field(default_factory=dict)  # dotted name -> value of the swept axes
     display_name: str = ""  # e.g. 's-1e15-seed0', for humans only
+
+    def __post_init__(self) -> None:
+        # Records go to results_dir/<sweep>/; a job file edited by hand must not send them elsewhere.
+        if (problem := folder_name_problem(self.sweep)) is not None:
+            raise ConfigError(f"job: sweep = {self.sweep!r}: {problem}")
 
     @property
     def run_dir(self) -> Path:
@@ -62,7 +67,10 @@ class JobSpec:
         if data.get("run_id") not in (None, run.run_id):
             raise ConfigError(f"{where}: run_id = {data['run_id']!r}: does not match its config "
                               f"(hash {run.run_id}); was the file edited by hand?")
-        return JobSpec(run=run, sweep=str(data["sweep"]), results_dir=str(data["results_dir"]),
+        sweep = data.get("sweep")
+        if (problem := folder_name_problem(sweep)) is not None:
+            raise ConfigError(f"{where}: sweep = {sweep!r}: {problem}")
+        return JobSpec(run=run, sweep=str(sweep), results_dir=str(data["results_dir"]),
                        runs_dir=str(data["runs_dir"]), swept=dict(data.get("swept", {})),
                        display_name=str(data.get("display_name", "")))
 

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from submitit.core.utils import FailedJobError
 from harness.config import ConfigError
 from harness.job import JobSpec, default_runs_dir, read_job, write_job
 from harness.plan import Plan, PlannedRun, plan
-from harness.runtime import atomic_write_text
+from harness.runtime import TEMP_MAX_AGE_S, atomic_write_text, remove_stale_temp_files
 from harness.sweep import ClusterConfig, Sweep, SweepError
 from harness.sweepstate import (
     Cluster,
@@ -634,6 +634,18 @@ def sweep_status(sweep: Sweep, results_dir: str | Path = "results",
             total_nimg=r.nimg, last_metrics=dict(status.get("last_metrics") or {}), log=log_path,
             job_id=entry.job_id if entry is not None else None, error=error, job_state=job_state))
     return rows
+
+
+def remove_sweep_temp_files(sweep: str, run_ids: Iterable[str], results_dir: str | Path = "results",
+                            runs_dir: str | Path | None = None, *,
+                            max_age_s: float = TEMP_MAX_AGE_S) -> list[Path]:
+    """Temp files that killed writers left in a sweep's records folder, its state folder and its
+    runs' folders: removed when unlocked and older than `max_age_s` (runtime.remove_stale_temp_files).
+    """
+    runs_dir = Path(default_runs_dir() if runs_dir is None else runs_dir)
+    folders = [Path(results_dir) / sweep, sweep_state_dir(runs_dir, sweep),
+               *(runs_dir / run_id for run_id in run_ids)]
+    return remove_stale_temp_files(folders, max_age_s=max_age_s)
 
 
 def _why_ended(r: PlannedRun, by_id: dict[str, PlannedRun], entry: JobEntry | None,

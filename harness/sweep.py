@@ -12,7 +12,6 @@ import ast
 import contextlib
 import dataclasses
 import math
-import re
 import tomllib
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -28,7 +27,7 @@ from harness.config import (
     unknown_key_error,
 )
 from harness.job import JobSpec
-from harness.runtime import parse_nimg
+from harness.runtime import folder_name_problem, parse_nimg
 
 
 class SweepError(ConfigError):
@@ -47,7 +46,6 @@ _PLANNER_OWNED = {
     "train.total_nimg": "set budget_nimg or budget_flops instead",
 }
 _TOP_LEVEL = ("name", "share_prefixes", "base", "grid", "zip", "pretrain", "cluster")
-_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 
 # --------------------------------------------------------------------------------------------------
 # [cluster]: submitit parameter names (checked against submitit itself in tests/test_submit.py)
@@ -329,9 +327,10 @@ def sweep_from_dict(data: Mapping[str, Any], *, where: str = "sweep",
         if key not in _TOP_LEVEL:
             raise _as_sweep_error(unknown_key_error(where, key, list(_TOP_LEVEL)))
     name = data.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise SweepError(f"{where}: name = {name!r}: required; letters, digits, '.', '_', '-' only "
-                         "(it names results/<name>/)")
+    problem = folder_name_problem(name)
+    if problem is not None:
+        raise SweepError(f"{where}: name = {name!r}: required; {problem}. It names the folders "
+                         "results/<name>/ and runs/.sweeps/<name>/, which must stay inside them")
     share = data.get("share_prefixes", True)
     if not isinstance(share, bool):
         raise SweepError(f"{where}: share_prefixes = {share!r}: must be true or false")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.config import ConfigError
-from harness.runtime import atomic_write_text
+from harness.runtime import atomic_write_text, folder_name_problem
 
 STATE_VERSION = 1
 Cluster = Literal["local", "slurm", "debug"]
@@ -32,6 +32,8 @@ Liveness = Literal["queued", "running", "preempted", "gone", "unknown"]
 
 def sweep_state_dir(runs_dir: str | Path, sweep: str) -> Path:
     """Folder of a sweep's state file, lock and scheduler log."""
+    if (problem := folder_name_problem(sweep)) is not None:  # e.g. the scheduler's argv
+        raise ConfigError(f"sweep = {sweep!r}: {problem}")
     return Path(runs_dir) / ".sweeps" / sweep
 
 

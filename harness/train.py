@@ -17,6 +17,8 @@ import json
 import logging
 import math
 import os
+import pickle
+import re
 import signal
 import sys
 import time
@@ -74,11 +76,50 @@ def _lock_run(run_dir: Path) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Checkpoint files: magic + sha256 + torch.save payload, written atomically.
+# Checkpoint files: magic + sha256 + torch.save payload, written atomically. They hold only tensors
+# and plain data, so they are read with torch.load(weights_only=True): a checkpoint from someone
+# else (a teacher, a copied run folder) can hold weights but never run code (SECURITY.md).
+
+
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint holds objects other than tensors and plain data; it is refused, not unpickled."""
+
+
+_PLAIN_LEAVES = (str, bytes, int, float, bool, type(None), torch.Tensor)
+_CONVERT_HINT = ("Checkpoints written by this harness never hold such objects. If you made this "
+                 "file yourself and trust its source, convert it: load it with torch.load(path, "
+                 "weights_only=False) in a separate session, keep only tensors, dicts, lists, "
+                 "str, bytes, int, float, bool and None, and write it again with "
+                 "harness.train.save_checkpoint(path, state)")
+
+
+def _not_plain(obj: Any, key: str) -> str | None:
+    """Dotted key of the first value that weights_only loading would refuse (None: all plain)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str | int) or isinstance(k, bool):
+                return f"{key} (key {k!r})"
+            if (bad := _not_plain(v, f"{key}.{k}")) is not None:
+                return bad
+        return None
+    if isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            if (bad := _not_plain(v, f"{key}[{i}]")) is not None:
+                return bad
+        return None
+    return None if isinstance(obj, _PLAIN_LEAVES) else f"{key} ({type(obj).__qualname__})"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checksummed checkpoint atomically (temp file + rename)."""
+    """Write a checksummed checkpoint atomically (temp file + rename).
+
+    Raises TypeError naming the key of any value that is not a tensor or plain data: such a file
+    could not be read back with weights_only=True, so it is refused here rather than at resume.
+    """
+    if (bad := _not_plain(state, "state")) is not None:
+        raise TypeError(f"checkpoint {path}: {bad} is not a tensor or plain data (dict, list, "
+                        "tuple, str, bytes, int, float, bool, None); convert it before saving (e.g. "
+                        "float(x) for a numpy scalar)")
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
@@ -86,14 +127,27 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint, verifying its checksum; raises ValueError if truncated or corrupt."""
+    """Read a checkpoint, verifying its checksum; raises ValueError if truncated or corrupt.
+
+    Only tensors and plain data are unpickled (torch.load with weights_only=True); a file that
+    needs anything else raises UnsafeCheckpoint (a ValueError) naming it, and no code in it runs.
+    """
     data = Path(path).read_bytes()
     head = len(_CKPT_MAGIC) + 32
     if len(data) < head or not data.startswith(_CKPT_MAGIC):
         raise ValueError(f"{path}: not a harness checkpoint (bad header)")
     if hashlib.sha256(data[head:]).digest() != data[len(_CKPT_MAGIC):head]:
         raise ValueError(f"{path}: checksum mismatch (truncated or corrupt)")
-    return torch.load(io.BytesIO(data[head:]), map_location="cpu", weights_only=False)
+    try:
+        return torch.load(io.BytesIO(data[head:]), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message is long advice about weights_only=False; keep only what was refused.
+        found = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: Please use|$)", str(e), re.M)
+        why = found.group(1).rstrip(". ") if found else str(e).splitlines()[0]
+        raise UnsafeCheckpoint(
+            f"{path}: holds objects other than tensors and plain data ({why}); the harness "
+            f"refuses to unpickle it, since unpickling such a file can run any code. "
+            f"{_CONVERT_HINT}") from None
 
 
 def find_checkpoints(run_dir: Path) -> list[Path]:
@@ -111,10 +165,16 @@ def remove_partial_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """Newest checkpoint that verifies; corrupt ones are skipped with a warning naming them."""
+    """Newest checkpoint that verifies; corrupt ones are skipped with a warning naming them.
+
+    A checkpoint that holds more than tensors and plain data is not damage but a file this run's
+    job never wrote: UnsafeCheckpoint is raised rather than resuming past it unnoticed.
+    """
     for path in find_checkpoints(run_dir):
         try:
             return load_checkpoint(path)
+        except UnsafeCheckpoint:
+            raise
         except (ValueError, EOFError, RuntimeError, OSError) as e:
             log.warning("skipping corrupt checkpoint %s: %s", path, e)
     return None
@@ -344,7 +404,14 @@ def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> 
     if rank == 0:
         for path in remove_partial_checkpoints(run_dir):
             log.warning("removed %s, left by a checkpoint write that did not finish", path)
-    ckpt = load_latest_checkpoint(run_dir)
+    try:
+        ckpt = load_latest_checkpoint(run_dir)
+    except UnsafeCheckpoint as e:
+        error = (f"{e}. Only this run's job writes its folder: delete the file to resume from "
+                 "the previous checkpoint")
+        if rank == 0:
+            _write_status(run_dir, state="failed", error=error)
+        raise TrainingFailed(error) from None
     if ckpt is not None:
         net.load_state_dict(ckpt["net"])
         ema.load_state_dict(ckpt["ema"])
