@@ -406,9 +406,14 @@ def _debug_ended(runs_dir: Path, sweep: str, run_ids: list[str]) -> None:
 
 def _queue_local(sweep: Sweep, todo: list[PlannedRun], by_id: dict[str, PlannedRun],
                  state: SweepState, report: SubmitReport) -> None:
+    longest_student: dict[str, float] = {}
+    for r in todo:
+        if r.teacher is not None:
+            longest_student[r.teacher] = max(longest_student.get(r.teacher, 0.0), r.train_flops)
     for r in sorted(todo, key=lambda r: r.kind != "pretrain"):
         state.runs[r.run_id] = _entry(r, "local", _teacher_pending(r, by_id),
-                                      state.runs.get(r.run_id))
+                                      state.runs.get(r.run_id),
+                                      chain_flops=r.train_flops + longest_student.get(r.run_id, 0.0))
         report.submitted.append((r.run_id, "queued"))
 
 
@@ -493,7 +498,7 @@ def run_scheduler(runs_dir: str | Path, sweep: str, *, poll_s: float | None = No
             waiting = False
             for e in sorted((e for e in state.runs.values() if e.cluster == "local"
                              and e.job_id is None and not e.blocked),
-                            key=lambda e: (e.kind != "pretrain", e.submitted_at)):
+                            key=lambda e: (-e.chain_flops, e.kind != "pretrain", e.submitted_at)):
                 ready, why = _dependency(e, state, runs_dir, mine)
                 if why:
                     e.blocked = why

@@ -56,6 +56,9 @@ class JobEntry:
     host: str = field(default_factory=socket.gethostname)
     submitted_at: float = field(default_factory=time.time)
     attempt: int = 1  # how many times the harness submitted this run
+    # local: FLOPs of this run plus its longest chain of waiting students; the scheduler starts
+    # the longest chain first (critical path), so the last run to end starts as early as it can.
+    chain_flops: float = 0.0
 
 
 @dataclass(kw_only=True)

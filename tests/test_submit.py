@@ -269,6 +269,34 @@ def test_local_runs_subprocesses_with_bounded_concurrency(env: dict[str, Path]) 
     assert again.submitted == []
 
 
+def test_local_scheduler_starts_the_longest_chain_first(env: dict[str, Path]) -> None:
+    # Three teachers of growing size, one slot: the largest teacher's chain (its pretraining plus
+    # its student) decides the wall time, so it starts first; then the next longest chain.
+    text = textwrap.dedent(SWEEP).replace('["ect-digits-tiny", "ect-digits-xs"]',
+                                          '["ect-digits-tiny", "ect-digits-xs", "ect-digits-m"]')
+    text = text.replace("budget_nimg = [1280, 2560]", "budget_nimg = [2560]")
+    env["sweep"].write_text(text.replace("max_concurrent_local = 2", "max_concurrent_local = 1"))
+    sweep = load_sweep(env["sweep"])
+    submit(sweep, "local", results_dir=env["results"], runs_dir=env["runs"], wait=True,
+           job_factory=factory())
+    state = read_state(env["runs"], "s")
+    chain = {e.run_id: e.chain_flops for e in state.runs.values()}
+    from harness.plan import plan
+
+    runs = plan(sweep, env["results"], env["runs"]).runs
+    preset = {r.run_id: r.job.run.preset for r in runs}
+    teachers = sorted((r for r in runs if r.kind == "pretrain"), key=lambda r: -chain[r.run_id])
+    assert [preset[r.run_id] for r in teachers] == ["ect-digits-m", "ect-digits-xs", "ect-digits-tiny"]
+    for r in runs:  # a teacher's chain is its own FLOPs plus its student's
+        students = [s.train_flops for s in runs if s.teacher == r.run_id]
+        assert chain[r.run_id] == pytest.approx(r.train_flops + max(students, default=0.0))
+    times = starts(env)
+    name = {r.run_id: preset[r.run_id] + ("/tune" if r.kind == "tune" else "") for r in runs}
+    order = [name[rid] for rid in sorted(times, key=lambda rid: times[rid][0])]
+    # m's teacher first; its student (the longest remaining chain) as soon as the teacher is done.
+    assert order[:2] == ["ect-digits-m", "ect-digits-m/tune"], order
+
+
 def test_killed_local_job_is_resubmitted_alone(env: dict[str, Path], tmp_path: Path) -> None:
     sweep = load_sweep(env["sweep"].parent.joinpath("s.toml"))
     release = tmp_path / "release"
