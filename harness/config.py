@@ -152,7 +152,18 @@ class TrainConfig:
     status_every_nimg: int = 12_800  # status line cadence in images
     ema_halflife_nimg: int = 500_000  # EMA half-life in images (0.9999 per step at batch 128 ~ 887k)
     ema_rampup_ratio: float | None = 0.05  # half-life <= ratio * images seen (EDM); None = off
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    # "auto": fp32 for tuning runs (the official ECT trains in fp32: locuslab/ect ct_train.py,
+    # --tf32 False on CIFAR-10, --fp16 0 on ImageNet-64) and bf16 autocast on CUDA for pretraining
+    # (fp32 on CPU). "bf16" autocasts on CUDA for both kinds. It perturbs the ECT target
+    # f(x_t, t) - f(x_r, r), a difference that shrinks as r -> t. Relative error of that difference
+    # against float64, median (90th percentile) over samples with r > 0, CPU autocast, randomised
+    # nets (scripts/bf16_target_error.py):
+    #   q^(s+1)  bf16 ect-cifar10-tiny  bf16 ect-imagenet64-tiny  fp32 (both)
+    #   2        2.6 % (7.2 %)          2.6 % (4.4 %)             1e-6 (3e-6)
+    #   16       0.7 % (33 %)           1.7 % (23 %)              2e-6 (2e-5)
+    #   256      12 % (430 %)           30 % (330 %)              3e-5 (2e-4)
+    # so late curriculum stages would train bf16 runs on rounding noise.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     max_nonfinite_steps: int = 20  # consecutive non-finite steps before the run fails
     num_threads: int | None = None  # torch CPU threads; None = torch default
 

@@ -27,7 +27,9 @@ def normalize(x: Tensor, dim: tuple[int, ...] | None = None, eps: float = 1e-4) 
     """Scale `x` to unit RMS over `dim` (all but the first dim by default)."""
     if dim is None:
         dim = tuple(range(1, x.ndim))
-    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float32)
+    # At least float32 (bf16 norms are too coarse); float64 stays float64 (precision references).
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True,
+                                    dtype=torch.promote_types(x.dtype, torch.float32))
     norm = torch.add(eps, norm, alpha=math.sqrt(norm.numel() / x.numel()))
     return x / norm.to(x.dtype)
 
