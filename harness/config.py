@@ -202,6 +202,11 @@ class EvalConfig:
     mid_t: tuple[float, ...] = (0.821,)  # re-noising levels of multi-step consistency sampling
     sigma_max: float = 80.0
     sigma_min: float = 0.002  # end of the teacher's Heun schedule
+    # Consistency samplers evaluate f with c_skip = sd^2/((t - s)^2 + sd^2) and
+    # c_out = (t - s) sd/sqrt(t^2 + sd^2), so that f(x, s) = x: the official CIFAR-10 network does so
+    # in eval mode with s = 0.003 (locuslab/ect training/networks.py, ECMPrecond sigma_min); EDM2's
+    # Precond of the ImageNet-64 branch has no shift (0). Training never shifts.
+    sigma_min_shift: float = 0.0
     rho: float = 7.0  # Karras schedule exponent
     num_samples: int = 2000  # generated images per evaluation (paper protocol: 50000)
     batch: int = 500  # generation and feature batch size
@@ -222,6 +227,10 @@ class EvalConfig:
             raise _err("eval", "heun_steps", self.heun_steps, "must be >= 1")
         if any(not 0 < t < self.sigma_max for t in self.mid_t):
             raise _err("eval", "mid_t", self.mid_t, f"each must be in (0, sigma_max={self.sigma_max})")
+        if not 0 <= self.sigma_min_shift < min((*self.mid_t, self.sigma_max)):
+            raise _err("eval", "sigma_min_shift", self.sigma_min_shift,
+                       f"must be in [0, min(mid_t, sigma_max)) = [0, "
+                       f"{min((*self.mid_t, self.sigma_max))})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -292,7 +301,7 @@ _IDENTITY_EXCLUDED = {("train", "status_every_nimg"), ("train", "ckpt_every_nimg
                       ("train", "num_threads")}
 
 
-_ADDED_FIELDS = {("network", "family"): "mp"}
+_ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0}
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -303,6 +312,7 @@ def run_id(cfg: RunConfig) -> str:
         # The teacher is always evaluated with Heun; consistency-sampler settings do not matter.
         d["eval"].pop("mid_t")
         d["eval"].pop("samplers")
+        d["eval"].pop("sigma_min_shift")
     for section, name in _IDENTITY_EXCLUDED:
         d[section].pop(name)
     # Fields added after runs were recorded leave the hash at their original value, so the ids of

@@ -36,8 +36,13 @@ class PerImageNoise:
 
 
 def sample_consistency(net: nn.Module, noise: Tensor, sigmas: Sequence[float], *,
-                       labels: Tensor | None = None, renoise: PerImageNoise | None = None) -> Tensor:
-    """Multi-step consistency sampling: x = f(T z, T); then x = f(x + t_i eps, t_i) for each mid t_i."""
+                       labels: Tensor | None = None, renoise: PerImageNoise | None = None,
+                       sigma_min_shift: float = 0.0) -> Tensor:
+    """Multi-step consistency sampling: x = f(T z, T); then x = f(x + t_i eps, t_i) for each mid t_i.
+
+    `sigma_min_shift` is the boundary s with f(x, s) = x that the network is evaluated with
+    (EvalConfig.sigma_min_shift; the official CIFAR-10 ECMPrecond's eval mode).
+    """
     x = noise.to(torch.float64) * sigmas[0]
     N = x.shape[0]
     for i, sigma in enumerate(sigmas):
@@ -46,7 +51,7 @@ def sample_consistency(net: nn.Module, noise: Tensor, sigmas: Sequence[float], *
             eps = renoise.randn(x.shape[1:]).to(torch.float64)
             x = x + sigma * eps  # VE re-noising, as the official sampler (no sqrt(t^2 - sigma_min^2))
         s = torch.full((N,), sigma, dtype=torch.float32, device=x.device)
-        x = net(x.to(torch.float32), s, labels).to(torch.float64)
+        x = net(x.to(torch.float32), s, labels, sigma_min_shift=sigma_min_shift).to(torch.float64)
     return x.to(torch.float32)
 
 
@@ -107,10 +112,11 @@ def generate(net: nn.Module, cfg: EvalConfig, sampler: str, seeds: Sequence[int]
         labels = noise_src.randint(label_dim) if label_dim else None
         match sampler:
             case "1-step":
-                x = sample_consistency(net, noise, [cfg.sigma_max], labels=labels)
+                x = sample_consistency(net, noise, [cfg.sigma_max], labels=labels,
+                                       sigma_min_shift=cfg.sigma_min_shift)
             case "2-step":
                 x = sample_consistency(net, noise, [cfg.sigma_max, *cfg.mid_t], labels=labels,
-                                       renoise=noise_src)
+                                       renoise=noise_src, sigma_min_shift=cfg.sigma_min_shift)
             case "heun":
                 sigmas = karras_sigmas(cfg.heun_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho)
                 x = sample_heun(net, noise, sigmas, labels=labels)

@@ -95,6 +95,7 @@ def test_family_field_keeps_existing_run_ids() -> None:
     if run.kind == "pretrain":
         legacy["eval"].pop("mid_t")
         legacy["eval"].pop("samplers")
+        legacy["eval"].pop("sigma_min_shift")  # added later; never part of a teacher's id
     for section, name in (("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
                           ("train", "num_threads")):
         legacy[section].pop(name)
