@@ -44,7 +44,7 @@ class DataConfig:
 
 
 ARCHITECTURE_FIELDS = ("family", "img_resolution", "img_channels", "label_dim", "model_channels",
-                       "channel_mult", "num_blocks", "attn_resolutions")
+                       "channel_mult", "num_blocks", "attn_resolutions", "channels_per_head")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +59,9 @@ class NetworkConfig:
     channel_mult: tuple[int, ...] = (1, 2)  # per-resolution multipliers of model_channels
     num_blocks: int = 2  # residual blocks per resolution (encoder and decoder)
     attn_resolutions: tuple[int, ...] = ()  # resolutions with self-attention blocks
+    # "mp": attention heads = channels // channels_per_head, none below one full head (NVlabs/edm2
+    # training/networks_edm2.py Block, channels_per_head=64). "ddpmpp" ignores it (one head).
+    channels_per_head: int = 64
     dropout: float = 0.0  # dropout probability inside residual blocks
     dropout_max_resolution: int | None = None  # dropout only at resolutions <= this; None = all
 
@@ -81,6 +84,46 @@ class NetworkConfig:
             raise _err("network", "num_blocks", self.num_blocks, "must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise _err("network", "dropout", self.dropout, "must be in [0, 1)")
+        if self.channels_per_head < 1:
+            raise _err("network", "channels_per_head", self.channels_per_head, "must be >= 1")
+
+
+def mp_attention_heads(cfg: NetworkConfig, *, layout: str = "edm2") -> dict[str, int]:
+    """Attention heads of every block of the magnitude-preserving U-Net, by block name.
+
+    "edm2" is EDM2's layout (NVlabs/edm2 training/networks_edm2.py UNet and Block): the encoder's
+    and decoder's `block{i}` at resolutions in attn_resolutions and always the decoder's first block
+    `in0` at the lowest resolution, never the down/up-sampling blocks or `in1`; heads =
+    channels // channels_per_head, so a block narrower than one head has no attention.
+    "legacy" is this harness's layout before that fix (every block at a listed resolution, in0 only
+    when listed, at least one head); it is kept only to tell which configs' networks changed.
+    """
+    cblock = [cfg.model_channels * m for m in cfg.channel_mult]
+    names: list[tuple[str, int, int, bool]] = []  # (name, resolution, channels, edm2 attention)
+    for level, channels in enumerate(cblock):
+        res = cfg.img_resolution >> level
+        if level:
+            names.append((f"enc.{res}x{res}_down", res, cblock[level - 1], False))
+        names += [(f"enc.{res}x{res}_block{i}", res, channels, res in cfg.attn_resolutions)
+                  for i in range(cfg.num_blocks)]
+    for level, channels in reversed(list(enumerate(cblock))):
+        res = cfg.img_resolution >> level
+        if level == len(cblock) - 1:
+            names += [(f"dec.{res}x{res}_in0", res, channels, True),
+                      (f"dec.{res}x{res}_in1", res, channels, False)]
+        else:
+            names.append((f"dec.{res}x{res}_up", res, cblock[level + 1], False))
+        names += [(f"dec.{res}x{res}_block{i}", res, channels, res in cfg.attn_resolutions)
+                  for i in range(cfg.num_blocks + 1)]
+    heads = {}
+    for name, res, channels, edm2 in names:
+        if layout == "edm2":
+            heads[name] = channels // cfg.channels_per_head if edm2 else 0
+        elif layout == "legacy":
+            heads[name] = max(channels // 64, 1) if res in cfg.attn_resolutions else 0
+        else:
+            raise ValueError(f"layout = {layout!r}: must be 'edm2' or 'legacy'")
+    return heads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -301,7 +344,8 @@ _IDENTITY_EXCLUDED = {("train", "status_every_nimg"), ("train", "ckpt_every_nimg
                       ("train", "num_threads")}
 
 
-_ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0}
+_ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,
+                 ("network", "channels_per_head"): 64}
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -320,6 +364,11 @@ def run_id(cfg: RunConfig) -> str:
     for (section, name), original in _ADDED_FIELDS.items():
         if d[section].get(name) == original:
             d[section].pop(name)
+    # The MP U-Net's attention layout became EDM2's (CHANGELOG, #16): a config whose network it
+    # changed gets a new id, so its old checkpoints and records are never mistaken for the new one.
+    net = cfg.network
+    if net.family == "mp" and mp_attention_heads(net) != mp_attention_heads(net, layout="legacy"):
+        d["network"]["attention_layout"] = "edm2"
     return stable_hash(d)
 
 
