@@ -101,15 +101,31 @@ def sampler_nfe(sampler: str, cfg: EvalConfig) -> int:
 @torch.no_grad()
 def generate(net: nn.Module, cfg: EvalConfig, sampler: str, seeds: Sequence[int], *,
              label_dim: int = 0, img_shape: Sequence[int], device: torch.device,
-             batch: int | None = None) -> Tensor:
-    """Generate uint8 images [len(seeds), C, H, W] with a named sampler, batch by batch."""
+             batch: int | None = None, label_pool: Tensor | None = None) -> Tensor:
+    """Generate uint8 images [len(seeds), C, H, W] with a named sampler, batch by batch.
+
+    A class-conditional network (label_dim > 0) gets, for image seed i, the label of a dataset image
+    drawn with generator i from `label_pool` (the dataset's labels [N]), so classes follow the
+    dataset's distribution as in the official evaluation (locuslab/ect metrics/metric_utils.py,
+    compute_feature_stats_for_generator: dataset.get_label(np.random.randint(len(dataset))));
+    without a pool, labels are uniform over [0, label_dim).
+    """
+    if label_dim and label_pool is not None:
+        label_pool = torch.as_tensor(label_pool).to(device=device, dtype=torch.int64).flatten()
+        if not len(label_pool) or not 0 <= int(label_pool.min()) <= int(label_pool.max()) < label_dim:
+            raise ValueError(f"label_pool: {len(label_pool)} labels, range "
+                             f"{_label_range(label_pool)}; needs at least one label, each in "
+                             f"[0, label_dim={label_dim})")
     batch = batch or cfg.batch
     out = []
     for start in range(0, len(seeds), batch):
         chunk = list(seeds[start:start + batch])
         noise_src = PerImageNoise(chunk, device)
         noise = noise_src.randn(img_shape)
-        labels = noise_src.randint(label_dim) if label_dim else None
+        labels = None
+        if label_dim:
+            labels = (noise_src.randint(label_dim) if label_pool is None
+                      else label_pool[noise_src.randint(len(label_pool))])
         match sampler:
             case "1-step":
                 x = sample_consistency(net, noise, [cfg.sigma_max], labels=labels,
@@ -124,3 +140,7 @@ def generate(net: nn.Module, cfg: EvalConfig, sampler: str, seeds: Sequence[int]
                 raise ValueError(f"unknown sampler {sampler!r}; valid: 1-step, 2-step, heun")
         out.append(to_uint8(x).cpu())
     return torch.cat(out)
+
+
+def _label_range(labels: Tensor) -> str:
+    return f"[{int(labels.min())}, {int(labels.max())}]" if len(labels) else "empty"

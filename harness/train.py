@@ -656,7 +656,8 @@ class _EvaluationHook:
                 t0 = time.perf_counter()
                 images = generate(net, run.eval, sampler, range(run.eval.num_samples),
                                   label_dim=run.network.label_dim, img_shape=shape,
-                                  device=self.device)
+                                  device=self.device,
+                                  label_pool=self.data.labels if run.data.use_labels else None)
                 gen_seconds = time.perf_counter() - t0
                 metric = self._evaluator.evaluate(images)
                 if run.eval.save_grid:

@@ -73,3 +73,47 @@ def test_zero_shift_keeps_existing_run_ids():
         legacy[section].pop(name)
     assert run.run_id == stable_hash(legacy)
     assert shifted.run_id != run.run_id
+
+
+class _LabelRecorder(torch.nn.Module):
+    """Records the class labels it is called with and returns x."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels: list[torch.Tensor] = []
+
+    def forward(self, x, sigma, labels=None, *, sigma_min_shift=0.0):
+        self.labels.append(labels)
+        return x
+
+
+def _labels(seeds, **kwargs) -> torch.Tensor:
+    net = _LabelRecorder()
+    generate(net, EvalConfig(batch=kwargs.pop("batch", 500)), "1-step", seeds, img_shape=(1, 2, 2),
+             device=torch.device("cpu"), **kwargs)
+    return torch.cat(net.labels)
+
+
+def test_eval_labels_follow_the_dataset_distribution():
+    # 90 % of the dataset is class 3: the official evaluation draws labels of random dataset images.
+    pool = torch.tensor([3] * 9 + [7])
+    labels = _labels(range(2000), label_dim=10, label_pool=pool)
+    assert set(labels.tolist()) == {3, 7}
+    assert 0.87 < (labels == 3).float().mean() < 0.93
+    uniform = _labels(range(2000), label_dim=10)
+    assert len(set(uniform.tolist())) == 10  # without a pool: uniform over all classes
+
+
+def test_eval_labels_are_fixed_per_image_seed():
+    pool = torch.arange(10).repeat_interleave(torch.arange(1, 11))
+    whole = _labels(range(40), label_dim=10, label_pool=pool)
+    batched = _labels(range(40), label_dim=10, label_pool=pool, batch=7)
+    assert torch.equal(whole, batched)
+    assert torch.equal(_labels(range(20, 40), label_dim=10, label_pool=pool), whole[20:])
+
+
+@pytest.mark.parametrize("pool", [torch.tensor([0, 10]), torch.tensor([-1, 2]),
+                                  torch.tensor([], dtype=torch.int64)])
+def test_label_pool_outside_the_classes_is_a_clear_error(pool):
+    with pytest.raises(ValueError, match=r"label_pool.*label_dim=10"):
+        _labels(range(2), label_dim=10, label_pool=pool)

@@ -268,3 +268,21 @@ def test_training_steps_use_the_precision_decision(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "uses_bf16_autocast", lambda run, device: True)
     train(make_job(tmp_path, make_run("pretrain", 2, **{"eval.num_samples": 2})))
     assert seen == [True, True]
+
+
+def test_evaluation_draws_labels_from_the_training_data(tmp_path, monkeypatch):
+    import harness.sampling as sampling
+
+    seen = []
+    real_generate = sampling.generate
+
+    def generate(*args, **kwargs):
+        seen.append(kwargs["label_pool"])
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "generate", generate)  # imported by the evaluator at use
+    run = make_run("pretrain", 1, **{"data.use_labels": True, "network.label_dim": 10,
+                                     "eval.num_samples": 2})
+    train(make_job(tmp_path, run))
+    pool = seen[0]
+    assert pool is not None and pool.shape == (1797,) and set(pool.tolist()) == set(range(10))
