@@ -26,7 +26,7 @@ from harness import __version__
 from harness.job import JobSpec
 from harness.runtime import atomic_write_bytes, canonical_json, git_dirty, git_sha
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: fp32 tuning by default, dataset-distributed eval labels (#16)
 METADATA_KEY = b"ect_harness.schema_version"  # also in the file footer: cheap to check
 
 # (name, type, nullable, meaning). Identity columns are the non-nullable ones.
