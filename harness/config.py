@@ -253,8 +253,11 @@ class EvalConfig:
     rho: float = 7.0  # Karras schedule exponent
     num_samples: int = 2000  # generated images per evaluation (paper protocol: 50000)
     batch: int = 500  # generation and feature batch size
-    metric: Literal["auto", "fd_digits", "fid_inception"] = "auto"  # auto: fd_digits on digits
+    # auto: fd_digits on digits, else fid_inception. fd_dinov2: Frechet distance in DINOv2
+    # class-token features (ECT's scaling metric; ViT-L/14 unless the weights file is another size).
+    metric: Literal["auto", "fd_digits", "fid_inception", "fd_dinov2"] = "auto"
     inception_weights_path: str | None = None  # local Inception weights file for offline clusters
+    dinov2_weights_path: str | None = None  # local DINOv2 *_pretrain.pth file for offline clusters
     reference: Literal["train", "heldout"] = "train"  # reference images for FD/FID
     kid: bool = False  # also compute KID
     prc: bool = False  # also compute precision/recall
@@ -345,7 +348,8 @@ _IDENTITY_EXCLUDED = {("train", "status_every_nimg"), ("train", "ckpt_every_nimg
 
 
 _ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,
-                 ("network", "channels_per_head"): 64}
+                 ("network", "channels_per_head"): 64,
+                 ("eval", "dinov2_weights_path"): None}
 
 
 def run_id(cfg: RunConfig) -> str:

@@ -49,7 +49,7 @@ _COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
     ("num_devices", pa.int32(), True, "devices used by the job"),
     ("sampler", pa.string(), False, "'1-step', '2-step' or 'heun'"),
     ("nfe", pa.int32(), True, "network evaluations per sample"),
-    ("metric", pa.string(), False, "'fd_digits' or 'fid_inception'"),
+    ("metric", pa.string(), False, "'fd_digits', 'fid_inception' or 'fd_dinov2'"),
     ("value", pa.float64(), True, "metric value (lower is better); null when failed"),
     ("num_samples", pa.int64(), True, "generated images evaluated"),
     ("extractor_hash", pa.string(), True, "hash of the feature extractor weights"),

@@ -102,6 +102,7 @@ def test_family_field_keeps_existing_run_ids() -> None:
         legacy[section].pop(name)
     legacy["network"].pop("family")
     legacy["network"].pop("channels_per_head")  # added later still
+    legacy["eval"].pop("dinov2_weights_path")
     assert run.network.family == "mp" and run.run_id == stable_hash(legacy)
     other = dataclasses.replace(run, network=dataclasses.replace(run.network, family="ddpmpp"))
     assert other.run_id != run.run_id
