@@ -217,18 +217,21 @@ def measure_training(preset: str, batch: int, device: torch.device, clock: Clock
     """
     runs = {kind: bench_run_config(preset, kind, batch, threads) for kind in ("pretrain", "tune")}
     images, labels = _training_images(runs["pretrain"], device)
-    autocast = device.type == "cuda" and runs["pretrain"].train.precision in ("auto", "bf16")
+    # Each kind in its recipe's precision on this device (tuning is fp32, as the official ECT).
+    autocast = {kind: train_mod.uses_bf16_autocast(run, device) for kind, run in runs.items()}
     fused = _make_model(runs["pretrain"], device)
     steps: dict[str, Callable[[], None]] = {
-        kind: _step_fn(run, fused, images, labels, autocast=autocast) for kind, run in runs.items()}
+        kind: _step_fn(run, fused, images, labels, autocast=autocast[kind])
+        for kind, run in runs.items()}
     steps["matmul"], matmul_flops = matmul_fn(device, matmul_size)
     if variants:
         reference = _make_model(runs["pretrain"], device, fused=False)
         for kind, run in runs.items():
-            steps[f"{kind}_reference"] = _step_fn(run, reference, images, labels, autocast=autocast)
+            steps[f"{kind}_reference"] = _step_fn(run, reference, images, labels,
+                                                  autocast=autocast[kind])
         cl = _make_model(runs["pretrain"], device, channels_last=True)
         steps["pretrain_channels_last"] = _step_fn(runs["pretrain"], cl, images, labels,
-                                                   autocast=autocast)
+                                                   autocast=autocast["pretrain"])
         if device.type == "cpu":
             plain = _step_fn(runs["pretrain"], fused, images, labels, autocast=False)
 
@@ -245,7 +248,8 @@ def measure_training(preset: str, batch: int, device: torch.device, clock: Clock
         start = time.perf_counter()
         try:
             for kind, run in runs.items():
-                step = _step_fn(run, fused, images, labels, autocast=autocast, compiled=True)
+                step = _step_fn(run, fused, images, labels, autocast=autocast[kind],
+                                compiled=True)
                 step()  # compiles (forward, backward and the no-grad target pass)
                 steps[f"{kind}_compiled"] = step
             out["compile_seconds"] = time.perf_counter() - start

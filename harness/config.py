@@ -44,7 +44,7 @@ class DataConfig:
 
 
 ARCHITECTURE_FIELDS = ("family", "img_resolution", "img_channels", "label_dim", "model_channels",
-                       "channel_mult", "num_blocks", "attn_resolutions")
+                       "channel_mult", "num_blocks", "attn_resolutions", "channels_per_head")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +59,9 @@ class NetworkConfig:
     channel_mult: tuple[int, ...] = (1, 2)  # per-resolution multipliers of model_channels
     num_blocks: int = 2  # residual blocks per resolution (encoder and decoder)
     attn_resolutions: tuple[int, ...] = ()  # resolutions with self-attention blocks
+    # "mp": attention heads = channels // channels_per_head, none below one full head (NVlabs/edm2
+    # training/networks_edm2.py Block, channels_per_head=64). "ddpmpp" ignores it (one head).
+    channels_per_head: int = 64
     dropout: float = 0.0  # dropout probability inside residual blocks
     dropout_max_resolution: int | None = None  # dropout only at resolutions <= this; None = all
 
@@ -81,6 +84,46 @@ class NetworkConfig:
             raise _err("network", "num_blocks", self.num_blocks, "must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise _err("network", "dropout", self.dropout, "must be in [0, 1)")
+        if self.channels_per_head < 1:
+            raise _err("network", "channels_per_head", self.channels_per_head, "must be >= 1")
+
+
+def mp_attention_heads(cfg: NetworkConfig, *, layout: str = "edm2") -> dict[str, int]:
+    """Attention heads of every block of the magnitude-preserving U-Net, by block name.
+
+    "edm2" is EDM2's layout (NVlabs/edm2 training/networks_edm2.py UNet and Block): the encoder's
+    and decoder's `block{i}` at resolutions in attn_resolutions and always the decoder's first block
+    `in0` at the lowest resolution, never the down/up-sampling blocks or `in1`; heads =
+    channels // channels_per_head, so a block narrower than one head has no attention.
+    "legacy" is this harness's layout before that fix (every block at a listed resolution, in0 only
+    when listed, at least one head); it is kept only to tell which configs' networks changed.
+    """
+    cblock = [cfg.model_channels * m for m in cfg.channel_mult]
+    names: list[tuple[str, int, int, bool]] = []  # (name, resolution, channels, edm2 attention)
+    for level, channels in enumerate(cblock):
+        res = cfg.img_resolution >> level
+        if level:
+            names.append((f"enc.{res}x{res}_down", res, cblock[level - 1], False))
+        names += [(f"enc.{res}x{res}_block{i}", res, channels, res in cfg.attn_resolutions)
+                  for i in range(cfg.num_blocks)]
+    for level, channels in reversed(list(enumerate(cblock))):
+        res = cfg.img_resolution >> level
+        if level == len(cblock) - 1:
+            names += [(f"dec.{res}x{res}_in0", res, channels, True),
+                      (f"dec.{res}x{res}_in1", res, channels, False)]
+        else:
+            names.append((f"dec.{res}x{res}_up", res, cblock[level + 1], False))
+        names += [(f"dec.{res}x{res}_block{i}", res, channels, res in cfg.attn_resolutions)
+                  for i in range(cfg.num_blocks + 1)]
+    heads = {}
+    for name, res, channels, edm2 in names:
+        if layout == "edm2":
+            heads[name] = channels // cfg.channels_per_head if edm2 else 0
+        elif layout == "legacy":
+            heads[name] = max(channels // 64, 1) if res in cfg.attn_resolutions else 0
+        else:
+            raise ValueError(f"layout = {layout!r}: must be 'edm2' or 'legacy'")
+    return heads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +195,18 @@ class TrainConfig:
     status_every_nimg: int = 12_800  # status line cadence in images
     ema_halflife_nimg: int = 500_000  # EMA half-life in images (0.9999 per step at batch 128 ~ 887k)
     ema_rampup_ratio: float | None = 0.05  # half-life <= ratio * images seen (EDM); None = off
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    # "auto": fp32 for tuning runs (the official ECT trains in fp32: locuslab/ect ct_train.py,
+    # --tf32 False on CIFAR-10, --fp16 0 on ImageNet-64) and bf16 autocast on CUDA for pretraining
+    # (fp32 on CPU). "bf16" autocasts on CUDA for both kinds. It perturbs the ECT target
+    # f(x_t, t) - f(x_r, r), a difference that shrinks as r -> t. Relative error of that difference
+    # against float64, median (90th percentile) over samples with r > 0, CPU autocast, randomised
+    # nets (scripts/bf16_target_error.py):
+    #   q^(s+1)  bf16 ect-cifar10-tiny  bf16 ect-imagenet64-tiny  fp32 (both)
+    #   2        2.6 % (7.2 %)          2.6 % (4.4 %)             1e-6 (3e-6)
+    #   16       0.7 % (33 %)           1.7 % (23 %)              2e-6 (2e-5)
+    #   256      12 % (430 %)           30 % (330 %)              3e-5 (2e-4)
+    # so late curriculum stages would train bf16 runs on rounding noise.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     max_nonfinite_steps: int = 20  # consecutive non-finite steps before the run fails
     num_threads: int | None = None  # torch CPU threads; None = torch default
 
@@ -191,11 +245,19 @@ class EvalConfig:
     mid_t: tuple[float, ...] = (0.821,)  # re-noising levels of multi-step consistency sampling
     sigma_max: float = 80.0
     sigma_min: float = 0.002  # end of the teacher's Heun schedule
+    # Consistency samplers evaluate f with c_skip = sd^2/((t - s)^2 + sd^2) and
+    # c_out = (t - s) sd/sqrt(t^2 + sd^2), so that f(x, s) = x: the official CIFAR-10 network does so
+    # in eval mode with s = 0.003 (locuslab/ect training/networks.py, ECMPrecond sigma_min); EDM2's
+    # Precond of the ImageNet-64 branch has no shift (0). Training never shifts.
+    sigma_min_shift: float = 0.0
     rho: float = 7.0  # Karras schedule exponent
     num_samples: int = 2000  # generated images per evaluation (paper protocol: 50000)
     batch: int = 500  # generation and feature batch size
-    metric: Literal["auto", "fd_digits", "fid_inception"] = "auto"  # auto: fd_digits on digits
+    # auto: fd_digits on digits, else fid_inception. fd_dinov2: Frechet distance in DINOv2
+    # class-token features (ECT's scaling metric; ViT-L/14 unless the weights file is another size).
+    metric: Literal["auto", "fd_digits", "fid_inception", "fd_dinov2"] = "auto"
     inception_weights_path: str | None = None  # local Inception weights file for offline clusters
+    dinov2_weights_path: str | None = None  # local DINOv2 *_pretrain.pth file for offline clusters
     reference: Literal["train", "heldout"] = "train"  # reference images for FD/FID
     kid: bool = False  # also compute KID
     prc: bool = False  # also compute precision/recall
@@ -211,6 +273,10 @@ class EvalConfig:
             raise _err("eval", "heun_steps", self.heun_steps, "must be >= 1")
         if any(not 0 < t < self.sigma_max for t in self.mid_t):
             raise _err("eval", "mid_t", self.mid_t, f"each must be in (0, sigma_max={self.sigma_max})")
+        if not 0 <= self.sigma_min_shift < min((*self.mid_t, self.sigma_max)):
+            raise _err("eval", "sigma_min_shift", self.sigma_min_shift,
+                       f"must be in [0, min(mid_t, sigma_max)) = [0, "
+                       f"{min((*self.mid_t, self.sigma_max))})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,7 +347,9 @@ _IDENTITY_EXCLUDED = {("train", "status_every_nimg"), ("train", "ckpt_every_nimg
                       ("train", "num_threads")}
 
 
-_ADDED_FIELDS = {("network", "family"): "mp"}
+_ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,
+                 ("network", "channels_per_head"): 64,
+                 ("eval", "dinov2_weights_path"): None}
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -292,6 +360,7 @@ def run_id(cfg: RunConfig) -> str:
         # The teacher is always evaluated with Heun; consistency-sampler settings do not matter.
         d["eval"].pop("mid_t")
         d["eval"].pop("samplers")
+        d["eval"].pop("sigma_min_shift")
     for section, name in _IDENTITY_EXCLUDED:
         d[section].pop(name)
     # Fields added after runs were recorded leave the hash at their original value, so the ids of
@@ -299,6 +368,11 @@ def run_id(cfg: RunConfig) -> str:
     for (section, name), original in _ADDED_FIELDS.items():
         if d[section].get(name) == original:
             d[section].pop(name)
+    # The MP U-Net's attention layout became EDM2's (CHANGELOG, #16): a config whose network it
+    # changed gets a new id, so its old checkpoints and records are never mistaken for the new one.
+    net = cfg.network
+    if net.family == "mp" and mp_attention_heads(net) != mp_attention_heads(net, layout="legacy"):
+        d["network"]["attention_layout"] = "edm2"
     return stable_hash(d)
 
 

@@ -1,4 +1,4 @@
-"""Sample quality through torch-fidelity: FD-digits (our digit classifier) or Inception FID.
+"""Sample quality through torch-fidelity: FD-digits (our digit classifier), Inception FID or FD_DINOv2.
 
 One path for both metrics: `torch_fidelity.calculate_metrics` with a registered feature extractor.
 Reference statistics are computed once per (extractor weights, reference images) and cached under
@@ -25,7 +25,7 @@ import torch
 import torch_fidelity
 from torch.utils.data import Dataset
 
-from harness import digits_classifier
+from harness import digits_classifier, dinov2
 from harness.config import ConfigError, RunConfig
 from harness.data import ImageData, content_hash, dataset_fingerprint, load_arrays
 from harness.runtime import atomic_write_bytes, atomic_write_text, file_sha256
@@ -34,13 +34,14 @@ INCEPTION_NAME = "inception-v3-compat"  # torch-fidelity's TF-compatible Incepti
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
 KID_SUBSET_SIZE = 1000  # torch-fidelity's default, lowered to the sample count for small sets
+_RGB_METRICS = ("fid_inception", "fd_dinov2")  # their networks take RGB: gray images are repeated
 
 
 @dataclass(frozen=True, kw_only=True)
 class MetricResult:
     """One evaluation of a set of generated images against a reference set."""
 
-    metric: str  # "fd_digits" or "fid_inception"
+    metric: str  # "fd_digits", "fid_inception" or "fd_dinov2"
     value: float  # the Fréchet distance (lower is better)
     extractor_hash: str  # content hash of the feature extractor's weights file
     reference: str  # reference images, e.g. "digits-train@2262a54d437c9761"
@@ -137,6 +138,12 @@ class Evaluator:
             if self.metric == "fd_digits":
                 weights = digits_classifier.classifier_weights(self.cache_dir)
                 name = digits_classifier.register()
+            elif self.metric == "fd_dinov2":
+                given = self.run.eval.dinov2_weights_path
+                weights = _weights_file(given, dinov2.DEFAULT_URL, "dinov2_weights_path",
+                                        "a DINOv2 *_pretrain.pth state dict")
+                _refuse_unsafe_weights(weights, given, "dinov2_weights_path", dinov2.DEFAULT_URL)
+                name = dinov2.register()
             else:
                 weights = inception_weights(self.run.eval.inception_weights_path)
                 _refuse_unsafe_weights(weights, self.run.eval.inception_weights_path)
@@ -153,7 +160,7 @@ class Evaluator:
     def reference(self) -> _Reference:
         """Content hash, size, image shape and lazily loaded images of the reference split."""
         if self._reference is None:
-            repeat = self.metric == "fid_inception"
+            repeat = self.metric in _RGB_METRICS
             data = self._reference_data
             if data is not None:
                 images = data.images
@@ -209,7 +216,7 @@ class Evaluator:
         if tuple(images_uint8.shape[1:]) != reference.shape:
             raise ValueError(f"evaluate: images are {tuple(images_uint8.shape[1:])} (C, H, W) but "
                              f"the reference {self.reference_name()} is {reference.shape}")
-        generated = _UInt8Images(lambda: images_uint8, self.metric == "fid_inception")
+        generated = _UInt8Images(lambda: images_uint8, self.metric in _RGB_METRICS)
         metrics = _calculate(
             generated, reference.images, name, weights, self.run,
             cache_root=self.cache_dir / "fidelity",
@@ -303,16 +310,17 @@ def _weights_only_loads() -> Iterator[None]:
             os.environ[name] = saved
 
 
-def _refuse_unsafe_weights(path: Path, given: str | None) -> None:
-    """Read the Inception weights as tensors and plain data only, to name the file if that fails
+def _refuse_unsafe_weights(path: Path, given: str | None, field: str = "inception_weights_path",
+                           url: str = INCEPTION_URL) -> None:
+    """Read extractor weights as tensors and plain data only, to name the file if that fails
     (torch-fidelity reads them again, also restricted, inside `_weights_only_loads`)."""
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise ConfigError(
-            f"eval: inception_weights_path = {given!r}: {path} holds objects other than tensors "
+            f"eval: {field} = {given!r}: {path} holds objects other than tensors "
             "and plain data; the harness refuses to unpickle it, since that can run any code. "
-            f"Expected torch-fidelity's Inception state dict ({INCEPTION_URL})") from None
+            f"Expected the state dict published at {url}") from None
 
 
 def inception_weights(path: str | None) -> Path:
@@ -321,22 +329,28 @@ def inception_weights(path: str | None) -> Path:
     Downloads into torch's hub cache when no path is given; offline that fails with a ConfigError
     that says to pass eval.inception_weights_path.
     """
+    return _weights_file(path, INCEPTION_URL, "inception_weights_path",
+                         "torch-fidelity's Inception state dict")
+
+
+def _weights_file(path: str | None, url: str, field: str, what: str) -> Path:
+    """The given weights file, or `url`'s file in torch's hub cache (downloaded when missing;
+    offline that fails with a ConfigError that names eval.<field>)."""
     if path is not None:
         weights = Path(path).expanduser()
         if not weights.is_file():
-            raise ConfigError(f"eval: inception_weights_path = {path!r}: file not found. Expected "
-                              f"torch-fidelity's Inception state dict ({INCEPTION_URL})")
+            raise ConfigError(f"eval: {field} = {path!r}: file not found. Expected {what} "
+                              f"({url})")
         return weights
-    hub_file = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_URL.rsplit("/", 1)[-1]
+    hub_file = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     if not hub_file.is_file():
         try:
             hub_file.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(INCEPTION_URL, str(hub_file), progress=False)
+            torch.hub.download_url_to_file(url, str(hub_file), progress=False)
         except OSError as e:  # URLError and HTTPError are OSErrors
             raise ConfigError(
-                f"eval: inception_weights_path = None: downloading the Inception weights failed "
-                f"({e}). On an offline machine, fetch {INCEPTION_URL} elsewhere and pass "
-                f"eval.inception_weights_path = '<local file>'") from None
+                f"eval: {field} = None: downloading the weights failed ({e}). On an offline "
+                f"machine, fetch {url} elsewhere and pass eval.{field} = '<local file>'") from None
     return hub_file
 
 
@@ -347,7 +361,7 @@ def real_vs_real_fd(run: RunConfig, cache_dir: Path | None = None, seed: int = 0
     images, _ = load_arrays(dataclasses.replace(run.data, use_labels=False), "all")
     order = np.random.default_rng(seed).permutation(len(images))
     half = len(images) // 2
-    repeat = evaluator.metric == "fid_inception"
+    repeat = evaluator.metric in _RGB_METRICS
     first, second = images[order[:half]], images[order[half:2 * half]]
     start = time.perf_counter()
     metrics = _calculate(_UInt8Images(lambda: first, repeat), _UInt8Images(lambda: second, repeat),

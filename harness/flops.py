@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import NetworkConfig, to_dict
+from harness.config import NetworkConfig, mp_attention_heads, to_dict
 from harness.runtime import atomic_write_text, stable_hash
 
 # Forward-pass equivalents per training image: diffusion = fwd + bwd (3F); ECT adds one no-grad
@@ -36,8 +36,12 @@ def network_key(cfg: NetworkConfig) -> str:
     arch = to_dict(cfg)
     arch.pop("dropout")
     arch.pop("dropout_max_resolution")
+    if arch["family"] == "ddpmpp" or arch["channels_per_head"] == 64:  # added later (see run_id)
+        arch.pop("channels_per_head")
     if arch["family"] == "mp":  # the only family before the field existed: keep cached keys valid
         arch.pop("family")
+        if mp_attention_heads(cfg) != mp_attention_heads(cfg, layout="legacy"):
+            arch["attention_layout"] = "edm2"  # a new network: never reuse a cached legacy cost
     return stable_hash(arch)
 
 

@@ -20,14 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.config import NetworkConfig
+from harness.config import NetworkConfig, mp_attention_heads
 
 
 def normalize(x: Tensor, dim: tuple[int, ...] | None = None, eps: float = 1e-4) -> Tensor:
     """Scale `x` to unit RMS over `dim` (all but the first dim by default)."""
     if dim is None:
         dim = tuple(range(1, x.ndim))
-    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float32)
+    # At least float32 (bf16 norms are too coarse); float64 stays float64 (precision references).
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True,
+                                    dtype=torch.promote_types(x.dtype, torch.float32))
     norm = torch.add(eps, norm, alpha=math.sqrt(norm.numel() / x.numel()))
     return x / norm.to(x.dtype)
 
@@ -139,8 +141,8 @@ class Block(nn.Module):
     fused: bool = True  # False: forward() runs forward_reference(); see set_fused_ops
 
     def __init__(self, in_channels: int, out_channels: int, emb_channels: int, *, flavor: str,
-                 resample: str = "keep", attention: bool = False, dropout: float = 0.0,
-                 channels_per_head: int = 64, res_balance: float = 0.3, attn_balance: float = 0.3,
+                 resample: str = "keep", num_heads: int = 0, dropout: float = 0.0,
+                 res_balance: float = 0.3, attn_balance: float = 0.3,
                  clip_act: float = 256.0) -> None:
         super().__init__()
         self.flavor = flavor  # "enc" or "dec"
@@ -148,7 +150,7 @@ class Block(nn.Module):
         self.res_balance = res_balance
         self.attn_balance = attn_balance
         self.clip_act = clip_act
-        self.num_heads = max(out_channels // channels_per_head, 1) if attention else 0
+        self.num_heads = num_heads  # 0: no self-attention (config.mp_attention_heads)
         self.emb_gain = nn.Parameter(torch.zeros([]))
         self.conv_res0 = MPConv(out_channels if flavor == "enc" else in_channels, out_channels, (3, 3))
         self.emb_linear = MPConv(emb_channels, out_channels, ())
@@ -247,10 +249,14 @@ class UNet(nn.Module):
         self.emb_noise = MPConv(cnoise, cemb, ())
         self.emb_label = MPConv(cfg.label_dim, cemb, ()) if cfg.label_dim else None
 
-        def block_kwargs(res: int) -> dict[str, object]:
+        heads = mp_attention_heads(cfg)  # EDM2's layout, in0 included (NVlabs/edm2 UNet)
+
+        def block(part: str, name: str, res: int, cin: int, cout: int, resample: str = "keep"
+                  ) -> Block:
             use_dropout = cfg.dropout_max_resolution is None or res <= cfg.dropout_max_resolution
-            return {"attention": res in cfg.attn_resolutions,
-                    "dropout": cfg.dropout if use_dropout else 0.0}
+            return Block(cin, cout, cemb, flavor=part, resample=resample,
+                         num_heads=heads[f"{part}.{name}"],
+                         dropout=cfg.dropout if use_dropout else 0.0)
 
         # Encoder.
         self.enc = nn.ModuleDict()
@@ -261,12 +267,12 @@ class UNet(nn.Module):
                 cin, cout = cout, channels
                 self.enc[f"{res}x{res}_conv"] = MPConv(cin, cout, (3, 3))
             else:
-                self.enc[f"{res}x{res}_down"] = Block(cout, cout, cemb, flavor="enc", resample="down",
-                                                      **block_kwargs(res))  # type: ignore[arg-type]
+                name = f"{res}x{res}_down"
+                self.enc[name] = block("enc", name, res, cout, cout, resample="down")
             for idx in range(cfg.num_blocks):
                 cin, cout = cout, channels
-                self.enc[f"{res}x{res}_block{idx}"] = Block(cin, cout, cemb, flavor="enc",
-                                                            **block_kwargs(res))  # type: ignore[arg-type]
+                name = f"{res}x{res}_block{idx}"
+                self.enc[name] = block("enc", name, res, cin, cout)
 
         # Decoder.
         self.dec = nn.ModuleDict()
@@ -275,17 +281,15 @@ class UNet(nn.Module):
         for level, channels in reversed(list(enumerate(cblock))):
             res = cfg.img_resolution >> level
             if level == len(cblock) - 1:
-                self.dec[f"{res}x{res}_in0"] = Block(cout, cout, cemb, flavor="dec",
-                                                     **block_kwargs(res))  # type: ignore[arg-type]
-                self.dec[f"{res}x{res}_in1"] = Block(cout, cout, cemb, flavor="dec",
-                                                     **block_kwargs(res))  # type: ignore[arg-type]
+                for name in (f"{res}x{res}_in0", f"{res}x{res}_in1"):
+                    self.dec[name] = block("dec", name, res, cout, cout)
             else:
-                self.dec[f"{res}x{res}_up"] = Block(cout, cout, cemb, flavor="dec", resample="up",
-                                                    **block_kwargs(res))  # type: ignore[arg-type]
+                name = f"{res}x{res}_up"
+                self.dec[name] = block("dec", name, res, cout, cout, resample="up")
             for idx in range(cfg.num_blocks + 1):
                 cin, cout = cout + skips.pop(), channels
-                self.dec[f"{res}x{res}_block{idx}"] = Block(cin, cout, cemb, flavor="dec",
-                                                            **block_kwargs(res))  # type: ignore[arg-type]
+                name = f"{res}x{res}_block{idx}"
+                self.dec[name] = block("dec", name, res, cin, cout)
         self.out_conv = MPConv(cout, cfg.img_channels, (3, 3))
         self.channels_last = False  # see set_channels_last
 

@@ -131,6 +131,8 @@ _RECIPES: dict[tuple[str, str], dict[str, Any]] = {
         "ect.stage_nimg": 3_200_000,  # 25,000 iterations x 128
         "ect.c": 0.0, "ect.weighting": "inv_dt", "network.dropout": 0.2,
         "eval.mid_t": [0.821], "eval.num_samples": 50_000, "eval.metric": "fid_inception",
+        # f(x, 0.003) = x in eval mode (locuslab/ect training/networks.py, ECMPrecond).
+        "eval.sigma_min_shift": 0.003,
     },
     ("imagenet64", "pretrain"): {
         "data.name": "imagenet64", "data.use_labels": True, "train.batch": 2048,

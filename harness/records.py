@@ -26,7 +26,7 @@ from harness import __version__
 from harness.job import JobSpec
 from harness.runtime import atomic_write_bytes, canonical_json, git_dirty, git_sha
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: fp32 tuning by default, dataset-distributed eval labels (#16)
 METADATA_KEY = b"ect_harness.schema_version"  # also in the file footer: cheap to check
 
 # (name, type, nullable, meaning). Identity columns are the non-nullable ones.
@@ -49,7 +49,7 @@ _COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
     ("num_devices", pa.int32(), True, "devices used by the job"),
     ("sampler", pa.string(), False, "'1-step', '2-step' or 'heun'"),
     ("nfe", pa.int32(), True, "network evaluations per sample"),
-    ("metric", pa.string(), False, "'fd_digits' or 'fid_inception'"),
+    ("metric", pa.string(), False, "'fd_digits', 'fid_inception' or 'fd_dinov2'"),
     ("value", pa.float64(), True, "metric value (lower is better); null when failed"),
     ("num_samples", pa.int64(), True, "generated images evaluated"),
     ("extractor_hash", pa.string(), True, "hash of the feature extractor weights"),

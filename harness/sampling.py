@@ -36,8 +36,13 @@ class PerImageNoise:
 
 
 def sample_consistency(net: nn.Module, noise: Tensor, sigmas: Sequence[float], *,
-                       labels: Tensor | None = None, renoise: PerImageNoise | None = None) -> Tensor:
-    """Multi-step consistency sampling: x = f(T z, T); then x = f(x + t_i eps, t_i) for each mid t_i."""
+                       labels: Tensor | None = None, renoise: PerImageNoise | None = None,
+                       sigma_min_shift: float = 0.0) -> Tensor:
+    """Multi-step consistency sampling: x = f(T z, T); then x = f(x + t_i eps, t_i) for each mid t_i.
+
+    `sigma_min_shift` is the boundary s with f(x, s) = x that the network is evaluated with
+    (EvalConfig.sigma_min_shift; the official CIFAR-10 ECMPrecond's eval mode).
+    """
     x = noise.to(torch.float64) * sigmas[0]
     N = x.shape[0]
     for i, sigma in enumerate(sigmas):
@@ -46,7 +51,7 @@ def sample_consistency(net: nn.Module, noise: Tensor, sigmas: Sequence[float], *
             eps = renoise.randn(x.shape[1:]).to(torch.float64)
             x = x + sigma * eps  # VE re-noising, as the official sampler (no sqrt(t^2 - sigma_min^2))
         s = torch.full((N,), sigma, dtype=torch.float32, device=x.device)
-        x = net(x.to(torch.float32), s, labels).to(torch.float64)
+        x = net(x.to(torch.float32), s, labels, sigma_min_shift=sigma_min_shift).to(torch.float64)
     return x.to(torch.float32)
 
 
@@ -96,21 +101,38 @@ def sampler_nfe(sampler: str, cfg: EvalConfig) -> int:
 @torch.no_grad()
 def generate(net: nn.Module, cfg: EvalConfig, sampler: str, seeds: Sequence[int], *,
              label_dim: int = 0, img_shape: Sequence[int], device: torch.device,
-             batch: int | None = None) -> Tensor:
-    """Generate uint8 images [len(seeds), C, H, W] with a named sampler, batch by batch."""
+             batch: int | None = None, label_pool: Tensor | None = None) -> Tensor:
+    """Generate uint8 images [len(seeds), C, H, W] with a named sampler, batch by batch.
+
+    A class-conditional network (label_dim > 0) gets, for image seed i, the label of a dataset image
+    drawn with generator i from `label_pool` (the dataset's labels [N]), so classes follow the
+    dataset's distribution as in the official evaluation (locuslab/ect metrics/metric_utils.py,
+    compute_feature_stats_for_generator: dataset.get_label(np.random.randint(len(dataset))));
+    without a pool, labels are uniform over [0, label_dim).
+    """
+    if label_dim and label_pool is not None:
+        label_pool = torch.as_tensor(label_pool).to(device=device, dtype=torch.int64).flatten()
+        if not len(label_pool) or not 0 <= int(label_pool.min()) <= int(label_pool.max()) < label_dim:
+            raise ValueError(f"label_pool: {len(label_pool)} labels, range "
+                             f"{_label_range(label_pool)}; needs at least one label, each in "
+                             f"[0, label_dim={label_dim})")
     batch = batch or cfg.batch
     out = []
     for start in range(0, len(seeds), batch):
         chunk = list(seeds[start:start + batch])
         noise_src = PerImageNoise(chunk, device)
         noise = noise_src.randn(img_shape)
-        labels = noise_src.randint(label_dim) if label_dim else None
+        labels = None
+        if label_dim:
+            labels = (noise_src.randint(label_dim) if label_pool is None
+                      else label_pool[noise_src.randint(len(label_pool))])
         match sampler:
             case "1-step":
-                x = sample_consistency(net, noise, [cfg.sigma_max], labels=labels)
+                x = sample_consistency(net, noise, [cfg.sigma_max], labels=labels,
+                                       sigma_min_shift=cfg.sigma_min_shift)
             case "2-step":
                 x = sample_consistency(net, noise, [cfg.sigma_max, *cfg.mid_t], labels=labels,
-                                       renoise=noise_src)
+                                       renoise=noise_src, sigma_min_shift=cfg.sigma_min_shift)
             case "heun":
                 sigmas = karras_sigmas(cfg.heun_steps, cfg.sigma_min, cfg.sigma_max, cfg.rho)
                 x = sample_heun(net, noise, sigmas, labels=labels)
@@ -118,3 +140,7 @@ def generate(net: nn.Module, cfg: EvalConfig, sampler: str, seeds: Sequence[int]
                 raise ValueError(f"unknown sampler {sampler!r}; valid: 1-step, 2-step, heun")
         out.append(to_uint8(x).cpu())
     return torch.cat(out)
+
+
+def _label_range(labels: Tensor) -> str:
+    return f"[{int(labels.min())}, {int(labels.max())}]" if len(labels) else "empty"

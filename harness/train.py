@@ -261,6 +261,20 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
+def uses_bf16_autocast(run: RunConfig, device: torch.device) -> bool:
+    """Whether a run's steps run under bf16 autocast on `device` (see TrainConfig.precision).
+
+    Tuning stays in fp32 unless bf16 is asked for: the official ECT trains in fp32 (locuslab/ect,
+    ct_train.py), and its target f(x_t, t) - f(x_r, r) is a small difference of two outputs.
+    Autocast is CUDA-only, as before: CPU bf16 gains nothing on this project's machines.
+    """
+    if device.type != "cuda":
+        return False
+    if run.train.precision == "auto":
+        return run.kind == "pretrain"
+    return run.train.precision == "bf16"
+
+
 def _lr_at(run: RunConfig, nimg: int) -> float:
     o = run.optim
     lr = o.lr
@@ -396,7 +410,7 @@ def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> 
     dist.broadcast_(params)
     optimizer = _make_optimizer(run, params)
     loss_fn = make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg())
-    autocast = device.type == "cuda" and run.train.precision in ("auto", "bf16")
+    autocast = uses_bf16_autocast(run, device)
 
     # Resume.
     state = {"nimg": 0, "wall_seconds": 0.0, "nonfinite_total": 0, "nonfinite_run": 0,
@@ -642,7 +656,8 @@ class _EvaluationHook:
                 t0 = time.perf_counter()
                 images = generate(net, run.eval, sampler, range(run.eval.num_samples),
                                   label_dim=run.network.label_dim, img_shape=shape,
-                                  device=self.device)
+                                  device=self.device,
+                                  label_pool=self.data.labels if run.data.use_labels else None)
                 gen_seconds = time.perf_counter() - t0
                 metric = self._evaluator.evaluate(images)
                 if run.eval.save_grid:

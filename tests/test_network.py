@@ -81,3 +81,65 @@ def test_width_knob_scales_params():
     small = param_count(Precond(NetworkConfig(model_channels=8)))
     large = param_count(Precond(NetworkConfig(model_channels=32)))
     assert 12 < large / small < 17  # ~quadratic in width
+
+
+def _heads(net: Precond) -> dict[str, int]:
+    return {f"{part}.{name}": block.num_heads for part in ("enc", "dec")
+            for name, block in getattr(net.unet, part).items() if hasattr(block, "num_heads")}
+
+
+def test_attention_layout_is_edm2s():
+    # NVlabs/edm2 training/networks_edm2.py: attention in enc/dec `block{i}` at listed resolutions
+    # and always in the decoder's in0; never in down/up blocks or in1; heads = C // 64.
+    cfg = NetworkConfig(img_resolution=16, img_channels=3, model_channels=64, channel_mult=(1, 2),
+                        num_blocks=1, attn_resolutions=(8,))
+    heads = _heads(Precond(cfg))
+    assert {k: v for k, v in heads.items() if v} == {
+        "enc.8x8_block0": 2, "dec.8x8_in0": 2, "dec.8x8_block0": 2, "dec.8x8_block1": 2}
+    assert heads["enc.8x8_down"] == heads["dec.8x8_in1"] == heads["dec.16x16_block0"] == 0
+
+
+def test_bottleneck_attention_without_listed_resolutions():
+    cfg = NetworkConfig(img_resolution=8, model_channels=32, channel_mult=(1, 2), num_blocks=1)
+    net = Precond(cfg)
+    assert {k for k, v in _heads(net).items() if v} == {"dec.4x4_in0"}  # 64 channels: one head
+    assert net.unet.dec["4x4_in0"].attn_qkv is not None
+
+
+def test_no_attention_below_one_head():
+    # 32 < 64 channels per head: zero heads, so no attention weights at all (EDM2's Block).
+    cfg = NetworkConfig(img_resolution=16, model_channels=16, channel_mult=(1, 2), num_blocks=1,
+                        attn_resolutions=(16, 8))
+    net = Precond(cfg)
+    assert not any(_heads(net).values())
+    assert not any("attn" in name for name, _ in net.named_parameters())
+    narrow = NetworkConfig(img_resolution=16, model_channels=16, channel_mult=(1, 2),
+                           num_blocks=1, attn_resolutions=(8,), channels_per_head=16)
+    assert _heads(Precond(narrow))["dec.8x8_in0"] == 2
+
+
+def test_changed_attention_layout_changes_run_id():
+    from harness.config import RunConfig, mp_attention_heads
+    from harness.runtime import stable_hash
+
+    same = NetworkConfig(img_resolution=16, model_channels=16, channel_mult=(1, 2), num_blocks=1)
+    changed = NetworkConfig(img_resolution=16, model_channels=32, channel_mult=(1, 2),
+                            num_blocks=1)  # 64 channels at 8x8: in0 gains a head
+    assert mp_attention_heads(same) == mp_attention_heads(same, layout="legacy")
+    assert mp_attention_heads(changed) != mp_attention_heads(changed, layout="legacy")
+
+    def legacy_id(run: RunConfig) -> str:
+        """The id the run had before EDM2's layout (and its new fields)."""
+        d = run.to_dict()
+        d.pop("ect")
+        for section, key in (("eval", "mid_t"), ("eval", "samplers"), ("eval", "sigma_min_shift"),
+                             ("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
+                             ("train", "num_threads"), ("network", "family"),
+                             ("network", "channels_per_head"), ("eval", "dinov2_weights_path")):
+            d[section].pop(key)
+        return stable_hash(d)
+
+    kept = RunConfig(kind="pretrain", network=same)
+    moved = RunConfig(kind="pretrain", network=changed)
+    assert kept.run_id == legacy_id(kept)
+    assert moved.run_id != legacy_id(moved)

@@ -89,16 +89,20 @@ def test_family_field_keeps_existing_run_ids() -> None:
     # Runs recorded before the field existed were all "mp": their ids must not change.
     from harness.runtime import stable_hash
 
-    run = RunConfig(kind="pretrain")
+    # A network whose attention layout EDM2's did not change (see test_network.py for those).
+    run = RunConfig(kind="pretrain", network=NetworkConfig(model_channels=16))
     legacy = to_dict(run)
     legacy.pop("ect" if run.kind == "pretrain" else "diffusion")
     if run.kind == "pretrain":
         legacy["eval"].pop("mid_t")
         legacy["eval"].pop("samplers")
+        legacy["eval"].pop("sigma_min_shift")  # added later; never part of a teacher's id
     for section, name in (("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
                           ("train", "num_threads")):
         legacy[section].pop(name)
     legacy["network"].pop("family")
+    legacy["network"].pop("channels_per_head")  # added later still
+    legacy["eval"].pop("dinov2_weights_path")
     assert run.network.family == "mp" and run.run_id == stable_hash(legacy)
     other = dataclasses.replace(run, network=dataclasses.replace(run.network, family="ddpmpp"))
     assert other.run_id != run.run_id

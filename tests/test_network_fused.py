@@ -31,11 +31,12 @@ def _one_thread() -> Iterator[None]:
 
 CONFIGS = [
     NetworkConfig(model_channels=8, channel_mult=(1, 2), num_blocks=1, dropout=0.3),
+    # channels_per_head = 8: small enough widths for attention (EDM2's 64 would leave none).
     NetworkConfig(img_resolution=16, img_channels=3, model_channels=8, channel_mult=(1, 2),
-                  num_blocks=1, attn_resolutions=(8,), dropout=0.2),
+                  num_blocks=1, attn_resolutions=(8,), dropout=0.2, channels_per_head=8),
     NetworkConfig(img_resolution=16, img_channels=3, label_dim=10, model_channels=8,
                   channel_mult=(1, 2, 2), num_blocks=1, attn_resolutions=(8,), dropout=0.5,
-                  dropout_max_resolution=8),
+                  dropout_max_resolution=8, channels_per_head=8),
 ]
 
 

@@ -238,3 +238,51 @@ def test_tuning_may_change_dropout_but_not_the_architecture(tmp_path, pretrained
     wider = make_run("tune", 2, init_checkpoint=str(pretrained), **{"network.model_channels": 8})
     with pytest.raises(TrainingFailed, match=r"network.model_channels = 4 in the file, 8 in the run"):
         load_init_network(wider, tmp_path)
+
+
+@pytest.mark.parametrize(("kind", "precision", "device", "expected"), [
+    ("tune", "auto", "cuda", False),  # the official ECT tunes in fp32 (locuslab/ect ct_train.py)
+    ("tune", "bf16", "cuda", True),
+    ("tune", "fp32", "cuda", False),
+    ("pretrain", "auto", "cuda", True),
+    ("pretrain", "fp32", "cuda", False),
+    ("pretrain", "bf16", "cuda", True),
+    ("tune", "bf16", "cpu", False),
+    ("pretrain", "auto", "cpu", False),
+])
+def test_bf16_autocast_only_where_asked(kind, precision, device, expected, tmp_path):
+    run = make_run(kind, 2, **{"train.precision": precision},
+                   **({"init_checkpoint": str(tmp_path / "x.pt")} if kind == "tune" else {}))
+    assert train_mod.uses_bf16_autocast(run, torch.device(device)) is expected
+
+
+def test_training_steps_use_the_precision_decision(tmp_path, monkeypatch):
+    seen = []
+    real_step = train_mod._step
+
+    def step(*args, **kwargs):
+        seen.append(args[-1])  # the autocast flag
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "_step", step)
+    monkeypatch.setattr(train_mod, "uses_bf16_autocast", lambda run, device: True)
+    train(make_job(tmp_path, make_run("pretrain", 2, **{"eval.num_samples": 2})))
+    assert seen == [True, True]
+
+
+def test_evaluation_draws_labels_from_the_training_data(tmp_path, monkeypatch):
+    import harness.sampling as sampling
+
+    seen = []
+    real_generate = sampling.generate
+
+    def generate(*args, **kwargs):
+        seen.append(kwargs["label_pool"])
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "generate", generate)  # imported by the evaluator at use
+    run = make_run("pretrain", 1, **{"data.use_labels": True, "network.label_dim": 10,
+                                     "eval.num_samples": 2})
+    train(make_job(tmp_path, run))
+    pool = seen[0]
+    assert pool is not None and pool.shape == (1797,) and set(pool.tolist()) == set(range(10))
