@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from harness import dist
-from harness.config import ARCHITECTURE_FIELDS, RunConfig, to_dict
+from harness.config import ConfigError, NetworkConfig, RunConfig, from_dict, run_config_from_dict, to_dict
 from harness.data import ImageData, batch_indices, load_dataset, to_model_range
 from harness.ect import make_loss, stage_at
 from harness.flops import TRAIN_PASSES, network_cost
@@ -197,9 +197,12 @@ def load_init_network(run: RunConfig, runs_dir: Path) -> dict[str, Any]:
         raise TrainingFailed(f"init network {e}; {fix}") from None
     saved = state.get("network")
     if saved is not None:
-        # Files written before `family` existed hold MP networks; dropout may differ on purpose.
-        saved_arch = {name: saved.get(name, "mp" if name == "family" else None)
-                      for name in ARCHITECTURE_FIELDS}
+        # Fields the file predates take their defaults (files written before `family` existed
+        # hold MP networks, the default); dropout may differ on purpose.
+        try:
+            saved_arch = from_dict(NetworkConfig, saved, where=f"{path} network").architecture()
+        except ConfigError as e:
+            raise TrainingFailed(f"init network {e}") from None
         if saved_arch != run.network.architecture():
             diff = {k: (v, run.network.architecture()[k]) for k, v in saved_arch.items()
                     if v != run.network.architecture()[k]}
@@ -594,12 +597,22 @@ def _report(run: RunConfig, state: dict[str, Any], sec_per_kimg: float, fwd_flop
     _write_status(run_dir, nimg=nimg, total_nimg=total)
 
 
+def _stored_config(path: Path) -> RunConfig | None:
+    """The RunConfig in a run folder's config.json (None when it no longer loads)."""
+    try:
+        return run_config_from_dict(json.loads(path.read_text()), where=str(path))
+    except (ConfigError, ValueError):
+        return None
+
+
 def _write_run_files(job: JobSpec) -> None:
     """config.json and job.json in the run folder; a different config under the same id is an error."""
     run_dir = job.run_dir
     config_path = run_dir / "config.json"
     text = json.dumps(job.run.to_dict(), indent=1, sort_keys=True) + "\n"
-    if config_path.exists() and json.loads(config_path.read_text()) != job.run.to_dict():
+    # Compared as configs, not texts: a folder written before a field existed holds the field's
+    # default implicitly (the run id already treats it so), and must stay usable.
+    if config_path.exists() and _stored_config(config_path) != job.run:
         raise TrainingFailed(f"{config_path} holds a different config for run {job.run.run_id}")
     if not config_path.exists():
         atomic_write_text(config_path, text)

@@ -286,3 +286,32 @@ def test_evaluation_draws_labels_from_the_training_data(tmp_path, monkeypatch):
     train(make_job(tmp_path, run))
     pool = seen[0]
     assert pool is not None and pool.shape == (1797,) and set(pool.tolist()) == set(range(10))
+
+
+def test_folders_and_teachers_written_before_a_field_existed_stay_usable(tmp_path, pretrained):
+    # Run ids leave later-added fields out at their defaults; config.json and a teacher's network
+    # record written by an older version lack them, and must still match (not "a different config").
+    import json as _json
+
+    from harness.train import load_init_network
+
+    state = load_checkpoint(pretrained)
+    old_net = {k: v for k, v in state["network"].items() if k not in ("channels_per_head",)}
+    old_file = tmp_path / "old-teacher.pt"
+    train_mod.save_checkpoint(old_file, {**state, "network": old_net})
+    run = make_run("tune", 2, init_checkpoint=str(old_file))
+    assert load_init_network(run, tmp_path)["network"] == old_net
+
+    job = make_job(tmp_path, make_run("pretrain", 2))
+    train(job)
+    config_path = job.run_dir / "config.json"
+    data = _json.loads(config_path.read_text())
+    data["network"].pop("channels_per_head")
+    config_path.write_text(_json.dumps(data))
+    (job.run_dir / "network-final.pt").unlink()  # force a resume that rereads the folder
+    train(job)
+    assert _json.loads((job.run_dir / "status.json").read_text())["state"] == "done"
+    data["optim"]["lr"] = 1.0  # a real difference is still refused
+    config_path.write_text(_json.dumps(data))
+    with pytest.raises(train_mod.TrainingFailed, match="holds a different config"):
+        train(job)
