@@ -14,6 +14,7 @@ EDM2 op order is kept as `Block.forward_reference`, and `set_fused_ops(net, Fals
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -231,6 +232,22 @@ class Block(nn.Module):
         return self.attn_proj(y, gain=gain)
 
 
+def run_encoder_decoder(enc: nn.ModuleDict, dec: nn.ModuleDict, x: Tensor, emb: Tensor,
+                        dropout_generator: torch.Generator | None,
+                        join: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """The U-Net pass shared by both families: encoder outputs are kept as skips, and each decoder
+    "block" joins the next skip (`join`: MP concatenation or a plain one) before it runs."""
+    skips = []
+    for name, block in enc.items():
+        x = block(x) if name.endswith("_conv") else block(x, emb, dropout_generator)
+        skips.append(x)
+    for name, block in dec.items():
+        if "block" in name:
+            x = join(x, skips.pop())
+        x = block(x, emb, dropout_generator)
+    return x
+
+
 class UNet(nn.Module):
     """EDM2-style magnitude-preserving U-Net: F(c_in * x, c_noise, labels)."""
 
@@ -307,14 +324,8 @@ class UNet(nn.Module):
         x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        skips = []
-        for name, block in self.enc.items():
-            x = block(x) if name.endswith("_conv") else block(x, emb, dropout_generator)
-            skips.append(x)
-        for name, block in self.dec.items():
-            if "block" in name:
-                x = mp_cat(x, skips.pop(), t=self.concat_balance)
-            x = block(x, emb, dropout_generator)
+        x = run_encoder_decoder(self.enc, self.dec, x, emb, dropout_generator,
+                                lambda a, b: mp_cat(a, b, t=self.concat_balance))
         return self.out_conv(x, gain=self.out_gain)
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.config import NetworkConfig
-from harness.network import SharedDropout
+from harness.network import SharedDropout, run_encoder_decoder
 
 # EDM's SongUNet constants: 1/sqrt(2) residual scaling, GroupNorm eps 1e-6 with at least 4 channels
 # per group, 4x wider embedding, 10,000 as the largest positional period.
@@ -188,14 +188,8 @@ class DDPMppUNet(nn.Module):
         emb = F.silu(self.emb_layer1(F.silu(self.emb_layer0(emb.to(x.dtype)))))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        skips = []
-        for name, blk in self.enc.items():
-            x = blk(x) if name.endswith("_conv") else blk(x, emb, dropout_generator)
-            skips.append(x)
-        for name, blk in self.dec.items():
-            if "block" in name:
-                x = torch.cat([x, skips.pop()], dim=1)
-            x = blk(x, emb, dropout_generator)
+        x = run_encoder_decoder(self.enc, self.dec, x, emb, dropout_generator,
+                                lambda a, b: torch.cat([a, b], dim=1))
         return self.out_conv(F.silu(self.out_norm(x)))
 
     def normalize_weights_(self) -> None:

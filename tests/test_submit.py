@@ -541,38 +541,24 @@ def test_slurm_without_sbatch_is_a_clear_error(env: dict[str, Path], tmp_path: P
     assert read_state(env["runs"], "s").runs == {}
 
 
-def test_slurm_unreachable_controller_is_a_clear_error(env: dict[str, Path], tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("stubs", "message"), [
     # sbatch installed but no controller answers (a workstation with slurm-client only).
-    _path_with_only(tmp_path, monkeypatch, srun=_SRUN, sbatch=(
-        "echo 'sbatch: error: Batch job submission failed: Unable to contact slurm controller "
-        "(connect failure)' >&2; exit 1"))
-    with pytest.raises(ConfigError, match=r"--cluster slurm: sbatch failed.*Unable to contact.*login node"):
-        submit(load_sweep(env["sweep"]), "slurm", results_dir=env["results"],
-               runs_dir=env["runs"])
-    assert read_state(env["runs"], "s").runs == {}
-
-
-def test_slurm_gpu_request_on_cpu_partition_is_a_clear_error(env: dict[str, Path], tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    # A CPU-only cluster (what tests/slurm/start-slurm.sh starts): the default GPU request is refused
-    # before sbatch runs, naming the partition and the key to change.
-    _path_with_only(tmp_path, monkeypatch, srun=_SRUN, sinfo="echo 'debug*|(null)'",
-                    sbatch="echo sbatch must not run >&2; exit 1")
-    with pytest.raises(ConfigError, match=r"partition debug has no GPUs.*gpus_per_node = 1 \(the "
-                                          r"default on SLURM\).*gpus_per_node = 0"):
-        submit(load_sweep(env["sweep"]), "slurm", results_dir=env["results"],
-               runs_dir=env["runs"])
-    assert read_state(env["runs"], "s").runs == {}
-
-
-def test_slurm_gres_rejection_names_the_key(env: dict[str, Path], tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    ({"sbatch": "echo 'sbatch: error: Batch job submission failed: Unable to contact slurm "
+                "controller (connect failure)' >&2; exit 1"},
+     r"--cluster slurm: sbatch failed.*Unable to contact.*login node"),
+    # A CPU-only cluster (what tests/slurm/start-slurm.sh starts): the default GPU request is
+    # refused before sbatch runs, naming the partition and the key to change.
+    ({"sinfo": "echo 'debug*|(null)'", "sbatch": "echo sbatch must not run >&2; exit 1"},
+     r"partition debug has no GPUs.*gpus_per_node = 1 \(the default on SLURM\).*gpus_per_node = 0"),
     # No sinfo to ask: sbatch's own refusal is translated.
-    _path_with_only(tmp_path, monkeypatch, srun=_SRUN, sbatch=(
-        "echo 'sbatch: error: Invalid generic resource (gres) specification' >&2; exit 1"))
-    with pytest.raises(ConfigError, match=r"refused the resource request.*Invalid generic resource"
-                                          r".*s.toml: \[cluster\] gpus_per_node = 1"):
+    ({"sbatch": "echo 'sbatch: error: Invalid generic resource (gres) specification' >&2; exit 1"},
+     r"refused the resource request.*Invalid generic resource.*s.toml: \[cluster\] gpus_per_node = 1"),
+], ids=["unreachable-controller", "gpu-on-cpu-partition", "gres-rejected"])
+def test_slurm_refusals_are_clear_errors(env: dict[str, Path], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch, stubs: dict[str, str],
+                                         message: str) -> None:
+    _path_with_only(tmp_path, monkeypatch, srun=_SRUN, **stubs)
+    with pytest.raises(ConfigError, match=message):
         submit(load_sweep(env["sweep"]), "slurm", results_dir=env["results"],
                runs_dir=env["runs"])
     assert read_state(env["runs"], "s").runs == {}
