@@ -313,8 +313,8 @@ def test_job_failing_on_the_node_is_reported_and_the_rest_completes(
     assert ok.state == "done" and failed.state == "failed", explain(sweep, sweeps)()
     # The node's own error (recorded by the job, not guessed), and SLURM's verdict on the job.
     assert failed.error is not None and failed.error.endswith(
-        f"init network {bad} has a different architecture than run {xs.run_id} (ect-digits-xs)"
-        ), failed
+        f"init network {bad} has a different architecture than run {xs.run_id} (ect-digits-xs): "
+        "network.channel_mult = [1, 2] in the file, [1, 2, 2] in the run"), failed
     assert wait_for("sacct to record the failure", lambda: status_by_name(sweep, sweeps)[
         "xs-320+640-seed0"].job_state, 30) == "FAILED"
     code, out = run_cli(capsys, "status", *sweeps.args(path))
