@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -328,10 +329,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a pipe's reader may have left: raise here, where it is handled
+        return code
     except ConfigError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader left (`harness results --csv | head`): as for any Unix filter, not an error.
+        # stdout is pointed at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # a folder not writable, a full disk: the message names path and cause
         print(f"harness: error: {e}", file=sys.stderr)
         return 2

@@ -171,3 +171,18 @@ def test_cli_plan(sweep_file: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert err.startswith("harness: error: ") and "p.toml [preset=ect-digits-tiny" in err
     assert "q = 0.5: must be > 1" in err
     assert not (tmp_path / "w").exists()  # planning never writes run folders
+
+
+def test_output_into_a_closed_pipe_is_not_an_error() -> None:
+    # `harness results --csv | head`: the reader leaves early; like any filter, exit quietly.
+    # The pipe is closed before the interpreter has even started, so every write meets EPIPE.
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "presets"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Broken pipe" not in err and "Traceback" not in err, err
