@@ -302,11 +302,11 @@ def measure_family_cost(presets: Sequence[str], batch: int, device: torch.device
     magnitude-preserving network it replaced, timed in the same interleaved rounds."""
     steps: dict[str, Callable[[], None]] = {}
     out: dict[str, Any] = {}
+    images, labels = _training_images(bench_run_config(presets[0], "pretrain", batch), device)
     for preset in presets:
         for kind in ("pretrain", "tune"):
             run = bench_run_config(preset, kind, batch)
             old = dataclasses.replace(run, network=MP_PREDECESSORS[preset])
-            images, labels = _training_images(run, device)
             for name, r in ((preset, run), (f"{preset}-mp", old)):
                 model = _make_model(r, device)
                 steps[f"{name}:{kind}"] = _step_fn(r, model, images, labels, autocast=False)

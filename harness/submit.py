@@ -240,9 +240,8 @@ def _slurm_executor(sweep: Sweep, folder: Path) -> submitit.AutoExecutor:
     cc = sweep.cluster
     ex = submitit.AutoExecutor(folder=folder, cluster="slurm",
                                slurm_max_num_timeout=cc.max_num_timeout)
-    gpus = 1 if cc.gpus_per_node is None else cc.gpus_per_node
     params: dict[str, Any] = {
-        "timeout_min": cc.timeout_min, "gpus_per_node": gpus or None,  # 0: no --gpus-per-node
+        "timeout_min": cc.timeout_min, "gpus_per_node": _slurm_gpus(cc) or None,  # 0: no --gpus-per-node
         "tasks_per_node": cc.tasks_per_node, "nodes": cc.nodes,
         "cpus_per_task": cc.cpus_per_task, "mem_gb": cc.mem_gb,
         "stderr_to_stdout": cc.stderr_to_stdout, **cc.slurm}
@@ -250,9 +249,14 @@ def _slurm_executor(sweep: Sweep, folder: Path) -> submitit.AutoExecutor:
     return ex
 
 
+def _slurm_gpus(cc: ClusterConfig) -> int:
+    """GPUs per node asked of SLURM: the [cluster] value, or 1 when it is not set."""
+    return 1 if cc.gpus_per_node is None else cc.gpus_per_node
+
+
 def _gpu_request_hint(sweep: Sweep) -> str:
     cc = sweep.cluster
-    gpus = 1 if cc.gpus_per_node is None else cc.gpus_per_node
+    gpus = _slurm_gpus(cc)
     default = " (the default on SLURM)" if cc.gpus_per_node is None else ""
     return (f"{sweep.path}: [cluster] gpus_per_node = {gpus}{default} asks every job for GPUs. "
             "Set gpus_per_node = 0 in [cluster] to run on CPUs, or choose a partition with GPUs "
@@ -266,8 +270,7 @@ def _check_slurm_gpus(sweep: Sweep) -> None:
     partition has which generic resources. Without sinfo (or when it fails) sbatch decides.
     """
     cc = sweep.cluster
-    gpus = 1 if cc.gpus_per_node is None else cc.gpus_per_node
-    if gpus <= 0 or shutil.which("sinfo") is None:
+    if _slurm_gpus(cc) <= 0 or shutil.which("sinfo") is None:
         return
     partition = cc.slurm.get("slurm_partition")
     cmd = ["sinfo", "--noheader", "--format=%P|%G"] + ([f"--partition={partition}"] if partition else [])

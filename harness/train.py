@@ -203,9 +203,9 @@ def load_init_network(run: RunConfig, runs_dir: Path) -> dict[str, Any]:
             saved_arch = from_dict(NetworkConfig, saved, where=f"{path} network").architecture()
         except ConfigError as e:
             raise TrainingFailed(f"init network {e}") from None
-        if saved_arch != run.network.architecture():
-            diff = {k: (v, run.network.architecture()[k]) for k, v in saved_arch.items()
-                    if v != run.network.architecture()[k]}
+        wanted = run.network.architecture()
+        if saved_arch != wanted:
+            diff = {k: (v, wanted[k]) for k, v in saved_arch.items() if v != wanted[k]}
             raise TrainingFailed(f"init network {path} has a different architecture than "
                                  f"run {run.run_id} ({run.preset}): "
                                  + ", ".join(f"network.{k} = {a!r} in the file, {b!r} in the run"

@@ -149,7 +149,7 @@ def build(kind: str, preset: str, values: dict[str, Any]) -> Any:
     return run_config_from_dict(data)
 
 
-def fd_at_mid_t(run: Any, network_file: Path, mid_t: float, cache: Path | None) -> float:
+def fd_at_mid_t(run: Any, network_file: Path, mid_t: float) -> float:
     """2-step FD-digits of a finished run's EMA network at re-noising level `mid_t`."""
     from harness.config import EvalConfig
 
@@ -160,7 +160,7 @@ def fd_at_mid_t(run: Any, network_file: Path, mid_t: float, cache: Path | None) 
     images = generate(net, cfg, "2-step", list(range(cfg.num_samples)),
                       img_shape=(run.network.img_channels, run.network.img_resolution,
                                  run.network.img_resolution), device=torch.device("cpu"))
-    return float(Evaluator(run, cache).evaluate(images).value)
+    return float(Evaluator(run).evaluate(images).value)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -223,13 +223,12 @@ def main() -> None:
         ect = df[df.run_id == tune.run_id].pivot_table(index="images_seen", columns="sampler",
                                                         values="value")
         final = work / "runs" / tune.run_id / "network-final.pt"
-        cache = None
         row = {"variant": name, "params": int(df[df.run_id == pre.run_id].params.iloc[0]),
                "pretrain_cpu_s": round(pre_s), "tune_cpu_s": round(tune_s),
                "teacher": round(float(teacher.value.iloc[0]), 2),
                "ect": {int(k): {s: round(float(v), 2) for s, v in r.items()}
                        for k, r in ect.iterrows()},
-               "two_step_final_by_mid_t": {t: round(fd_at_mid_t(tune, final, t, cache), 2)
+               "two_step_final_by_mid_t": {t: round(fd_at_mid_t(tune, final, t), 2)
                                            for t in args.mid_t},
                "pretrain_run": pre.run_id, "tune_run": tune.run_id}
         print(json.dumps(row), flush=True)
