@@ -30,8 +30,9 @@ class Backtest:
     """One backtest: the law fitted below `cutoff` and one row per held-out point.
 
     `table` columns: x, y (observed), predicted, rel_error = (predicted − y)/y, abs_rel_error,
-    lo/hi (bootstrap band at the fit's ci_level; NaN without bootstrap), covered (y within [lo, hi]),
-    extrapolation_ratio = x / largest fitted x."""
+    lo/hi (the bootstrap prediction interval of a new observation at the fit's ci_level: the
+    curve's uncertainty and the points' scatter about it; NaN without bootstrap), covered (y within
+    [lo, hi]), extrapolation_ratio = x / largest fitted x."""
 
     cutoff: float
     fit: PowerLaw
@@ -51,8 +52,9 @@ def _score(fit: PowerLaw, x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
     pred = fit.predict(x)
     rel = (pred - y) / y
     lo = hi = np.full(len(x), np.nan)
-    if fit.has_draws and len(x):
-        lo, hi = fit.predict_interval(x, fit.ci_level)
+    if fit.has_noise and len(x):
+        # A held-out point is a new noisy observation: its interval carries the scatter too.
+        lo, hi = fit.prediction_interval(x, fit.ci_level)
     covered = np.where(np.isnan(lo), np.nan, (y >= lo) & (y <= hi))
     return pd.DataFrame({"x": x, "y": y, "predicted": pred, "rel_error": rel,
                          "abs_rel_error": np.abs(rel), "lo": lo, "hi": hi, "covered": covered,
@@ -127,7 +129,8 @@ def backtest_results(
 
 
 def summarize_backtest(table: pd.DataFrame, by: Sequence[str] | str | None = None) -> pd.DataFrame:
-    """Per group (or overall with by=None): held-out points, MARE, max ARE, bias and CI coverage."""
+    """Per group (or overall with by=None): held-out points, mean, median and max absolute relative
+    error, bias (mean relative error) and the share of points inside their prediction interval."""
     keys = [by] if isinstance(by, str) else list(by or [])
     scored = table[table["predicted"].notna()] if len(table) else table
 
@@ -136,6 +139,7 @@ def summarize_backtest(table: pd.DataFrame, by: Sequence[str] | str | None = Non
         return pd.Series({
             "num_held_out": len(t),
             "mean_abs_rel_error": float(t["abs_rel_error"].mean()) if len(t) else math.nan,
+            "median_abs_rel_error": float(t["abs_rel_error"].median()) if len(t) else math.nan,
             "max_abs_rel_error": float(t["abs_rel_error"].max()) if len(t) else math.nan,
             "mean_rel_error": float(t["rel_error"].mean()) if len(t) else math.nan,
             "ci_coverage": float(cov.mean()) if len(cov) else math.nan,

@@ -23,6 +23,8 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
+from analysis import batched
+
 __all__ = [
     "FitError",
     "JointPowerLaw",
@@ -348,28 +350,70 @@ def _bootstrap_targets(problem: _Problem, theta: np.ndarray, method: BootstrapMe
     return out
 
 
+def _noise_draws(problem: _Problem, theta: np.ndarray, method: BootstrapMethod, num: int,
+                 seed: int) -> np.ndarray:
+    """Log noise of a new observation, one per bootstrap draw: a centred log residual of the fit
+    inflated by sqrt(n/(n − p)), times the chi-square factor of the "residual" method. A draw's
+    curve times exp(its noise) is a draw of a new observation: the prediction interval."""
+    n = problem.log_y.size
+    dof = n - problem.num_params
+    if dof <= 0:
+        return np.zeros(0)
+    r = problem.residuals(theta)
+    r = (r - r.mean()) * math.sqrt(n / dof)
+    rng = np.random.default_rng([seed, 1])  # its own stream: the parameter draws stay as they were
+    scale = (np.sqrt(dof / rng.chisquare(dof, size=num)) if method == "residual"
+             else np.ones(num))
+    return scale * rng.choice(r, size=num, replace=True)
+
+
 def _run_bootstrap(problem: _Problem, theta: np.ndarray, *, method: BootstrapMethod,
                    clusters: np.ndarray | None, num: int, seed: int,
                    grid_size: int) -> tuple[np.ndarray, int]:
-    """Refit every resample (from the full-data optimum plus the best grid point); returns the internal
-    parameter vectors [num_ok, p] and the number of resamples that could not be fitted."""
+    """Refit every resample (from the better of the full-data optimum and the best grid point);
+    returns the internal parameter vectors [num_ok, p] and the number of resamples that could not
+    be fitted.
+
+    All resamples of one size are fitted together (`analysis.batched`); the few whose refinement
+    does not pass the convergence test are refitted one by one with L-BFGS-B."""
     rng = np.random.default_rng(seed)
-    draws = []
+    targets = _bootstrap_targets(problem, theta, method, clusters, num, rng)
+    fitted: list[np.ndarray | None] = [None] * len(targets)
     failed = 0
-    for idx, log_y in _bootstrap_targets(problem, theta, method, clusters, num, rng):
-        sub = _Problem(log_u=problem.log_u[:, idx], log_y=log_y, irreducible=problem.irreducible,
-                       loss=problem.loss, delta=problem.delta, alpha_bounds=problem.alpha_bounds)
+    by_size: dict[int, list[int]] = {}
+    for i, (idx, _) in enumerate(targets):
         # A pairs resample can repeat one input value only; such a resample carries no slope.
-        if any(np.ptp(row) == 0 for row in sub.log_u) or len(np.unique(idx)) < problem.num_params:
+        if (any(np.ptp(row) == 0 for row in problem.log_u[:, idx])
+                or len(np.unique(idx)) < problem.num_params):
             failed += 1
             continue
-        try:
-            sol = _solve(sub, grid_size=grid_size, num_starts=2, extra_starts=[theta],
-                         refine_best_only=True)
-        except FitError:
-            failed += 1
-            continue
-        draws.append(sol.theta)
+        by_size.setdefault(len(idx), []).append(i)
+    for members in by_size.values():
+        batch = batched.BatchProblem(
+            log_u=np.stack([problem.log_u[:, targets[i][0]] for i in members]),
+            log_y=np.stack([targets[i][1] for i in members]),
+            irreducible=problem.irreducible, loss=problem.loss, delta=problem.delta,
+            alpha_bounds=problem.alpha_bounds)
+        from_full = np.repeat(theta[None, :], len(members), axis=0)
+        from_grid = batched.grid_starts(batch, grid_size)
+        full_loss = batch.evaluate(from_full, jacobian=False)[0]
+        grid_loss = batch.evaluate(from_grid, jacobian=False)[0]
+        starts = np.where((grid_loss < full_loss)[:, None], from_grid, from_full)
+        thetas, _, converged = batched.refine(batch, starts)
+        for j, i in enumerate(members):
+            if converged[j]:
+                fitted[i] = thetas[j]
+                continue
+            idx, log_y = targets[i]
+            sub = _Problem(log_u=problem.log_u[:, idx], log_y=log_y,
+                           irreducible=problem.irreducible, loss=problem.loss,
+                           delta=problem.delta, alpha_bounds=problem.alpha_bounds)
+            try:
+                fitted[i] = _solve(sub, grid_size=grid_size, num_starts=2,
+                                   extra_starts=[theta, thetas[j]], refine_best_only=True).theta
+            except FitError:
+                failed += 1
+    draws = [t for t in fitted if t is not None]
     return (np.array(draws) if draws else np.empty((0, problem.num_params))), failed
 
 
@@ -431,6 +475,7 @@ class PowerLaw:
     num_failed_draws: int = 0
     ci_level: float = 0.95
     draws: np.ndarray | None = field(default=None, repr=False, compare=False)  # [B, 3]: E, A, alpha
+    noise: np.ndarray | None = field(default=None, repr=False, compare=False)  # [B] log noise
 
     param_names = ("E", "A", "alpha")
 
@@ -470,6 +515,18 @@ class PowerLaw:
         """Percentile confidence band of the fitted curve at x (not of a new noisy observation)."""
         return _quantiles(self.predict_draws(x), level)
 
+    @property
+    def has_noise(self) -> bool:
+        return self.noise is not None and self.has_draws and len(self.noise) == len(self.draws)
+
+    def prediction_interval(self, x: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile interval of a *new observation* at x: the curve's uncertainty and the
+        points' scatter about it (each draw's curve times the exponential of its log noise)."""
+        if not self.has_noise:
+            raise ValueError("prediction_interval: this fit has no noise draws; fit with "
+                             "bootstrap > 0 and more points than parameters")
+        return _quantiles(self.predict_draws(x) * np.exp(self.noise)[:, None], level)
+
     def to_dict(self, *, include_draws: bool = True) -> dict[str, Any]:
         """JSON-ready dict (parameters, diagnostics, CIs at `ci_level`, optionally the draws)."""
         out: dict[str, Any] = {
@@ -486,6 +543,8 @@ class PowerLaw:
         if include_draws and self.has_draws:
             for i, name in enumerate(self.param_names):
                 out[f"draws_{name}"] = [float(v) for v in self.draws[:, i]]
+            if self.has_noise:
+                out["draws_noise"] = [float(v) for v in self.noise]
         return out
 
     @classmethod
@@ -507,7 +566,8 @@ class PowerLaw:
             x_min=float(data.get("x_min", math.nan)), x_max=float(data.get("x_max", math.nan)),
             bootstrap_method=data.get("bootstrap_method") or None,
             num_failed_draws=int(data.get("num_failed_draws", 0)),
-            ci_level=float(data.get("ci_level", 0.95)), draws=_readonly(draws))
+            ci_level=float(data.get("ci_level", 0.95)), draws=_readonly(draws),
+            noise=_readonly(data.get("draws_noise") if draws is not None else None))
 
 
 def _check_options(loss: str, delta: float, bootstrap: int, method: str, ci_level: float,
@@ -585,7 +645,7 @@ def fit_power_law(
         # A in the caller's units: y = E + A'·ys·(x/xs)^-α  =>  A = A'·ys·xs^α.
         return np.array([e * y_scale, math.exp(a[0]) * y_scale * x_scale ** alpha[0], alpha[0]])
 
-    draws = None
+    draws = noise = None
     failed = 0
     if bootstrap > 0:
         if bootstrap_method != "pairs" and len(xs) <= num_params:
@@ -601,6 +661,8 @@ def fit_power_law(
                                               grid_size=max(12, grid_size // 3))
             messages += _few_dof_note(len(xs), num_params, bootstrap_method)
             draws = np.array([to_params(t) for t in internal]) if len(internal) else None
+            if draws is not None:
+                noise = _noise_draws(problem, sol.theta, bootstrap_method, len(draws), seed)
     params = to_params(sol.theta)
     if irreducible and params[0] == 0.0:
         messages.append("E = 0 (its lower bound): these points show no floor")
@@ -610,7 +672,8 @@ def fit_power_law(
         delta=delta, status=",".join(status) or "ok", converged=sol.converged,
         messages=tuple(messages), start_spread=sol.start_spread, x_min=float(xs.min()),
         x_max=float(xs.max()), bootstrap_method=bootstrap_method if bootstrap > 0 else None,
-        num_failed_draws=failed, ci_level=ci_level, draws=_readonly(draws))
+        num_failed_draws=failed, ci_level=ci_level, draws=_readonly(draws),
+        noise=_readonly(noise) if noise is not None and len(noise) else None)
 
 
 # --------------------------------------------------------------------------------------------------

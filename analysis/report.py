@@ -10,7 +10,9 @@ re-draws every figure from the records and those files alone (no fitting, no tra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import hashlib
 import io
 import json
 import math
@@ -112,6 +114,7 @@ class SweepFits:
     isoflop_laws: dict[str, SizeLaw | None] = field(repr=False)
     backtest: pd.DataFrame = field(repr=False)  # backtest_results table (largest budget held out)
     joint: pd.DataFrame = field(repr=False)  # fit_joint_results table (may be empty)
+    reused: bool = False  # read back from fits.json: the same records, options and analysis code
 
     @property
     def laws(self) -> dict[tuple[Any, ...], PowerLaw]:
@@ -143,11 +146,34 @@ def _table_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return fits_to_records(df, include_draws=True) if len(df) else []
 
 
+def _analysis_code_hash() -> str:
+    """Hash of this package's source: a change of the fitting code invalidates cached fits."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def fits_inputs_key(records: pd.DataFrame, options: dict[str, Any]) -> str:
+    """Content hash of what a sweep's fits depend on: the records, the fit options and the code."""
+    digest = hashlib.sha256()
+    ordered = records.sort_values(["run_id", "images_seen", "sampler", "metric"], kind="stable")
+    ordered = ordered[sorted(ordered.columns)].reset_index(drop=True)
+    digest.update(pd.util.hash_pandas_object(ordered.astype(str), index=False).to_numpy().tobytes())
+    digest.update(json.dumps(options, sort_keys=True, default=repr).encode())
+    digest.update(_analysis_code_hash().encode())
+    return digest.hexdigest()[:32]
+
+
 def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flops",
               frontier_x: str = "total_flops", y: str = "value", bootstrap: int = 1000,
               seed: int = 0, bootstrap_method: str = "residual",
-              joint_bootstrap_method: str = "pairs", **fit_kwargs: Any) -> SweepFits:
+              joint_bootstrap_method: str = "pairs", reuse: bool = True,
+              **fit_kwargs: Any) -> SweepFits:
     """Load a sweep's records, fit everything, write results/<sweep>/fits.{json,parquet}.
+
+    With `reuse` (the default) an existing fits.json made from the same records, options and
+    analysis code (`fits_inputs_key`) is read back instead of fitting again (`SweepFits.reused`).
 
     Fits: y = E + A·x^(−α) per (preset, sampler, metric) with `bootstrap` resamples; the frontier
     law per sampler (Approach 1) and IsoFLOP minima (Approach 2, diagnostic); the backtest that
@@ -165,6 +191,14 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
     results_dir = Path(results_dir)
     name = resolve_sweep(sweep)
     records = _load_records(results_dir, name)
+    options = {"x": x, "frontier_x": frontier_x, "y": y, "bootstrap": bootstrap, "seed": seed,
+               "bootstrap_method": bootstrap_method,
+               "joint_bootstrap_method": joint_bootstrap_method, **fit_kwargs}
+    inputs_key = fits_inputs_key(records, options)
+    if reuse:
+        cached = _read_cached_fits(results_dir, name, inputs_key)
+        if cached is not None:
+            return cached
     kw = {"bootstrap": bootstrap, "seed": seed, "bootstrap_method": bootstrap_method, **fit_kwargs}
     curves = fit_results(records, x=x, y=y, by=("preset", "sampler"), **kw)
     tune = select_points(records, y=y, kind="tune")
@@ -179,9 +213,9 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
         iso_x = "tune_flops" if "tune_flops" in family.columns else x
         isoflop[key] = isoflop_minima(family, x=iso_x, y=y)
         isoflop_laws[key] = fit_isoflop_law(isoflop[key])
-    # Backtest: no bootstrap needed for the point error; a small one gives the coverage column.
+    # Backtest: the point error needs no bootstrap; the prediction intervals (coverage) do.
     bt = backtest_results(records, x=x, y=y, by=("preset", "sampler"),
-                          **{**kw, "bootstrap": min(bootstrap, 200)})
+                          **kw)
     joint = pd.DataFrame()
     if len(tune) and tune["params"].nunique() >= 2 and tune["images_seen"].nunique() >= 2:
         joint = fit_joint_results(records, y=y, by=("sampler",),
@@ -191,7 +225,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
         "y": y,
         "bootstrap": bootstrap, "bootstrap_method": bootstrap_method,
         "joint_bootstrap_method": joint_bootstrap_method, "seed": seed,
-        "num_records": len(records), "metrics": metrics,
+        "num_records": len(records), "metrics": metrics, "inputs_key": inputs_key,
         "cost_per_param_image": _cost_coefficient(records),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git_sha": git_sha(), "git_dirty": git_dirty(),
@@ -200,6 +234,16 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
                      isoflop_laws=isoflop_laws, backtest=bt, joint=joint)
     _write_fits(results_dir / name, fits)
     return fits
+
+
+def _read_cached_fits(results_dir: Path, name: str, inputs_key: str) -> SweepFits | None:
+    try:
+        fits = read_fits(results_dir, name)
+    except (AnalysisError, OSError, ValueError, KeyError):
+        return None  # missing, older format or unreadable: fit again
+    if fits.meta.get("inputs_key") != inputs_key:
+        return None
+    return dataclasses.replace(fits, reused=True)
 
 
 def _cost_coefficient(records: pd.DataFrame) -> float | None:
@@ -376,7 +420,7 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
     lines += ["", "## Backtest: the largest budget predicted from the others", ""]
     if len(fits.backtest):
         lines += ["| preset | sampler | points fitted | held-out x | observed | predicted | "
-                  "error | in CI | fit status |", "|---|---|---|---|---|---|---|---|---|"]
+                  f"error | in {level} % PI | fit status |", "|---|---|---|---|---|---|---|---|---|"]
         for _, r in fits.backtest.iterrows():
             err = r.get("rel_error")
             err_s = f"{100 * err:+.1f} %" if err is not None and pd.notna(err) else "–"
@@ -386,9 +430,15 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
                          f"{_fmt(r.get('x'))} | {_fmt(r.get('y'))} | {_fmt(r.get('predicted'))} | "
                          f"{err_s} | {cov_s} | {r.get('fit_status') or ''} |")
         summary = summarize_backtest(fits.backtest).iloc[0]
-        lines += ["", f"Mean absolute relative error: {100 * summary['mean_abs_rel_error']:.1f} % "
-                  f"over {int(summary['num_held_out'])} held-out points (max "
-                  f"{100 * summary['max_abs_rel_error']:.1f} %)."]
+        covered = pd.to_numeric(fits.backtest["covered"], errors="coerce").dropna()
+        lines += ["", f"Absolute relative error over {int(summary['num_held_out'])} held-out points: "
+                  f"median {100 * summary['median_abs_rel_error']:.1f} %, mean "
+                  f"{100 * summary['mean_abs_rel_error']:.1f} %, max "
+                  f"{100 * summary['max_abs_rel_error']:.1f} %. "
+                  + (f"The observed value is inside the {level} % prediction interval (the fit's "
+                     f"bootstrap curves times its residual scatter) for {int(covered.sum())} of "
+                     f"{len(covered)}." if len(covered) else "No prediction intervals (no "
+                     "bootstrap, or no residual degrees of freedom).")]
     else:
         lines.append("No group has two or more budgets; nothing to backtest.")
     if figures_rel is not None:

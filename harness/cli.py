@@ -190,7 +190,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     try:
         fits = fit_sweep(args.results, args.sweep, x=args.x, frontier_x=args.frontier_x,
-                         bootstrap=args.bootstrap, seed=args.seed)
+                         bootstrap=args.bootstrap, seed=args.seed, reuse=not args.force)
     except _analysis_errors() as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
@@ -206,7 +206,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             print(f"frontier ({key}, vs {args.frontier_x}): alpha = {law.alpha:.3g}{ci_text}, "
                   f"E = {law.E:.3g}, {len(frontier.points)} points")
     folder = Path(args.results) / fits.sweep
-    print(f"wrote {folder / FITS_JSON} and {folder / FITS_PARQUET}")
+    if fits.reused:
+        print(f"unchanged records, options and analysis code: reused {folder / FITS_JSON} "
+              f"(fitted {fits.meta.get('created_at')}; --force fits again)")
+    else:
+        print(f"wrote {folder / FITS_JSON} and {folder / FITS_PARQUET}")
     return 0
 
 
@@ -237,6 +241,9 @@ def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--frontier-x", default="total_flops", choices=["tune_flops", "total_flops"],
                    help="compute axis of the frontier across sizes (default total_flops)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--force", action="store_true",
+                   help="fit again even when fits.json was made from the same records, options "
+                        "and analysis code")
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("plot", help="draw a sweep's figures (PNG + PDF) from its records and "

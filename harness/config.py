@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import hashlib
 import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from harness.runtime import folder_name_problem, stable_hash
+from harness.runtime import canonical_json, folder_name_problem
 
 
 class ConfigError(ValueError):
@@ -352,28 +353,69 @@ _ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,
                  ("eval", "dinov2_weights_path"): None}
 
 
-def run_id(cfg: RunConfig) -> str:
-    """Hash of the resolved config; the objective section a run does not use is left out."""
-    d = to_dict(cfg)
-    d.pop("ect" if cfg.kind == "pretrain" else "diffusion")
-    if cfg.kind == "pretrain":
+def _identity_section(name: str, obj: Any, kind: str) -> dict[str, Any] | None:
+    """The part of one RunConfig section that identifies a run; None: the section is left out."""
+    if name == ("ect" if kind == "pretrain" else "diffusion"):
+        return None  # the objective section a run does not use
+    d = to_dict(obj)
+    if name == "eval" and kind == "pretrain":
         # The teacher is always evaluated with Heun; consistency-sampler settings do not matter.
-        d["eval"].pop("mid_t")
-        d["eval"].pop("samplers")
-        d["eval"].pop("sigma_min_shift")
-    for section, name in _IDENTITY_EXCLUDED:
-        d[section].pop(name)
+        for field_name in ("mid_t", "samplers", "sigma_min_shift"):
+            d.pop(field_name)
+    for section, field_name in _IDENTITY_EXCLUDED:
+        if section == name:
+            d.pop(field_name)
     # Fields added after runs were recorded leave the hash at their original value, so the ids of
     # those runs (and their records and checkpoints) stay valid.
-    for (section, name), original in _ADDED_FIELDS.items():
-        if d[section].get(name) == original:
-            d[section].pop(name)
+    for (section, field_name), original in _ADDED_FIELDS.items():
+        if section == name and d.get(field_name) == original:
+            d.pop(field_name)
     # The MP U-Net's attention layout became EDM2's (CHANGELOG, #16): a config whose network it
     # changed gets a new id, so its old checkpoints and records are never mistaken for the new one.
-    net = cfg.network
-    if net.family == "mp" and mp_attention_heads(net) != mp_attention_heads(net, layout="legacy"):
-        d["network"]["attention_layout"] = "edm2"
-    return stable_hash(d)
+    if (name == "network" and obj.family == "mp"
+            and mp_attention_heads(obj) != mp_attention_heads(obj, layout="legacy")):
+        d["attention_layout"] = "edm2"
+    return d
+
+
+def _value_types(obj: Any) -> tuple[Any, ...]:
+    """Types of a section's values (and of their tuples' items): 0 == 0.0 and hash alike, but
+    their JSON differs, so the cache below must not hand one's text to the other."""
+    return tuple(tuple(map(type, v)) if type(v) is tuple else type(v) for v in vars(obj).values())
+
+
+def _identity_section_json(name: str, obj: Any, kind: str) -> str | None:
+    # Planning hashes thousands of configs that share their (frozen, hashable) sections.
+    return _cached_section_json(name, obj, kind, _value_types(obj))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_section_json(name: str, obj: Any, kind: str, types: tuple[Any, ...]) -> str | None:
+    d = _identity_section(name, obj, kind)
+    return None if d is None else canonical_json(d)
+
+
+def run_id(cfg: RunConfig) -> str:
+    """Hash of the resolved config; the objective section a run does not use is left out.
+
+    Equal to `stable_hash` of the identity dict: the canonical JSON is assembled from the
+    sections' canonical JSON (sorted keys, no whitespace), each computed once per distinct section."""
+    pieces: dict[str, str] = {}
+    for name in _field_names(RunConfig):
+        value = getattr(cfg, name)
+        if dataclasses.is_dataclass(value):
+            try:
+                text = _identity_section_json(name, value, cfg.kind)
+            except TypeError:  # a section with an unhashable value: no caching
+                d = _identity_section(name, value, cfg.kind)
+                text = None if d is None else canonical_json(d)
+            if text is None:
+                continue
+        else:
+            text = canonical_json(to_dict(value))
+        pieces[name] = text
+    body = ",".join(f'"{k}":{pieces[k]}' for k in sorted(pieces))  # field names need no escaping
+    return hashlib.sha256(("{" + body + "}").encode()).hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ and only the report is rebuilt. Ctrl-C stops watching; queued and running jobs c
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import sys
 import time
 from collections import Counter
@@ -27,6 +29,32 @@ class RunOutcome:
     figures: list[Path]
     states: dict[str, int]  # run state -> count
     seconds: float
+    job_cpu_seconds: float = 0.0  # CPU seconds of the jobs that finished during this command
+    training_seconds: float = 0.0  # wall seconds from submission until no job was left
+
+
+def jobs_cpu_seconds(runs_dir: Path, run_ids: list[str], since: dt.datetime) -> float:
+    """CPU seconds the jobs of `run_ids` that finished after `since` report in their status.json
+    (each job's whole process: imports, data, training and evaluation)."""
+    from harness.sweepstate import read_run_status
+
+    total = 0.0
+    for rid in run_ids:
+        status = read_run_status(runs_dir, rid) or {}
+        updated = status.get("updated_at")
+        if status.get("state") != "done" or not updated or status.get("job_cpu_seconds") is None:
+            continue
+        if dt.datetime.fromisoformat(updated) >= since:
+            total += float(status["job_cpu_seconds"])
+    return total
+
+
+def utilisation_line(cpu_seconds: float, training_seconds: float, total_seconds: float,
+                     cores: int) -> str:
+    """How busy the machine's cores were with the jobs: CPU seconds / (wall seconds × cores)."""
+    return (f"core utilisation: jobs used {cpu_seconds:.0f} CPU s in {training_seconds:.0f} s on "
+            f"{cores} core(s): {cpu_seconds / max(training_seconds * cores, 1e-9):.2f} while "
+            f"training, {cpu_seconds / max(total_seconds * cores, 1e-9):.2f} over the whole command")
 
 
 def _progress_line(rows: list, started: float) -> str:
@@ -92,6 +120,7 @@ def run_sweep(sweep_path: str | Path, cluster: str, *, results_dir: str | Path =
     from harness.submit import submit
 
     t0 = time.monotonic()
+    since = dt.datetime.now(dt.UTC)
     results_dir = Path(results_dir)
     runs_dir = Path(default_runs_dir() if runs_dir is None else runs_dir)
     sweep = load_sweep(sweep_path, overrides)
@@ -107,6 +136,7 @@ def run_sweep(sweep_path: str | Path, cluster: str, *, results_dir: str | Path =
             f"  harness status {sweep_path}     # check on them\n"
             f"  harness run {sweep_path} --cluster {cluster}   # resume watching and build the report\n")
         raise
+    training_seconds = time.monotonic() - t0
     states = dict(Counter(r.state for r in rows))
     for r in rows:
         if r.state in ("failed", "blocked"):
@@ -118,5 +148,10 @@ def run_sweep(sweep_path: str | Path, cluster: str, *, results_dir: str | Path =
     else:
         out.write("no run finished: nothing to fit yet\n")
     seconds = time.monotonic() - t0
+    cpu = jobs_cpu_seconds(runs_dir, [r.run_id for r in rows], since)
     out.write(f"harness run {sweep.name}: {states} in {seconds:.0f} s\n")
-    return RunOutcome(report_path=report_path, figures=figures, states=states, seconds=seconds)
+    if cluster == "local" and cpu > 0:
+        out.write(utilisation_line(cpu, training_seconds, seconds,
+                                   len(os.sched_getaffinity(0))) + "\n")
+    return RunOutcome(report_path=report_path, figures=figures, states=states, seconds=seconds,
+                      job_cpu_seconds=cpu, training_seconds=training_seconds)

@@ -510,7 +510,7 @@ def run_scheduler(runs_dir: str | Path, sweep: str, *, poll_s: float | None = No
                 if not ready:
                     waiting = True
                     continue
-                if len(free) == 0 or len(busy) + len(mine) >= len(slots):
+                if not free:  # `busy` already holds the slots of this scheduler's own jobs
                     waiting = True
                     break
                 slot = free.pop(0)

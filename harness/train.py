@@ -19,6 +19,7 @@ import math
 import os
 import pickle
 import re
+import resource
 import signal
 import sys
 import time
@@ -310,6 +311,13 @@ def _make_optimizer(run: RunConfig, params: list[nn.Parameter]) -> torch.optim.O
     return cls(params, **kwargs)
 
 
+def job_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children since it started."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _write_status(run_dir: Path, **fields: Any) -> None:
     path = run_dir / "status.json"
     try:
@@ -514,7 +522,10 @@ def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> 
             "tune_flops": TRAIN_PASSES["tune"] * cost.fwd_flops * state["nimg"]
             if run.kind == "tune" else 0.0,
             "wall_seconds": state["wall_seconds"]})
-        _write_status(run_dir, state="done", nimg=state["nimg"], total_nimg=total)
+        # The whole job process (imports, data, training, evaluation): `harness run` divides the
+        # jobs' CPU seconds by wall seconds × cores to report how busy the machine was.
+        _write_status(run_dir, state="done", nimg=state["nimg"], total_nimg=total,
+                      job_cpu_seconds=job_cpu_seconds())
     dist.barrier()
     log.info("done %s after %.1f s", run.run_id, state["wall_seconds"])
 

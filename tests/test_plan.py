@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness import records
 from harness.cli import main
+from harness.config import run_config_from_dict, set_dotted, to_dict
 from harness.flops import TRAIN_PASSES, preset_cost
 from harness.plan import ASSUMED_TFLOPS, format_plan, plan
 from harness.sweep import SweepError, load_sweep
@@ -186,3 +189,49 @@ def test_output_into_a_closed_pipe_is_not_an_error() -> None:
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 0, err
     assert "Broken pipe" not in err and "Traceback" not in err, err
+
+
+def _reference_run_id(cfg: Any) -> str:
+    """run_id written out plainly: the canonical JSON of the whole identity dict, hashed."""
+    from harness.config import _field_names, _identity_section
+    from harness.runtime import stable_hash
+
+    d = {}
+    for name in _field_names(type(cfg)):
+        value = getattr(cfg, name)
+        if dataclasses.is_dataclass(value):
+            section = _identity_section(name, value, cfg.kind)
+            if section is not None:
+                d[name] = section
+        else:
+            d[name] = to_dict(value)
+    return stable_hash(d)
+
+
+def test_cached_run_id_equals_the_plain_hash_of_the_identity_dict() -> None:
+    from harness.config import NetworkConfig, RunConfig, run_id
+    from harness.presets import PRESETS, recipe
+
+    for preset in PRESETS.values():
+        for kind in ("pretrain", "tune"):
+            data: dict[str, Any] = {"kind": kind, "preset": preset.name,
+                                    "network": to_dict(preset.network)}
+            if kind == "tune":
+                data["init_run_id"] = "abc123"
+            values = {**recipe(preset.dataset, kind), **preset.overrides,
+                      "train.total_nimg": 1 << 20}
+            if preset.dataset != "digits":
+                values["data.path"] = "/data/x"
+            for key, value in values.items():
+                set_dotted(data, key, value, where="test")
+            cfg = run_config_from_dict(data, where="test")
+            assert run_id(cfg) == _reference_run_id(cfg), preset.name
+            assert run_id(cfg) == run_id(run_config_from_dict(to_dict(cfg), where="again"))
+    # Equal values of another type (0 == 0.0) hash alike but write different JSON: the cache
+    # must not give one the other's id.
+    base = RunConfig(kind="pretrain")
+    as_int = dataclasses.replace(base, network=dataclasses.replace(base.network, dropout=0))
+    as_float = dataclasses.replace(base, network=dataclasses.replace(base.network, dropout=0.0))
+    assert run_id(as_float) == _reference_run_id(as_float)
+    assert run_id(as_int) == _reference_run_id(as_int) != run_id(as_float)
+    assert isinstance(NetworkConfig().dropout, float)

@@ -55,7 +55,7 @@ max_concurrent_local = 2
 
 
 def fake_job(job: JobSpec, *, sleep_s: float = 0.0, fail: bool = False,
-             wait_for: str | None = None) -> None:
+             wait_for: str | None = None, sleep_by_run: dict[str, float] | None = None) -> None:
     """Stands in for harness.train.train: leaves what a finished run leaves, without torch."""
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,7 @@ def fake_job(job: JobSpec, *, sleep_s: float = 0.0, fail: bool = False,
         assert teacher["state"] == "done"
     while wait_for is not None and not Path(wait_for).exists():
         time.sleep(0.05)
-    time.sleep(sleep_s)
+    time.sleep((sleep_by_run or {}).get(f"{job.run.kind}:{job.run.preset}", sleep_s))
     if fail:
         (run_dir / "status.json").write_text(json.dumps({"state": "failed", "error": "boom"}))
         raise ValueError(f"fake failure of {job.run.run_id}")
@@ -295,6 +295,27 @@ def test_local_scheduler_starts_the_longest_chain_first(env: dict[str, Path]) ->
     order = [name[rid] for rid in sorted(times, key=lambda rid: times[rid][0])]
     # m's teacher first; its student (the longest remaining chain) as soon as the teacher is done.
     assert order[:2] == ["ect-digits-m", "ect-digits-m/tune"], order
+
+
+def test_local_scheduler_keeps_every_slot_busy_while_work_is_ready(env: dict[str, Path]) -> None:
+    # Two slots; m's teacher runs long. The other slot must work through everything else that is
+    # ready meanwhile (two teachers and their students), not wait for m's teacher to end.
+    text = textwrap.dedent(SWEEP).replace('["ect-digits-tiny", "ect-digits-xs"]',
+                                          '["ect-digits-tiny", "ect-digits-xs", "ect-digits-m"]')
+    env["sweep"].write_text(text.replace("budget_nimg = [1280, 2560]", "budget_nimg = [2560]"))
+    sweep = load_sweep(env["sweep"])
+    submit(sweep, "local", results_dir=env["results"], runs_dir=env["runs"], wait=True,
+           job_factory=factory(sleep_s=0.3, sleep_by_run={"pretrain:ect-digits-m": 6.0}))
+    from harness.plan import plan
+
+    runs = plan(sweep, env["results"], env["runs"]).runs
+    times = starts(env)
+    m_teacher = next(r.run_id for r in runs if r.kind == "pretrain" and
+                     r.job.run.preset == "ect-digits-m")
+    others = [r.run_id for r in runs if r.job.run.preset != "ect-digits-m"]
+    assert len(others) == 4
+    for rid in others:
+        assert times[rid][1] < times[m_teacher][1], (rid, times)
 
 
 def test_killed_local_job_is_resubmitted_alone(env: dict[str, Path], tmp_path: Path) -> None:

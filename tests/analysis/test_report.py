@@ -79,7 +79,7 @@ def test_harness_plot_draws_every_figure_and_the_report(fitted: Path, tmp_path: 
     report = fitted / "synth" / "report.md"
     text = report.read_text()
     assert "## Fits per preset and sampler" in text and "| ect-synth-s | 1-step | 4 |" in text
-    assert "Mean absolute relative error" in text and "## Compute frontier" in text
+    assert "Absolute relative error over" in text and "## Compute frontier" in text
     link = text.split("](")[1].split(")")[0]
     assert (report.parent / link).resolve() == (out / "compute_curves.png").resolve()
     # Without a figure folder the report has no figure links.
@@ -139,3 +139,35 @@ def test_figures_of_a_single_preset_draw_without_warnings(tmp_path: Path) -> Non
         warnings.simplefilter("error")
         figure_vs_params(one)
         figure_compute_curves(one, {})
+
+
+def test_fits_are_reused_until_records_or_options_change(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    folder = write_synthetic_sweep(results, "cached", budgets=BUDGETS[:3])
+    first = fit_sweep(results, "cached", bootstrap=20)
+    assert not first.reused
+    created = first.meta["created_at"]
+    again = fit_sweep(results, "cached", bootstrap=20)
+    assert again.reused and again.meta["created_at"] == created
+    pd.testing.assert_frame_equal(again.curves[["E", "A", "alpha"]], first.curves[["E", "A", "alpha"]])
+    assert not fit_sweep(results, "cached", bootstrap=30).reused  # other options: fitted again
+    assert not fit_sweep(results, "cached", bootstrap=30, reuse=False).reused
+    # One more record (a new budget): the inputs changed, so the fits are redone.
+    write_synthetic_sweep(results, "cached", budgets=BUDGETS)
+    assert len(list(folder.glob("*.parquet"))) > 0
+    redone = fit_sweep(results, "cached", bootstrap=30)
+    assert not redone.reused and set(redone.curves["n_points"]) == {len(BUDGETS)}
+    assert fit_sweep(results, "cached", bootstrap=30).reused
+
+
+def test_harness_fit_says_when_it_reuses_fits(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                              ) -> None:
+    results = tmp_path / "results"
+    write_synthetic_sweep(results, "cli", budgets=BUDGETS[:3])
+    args = ["fit", "cli", "--results", str(results), "--bootstrap", "10"]
+    assert harness_main(args) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert harness_main(args) == 0
+    assert "reused" in capsys.readouterr().out
+    assert harness_main([*args, "--force"]) == 0
+    assert "wrote" in capsys.readouterr().out
