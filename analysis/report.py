@@ -38,7 +38,7 @@ from analysis.fitting import (
     select_points,
 )
 from analysis.frontier import Frontier, SizeLaw, fit_frontier, fit_isoflop_law, isoflop_minima
-from analysis.powerlaw import JointPowerLaw, PowerLaw
+from analysis.powerlaw import DEFAULT_ALPHA_BOUNDS, JointPowerLaw, PowerLaw
 from harness.runtime import (
     atomic_write_bytes,
     atomic_write_text,
@@ -342,14 +342,50 @@ def _with_ci(row: pd.Series | dict[str, Any], name: str) -> str:
     return f"{value} [{_fmt(lo)}, {_fmt(hi)}]"
 
 
+def interval_flags(row: pd.Series | dict[str, Any],
+                   alpha_bounds: tuple[float, float] = DEFAULT_ALPHA_BOUNDS) -> list[str]:
+    """Warnings about a fit's intervals: an alpha interval that ends at the exponent's bound is
+    not bounded by the data on that side (widen `alpha_bounds` or add budgets)."""
+    flags = []
+    lo, hi = row.get("alpha_lo"), row.get("alpha_hi")
+    if hi is not None and pd.notna(hi) and hi >= alpha_bounds[1] - 1e-6:
+        flags.append(f"alpha interval ends at the bound {alpha_bounds[1]:g}")
+    if lo is not None and pd.notna(lo) and lo <= alpha_bounds[0] + 1e-6:
+        flags.append(f"alpha interval ends at the bound {alpha_bounds[0]:g}")
+    return flags
+
+
+def _value_at_max(row: pd.Series | dict[str, Any]) -> str:
+    """The fitted value at the largest fitted compute, with its interval: A·C^(−α) in FLOP units
+    is unreadable (1e30 and more), a value of the metric is not."""
+    x_max, e, a, alpha = (row.get(k) for k in ("x_max", "E", "A", "alpha"))
+    if any(v is None or pd.isna(v) for v in (x_max, e, a, alpha)):
+        return "–"
+    text = f"{_fmt(e + a * x_max ** -alpha)} @ {x_max:.2g}"
+    draws = [row.get(f"draws_{k}") for k in ("E", "A", "alpha")]
+    if all(d is not None and np.ndim(d) and len(d) for d in draws):
+        values = (np.asarray(draws[0], float) + np.asarray(draws[1], float)
+                  * x_max ** -np.asarray(draws[2], float))
+        lo, hi = np.quantile(values, [0.025, 0.975])
+        text = f"{_fmt(e + a * x_max ** -alpha)} [{_fmt(lo)}, {_fmt(hi)}] @ {x_max:.2g}"
+    return text
+
+
 def format_fit_table(curves: pd.DataFrame, *, markdown: bool = False) -> str:
-    """Fits per preset and sampler with their intervals, as aligned text or a Markdown table."""
-    header = ["preset", "sampler", "n", "E", "A", "alpha", "R² (log)", "status"]
+    """Fits per preset and sampler with their intervals, as aligned text or a Markdown table.
+
+    The fitted curve at the largest fitted compute stands in for A (whose FLOP units make it
+    unreadable; it is in fits.parquet); the status says when an alpha interval ends at a bound."""
+    header = ["preset", "sampler", "n", "E", "alpha", "fit at largest C", "R² (log)", "status"]
     rows = []
     for _, r in curves.iterrows():
+        status = str(r.get("status"))
+        flags = interval_flags(r)
+        if flags:
+            status = ("" if status == "ok" else status + "; ") + "; ".join(flags)
         rows.append([str(r.get("preset")), str(r.get("sampler")), _fmt(r.get("n_points")),
-                     _with_ci(r, "E"), _with_ci(r, "A"), _with_ci(r, "alpha"),
-                     _fmt(r.get("r2"), 4), str(r.get("status"))])
+                     _with_ci(r, "E"), _with_ci(r, "alpha"), _value_at_max(r),
+                     _fmt(r.get("r2"), 4), status])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]

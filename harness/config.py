@@ -150,6 +150,10 @@ class ECTConfig:
     curriculum: Literal["fixed", "budget"] = "fixed"  # stage length fixed in images, or budget/num_stages
     stage_nimg: int = 3_200_000  # images per stage when curriculum = "fixed" (25k iters x 128)
     num_stages: int = 8  # stages per run when curriculum = "budget"
+    # The last stage: from it on r/t stays at 1 - n(t)/q^(max_stage+1). None: it tightens for as
+    # long as training runs. The official runs end at q^(s+1) = 256; far past that, t - r nears
+    # float32 rounding and 1/(t - r) weights rounding noise (docs/digits_ablations.md).
+    max_stage: int | None = None
     c: float = 0.0  # pseudo-Huber constant; CIFAR 0.0, ImageNet 0.06
     weighting: Literal["inv_dt", "snr_plus_k"] = "inv_dt"  # 1/(t-r) (CIFAR) or 1/t^2 + 1/sigma_data^2
 
@@ -162,6 +166,8 @@ class ECTConfig:
             raise _err("ect", "stage_nimg", self.stage_nimg, "must be >= 1")
         if self.num_stages < 1:
             raise _err("ect", "num_stages", self.num_stages, "must be >= 1")
+        if self.max_stage is not None and self.max_stage < 0:
+            raise _err("ect", "max_stage", self.max_stage, "must be >= 0 (or left out: no limit)")
         if self.c < 0:
             raise _err("ect", "c", self.c, "must be >= 0")
 
@@ -350,7 +356,7 @@ _IDENTITY_EXCLUDED = {("train", "status_every_nimg"), ("train", "ckpt_every_nimg
 
 _ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,
                  ("network", "channels_per_head"): 64,
-                 ("eval", "dinov2_weights_path"): None}
+                 ("eval", "dinov2_weights_path"): None, ("ect", "max_stage"): None}
 
 
 def _identity_section(name: str, obj: Any, kind: str) -> dict[str, Any] | None:

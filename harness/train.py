@@ -593,7 +593,7 @@ def _report(run: RunConfig, state: dict[str, Any], sec_per_kimg: float, fwd_flop
     nimg, total = state["nimg"], run.train.total_nimg
     passes = TRAIN_PASSES[run.kind]
     flops_per_s = passes * fwd_flops * 1000 / sec_per_kimg if sec_per_kimg > 0 else 0.0
-    stage = stage_at(nimg, run.stage_nimg()) if run.kind == "tune" else None
+    stage = stage_at(nimg, run.stage_nimg(), run.ect.max_stage) if run.kind == "tune" else None
     loss = state["last_loss"]
     log.info("%s %s %6.1f%% %d/%d img%s loss %s  %.2f s/kimg  %.2f GFLOP/s  nonfinite %d",
              run.run_id, _progress_bar(nimg / total), 100 * nimg / total, nimg, total,

@@ -1,5 +1,6 @@
 """ECT mapping r(t), curriculum and losses (ECT_FACTS §1)."""
 
+import dataclasses
 import itertools
 import math
 
@@ -60,6 +61,19 @@ def test_official_mapping_values():
 
 def test_stage_is_pure_function_of_images():
     assert [stage_at(n, 1000) for n in (0, 999, 1000, 2500)] == [0, 0, 1, 2]
+    # max_stage: the curriculum stops tightening there (the gap t - r stays as it was).
+    assert [stage_at(n, 1000, max_stage=1) for n in (0, 999, 1000, 2500, 10**9)] == [0, 0, 1, 1, 1]
+
+
+def test_max_stage_keeps_run_ids_and_is_checked():
+    from harness.config import ConfigError, ECTConfig, RunConfig, run_id
+
+    base = RunConfig(init_run_id="teacher")
+    capped = dataclasses.replace(base, ect=dataclasses.replace(base.ect, max_stage=7))
+    assert dataclasses.replace(base.ect, max_stage=None) == base.ect
+    assert run_id(capped) != run_id(base)
+    with pytest.raises(ConfigError, match="max_stage"):
+        ECTConfig(max_stage=-1)
 
 
 def test_pseudo_huber():
@@ -114,3 +128,30 @@ def test_edm_loss_shape():
     loss = EDMLoss(DiffusionConfig())(net, torch.zeros(8, 1, 8, 8), None, 0,
                                       torch.Generator().manual_seed(0))
     assert loss.shape == (8,) and torch.isfinite(loss).all()
+
+
+def test_ect_loss_equals_the_official_pass_order():
+    # The official loss runs the online pass, then the target pass (locuslab/ect,
+    # training/loss.py); ours runs the target pass first (a smaller memory footprint). Same
+    # weights, noise and dropout mask, so the losses and gradients are bit-identical.
+    from harness.ect import _SIGMA_FLOOR, _draw, _generator
+
+    net = _tiny_net(dropout=0.3)
+    images = torch.rand(12, 1, 8, 8) * 2 - 1
+    cfg = ECTConfig()
+    nimg, stage_nimg = 5000, 1000
+    loss = ECTLoss(cfg, stage_nimg)(net, images, None, nimg, torch.Generator().manual_seed(7))
+    grads = torch.autograd.grad(loss.sum(), list(net.parameters()))
+
+    t, eps, seed = _draw(images, cfg.P_mean, cfg.P_std, torch.Generator().manual_seed(7))
+    r = r_from_t(t, stage_at(nimg, stage_nimg), q=cfg.q)
+    d_t = net(images + t.reshape(-1, 1, 1, 1) * eps, t, None,
+              dropout_generator=_generator(images.device, seed))
+    with torch.no_grad():
+        d_r = net(images + r.reshape(-1, 1, 1, 1) * eps, r.clamp(min=_SIGMA_FLOOR), None,
+                  dropout_generator=_generator(images.device, seed))
+        target = torch.nan_to_num(torch.where((r > 0).reshape(-1, 1, 1, 1), d_r, images))
+    expected = pseudo_huber(d_t - target, cfg.c) * (1 / (t - r))
+    assert torch.equal(loss, expected)
+    for g, h in zip(grads, torch.autograd.grad(expected.sum(), list(net.parameters())), strict=True):
+        assert torch.equal(g, h)

@@ -171,3 +171,18 @@ def test_harness_fit_says_when_it_reuses_fits(tmp_path: Path, capsys: pytest.Cap
     assert "reused" in capsys.readouterr().out
     assert harness_main([*args, "--force"]) == 0
     assert "wrote" in capsys.readouterr().out
+
+
+def test_fit_table_shows_readable_values_and_flags_intervals_at_a_bound() -> None:
+    from analysis.report import interval_flags
+
+    row = {"preset": "p", "sampler": "1-step", "n_points": 8, "E": 2.0, "A": 3e30, "alpha": 2.5,
+           "alpha_lo": 1.0, "alpha_hi": 5.0, "E_lo": 0.0, "E_hi": 3.0, "x_max": 1e12, "r2": 0.99,
+           "status": "ok", "draws_E": [2.0, 2.0], "draws_A": [3e30, 3e30],
+           "draws_alpha": [2.5, 2.5]}
+    assert interval_flags(row) == ["alpha interval ends at the bound 5"]
+    assert interval_flags({**row, "alpha_hi": 4.0}) == []
+    table = format_fit_table(pd.DataFrame([row]))
+    assert "alpha interval ends at the bound 5" in table and "3e+30" not in table
+    # 2 + 3e30 * 1e12^-2.5 = 5: the fitted value at the largest compute, with its interval.
+    assert "5 [5, 5] @ 1e+12" in table
