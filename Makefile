@@ -17,8 +17,10 @@ install: $(STAMP)
 demo: install
 	$(BIN)/harness run sweeps/digits.toml --cluster local
 
-# The default test run (CPU only; SLURM tests start a throw-away cluster or skip with a reason).
+# The default test run (lint, then the CPU-only tests; SLURM tests start a throw-away cluster or
+# skip with a reason).
 test: install
+	$(BIN)/ruff check harness analysis tests scripts
 	$(BIN)/python -m pytest -m "not slow and not gpu"
 
 # Everything, slow tests included.

@@ -1,7 +1,7 @@
 """Extrapolation backtests: fit on cheap points, predict the expensive ones, score relative error.
 
 In-sample R² says little about a scaling law; what matters is how well it predicts budgets it has
-not seen (SCALING_FACTS §0.3, §1.5). `backtest` fits below a compute cut-off and scores every point
+not seen. `backtest` fits below a compute cut-off and scores every point
 above it; `backtest_results` does this per group of a records frame, by default holding out each
 group's largest budget ("predict the largest budget from the others").
 """

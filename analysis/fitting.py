@@ -179,7 +179,8 @@ def flops_per_param_image(df: pd.DataFrame, *, flops: str = "tune_flops",
                           params: str = "params", images: str = "images_seen") -> float:
     """The cost coefficient k of C = k·N·D measured from records: median of flops/(params·images).
 
-    For ECT tuning this is about 4 passes × ~720 FLOPs per parameter (SCALING_FACTS §4)."""
+    For ECT tuning this is about 4 passes × ~720 FLOPs per parameter (the 4 passes: locuslab/ect
+    `training/loss.py`)."""
     _require_columns(df, [flops, params, images], "flops_per_param_image")
     sel = df[(df[flops] > 0) & (df[params] > 0) & (df[images] > 0)]
     if sel.empty:

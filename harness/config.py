@@ -138,7 +138,8 @@ class DiffusionConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ECTConfig:
-    """Easy Consistency Tuning objective and curriculum (ECT_FACTS §1)."""
+    """Easy Consistency Tuning objective and curriculum (paper Sec. 3; locuslab/ect
+    `training/loss.py`)."""
 
     P_mean: float = -1.1  # mean of ln(t); CIFAR -1.1, ImageNet -0.8
     P_std: float = 2.0  # std of ln(t); CIFAR 2.0, ImageNet 1.6

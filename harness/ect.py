@@ -1,7 +1,8 @@
 """Training objectives: Easy Consistency Tuning (Geng et al., ICLR 2025) and EDM denoising pretraining.
 
 The ECT curriculum is a pure function of images seen: stage s = floor(nimg / stage_nimg), and the
-mapping r(t) tightens towards t as s grows (ECT_FACTS §1.2; the paper's mapping function, Eq. 15).
+mapping r(t) tightens towards t as s grows (the paper's mapping function, Eq. 15; locuslab/ect
+`training/loss.py` `t_to_r_sigmoid`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def r_from_t(t: Tensor, stage: int, *, q: float = 2.0, k: float = 8.0, b: float 
 
 
 def pseudo_huber(delta: Tensor, c: float) -> Tensor:
-    """Per-sample sqrt(||delta||^2 + c^2) - c, summed over all pixels (ECT_FACTS §1.4)."""
+    """Per-sample sqrt(||delta||^2 + c^2) - c, summed over all pixels (locuslab/ect `training/loss.py`)."""
     sq = delta.to(torch.float32).square().flatten(1).sum(dim=1)
     # The clamp keeps the gradient finite at delta = 0 when c = 0 (the CIFAR recipe).
     return (sq + c * c).clamp(min=1e-20).sqrt() - c

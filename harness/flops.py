@@ -18,7 +18,7 @@ from harness.config import NetworkConfig, mp_attention_heads, to_dict
 from harness.runtime import atomic_write_text, stable_hash
 
 # Forward-pass equivalents per training image: diffusion = fwd + bwd (3F); ECT adds one no-grad
-# target forward on the same network (4F) (SCALING_FACTS §4).
+# target forward on the same network (4F) (locuslab/ect `training/loss.py`).
 TRAIN_PASSES = {"pretrain": 3, "tune": 4}
 
 _COST_FILE = Path(__file__).with_name("preset_costs.json")

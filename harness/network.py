@@ -3,7 +3,7 @@
 One width knob (`model_channels`) scales the family from 8x8 digits to 64x64 class-conditional ImageNet.
 Weight normalisation is *forced* by the training loop (`normalize_weights_`) after each optimiser step
 rather than inside `forward`, so a forward pass never mutates parameters (ECT's no-grad target pass runs
-the same network and must not drift it; ECT_FACTS §1.3 "disable_forced_wn").
+the same network and must not drift it; locuslab/ect `imgnet:training/networks_edm2.py` `disable_forced_wn`).
 
 `Block.forward` folds the constant scales of mp_silu, dropout and mp_sum into the weights of the
 convolution that follows them (a few thousand numbers instead of N*C*H*W activations); the literal
@@ -14,7 +14,6 @@ EDM2 op order is kept as `Block.forward_reference`, and `set_fused_ops(net, Fals
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.config import NetworkConfig, mp_attention_heads
+from harness.network_parts import SharedDropout, run_encoder_decoder
 
 
 def normalize(x: Tensor, dim: tuple[int, ...] | None = None, eps: float = 1e-4) -> Tensor:
@@ -109,31 +109,6 @@ class MPConv(nn.Module):
     def normalize_weight_(self) -> None:
         """Forced weight normalisation (EDM2 Sec. 2.3): project the stored weights onto unit norm."""
         self.weight.copy_(normalize(self.weight.to(torch.float32)).to(self.weight.dtype))
-
-
-class SharedDropout(nn.Module):
-    """Dropout whose mask is drawn from an explicit generator.
-
-    ECT's target pass f(x_r, r) must use the *same* dropout mask as the online pass f(x_t, t); two
-    generators seeded alike give identical masks on any device, with no RNG state juggling.
-    """
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def keep_mask(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
-        """Boolean mask of the activations kept (None when dropout is off)."""
-        if not self.training or self.p == 0:
-            return None
-        keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
-        return keep >= self.p
-
-    def forward(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        keep = self.keep_mask(x, generator)
-        if keep is None:
-            return x
-        return x * keep.to(x.dtype) / (1 - self.p)
 
 
 class Block(nn.Module):
@@ -232,22 +207,6 @@ class Block(nn.Module):
         return self.attn_proj(y, gain=gain)
 
 
-def run_encoder_decoder(enc: nn.ModuleDict, dec: nn.ModuleDict, x: Tensor, emb: Tensor,
-                        dropout_generator: torch.Generator | None,
-                        join: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """The U-Net pass shared by both families: encoder outputs are kept as skips, and each decoder
-    "block" joins the next skip (`join`: MP concatenation or a plain one) before it runs."""
-    skips = []
-    for name, block in enc.items():
-        x = block(x) if name.endswith("_conv") else block(x, emb, dropout_generator)
-        skips.append(x)
-    for name, block in dec.items():
-        if "block" in name:
-            x = join(x, skips.pop())
-        x = block(x, emb, dropout_generator)
-    return x
-
-
 class UNet(nn.Module):
     """EDM2-style magnitude-preserving U-Net: F(c_in * x, c_noise, labels)."""
 
@@ -340,7 +299,8 @@ class Precond(nn.Module):
     """EDM preconditioning: D(x, sigma) = c_skip x + c_out F(c_in x, c_noise) with sigma_data = 0.5.
 
     `sigma_min_shift` implements the consistency boundary condition explicitly: with shift = s,
-    c_skip(s) = 1 and c_out(s) = 0, so D(x, s) = x (ECT_FACTS §1.5). It is an argument, not a mode.
+    c_skip(s) = 1 and c_out(s) = 0, so D(x, s) = x (locuslab/ect `ECMPrecond`,
+    `main:training/networks.py`). It is an argument, not a mode.
     """
 
     def __init__(self, cfg: NetworkConfig, sigma_data: float = 0.5) -> None:
@@ -369,7 +329,7 @@ class Precond(nn.Module):
 def make_unet(cfg: NetworkConfig) -> nn.Module:
     """The raw network F of the config's family (see NetworkConfig.family)."""
     if cfg.family == "ddpmpp":
-        from harness.network_ddpmpp import DDPMppUNet  # it builds on this module's SharedDropout
+        from harness.network_ddpmpp import DDPMppUNet  # deferred: most runs use one family
 
         return DDPMppUNet(cfg)
     return UNet(cfg)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.config import NetworkConfig
-from harness.network import SharedDropout, run_encoder_decoder
+from harness.network_parts import SharedDropout, run_encoder_decoder
 
 # EDM's SongUNet constants: 1/sqrt(2) residual scaling, GroupNorm eps 1e-6 with at least 4 channels
 # per group, 4x wider embedding, 10,000 as the largest positional period.

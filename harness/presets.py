@@ -86,7 +86,8 @@ def get_preset(name: str, *, where: str = "preset") -> Preset:
 
 
 # Dotted RunConfig defaults per (dataset, kind). Tuning recipes follow the official ECT scripts
-# (ECT_FACTS §2); digits values were chosen by measurement on this project's CPU machines.
+# (locuslab/ect `run_ecm.sh`, `ct_train.py`; `imgnet:run_imgnet_ecm.sh`); digits values were chosen
+# by measurement on this project's CPU machines.
 _RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     # Digits: the DDPM++ presets with an ordinary U-Net's recipe, chosen by the ablations in
     # docs/digits_ablations.md (scripts/digits_ablations.py): same images and seeds, FD-digits.

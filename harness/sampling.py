@@ -1,4 +1,5 @@
-"""Samplers: consistency 1-/multi-step (ECT_FACTS §2 "Sampling") and EDM's deterministic Heun (teacher).
+"""Samplers: consistency 1-/multi-step (locuslab/ect `generator_fn`, both branches) and EDM's
+deterministic Heun (the teacher's).
 
 Every image i is drawn from its own generator seeded with i, so all models of a sweep are evaluated on
 the same noise (common random numbers lower the variance of cross-size comparisons).

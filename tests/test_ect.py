@@ -1,4 +1,4 @@
-"""ECT mapping r(t), curriculum and losses (ECT_FACTS §1)."""
+"""ECT mapping r(t), curriculum and losses (paper Sec. 3; locuslab/ect `training/loss.py`)."""
 
 import dataclasses
 import itertools

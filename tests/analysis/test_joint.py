@@ -10,7 +10,7 @@ from scipy.optimize import minimize_scalar
 
 from analysis.powerlaw import FitError, JointPowerLaw, fit_joint_power_law
 
-# Hoffmann et al. 2022's published surface (unrounded exponents, SCALING_FACTS §1.2).
+# Hoffmann et al. 2022's published surface (unrounded exponents; Besiroglu et al. 2024).
 TRUE = {"E": 1.69, "A": 406.4, "alpha": 0.33917, "B": 410.7, "beta": 0.28491}
 N_AXIS = np.geomspace(1e7, 1e9, 4)
 D_AXIS = np.geomspace(1e8, 1e10, 4)

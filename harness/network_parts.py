@@ -1,0 +1,53 @@
+"""What both U-Net families share (the magnitude-preserving `harness.network.UNet` and the DDPM++
+`harness.network_ddpmpp.DDPMppUNet`): dropout with an explicit generator and the encoder-decoder pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["SharedDropout", "run_encoder_decoder"]
+
+
+class SharedDropout(nn.Module):
+    """Dropout whose mask is drawn from an explicit generator.
+
+    ECT's target pass f(x_r, r) must use the *same* dropout mask as the online pass f(x_t, t); two
+    generators seeded alike give identical masks on any device, with no RNG state juggling.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def keep_mask(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        """Boolean mask of the activations kept (None when dropout is off)."""
+        if not self.training or self.p == 0:
+            return None
+        keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+        return keep >= self.p
+
+    def forward(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        keep = self.keep_mask(x, generator)
+        if keep is None:
+            return x
+        return x * keep.to(x.dtype) / (1 - self.p)
+
+
+def run_encoder_decoder(enc: nn.ModuleDict, dec: nn.ModuleDict, x: Tensor, emb: Tensor,
+                        dropout_generator: torch.Generator | None,
+                        join: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """The U-Net pass shared by both families: encoder outputs are kept as skips, and each decoder
+    "block" joins the next skip (`join`: MP concatenation or a plain one) before it runs."""
+    skips = []
+    for name, block in enc.items():
+        x = block(x) if name.endswith("_conv") else block(x, emb, dropout_generator)
+        skips.append(x)
+    for name, block in dec.items():
+        if "block" in name:
+            x = join(x, skips.pop())
+        x = block(x, emb, dropout_generator)
+    return x
