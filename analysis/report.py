@@ -39,6 +39,7 @@ from analysis.fitting import (
 )
 from analysis.frontier import Frontier, SizeLaw, fit_frontier, fit_isoflop_law, isoflop_minima
 from analysis.powerlaw import DEFAULT_ALPHA_BOUNDS, JointPowerLaw, PowerLaw
+from analysis.variants import VARIANT, curve_labels, with_variants
 from harness.runtime import (
     atomic_write_bytes,
     atomic_write_text,
@@ -92,7 +93,8 @@ def _load_records(results_dir: Path, sweep: str) -> pd.DataFrame:
         # Our own outputs sit next to the records; skip only the loader's notes about them.
         names = "|".join(n.replace(".", r"\.") for n in ANALYSIS_FILES)
         warnings.filterwarnings("ignore", message=rf"load_results: skipping .*[/\\\\]({names}): ")
-        df = load_results(results_dir, sweep)
+        # The configs tell the curves apart (`analysis.variants`).
+        df = load_results(results_dir, sweep, with_config=True)
     if df.empty:
         raise AnalysisError(f"sweep {sweep!r}: no records in {results_dir / sweep}")
     return df
@@ -118,11 +120,23 @@ class SweepFits:
 
     @property
     def laws(self) -> dict[tuple[Any, ...], PowerLaw]:
-        return power_laws(self.curves) if len(self.curves) else {}
+        """{(preset, [variant,] sampler, metric): law}; the variant is in the key only when the
+        sweep has several configurations of a preset."""
+        return power_laws(_without_empty_variant(self.curves)) if len(self.curves) else {}
 
     @property
     def joint_laws(self) -> dict[tuple[Any, ...], JointPowerLaw]:
-        return joint_power_laws(self.joint) if len(self.joint) else {}
+        """{(sampler, [variant,] metric): joint law}, the variant as in `laws`."""
+        return joint_power_laws(_without_empty_variant(self.joint)) if len(self.joint) else {}
+
+
+def _without_empty_variant(table: pd.DataFrame) -> pd.DataFrame:
+    keys = table.attrs.get("group_keys") or []
+    if VARIANT not in keys or (table[VARIANT].fillna("") != "").any():
+        return table
+    out = table.copy()
+    out.attrs["group_keys"] = [k for k in keys if k != VARIANT]
+    return out
 
 
 def _frontier_to_dict(f: Frontier) -> dict[str, Any]:
@@ -168,9 +182,14 @@ def fits_inputs_key(records: pd.DataFrame, options: dict[str, Any]) -> str:
 def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flops",
               frontier_x: str = "total_flops", y: str = "value", bootstrap: int = 1000,
               seed: int = 0, bootstrap_method: str = "residual",
-              joint_bootstrap_method: str = "pairs", reuse: bool = True,
+              joint_bootstrap_method: str = "pairs", reuse: bool = True, pool: bool = False,
               **fit_kwargs: Any) -> SweepFits:
     """Load a sweep's records, fit everything, write results/<sweep>/fits.{json,parquet}.
+
+    Every configuration of a preset is its own curve: records differing in any setting other than
+    the budget, the seed and evaluation settings (`analysis.variants`) are fitted apart, and their
+    `variant` column names what differs. `pool=True` fits them together anyway; the report then
+    warns how many configurations each pooled curve mixes.
 
     With `reuse` (the default) an existing fits.json made from the same records, options and
     analysis code (`fits_inputs_key`) is read back instead of fitting again (`SweepFits.reused`).
@@ -192,7 +211,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
     name = resolve_sweep(sweep)
     records = _load_records(results_dir, name)
     options = {"x": x, "frontier_x": frontier_x, "y": y, "bootstrap": bootstrap, "seed": seed,
-               "bootstrap_method": bootstrap_method,
+               "bootstrap_method": bootstrap_method, "pool": pool,
                "joint_bootstrap_method": joint_bootstrap_method, **fit_kwargs}
     inputs_key = fits_inputs_key(records, options)
     if reuse:
@@ -200,25 +219,35 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
         if cached is not None:
             return cached
     kw = {"bootstrap": bootstrap, "seed": seed, "bootstrap_method": bootstrap_method, **fit_kwargs}
-    curves = fit_results(records, x=x, y=y, by=("preset", "sampler"), **kw)
+    labelled = with_variants(records)
+    pooled: dict[str, int] = {}
+    if pool:
+        tune_rows = labelled[labelled["kind"] == "tune"] if "kind" in labelled else labelled
+        pooled = {str(p): int(n) for p, n in tune_rows.groupby("preset")[VARIANT].nunique().items()
+                  if n > 1}
+        labelled = labelled.assign(**{VARIANT: ""})
+    records = labelled
+    curves = fit_results(records, x=x, y=y, by=("preset", VARIANT, "sampler"), **kw)
     tune = select_points(records, y=y, kind="tune")
     metrics = sorted(tune["metric"].unique()) if "metric" in tune.columns else []
     frontiers: dict[str, Frontier] = {}
     isoflop: dict[str, pd.DataFrame] = {}
     isoflop_laws: dict[str, SizeLaw | None] = {}
-    for (sampler, metric), family in tune.groupby(["sampler", "metric"], sort=True):
+    for (sampler, metric, variant), family in tune.groupby(["sampler", "metric", VARIANT],
+                                                           sort=True):
         key = _family_key(str(sampler), str(metric), metrics)
+        key += f" · {variant}" if variant else ""
         frontiers[key] = fit_frontier(family, x=frontier_x, y=y, **kw)
         # IsoFLOP buckets compare sizes at equal *tuning* budget, the axis the sweep grids over.
         iso_x = "tune_flops" if "tune_flops" in family.columns else x
         isoflop[key] = isoflop_minima(family, x=iso_x, y=y)
         isoflop_laws[key] = fit_isoflop_law(isoflop[key])
     # Backtest: the point error needs no bootstrap; the prediction intervals (coverage) do.
-    bt = backtest_results(records, x=x, y=y, by=("preset", "sampler"),
+    bt = backtest_results(records, x=x, y=y, by=("preset", VARIANT, "sampler"),
                           **kw)
     joint = pd.DataFrame()
     if len(tune) and tune["params"].nunique() >= 2 and tune["images_seen"].nunique() >= 2:
-        joint = fit_joint_results(records, y=y, by=("sampler",),
+        joint = fit_joint_results(records, y=y, by=("sampler", VARIANT),
                                   **{**kw, "bootstrap_method": joint_bootstrap_method})
     meta = {
         "format_version": FITS_FORMAT_VERSION, "sweep": name, "x": x, "frontier_x": frontier_x,
@@ -226,6 +255,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
         "bootstrap": bootstrap, "bootstrap_method": bootstrap_method,
         "joint_bootstrap_method": joint_bootstrap_method, "seed": seed,
         "num_records": len(records), "metrics": metrics, "inputs_key": inputs_key,
+        "pool": pool, "pooled_configurations": pooled,
         "cost_per_param_image": _cost_coefficient(records),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git_sha": git_sha(), "git_dirty": git_dirty(),
@@ -289,14 +319,15 @@ def read_fits(results_dir: str | Path, sweep: str | Path) -> SweepFits:
     if meta.get("format_version") != FITS_FORMAT_VERSION:
         raise AnalysisError(f"{path}: format_version = {meta.get('format_version')!r}: expected "
                             f"{FITS_FORMAT_VERSION}. Re-fit: harness fit {name}")
-    keys = ["preset", "sampler", "metric"]
+    keys = ["preset", VARIANT, "sampler", "metric"]
     return SweepFits(
         sweep=name, meta=meta, curves=_frame(doc["curves"], keys),
         frontiers={k: _frontier_from_dict(v) for k, v in doc["frontiers"].items()},
         isoflop={k: pd.DataFrame(v) for k, v in doc["isoflop"].items()},
         isoflop_laws={k: SizeLaw.from_dict(v) if v else None
                       for k, v in doc["isoflop_laws"].items()},
-        backtest=_frame(doc["backtest"], keys), joint=_frame(doc["joint"], ["sampler", "metric"]))
+        backtest=_frame(doc["backtest"], keys),
+        joint=_frame(doc["joint"], ["sampler", VARIANT, "metric"]))
 
 
 def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path) -> list[Path]:
@@ -306,10 +337,21 @@ def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path) 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     fits = read_fits(results_dir, sweep)
     records = _load_records(results_dir, fits.sweep)
+    if not fits.meta.get("pool"):
+        # One curve per configuration, as fitted: "preset · variant" names it in every figure.
+        records = curve_labels(with_variants(records))
+    laws = {}
+    all_laws = power_laws(fits.curves) if len(fits.curves) else {}
+    for row in fits.curves.to_dict("records") if len(fits.curves) else []:
+        if row.get("status") == "error" or row.get("E") is None or pd.isna(row.get("E")):
+            continue
+        label = row["preset"] + (f" · {row[VARIANT]}" if row.get(VARIANT) else "")
+        laws[(label, row["sampler"], row.get("metric"))] = all_laws[
+            tuple(row[k] for k in fits.curves.attrs["group_keys"])]
     x, y = fits.meta["x"], fits.meta["y"]
     iso_x = "tune_flops" if "tune_flops" in records.columns else x
     figures = {
-        "compute_curves": plots.figure_compute_curves(records, fits.laws, x=x, y=y),
+        "compute_curves": plots.figure_compute_curves(records, laws, x=x, y=y),
         "frontier": plots.figure_frontier(records, fits.frontiers),
         "vs_params": plots.figure_vs_params(records, x=iso_x, y=y, isoflop=fits.isoflop),
         "samplers": plots.figure_samplers(records, x=x, y=y),
@@ -376,14 +418,17 @@ def format_fit_table(curves: pd.DataFrame, *, markdown: bool = False) -> str:
 
     The fitted curve at the largest fitted compute stands in for A (whose FLOP units make it
     unreadable; it is in fits.parquet); the status says when an alpha interval ends at a bound."""
-    header = ["preset", "sampler", "n", "E", "alpha", "fit at largest C", "R² (log)", "status"]
+    variants = VARIANT in curves.columns and (curves[VARIANT].fillna("") != "").any()
+    header = ["preset", *([VARIANT] if variants else []), "sampler", "n", "E", "alpha",
+              "fit at largest C", "R² (log)", "status"]
     rows = []
     for _, r in curves.iterrows():
         status = str(r.get("status"))
         flags = interval_flags(r)
         if flags:
             status = ("" if status == "ok" else status + "; ") + "; ".join(flags)
-        rows.append([str(r.get("preset")), str(r.get("sampler")), _fmt(r.get("n_points")),
+        rows.append([str(r.get("preset")), *([str(r.get(VARIANT) or "–")] if variants else []),
+                     str(r.get("sampler")), _fmt(r.get("n_points")),
                      _with_ci(r, "E"), _with_ci(r, "alpha"), _value_at_max(r),
                      _fmt(r.get("r2"), 4), status])
     if markdown:
@@ -414,9 +459,15 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
         "", "## Fits per preset and sampler", "",
         format_fit_table(fits.curves, markdown=True), "",
     ]
+    for preset, count in (meta.get("pooled_configurations") or {}).items():
+        lines.append(f"- **Pooled:** {preset}'s curves mix {count} configurations (fitted with "
+                     "pool=True); a law through points of different recipes describes none of them.")
+    if meta.get("pooled_configurations"):
+        lines.append("")
     bad = fits.curves[fits.curves["status"] != "ok"] if len(fits.curves) else fits.curves
     for _, r in bad.iterrows():
-        lines.append(f"- {r.get('preset')} / {r.get('sampler')}: {r.get('status')}: "
+        preset = r.get("preset") + (f" · {r.get(VARIANT)}" if r.get(VARIANT) else "")
+        lines.append(f"- {preset} / {r.get('sampler')}: {r.get('status')}: "
                      f"{r.get('messages') or ''}")
     if len(bad):
         lines.append("")
@@ -446,7 +497,8 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
                   "| sampler | n | E | α | β | N* ∝ C^a | D* ∝ C^b | status |",
                   "|---|---|---|---|---|---|---|---|"]
         for _, r in fits.joint.iterrows():
-            lines.append(f"| {r.get('sampler')} | {_fmt(r.get('n_points'))} | {_with_ci(r, 'E')} | "
+            sampler = r.get("sampler") + (f" · {r.get(VARIANT)}" if r.get(VARIANT) else "")
+            lines.append(f"| {sampler} | {_fmt(r.get('n_points'))} | {_with_ci(r, 'E')} | "
                          f"{_with_ci(r, 'alpha')} | {_with_ci(r, 'beta')} | {_fmt(r.get('a'))} | "
                          f"{_fmt(r.get('b'))} | {r.get('status')} |")
         k = meta.get("cost_per_param_image")
@@ -462,7 +514,8 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
             err_s = f"{100 * err:+.1f} %" if err is not None and pd.notna(err) else "–"
             cov = r.get("covered")
             cov_s = "–" if cov is None or pd.isna(cov) else ("yes" if cov else "no")
-            lines.append(f"| {r.get('preset')} | {r.get('sampler')} | {_fmt(r.get('n_fit'))} | "
+            preset = r.get("preset") + (f" · {r.get(VARIANT)}" if r.get(VARIANT) else "")
+            lines.append(f"| {preset} | {r.get('sampler')} | {_fmt(r.get('n_fit'))} | "
                          f"{_fmt(r.get('x'))} | {_fmt(r.get('y'))} | {_fmt(r.get('predicted'))} | "
                          f"{err_s} | {cov_s} | {r.get('fit_status') or ''} |")
         summary = summarize_backtest(fits.backtest).iloc[0]

@@ -186,3 +186,41 @@ def test_fit_table_shows_readable_values_and_flags_intervals_at_a_bound() -> Non
     assert "alpha interval ends at the bound 5" in table and "3e+30" not in table
     # 2 + 3e30 * 1e12^-2.5 = 5: the fitted value at the largest compute, with its interval.
     assert "5 [5, 5] @ 1e+12" in table
+
+
+def test_each_configuration_is_its_own_curve_unless_pooled(tmp_path: Path) -> None:
+    from synthetic_records import write_lr_sweep
+
+    from analysis import plots
+    from analysis.report import plot_sweep
+
+    results = tmp_path / "results"
+    write_lr_sweep(results, "lr")
+    fits = fit_sweep(results, "lr", bootstrap=20)
+    curves = fits.curves
+    assert len(curves) == 2 * 2 * 2  # presets x learning rates x samplers
+    assert set(curves["variant"]) == {"optim.lr=0.0001", "optim.lr=0.0002"}
+    assert (curves["n_points"] == len(BUDGETS)).all()
+    # The larger learning rate's curve sits 20 % lower: the fits see two curves, not a mix.
+    by = curves.set_index(["preset", "variant", "sampler"])["E"]
+    assert by[("ect-synth-m", "optim.lr=0.0002", "2-step")] < by[("ect-synth-m", "optim.lr=0.0001", "2-step")]
+    assert set(fits.frontiers) == {"1-step · optim.lr=0.0001", "1-step · optim.lr=0.0002",
+                                   "2-step · optim.lr=0.0001", "2-step · optim.lr=0.0002"}
+    text = write_report(results, "lr").read_text()
+    assert text.count("| ect-synth-m | optim.lr=0.0002 | 2-step |") == 1
+    assert "Pooled" not in text
+    # Figures: one curve (legend entry) per preset and learning rate.
+    paths = plot_sweep(results, "lr", tmp_path / "figures")
+    assert (tmp_path / "figures" / "compute_curves.png") in paths
+    from analysis.load import load_results
+    from analysis.variants import curve_labels, with_variants
+
+    labelled = curve_labels(with_variants(load_results(results, "lr", with_config=True)))
+    fig = plots.figure_compute_curves(labelled, None, x="tune_flops")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(labels) == 4 and all("optim.lr=" in label for label in labels)
+    # Pooling is explicit, and the report says what it mixed.
+    pooled = fit_sweep(results, "lr", bootstrap=20, pool=True)
+    assert len(pooled.curves) == 2 * 2 and (pooled.curves["n_points"] == 2 * len(BUDGETS)).all()
+    text = write_report(results, "lr").read_text()
+    assert "**Pooled:** ect-synth-m's curves mix 2 configurations" in text
