@@ -190,7 +190,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     try:
         fits = fit_sweep(args.results, args.sweep, x=args.x, frontier_x=args.frontier_x,
-                         bootstrap=args.bootstrap, seed=args.seed, reuse=not args.force)
+                         bootstrap=args.bootstrap, seed=args.seed, reuse=not args.force,
+                         pool=args.pool)
     except _analysis_errors() as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
@@ -219,12 +220,13 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
     try:
         name = resolve_sweep(args.sweep)
-        paths = plot_sweep(args.results, name, args.out)
-        report = write_report(args.results, name, figures_dir=args.out)
+        out = args.out or str(Path(args.results) / name / "figures")
+        paths = plot_sweep(args.results, name, out)
+        report = write_report(args.results, name, figures_dir=out)
     except _analysis_errors() as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {len(paths)} figure files to {args.out} and {report}")
+    print(f"wrote {len(paths)} figure files to {out} and {report}")
     return 0
 
 
@@ -241,6 +243,10 @@ def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--frontier-x", default="total_flops", choices=["tune_flops", "total_flops"],
                    help="compute axis of the frontier across sizes (default total_flops)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--pool", action="store_true",
+                   help="fit the configurations of a preset (e.g. two learning rates) as one "
+                        "curve; the report warns what each pooled curve mixes. Default: one curve "
+                        "per configuration")
     p.add_argument("--force", action="store_true",
                    help="fit again even when fits.json was made from the same records, options "
                         "and analysis code")
@@ -249,7 +255,9 @@ def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
     p = sub.add_parser("plot", help="draw a sweep's figures (PNG + PDF) from its records and "
                        "fits.json, and write report.md next to the records")
     p.add_argument("sweep", help="sweep name (the folder under --results) or sweep file")
-    p.add_argument("--out", required=True, metavar="DIR", help="figure folder")
+    p.add_argument("--out", metavar="DIR",
+                   help="figure folder (default: RESULTS/<sweep>/figures, where harness run "
+                        "draws them)")
     p.add_argument("--results", default="results", metavar="DIR",
                    help="records folder (default: results)")
     p.set_defaults(func=_cmd_plot)

@@ -224,3 +224,8 @@ def test_each_configuration_is_its_own_curve_unless_pooled(tmp_path: Path) -> No
     assert len(pooled.curves) == 2 * 2 and (pooled.curves["n_points"] == 2 * len(BUDGETS)).all()
     text = write_report(results, "lr").read_text()
     assert "**Pooled:** ect-synth-m's curves mix 2 configurations" in text
+
+
+def test_harness_plot_defaults_to_the_sweeps_figures_folder(fitted: Path) -> None:
+    assert harness_main(["plot", "synth", "--results", str(fitted)]) == 0
+    assert (fitted / "synth" / "figures" / "compute_curves.png").is_file()
