@@ -57,11 +57,13 @@ def _write(folder: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_synthetic_sweep(results_dir: Path, sweep: str = "synth", *, noise: float = 0.02,
-                          seed: int = 0, budgets: tuple[int, ...] = BUDGETS) -> Path:
-    """Write the records of a synthetic sweep; returns results_dir/sweep."""
+                          seed: int = 0, budgets: tuple[int, ...] = BUDGETS,
+                          presets: dict[str, int] | None = None) -> Path:
+    """Write the records of a synthetic sweep (presets: name -> parameters, default PRESETS);
+    returns results_dir/sweep."""
     rng = np.random.default_rng(seed)
     folder = Path(results_dir) / sweep
-    for i, (preset, params) in enumerate(PRESETS.items()):
+    for i, (preset, params) in enumerate((presets or PRESETS).items()):
         pre_id = stable_hash({"preset": preset, "kind": "pretrain"})
         teacher = TEACHER * (1 + 2.0 * (params / 2e5) ** -0.5)
         _write(folder, [_row(sweep, pre_id, "pretrain", preset, params, PRETRAIN_IMAGES, 0, "heun",
