@@ -9,7 +9,7 @@ group's largest budget ("predict the largest budget from the others").
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,7 @@ def backtest_results(
     *,
     cutoff: float | None = None,
     kind: str | None = "tune",
+    progress: Callable[[], None] | None = None,
     **fit_kwargs: Any,
 ) -> pd.DataFrame:
     """Backtest every group of a records frame; one row per held-out point.
@@ -103,6 +104,8 @@ def backtest_results(
     _require_columns(points, keys, where)
     parts = []
     for key_values, group in _groups(points, keys):
+        if progress is not None:
+            progress()
         xs = group[x].to_numpy(float)
         ys = group[y].to_numpy(float)
         cut = float(np.unique(xs)[-2]) if cutoff is None and len(np.unique(xs)) > 1 else cutoff

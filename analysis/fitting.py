@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,7 @@ def fit_results(
     *,
     kind: str | None = "tune",
     cluster: str | None = "run_id",
+    progress: Callable[[], None] | None = None,
     **fit_kwargs: Any,
 ) -> pd.DataFrame:
     """Fit y = E + A·x^(−α) per group of a records frame; one tidy row per group.
@@ -94,6 +95,7 @@ def fit_results(
         kind: keep only rows of this record kind ("tune" curves; None keeps all).
         cluster: column whose values are resampled together by the pairs bootstrap (points of one
             run are correlated); ignored by the default residual bootstrap.
+        progress: called once per group, as its fit starts (progress bars).
         **fit_kwargs: passed to `fit_power_law` (irreducible, bootstrap, seed, bootstrap_method, ...).
 
     Returns:
@@ -111,6 +113,8 @@ def fit_results(
     _require_columns(points, keys, where)
     rows = []
     for key_values, group in _groups(points, keys):
+        if progress is not None:
+            progress()
         row: dict[str, Any] = {**key_values, "x": x, "y": y, "n_points": len(group)}
         kwargs = dict(fit_kwargs)
         if (kwargs.get("bootstrap_method") == "pairs" and cluster and cluster in group.columns
@@ -197,6 +201,7 @@ def fit_joint_results(
     by: Sequence[str] | str | None = ("sampler",),
     *,
     kind: str | None = "tune",
+    progress: Callable[[], None] | None = None,
     **fit_kwargs: Any,
 ) -> pd.DataFrame:
     """Fit y = E + A/N^α + B/D^β per group (default: per sampler and metric); one row per group.
@@ -209,6 +214,8 @@ def fit_joint_results(
     keys = _group_keys(points, by)
     rows = []
     for key_values, group in _groups(points, keys):
+        if progress is not None:
+            progress()
         row: dict[str, Any] = {**key_values, "N": N, "D": D, "y": y, "n_points": len(group)}
         try:
             law = fit_joint_power_law(group[N].to_numpy(float), group[D].to_numpy(float),

@@ -19,7 +19,7 @@ import math
 import os
 import tomllib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
               frontier_x: str = "total_flops", y: str = "value", bootstrap: int = 1000,
               seed: int = 0, bootstrap_method: str = "residual",
               joint_bootstrap_method: str = "pairs", reuse: bool = True, pool: bool = False,
+              progress: Callable[[int, int], None] | None = None,
               **fit_kwargs: Any) -> SweepFits:
     """Load a sweep's records, fit everything, write results/<sweep>/fits.{json,parquet}.
 
@@ -190,6 +191,8 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
     the budget, the seed and evaluation settings (`analysis.variants`) are fitted apart, and their
     `variant` column names what differs. `pool=True` fits them together anyway; the report then
     warns how many configurations each pooled curve mixes.
+
+    `progress(done, total)` is called as each law's fit starts (a progress bar).
 
     With `reuse` (the default) an existing fits.json made from the same records, options and
     analysis code (`fits_inputs_key`) is read back instead of fitting again (`SweepFits.reused`).
@@ -227,8 +230,22 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
                   if n > 1}
         labelled = labelled.assign(**{VARIANT: ""})
     records = labelled
-    curves = fit_results(records, x=x, y=y, by=("preset", VARIANT, "sampler"), **kw)
     tune = select_points(records, y=y, kind="tune")
+    group_cols = [c for c in ("preset", VARIANT, "sampler", "metric") if c in tune.columns]
+    num_curves = tune.groupby(group_cols).ngroups if len(tune) else 0
+    num_families = tune.groupby([c for c in ("sampler", "metric", VARIANT)
+                                 if c in tune.columns]).ngroups if len(tune) else 0
+    with_joint = len(tune) and tune["params"].nunique() >= 2 and tune["images_seen"].nunique() >= 2
+    total = 2 * num_curves + num_families + (num_families if with_joint else 0)
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(min(done[0], total), total)
+
+    curves = fit_results(records, x=x, y=y, by=("preset", VARIANT, "sampler"), progress=tick,
+                         **kw)
     metrics = sorted(tune["metric"].unique()) if "metric" in tune.columns else []
     frontiers: dict[str, Frontier] = {}
     isoflop: dict[str, pd.DataFrame] = {}
@@ -237,17 +254,18 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
                                                            sort=True):
         key = _family_key(str(sampler), str(metric), metrics)
         key += f" · {variant}" if variant else ""
+        tick()
         frontiers[key] = fit_frontier(family, x=frontier_x, y=y, **kw)
         # IsoFLOP buckets compare sizes at equal *tuning* budget, the axis the sweep grids over.
         iso_x = "tune_flops" if "tune_flops" in family.columns else x
         isoflop[key] = isoflop_minima(family, x=iso_x, y=y)
         isoflop_laws[key] = fit_isoflop_law(isoflop[key])
     # Backtest: the point error needs no bootstrap; the prediction intervals (coverage) do.
-    bt = backtest_results(records, x=x, y=y, by=("preset", VARIANT, "sampler"),
+    bt = backtest_results(records, x=x, y=y, by=("preset", VARIANT, "sampler"), progress=tick,
                           **kw)
     joint = pd.DataFrame()
-    if len(tune) and tune["params"].nunique() >= 2 and tune["images_seen"].nunique() >= 2:
-        joint = fit_joint_results(records, y=y, by=("sampler", VARIANT),
+    if with_joint:
+        joint = fit_joint_results(records, y=y, by=("sampler", VARIANT), progress=tick,
                                   **{**kw, "bootstrap_method": joint_bootstrap_method})
     meta = {
         "format_version": FITS_FORMAT_VERSION, "sweep": name, "x": x, "frontier_x": frontier_x,

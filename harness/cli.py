@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -185,13 +186,27 @@ def _analysis_errors() -> tuple[type[Exception], ...]:
     return AnalysisError, RecordError, FitError
 
 
+def _progress_bar(what: str) -> Callable[[int, int], None] | None:
+    """A one-line progress bar on a terminal's stderr (nothing when stderr is a file or pipe)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        filled = round(30 * done / max(total, 1))
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{what} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}{end}")
+        sys.stderr.flush()
+
+    return show
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from analysis.report import FITS_JSON, FITS_PARQUET, fit_sweep, format_fit_table
 
     try:
         fits = fit_sweep(args.results, args.sweep, x=args.x, frontier_x=args.frontier_x,
                          bootstrap=args.bootstrap, seed=args.seed, reuse=not args.force,
-                         pool=args.pool)
+                         pool=args.pool, progress=_progress_bar("fitting"))
     except _analysis_errors() as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2

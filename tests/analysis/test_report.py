@@ -229,3 +229,14 @@ def test_each_configuration_is_its_own_curve_unless_pooled(tmp_path: Path) -> No
 def test_harness_plot_defaults_to_the_sweeps_figures_folder(fitted: Path) -> None:
     assert harness_main(["plot", "synth", "--results", str(fitted)]) == 0
     assert (fitted / "synth" / "figures" / "compute_curves.png").is_file()
+
+
+def test_fit_sweep_reports_progress_per_law(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    write_synthetic_sweep(results, "progress")
+    seen: list[tuple[int, int]] = []
+    fit_sweep(results, "progress", bootstrap=5, progress=lambda done, total: seen.append((done, total)))
+    total = seen[-1][1]
+    # 3 presets x 2 samplers: curves and backtests; 2 frontiers; 2 joint laws.
+    assert total == 2 * 6 + 2 + 2
+    assert [d for d, _ in seen] == list(range(1, total + 1))
