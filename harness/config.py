@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from harness.datasets import DATASETS, DatasetName, unknown_dataset_rule
 from harness.runtime import canonical_json, folder_name_problem
 
 
@@ -32,13 +33,16 @@ def _err(where: str, name: str, value: Any, rule: str) -> ConfigError:
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    name: Literal["digits", "cifar10", "image_folder", "imagenet64"] = "digits"
+    name: DatasetName = "digits"  # a key of harness.datasets.DATASETS
     path: str | None = None  # local file/folder for real datasets; None for the embedded digits
     use_labels: bool = False  # class-conditional training (ImageNet-64 recipe)
     heldout_fraction: float = 0.0  # fraction of images kept out of training (reference for FD if asked)
 
     def __post_init__(self) -> None:
-        if self.name != "digits" and not self.path:
+        spec = DATASETS.get(self.name)
+        if spec is None:
+            raise _err("data", "name", self.name, unknown_dataset_rule())
+        if spec.needs_path and not self.path:
             raise _err("data", "path", self.path, f"dataset {self.name!r} needs a local path")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise _err("data", "heldout_fraction", self.heldout_fraction, "must be in [0, 1)")

@@ -2,6 +2,7 @@
 
 Formats: the embedded sklearn digits, CIFAR-10 (python pickles, folder or tar.gz), an EDM-style
 image folder or zip (PNG + optional dataset.json labels) and downsampled ImageNet-64 (npz batches).
+Which function reads, checks and sizes which dataset is the registry's (harness.datasets).
 `check_dataset` and `dataset_shape` are torch-free and cheap, so the planner can call them before
 anything is submitted; torch is imported lazily inside the functions that return tensors.
 """
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from harness.config import ConfigError, DataConfig
+from harness.datasets import get_dataset
 from harness.runtime import stable_hash
 
 if TYPE_CHECKING:
@@ -64,7 +66,6 @@ def content_hash(images: np.ndarray, labels: np.ndarray | None) -> str:
 # --------------------------------------------------------------------------------------------------
 # Format readers. Each returns (images uint8 [N, C, H, W], labels int64 [N] 0-based or None).
 
-DIGITS_SHAPE = (1, 8, 10)  # channels, resolution, classes of sklearn's digits (1797 images)
 CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_FOLDER = "cifar-10-batches-py"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -79,7 +80,8 @@ def _path_error(cfg: DataConfig, problem: str, expected: str) -> ConfigError:
     return ConfigError(f"data.path = {cfg.path!r}: {problem}. {expected}")
 
 
-def _digits() -> tuple[np.ndarray, np.ndarray]:
+def _digits(cfg: DataConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's digits as uint8 images [1797, 1, 8, 8] and labels (`cfg` is not needed)."""
     images, labels = _digits_cached()
     return images.copy(), labels.copy()  # callers may write into them
 
@@ -149,7 +151,7 @@ class _CifarUnpickler(pickle.Unpickler):
 
 def _read_cifar_batch(f: Any, where: str, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     """Images [N, 3, 32, 32] and labels of one batch file `where` (a path, or tar:member)."""
-    expected = f"Expected {_EXPECTED['cifar10']}"
+    expected = f"Expected {_expected('cifar10')}"
     try:
         batch = _CifarUnpickler(f, encoding="bytes").load()
     except _ForbiddenGlobal as e:
@@ -335,7 +337,7 @@ def _npz_array(file: Path, key: str, cfg: DataConfig) -> np.ndarray:
             return npz[key]
     except ValueError as e:
         raise _path_error(cfg, f"{file}: {key}: {e}; the harness never unpickles dataset files",
-                          f"Expected {_EXPECTED['imagenet64']}, holding numeric arrays") from None
+                          f"Expected {_expected('imagenet64')}, holding numeric arrays") from None
 
 
 def _load_imagenet64(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -363,17 +365,8 @@ def _load_imagenet64(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def _load_arrays(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
     check_dataset(cfg)
-    match cfg.name:
-        case "digits":
-            return _digits()
-        case "cifar10":
-            return _load_cifar10(cfg)
-        case "image_folder":
-            return _load_image_folder(cfg)
-        case "imagenet64":
-            return _load_imagenet64(cfg)
-        case _:
-            raise NotImplementedError(f"dataset {cfg.name!r} has no reader")
+    arrays: tuple[np.ndarray, np.ndarray | None] = get_dataset(cfg.name).function("reader")(cfg)
+    return arrays
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,31 +375,22 @@ def _load_arrays(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray | None]:
 
 def check_dataset(cfg: DataConfig) -> None:
     """Check that `cfg.path` exists and looks like the declared format; raise ConfigError if not."""
-    if cfg.name == "digits":
+    spec = get_dataset(cfg.name)
+    if not spec.needs_path:
         return
     path = _data_path(cfg)
     if not path.exists():
-        raise _path_error(cfg, "does not exist", f"Expected a local {_EXPECTED[cfg.name]}")
-    match cfg.name:
-        case "cifar10":
-            _check_cifar10(cfg, path)
-        case "image_folder":
-            _check_image_folder(cfg, path)
-        case "imagenet64":
-            _check_imagenet64(cfg, path)
+        raise _path_error(cfg, "does not exist", f"Expected a local {spec.expected}")
+    spec.function("checker")(cfg, path)
 
 
-_EXPECTED = {
-    "cifar10": "cifar-10-python.tar.gz or its extracted folder cifar-10-batches-py "
-               "(with data_batch_1..5)",
-    "image_folder": "EDM-style dataset: a .zip or folder of PNG images with optional dataset.json",
-    "imagenet64": "downsampled ImageNet: a folder of train_data_batch_<i>.npz or a single .npz "
-                  "with keys 'data' and 'labels'",
-}
+def _expected(name: str) -> str | None:
+    """What a local copy of dataset `name` looks like (the registry's description)."""
+    return get_dataset(name).expected
 
 
 def _check_cifar10(cfg: DataConfig, path: Path) -> None:
-    expected = f"Expected {_EXPECTED['cifar10']}"
+    expected = f"Expected {_expected('cifar10')}"
     if path.is_dir():
         folder = _cifar_batches_dir(path)
         if folder is None:
@@ -431,7 +415,7 @@ def _check_cifar10(cfg: DataConfig, path: Path) -> None:
 
 
 def _check_image_folder(cfg: DataConfig, path: Path) -> None:
-    expected = f"Expected {_EXPECTED['image_folder']}"
+    expected = f"Expected {_expected('image_folder')}"
     if path.is_file() and not zipfile.is_zipfile(path):
         raise _path_error(cfg, "is a file but not a zip archive", expected)
     source = _ImageSource(path)
@@ -444,7 +428,7 @@ def _check_image_folder(cfg: DataConfig, path: Path) -> None:
 
 
 def _check_imagenet64(cfg: DataConfig, path: Path) -> None:
-    expected = f"Expected {_EXPECTED['imagenet64']}"
+    expected = f"Expected {_expected('imagenet64')}"
     files = _imagenet_files(cfg)
     if not files:
         raise _path_error(cfg, "folder has no train_data_batch_<i>.npz files", expected)
@@ -465,32 +449,36 @@ def _check_imagenet64(cfg: DataConfig, path: Path) -> None:
 def dataset_shape(cfg: DataConfig) -> tuple[int, int, int]:
     """(channels, resolution, num_classes) of a dataset, read cheaply (headers only). Torch-free."""
     check_dataset(cfg)
-    path = _data_path(cfg) if cfg.path else None
-    match cfg.name:
-        case "digits":
-            return DIGITS_SHAPE
-        case "cifar10":
-            return (3, 32, 10)
-        case "image_folder":
-            assert path is not None
-            source = _ImageSource(path)
-            try:
-                name = source.first_image_name()
-                assert name is not None
-                channels, resolution, _ = _image_to_chw(source.read(name), name, cfg).shape
-                labels = _folder_labels(source, cfg)
-            finally:
-                source.close()
-            return channels, resolution, (max(labels.values()) + 1) if labels else 0
-        case "imagenet64":
-            files = _imagenet_files(cfg)
-            with zipfile.ZipFile(files[0]) as npz:
-                resolution = _imagenet_resolution(cfg, _npz_array_shape(npz, "data")[1])
-            num_classes = 0
-            for file in files:  # labels are small next to the pixels
-                num_classes = max(num_classes, int(_npz_array(file, "labels", cfg).max()))
-            return 3, resolution, num_classes
-    raise NotImplementedError(cfg.name)
+    spec = get_dataset(cfg.name)
+    fixed = spec.fixed_shape
+    if fixed is not None:
+        return fixed
+    shape: tuple[int, int, int] = spec.function("shape")(cfg)
+    return shape
+
+
+def _image_folder_shape(cfg: DataConfig) -> tuple[int, int, int]:
+    """Shape of an image folder: its first image, and the labels of dataset.json (0 if none)."""
+    source = _ImageSource(_data_path(cfg))
+    try:
+        name = source.first_image_name()
+        assert name is not None
+        channels, resolution, _ = _image_to_chw(source.read(name), name, cfg).shape
+        labels = _folder_labels(source, cfg)
+    finally:
+        source.close()
+    return channels, resolution, (max(labels.values()) + 1) if labels else 0
+
+
+def _imagenet64_shape(cfg: DataConfig) -> tuple[int, int, int]:
+    """Shape of downsampled ImageNet: the first batch's row size and the largest 1-based label."""
+    files = _imagenet_files(cfg)
+    with zipfile.ZipFile(files[0]) as npz:
+        resolution = _imagenet_resolution(cfg, _npz_array_shape(npz, "data")[1])
+    num_classes = 0
+    for file in files:  # labels are small next to the pixels
+        num_classes = max(num_classes, int(_npz_array(file, "labels", cfg).max()))
+    return 3, resolution, num_classes
 
 
 def dataset_fingerprint(cfg: DataConfig) -> str:
@@ -498,7 +486,7 @@ def dataset_fingerprint(cfg: DataConfig) -> str:
 
     Used to remember a dataset's content hash without re-reading the pixels.
     """
-    if cfg.name == "digits":
+    if not get_dataset(cfg.name).needs_path:  # the embedded digits
         import sklearn
 
         return stable_hash({"name": "digits", "sklearn": sklearn.__version__})

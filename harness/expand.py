@@ -15,7 +15,7 @@ import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from harness.config import ARCHITECTURE_FIELDS, ConfigError, NetworkConfig, RunConfig, TrainConfig
 from harness.job import JobSpec
@@ -122,147 +122,237 @@ class Expansion:
     separate_nimg: dict[str, int]  # tuning run_id -> images if each budget were its own run
 
 
+class GridPoint(NamedTuple):
+    """One tuning run of the grid at one budget, before the budgets of a run are merged."""
+
+    budget: Any  # the value of the budget axis (budget_flops or budget_nimg)
+    nimg: int  # the training images that budget buys
+    cfg: RunConfig  # the resolved tuning run, its teacher already set
+    values: dict[str, Any]  # the point's other settings ([base] and axes, less preset and budget)
+
+
+class GroupKey(NamedTuple):
+    """What the points of one group share: all but the budget (they may become one run)."""
+
+    preset: str
+    values: tuple[tuple[str, Any], ...]  # sorted, lists made tuples
+
+
+def expand(sweep: Sweep, *, results_dir: str | Path = "results", runs_dir: str | Path = "runs",
+           share_prefixes: bool | None = None) -> list[JobSpec]:
+    """All jobs of a sweep: one pretraining job per distinct teacher, then the tuning jobs.
+
+    `share_prefixes` None follows the sweep file (default true); see the module docstring.
+    """
+    return list(expand_sweep(sweep, results_dir=results_dir, runs_dir=runs_dir,
+                             share_prefixes=share_prefixes).jobs)
+
+
 def expand_sweep(sweep: Sweep, *, results_dir: str | Path = "results",
                  runs_dir: str | Path = "runs", share_prefixes: bool | None = None) -> Expansion:
     """Like `expand`, with the bookkeeping the planner reports (budgets, teachers, savings)."""
-    from harness.flops import network_cost, nimg_for_budget
-
     share = sweep.share_prefixes if share_prefixes is None else share_prefixes
-    builder = _Builder()
-    presets: dict[str, _PresetInfo] = {}
-    costs: dict[NetworkConfig, float] = {}
-    teachers: dict[str, JobSpec] = {}
-    teacher_keys: dict[tuple[Any, ...], str] = {}
-    budget_key = next(k for k in BUDGET_KEYS if k in sweep.swept_names or k in sweep.base)
-    swept = sweep.swept_names
-    batch_default = TrainConfig().batch
+    expander = _Expander(sweep, str(results_dir), str(runs_dir))
+    groups = expander.grid_groups()
+    tuning = _TuningJobs(expander)
+    for key, members in groups.items():
+        for run_members in _runs_of_group(sweep, expander.budget_key, key.preset, members, share):
+            tuning.add(key.preset, run_members)
+    return tuning.expansion(expander.teachers)
 
-    def fwd_flops(net: NetworkConfig, where: str) -> float:
-        if net not in costs:
+
+class _Expander:
+    """Resolves grid points of one sweep into tuning configs and their (shared) teachers."""
+
+    def __init__(self, sweep: Sweep, results_dir: str, runs_dir: str) -> None:
+        self.sweep, self.results_dir, self.runs_dir = sweep, results_dir, runs_dir
+        self.builder = _Builder()
+        self.presets: dict[str, _PresetInfo] = {}
+        self.costs: dict[NetworkConfig, float] = {}
+        self.teachers: dict[str, JobSpec] = {}  # pretraining run_id -> its job
+        self.teacher_keys: dict[tuple[Any, ...], str] = {}  # (preset, data values) -> run_id
+        self.budget_key = next(k for k in BUDGET_KEYS
+                               if k in sweep.swept_names or k in sweep.base)
+        self.swept = sweep.swept_names
+        self.batch_default = TrainConfig().batch
+
+    def grid_groups(self) -> dict[GroupKey, list[GridPoint]]:
+        """Every grid point resolved, grouped by everything except the budget (in grid order)."""
+        groups: dict[GroupKey, list[GridPoint]] = {}
+        for values in _points(self.sweep):
+            preset, point = self.grid_point(values)
+            key = GroupKey(preset, tuple(sorted((k, _hashable(v)) for k, v in point.values.items())))
+            groups.setdefault(key, []).append(point)
+        return groups
+
+    def grid_point(self, values: dict[str, Any]) -> tuple[str, GridPoint]:
+        """The preset and resolved tuning run of one combination of [base] and axis values."""
+        where = _Where(self.sweep.path, values, self.swept)
+        preset = values.pop("preset")
+        budget = values.pop(self.budget_key)
+        info = self.preset_info(preset)
+        overrides = {**values, "kind": "tune", "preset": preset}
+        batch = overrides.get("train.batch", info.tune.get("train.batch", self.batch_default))
+        if batch < 1:  # the budget arithmetic below divides by it before the config is checked
+            raise SweepError(f"{where}: train.batch = {batch}: must be >= 1")
+        nimg = self.budget_nimg(info, overrides, budget, batch, where)
+        overrides["train.total_nimg"] = nimg
+        if not self.sweep.pretrain.trains_teachers:
+            overrides["init_checkpoint"] = self.sweep.pretrain.checkpoint_for(preset,
+                                                                              self.sweep.path)
+        else:
+            # Placeholder teacher id so the config validates; replaced once the teacher is known.
+            overrides["init_run_id"] = "pending"
+        cfg = _build(self.builder, info.tune, overrides, where)
+        if cfg.data.name != info.dataset:
+            raise SweepError(f"{where}: data.name = {cfg.data.name!r}: preset {preset} is for "
+                             f"dataset {info.dataset!r}")
+        if self.sweep.pretrain.trains_teachers:
+            cfg = dataclasses.replace(cfg, init_run_id=self.teacher_for(info, cfg))
+        return preset, GridPoint(budget=budget, nimg=nimg, cfg=cfg, values=values)
+
+    def preset_info(self, preset: str) -> _PresetInfo:
+        """The preset's resolved tuning and pretraining bases (built once per preset)."""
+        info = self.presets.get(preset)
+        if info is None:
+            info = self.presets[preset] = _preset_info(preset,
+                                                       f"{self.sweep.path} preset {preset!r}")
+        return info
+
+    def budget_nimg(self, info: _PresetInfo, overrides: Mapping[str, Any], budget: Any,
+                    batch: int, where: _Where) -> int:
+        """Training images of one budget: whole batches of budget_nimg, or what budget_flops buys."""
+        from harness.flops import nimg_for_budget
+
+        if self.budget_key == "budget_nimg":
+            nimg: int = budget // batch * batch
+            if nimg == 0:
+                raise SweepError(f"{where}: budget_nimg = {budget}: below one batch "
+                                 f"({batch} images)")
+            return nimg
+        fwd = self.fwd_flops(_build_network(self.builder, info.tune, overrides, where), where)
+        nimg = nimg_for_budget("tune", fwd, budget, batch)
+        if nimg < batch:
+            raise SweepError(
+                f"{where}: budget_flops = {budget:g}: below one batch of {batch} images "
+                f"({_min_budget(fwd, batch):.3g} FLOPs for preset {info.name})")
+        return nimg
+
+    def fwd_flops(self, net: NetworkConfig, where: object) -> float:
+        """Forward FLOPs per image of a network (measured once per distinct network)."""
+        from harness.flops import network_cost
+
+        if net not in self.costs:
             try:
-                costs[net] = network_cost(net).fwd_flops
+                self.costs[net] = network_cost(net).fwd_flops
             except Exception as e:  # any failure to cost a network must stop planning
                 raise SweepError(f"{where}: network: FLOPs unknown "
                                  f"({type(e).__name__}: {e})") from e
-        return costs[net]
+        return self.costs[net]
 
-    def teacher_for(info: _PresetInfo, cfg: RunConfig, where: str) -> str:
+    def teacher_for(self, info: _PresetInfo, cfg: RunConfig) -> str:
+        """Run id of the pretraining run that teaches `cfg` (one per preset and data settings)."""
         data_values = {f"data.{f.name}": getattr(cfg.data, f.name)
                        for f in dataclasses.fields(cfg.data)}
         key = (info.name, tuple(sorted(data_values.items())))
-        if key in teacher_keys:
-            return teacher_keys[key]
+        if key in self.teacher_keys:
+            return self.teacher_keys[key]
+        sweep = self.sweep
         t_where = f"{sweep.path} [pretrain] (teacher of {info.name})"
         overrides = {"seed": 0, **data_values, **sweep.pretrain.overrides, "kind": "pretrain",
                      "preset": info.name,
                      "train.total_nimg": sweep.pretrain.nimg_for(info.name, sweep.path)}
-        tcfg = _build(builder, info.pretrain, overrides, t_where)
+        tcfg = _build(self.builder, info.pretrain, overrides, t_where)
         _check_teacher_matches(tcfg.network, cfg.network, t_where)
         rid = tcfg.run_id
-        teacher_keys[key] = rid
-        teachers[rid] = JobSpec(run=tcfg, sweep=sweep.name, results_dir=str(results_dir),
-                                runs_dir=str(runs_dir), swept={"preset": info.name},
-                                display_name=f"pretrain-{_short(info.name)}")
+        self.teacher_keys[key] = rid
+        self.teachers[rid] = JobSpec(run=tcfg, sweep=sweep.name, results_dir=self.results_dir,
+                                     runs_dir=self.runs_dir, swept={"preset": info.name},
+                                     display_name=f"pretrain-{_short(info.name)}")
         return rid
 
-    # Tuning runs, grouped by everything except the budget (a group may share one run).
-    groups: dict[tuple[Any, ...], list[tuple[Any, int, RunConfig, dict[str, Any]]]] = {}
-    for values in _points(sweep):
-        where = _Where(sweep.path, values, swept)
-        preset = values.pop("preset")
-        budget = values.pop(budget_key)
-        info = presets.get(preset)
-        if info is None:
-            info = presets[preset] = _preset_info(preset, f"{sweep.path} preset {preset!r}")
-        overrides = {**values, "kind": "tune", "preset": preset}
-        batch = overrides.get("train.batch", info.tune.get("train.batch", batch_default))
-        if batch < 1:  # the budget arithmetic below divides by it before the config is checked
-            raise SweepError(f"{where}: train.batch = {batch}: must be >= 1")
-        if budget_key == "budget_nimg":
-            nimg = budget // batch * batch
-            if nimg == 0:
-                raise SweepError(f"{where}: budget_nimg = {budget}: below one batch "
-                                 f"({batch} images)")
-        else:
-            fwd = fwd_flops(_build_network(builder, info.tune, overrides, where), where)
-            nimg = nimg_for_budget("tune", fwd, budget, batch)
-            if nimg < batch:
-                raise SweepError(
-                    f"{where}: budget_flops = {budget:g}: below one batch of {batch} images "
-                    f"({_min_budget(fwd, batch):.3g} FLOPs for preset {preset})")
-        overrides["train.total_nimg"] = nimg
-        if not sweep.pretrain.trains_teachers:
-            overrides["init_checkpoint"] = sweep.pretrain.checkpoint_for(preset, sweep.path)
-        else:
-            # Placeholder teacher id so the config validates; replaced once the teacher is known.
-            overrides["init_run_id"] = "pending"
-        cfg = _build(builder, info.tune, overrides, where)
-        if cfg.data.name != info.dataset:
-            raise SweepError(f"{where}: data.name = {cfg.data.name!r}: preset {preset} is for "
-                             f"dataset {info.dataset!r}")
-        if sweep.pretrain.trains_teachers:
-            tid = teacher_for(info, cfg, where)
-            cfg = dataclasses.replace(cfg, init_run_id=tid)
-        group = (preset, tuple(sorted((k, _hashable(v)) for k, v in values.items())))
-        groups.setdefault(group, []).append((budget, nimg, cfg, values))
 
-    tune_jobs: list[JobSpec] = []
-    tune_ids: list[str] = []
-    teacher_of: dict[str, str | None] = {}
-    budgets: dict[str, tuple[Any, ...]] = {}
-    budget_nimg: dict[str, tuple[int, ...]] = {}
-    separate: dict[str, int] = {}
-    seen_ids: dict[str, str] = {}
-    for (preset, _), members in groups.items():
-        members.sort(key=lambda m: m[1])
-        for a, b in itertools.pairwise(members):
-            if a[1] == b[1]:
-                raise SweepError(f"{sweep.path} [{budget_key}]: {a[0]:g} and {b[0]:g} both give "
-                                 f"{a[1]} images for preset {preset}; drop one of them")
-        cfg0 = members[0][2]
-        can_share = share and _budget_independent(cfg0)
-        runs = [members] if can_share else [[m] for m in members]
-        for run_members in runs:
-            cfg = run_members[-1][2]
-            nimgs = tuple(m[1] for m in run_members)
-            if len(run_members) > 1:
-                extra = set(cfg.train.eval_nimg) | set(nimgs[:-1])
-                cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-                    cfg.train, eval_nimg=tuple(sorted(extra))))
-            rid = cfg.run_id
-            name = _display_name(preset, _budget_values(run_members), cfg.seed,
-                                 run_members[0][3], swept)
-            if rid in seen_ids:
-                raise SweepError(f"{sweep.path}: runs {seen_ids[rid]!r} and {name!r} resolve to "
-                                 f"the same run {rid}; remove the duplicate axis value")
-            budget_values = tuple(m[0] for m in run_members)
-            sw = {k: v for k, v in run_members[0][3].items() if k in swept}
-            if "preset" in swept:
-                sw["preset"] = preset
-            if budget_key in swept:
-                sw[budget_key] = list(budget_values) if len(budget_values) > 1 else budget_values[0]
-                if len(budget_values) > 1:
-                    sw["budget_nimg_points"] = list(nimgs)
-            seen_ids[rid] = name
-            tune_jobs.append(JobSpec(run=cfg, sweep=sweep.name, results_dir=str(results_dir),
-                                     runs_dir=str(runs_dir), swept=sw, display_name=name))
-            tune_ids.append(rid)
-            teacher_of[rid] = cfg.init_run_id
-            budgets[rid] = budget_values
-            budget_nimg[rid] = nimgs
-            separate[rid] = sum(nimgs)
-    jobs = [*teachers.values(), *tune_jobs]
-    ids = (*teachers, *tune_ids)
-    for tid, t in teachers.items():
-        budgets[tid] = (t.run.train.total_nimg,)
-        budget_nimg[tid] = (t.run.train.total_nimg,)
-    return Expansion(jobs=tuple(jobs), run_ids=ids, teacher=teacher_of, budgets=budgets,
-                     budget_nimg=budget_nimg, separate_nimg=separate)
+def _runs_of_group(sweep: Sweep, budget_key: str, preset: str, members: list[GridPoint],
+                   share: bool) -> list[list[GridPoint]]:
+    """The runs of one group, each a list of budgets by images: one run if they can share."""
+    members.sort(key=lambda m: m.nimg)
+    for a, b in itertools.pairwise(members):
+        if a.nimg == b.nimg:
+            raise SweepError(f"{sweep.path} [{budget_key}]: {a.budget:g} and {b.budget:g} both "
+                             f"give {a.nimg} images for preset {preset}; drop one of them")
+    if share and _budget_independent(members[0].cfg):
+        return [members]
+    return [[m] for m in members]
 
 
-def _budget_values(members: list[tuple[Any, int, RunConfig, dict[str, Any]]]
-                     ) -> tuple[Any, ...]:
-    return tuple(m[0] for m in members)
+class _TuningJobs:
+    """The tuning jobs of a sweep and their bookkeeping, added one run at a time."""
+
+    def __init__(self, expander: _Expander) -> None:
+        self.sweep, self.swept = expander.sweep, expander.swept
+        self.budget_key = expander.budget_key
+        self.results_dir, self.runs_dir = expander.results_dir, expander.runs_dir
+        self.jobs: list[JobSpec] = []
+        self.ids: list[str] = []
+        self.teacher_of: dict[str, str | None] = {}
+        self.budgets: dict[str, tuple[Any, ...]] = {}
+        self.budget_nimg: dict[str, tuple[int, ...]] = {}
+        self.separate: dict[str, int] = {}
+        self.seen_ids: dict[str, str] = {}  # run_id -> display name
+
+    def add(self, preset: str, run_members: list[GridPoint]) -> None:
+        """Add the run that trains to the last member's budget, evaluated at every member's."""
+        cfg = _with_budget_evals(run_members)
+        nimgs = tuple(m.nimg for m in run_members)
+        rid = cfg.run_id
+        budget_values = tuple(m.budget for m in run_members)
+        name = _display_name(preset, budget_values, cfg.seed, run_members[0].values, self.swept)
+        if rid in self.seen_ids:
+            raise SweepError(f"{self.sweep.path}: runs {self.seen_ids[rid]!r} and {name!r} "
+                             f"resolve to the same run {rid}; remove the duplicate axis value")
+        self.seen_ids[rid] = name
+        self.jobs.append(JobSpec(run=cfg, sweep=self.sweep.name, results_dir=self.results_dir,
+                                 runs_dir=self.runs_dir, display_name=name,
+                                 swept=self._swept_values(preset, run_members[0].values,
+                                                          budget_values, nimgs)))
+        self.ids.append(rid)
+        self.teacher_of[rid] = cfg.init_run_id
+        self.budgets[rid] = budget_values
+        self.budget_nimg[rid] = nimgs
+        self.separate[rid] = sum(nimgs)
+
+    def _swept_values(self, preset: str, values: Mapping[str, Any],
+                      budget_values: tuple[Any, ...], nimgs: tuple[int, ...]) -> dict[str, Any]:
+        """A job's `swept`: its values of the swept axes (all budgets and their images if many)."""
+        sw = {k: v for k, v in values.items() if k in self.swept}
+        if "preset" in self.swept:
+            sw["preset"] = preset
+        if self.budget_key in self.swept:
+            if len(budget_values) > 1:
+                sw[self.budget_key] = list(budget_values)
+                sw["budget_nimg_points"] = list(nimgs)
+            else:
+                sw[self.budget_key] = budget_values[0]
+        return sw
+
+    def expansion(self, teachers: dict[str, JobSpec]) -> Expansion:
+        """The Expansion: `teachers` (pretraining jobs) first, then the tuning jobs added."""
+        for tid, t in teachers.items():
+            self.budgets[tid] = (t.run.train.total_nimg,)
+            self.budget_nimg[tid] = (t.run.train.total_nimg,)
+        return Expansion(jobs=(*teachers.values(), *self.jobs), run_ids=(*teachers, *self.ids),
+                         teacher=self.teacher_of, budgets=self.budgets,
+                         budget_nimg=self.budget_nimg, separate_nimg=self.separate)
+
+
+def _with_budget_evals(run_members: list[GridPoint]) -> RunConfig:
+    """The last member's config, also evaluated where each smaller budget is reached."""
+    cfg = run_members[-1].cfg
+    if len(run_members) > 1:
+        extra = set(cfg.train.eval_nimg) | {m.nimg for m in run_members[:-1]}
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, eval_nimg=tuple(sorted(extra))))
+    return cfg
 
 
 def _points(sweep: Sweep) -> Iterator[dict[str, Any]]:

@@ -7,11 +7,12 @@ harness/preset_costs.json; `harness presets` prints the table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from harness.config import ConfigError, NetworkConfig
+from harness.datasets import DATASETS, DatasetName, unknown_dataset_rule
 
-Dataset = Literal["digits", "cifar10", "imagenet64"]
+Dataset = DatasetName  # a key of harness.datasets.DATASETS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +21,11 @@ class Preset:
     dataset: Dataset
     network: NetworkConfig
     overrides: dict[str, Any] = field(default_factory=dict)  # size-specific dotted RunConfig values
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"preset {self.name}: dataset = {self.dataset!r}: "
+                              f"{unknown_dataset_rule()}")
 
 
 def _digits(ch: int, mult: tuple[int, ...] = (1, 2, 2), blocks: int = 1) -> NetworkConfig:

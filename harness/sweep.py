@@ -1,4 +1,4 @@
-"""Sweep files: load a TOML sweep strictly and expand it into pretraining + ECT tuning jobs.
+"""Sweep files: load a TOML sweep strictly (harness.expand turns it into jobs).
 
 A sweep is data, never code: `[base]` settings, `[grid]` axes (cartesian product), `[zip]` axes
 (varied together), `[pretrain]` (how tuning runs get their teacher) and `[cluster]` (submitit
@@ -26,7 +26,6 @@ from harness.config import (
     dotted_fields,
     unknown_key_error,
 )
-from harness.job import JobSpec
 from harness.runtime import folder_name_problem, parse_nimg
 
 
@@ -208,7 +207,7 @@ class PretrainSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class Sweep:
-    """A loaded, type-checked sweep file (no RunConfig built yet; `expand` does that)."""
+    """A loaded, type-checked sweep file (no RunConfig built yet; harness.expand does that)."""
 
     name: str  # results/<name>/, runs/.sweeps/<name>/
     path: str  # the file it came from (for messages)
@@ -448,19 +447,3 @@ def _per_preset(value: Any, name: str, check: Callable[[Any, str], Any], where: 
         check_value("preset", preset, f"{where} {name}")
         out[preset] = check(v, f"{where} {name}.{preset}")
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Expansion (harness.expand does the work)
-
-
-def expand(sweep: Sweep, *, results_dir: str | Path = "results", runs_dir: str | Path = "runs",
-           share_prefixes: bool | None = None) -> list[JobSpec]:
-    """All jobs of a sweep: one pretraining job per distinct teacher, then the tuning jobs.
-
-    `share_prefixes` None follows the sweep file (default true); see harness.expand.
-    """
-    from harness.expand import expand_sweep
-
-    return list(expand_sweep(sweep, results_dir=results_dir, runs_dir=runs_dir,
-                             share_prefixes=share_prefixes).jobs)

@@ -218,3 +218,66 @@ def test_fingerprint_tracks_file_changes(tmp_path: Path) -> None:
     assert dataset_fingerprint(cfg) == before
     make_imagenet_npz(tmp_path / "in64", sizes=(4, 4))
     assert dataset_fingerprint(cfg) != before
+
+
+# --------------------------------------------------------------------------------------------------
+# The dataset registry
+
+
+def test_registry_names_match_the_type_checking_literal() -> None:
+    import typing
+
+    from harness.datasets import DATASETS, DatasetName
+
+    assert typing.get_args(DatasetName) == tuple(DATASETS)
+    assert typing.get_type_hints(DataConfig)["name"] is DatasetName
+
+
+def test_registry_functions_resolve_and_shapes_are_complete() -> None:
+    from harness.datasets import DATASETS
+
+    for spec in DATASETS.values():
+        assert callable(spec.function("reader"))
+        if spec.needs_path:
+            assert callable(spec.function("checker")) and spec.expected
+        # Either the registry fixes the shape or a shape reader gives it.
+        assert (spec.fixed_shape is None) == (spec.shape is not None), spec.name
+        if spec.shape is not None:
+            assert callable(spec.function("shape"))
+        assert spec.default_metric in ("fd_digits", "fid_inception", "fd_dinov2")
+
+
+def test_unknown_dataset_lists_the_registry() -> None:
+    from harness.config import run_config_from_dict
+    from harness.datasets import DATASETS
+
+    names = ", ".join(repr(n) for n in DATASETS)
+    with pytest.raises(ConfigError, match=f"name = 'mnist': must be one of {names}"):
+        DataConfig(name="mnist")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=f"name = 'mnist': must be one of {names}"):
+        run_config_from_dict({"kind": "pretrain", "data": {"name": "mnist"}})
+
+
+def test_registry_default_metric_is_what_auto_resolves_to() -> None:
+    from harness.config import RunConfig
+    from harness.datasets import DATASETS
+    from harness.evaluate import metric_name
+
+    for spec in DATASETS.values():
+        data = DataConfig(name=spec.name, path=None if not spec.needs_path else "x")  # type: ignore[arg-type]
+        assert metric_name(RunConfig(kind="pretrain", data=data)) == spec.default_metric
+
+
+def test_presets_and_recipes_name_registered_datasets() -> None:
+    from harness.datasets import DATASETS
+    from harness.presets import _RECIPES, PRESETS
+
+    assert {p.dataset for p in PRESETS.values()} <= set(DATASETS)
+    for (dataset, _kind), values in _RECIPES.items():
+        assert dataset in DATASETS and values["data.name"] == dataset
+
+
+def test_registry_and_config_import_without_torch() -> None:
+    code = ("import sys\nimport harness.config, harness.datasets, harness.presets\n"
+            "assert 'torch' not in sys.modules and 'harness.data' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -26,11 +26,12 @@ from analysis.load import load_results
 from analysis.report import AnalysisError, resolve_sweep
 from harness import cli
 from harness.config import ConfigError, RunConfig, run_config_from_dict, set_dotted, to_dict
+from harness.expand import expand
 from harness.job import JobSpec, read_job
 from harness.presets import get_preset
 from harness.records import RecordError
 from harness.runtime import remove_stale_temp_files
-from harness.sweep import SweepError, expand, load_sweep
+from harness.sweep import SweepError, load_sweep
 from harness.sweepstate import sweep_state_dir
 from harness.train import TrainingFailed, UnsafeCheckpoint, load_checkpoint, train
 

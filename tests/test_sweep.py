@@ -13,13 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.config import RunConfig, run_config_from_dict
-from harness.expand import expand_sweep
+from harness.expand import expand, expand_sweep
 from harness.flops import TRAIN_PASSES, nimg_for_budget, preset_cost
 from harness.presets import get_preset, recipe
 from harness.sweep import (
     ClusterConfig,
     SweepError,
-    expand,
     load_sweep,
     parse_set,
     sweep_from_dict,
@@ -451,3 +450,11 @@ def test_a_recipes_network_values_win_over_the_presets(tmp_path: Path) -> None:
     assert {r.network.dropout for r in digits if r.kind == "pretrain"} == {0.1}
     assert {r.network.dropout for r in digits if r.kind == "tune"} == {
         recipe("digits", "tune").get("network.dropout", 0.1)}
+
+
+def test_sweep_module_does_not_import_expand() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, harness.sweep; assert 'harness.expand' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
