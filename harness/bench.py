@@ -1,6 +1,6 @@
 """`harness bench`: measured compute efficiency of training, sampling, evaluation, planning and loading.
 
-Training steps run the real `harness.train._step` with the real EDM and ECT losses and optimisers.
+Training steps run the real `harness.train.train_step` with the real EDM and ECT losses and optimisers.
 Model FLOP utilisation (MFU) divides the FLOPs that records use (harness.flops, counted by
 FlopCounterMode) by a matmul peak measured here: fp32 GEMM on CPU with the training thread count,
 bf16 GEMM on GPU. The variants of one quantity (ECT vs diffusion step, fused vs reference network
@@ -163,7 +163,7 @@ def _make_model(run: RunConfig, device: torch.device, *, fused: bool = True,
         set_channels_last(net)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     net.train().requires_grad_(True)
-    optimizer = train_mod._make_optimizer(run, list(net.parameters()))
+    optimizer = train_mod.make_optimizer(run, list(net.parameters()))
     return _Model(net=net, ema=ema, optimizer=optimizer, callable_net=net)
 
 
@@ -183,16 +183,15 @@ def _training_images(run: RunConfig, device: torch.device) -> tuple[torch.Tensor
 
 def _step_fn(run: RunConfig, model: _Model, images: torch.Tensor, labels: torch.Tensor | None,
              *, autocast: bool, compiled: bool = False) -> Callable[[], None]:
-    """One call = one real training step (harness.train._step) of `run.kind`."""
+    """One call = one real training step (harness.train.train_step) of `run.kind`."""
     loss_fn = make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg())
     # Tuning from stage 3 on: r > 0 for (nearly) every sample, so the target pass runs in full.
-    state = {"nimg": 3 * run.stage_nimg() if run.kind == "tune" else 0, "nonfinite_total": 0,
-             "nonfinite_run": 0, "last_loss": None, "wall_seconds": 0.0}
+    state = train_mod.TrainState(nimg=3 * run.stage_nimg() if run.kind == "tune" else 0)
     net = model.callable_net if compiled else model.net
 
     def step() -> None:
-        train_mod._step(run, net, model.ema, model.optimizer, loss_fn, images, labels, state,
-                        0, 1, run.train.batch, autocast)
+        train_mod.train_step(run, net, model.ema, model.optimizer, loss_fn, images, labels, state,
+                             0, 1, run.train.batch, autocast)
 
     return step
 
@@ -497,7 +496,7 @@ def _environment(device: torch.device, threads: int, clock: Clock, opts: BenchOp
     from harness import __version__
     from harness.runtime import git_dirty, git_sha
 
-    return {"device": device.type, "device_name": train_mod._device_name(device),
+    return {"device": device.type, "device_name": train_mod.device_name(device),
             "torch_version": torch.__version__, "harness_version": __version__,
             "threads": threads, "cpu_count": len(os.sched_getaffinity(0)), "clock": clock.kind,
             "quick": opts.quick, "load_average_1m_start": os.getloadavg()[0],
@@ -517,7 +516,7 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> d
         raise ConfigError("bench: device = 'cuda': CUDA is not available here. Valid: cpu")
     use_cuda = opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
-    threads = opts.threads or train_mod._cpu_threads(bench_run_config("ect-digits-tiny",
+    threads = opts.threads or train_mod.cpu_threads(bench_run_config("ect-digits-tiny",
                                                                       "pretrain", 16), 1)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)

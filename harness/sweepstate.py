@@ -9,7 +9,6 @@ folder) and names the local scheduler process, if any. Every change happens unde
 from __future__ import annotations
 
 import contextlib
-import datetime
 import fcntl
 import json
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.config import ConfigError
+from harness.rundir import read_status, update_status
 from harness.runtime import atomic_write_text, folder_name_problem
 
 STATE_VERSION = 1
@@ -277,25 +277,9 @@ def mark_run_failed(run_dir: str | Path, error: str) -> None:
     A failure the training loop already recorded (state 'failed' with its error) is kept as it is;
     other fields of the file (progress, last metrics) are kept too.
     """
-    path = Path(run_dir) / "status.json"
-    try:
-        status = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        status = {}
-    if not isinstance(status, dict):
-        status = {}
-    if status.get("state") == "failed" and status.get("error"):
-        return
-    status.update(state="failed", error=error,
-                  updated_at=datetime.datetime.now(datetime.UTC).isoformat())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(status, indent=1, sort_keys=True) + "\n")
+    update_status(run_dir, unless_failed=True, state="failed", error=error)
 
 
 def read_run_status(runs_dir: str | Path, run_id: str) -> dict[str, Any] | None:
     """runs/<run_id>/status.json as written by the training job, or None before it starts."""
-    try:
-        data = json.loads((Path(runs_dir) / run_id / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_status(Path(runs_dir) / run_id)

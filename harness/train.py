@@ -8,22 +8,16 @@ N straight steps and N/2 + kill + resume + N/2 give bit-identical weights on CPU
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import datetime
-import hashlib
-import io
 import json
 import logging
 import math
 import os
-import pickle
-import re
 import resource
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,154 +25,38 @@ import torch
 from torch import nn
 
 from harness import dist
-from harness.config import ConfigError, NetworkConfig, RunConfig, from_dict, run_config_from_dict, to_dict
+from harness.config import ConfigError, NetworkConfig, RunConfig, from_dict, to_dict
 from harness.data import ImageData, batch_indices, load_dataset, to_model_range
 from harness.ect import make_loss, stage_at
 from harness.flops import TRAIN_PASSES, network_cost
-from harness.job import JobSpec, read_job, write_job
+from harness.job import JobSpec, read_job
 from harness.network import Precond, make_network
-from harness.runtime import atomic_write_bytes, atomic_write_text
+from harness.records import evaluation_row
+from harness.rundir import (
+    ConfigMismatch,
+    checkpoint_path,
+    load_checkpoint,
+    load_latest_checkpoint,
+    lock_run,
+    prune_checkpoints,
+    remove_partial_checkpoints,
+    save_checkpoint,
+    update_status,
+    write_run_files,
+)
+
+# The run folder's files moved to harness.rundir; these names stay importable from here.
+from harness.rundir import RunBusy as RunBusy
+from harness.rundir import UnsafeCheckpoint as UnsafeCheckpoint
+from harness.rundir import find_checkpoints as find_checkpoints
 
 log = logging.getLogger("harness.train")
 
-_CKPT_MAGIC = b"ECTCKPT1"
 _KEEP_CHECKPOINTS = 2
 
 
 class TrainingFailed(RuntimeError):
     """The run cannot continue (e.g. persistent non-finite losses); the reason is in status.json."""
-
-
-class RunBusy(RuntimeError):
-    """Another process is training this run right now (its status is left untouched)."""
-
-
-def _lock_run(run_dir: Path) -> int:
-    """Hold an exclusive lock on the run folder for the life of this process's training.
-
-    Two trainings of one run (say, a local job whose wrapper was killed but whose task lives on,
-    then a re-submit) would race on its checkpoints; the second one stops at once instead.
-    Returns the locked file descriptor (close it to release; the OS releases it if we die).
-    """
-    import fcntl
-
-    fd = os.open(run_dir / ".train.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise RunBusy(f"run {run_dir.name} is already training ({owner}); not starting it twice") \
-            from None
-    with contextlib.suppress(OSError):  # who holds it is a courtesy; a full disk must not stop us
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
-    return fd
-
-
-# --------------------------------------------------------------------------------------------------
-# Checkpoint files: magic + sha256 + torch.save payload, written atomically. They hold only tensors
-# and plain data, so they are read with torch.load(weights_only=True): a checkpoint from someone
-# else (a teacher, a copied run folder) can hold weights but never run code (SECURITY.md).
-
-
-class UnsafeCheckpoint(ValueError):
-    """A checkpoint holds objects other than tensors and plain data; it is refused, not unpickled."""
-
-
-_PLAIN_LEAVES = (str, bytes, int, float, bool, type(None), torch.Tensor)
-_CONVERT_HINT = ("Checkpoints written by this harness never hold such objects. If you made this "
-                 "file yourself and trust its source, convert it: load it with torch.load(path, "
-                 "weights_only=False) in a separate session, keep only tensors, dicts, lists, "
-                 "str, bytes, int, float, bool and None, and write it again with "
-                 "harness.train.save_checkpoint(path, state)")
-
-
-def _not_plain(obj: Any, key: str) -> str | None:
-    """Dotted key of the first value that weights_only loading would refuse (None: all plain)."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if not isinstance(k, str | int) or isinstance(k, bool):
-                return f"{key} (key {k!r})"
-            if (bad := _not_plain(v, f"{key}.{k}")) is not None:
-                return bad
-        return None
-    if isinstance(obj, list | tuple):
-        for i, v in enumerate(obj):
-            if (bad := _not_plain(v, f"{key}[{i}]")) is not None:
-                return bad
-        return None
-    return None if isinstance(obj, _PLAIN_LEAVES) else f"{key} ({type(obj).__qualname__})"
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checksummed checkpoint atomically (temp file + rename).
-
-    Raises TypeError naming the key of any value that is not a tensor or plain data: such a file
-    could not be read back with weights_only=True, so it is refused here rather than at resume.
-    """
-    if (bad := _not_plain(state, "state")) is not None:
-        raise TypeError(f"checkpoint {path}: {bad} is not a tensor or plain data (dict, list, "
-                        "tuple, str, bytes, int, float, bool, None); convert it before saving (e.g. "
-                        "float(x) for a numpy scalar)")
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    payload = buf.getvalue()
-    atomic_write_bytes(path, _CKPT_MAGIC + hashlib.sha256(payload).digest() + payload)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint, verifying its checksum; raises ValueError if truncated or corrupt.
-
-    Only tensors and plain data are unpickled (torch.load with weights_only=True); a file that
-    needs anything else raises UnsafeCheckpoint (a ValueError) naming it, and no code in it runs.
-    """
-    data = Path(path).read_bytes()
-    head = len(_CKPT_MAGIC) + 32
-    if len(data) < head or not data.startswith(_CKPT_MAGIC):
-        raise ValueError(f"{path}: not a harness checkpoint (bad header)")
-    if hashlib.sha256(data[head:]).digest() != data[len(_CKPT_MAGIC):head]:
-        raise ValueError(f"{path}: checksum mismatch (truncated or corrupt)")
-    try:
-        return torch.load(io.BytesIO(data[head:]), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch's message is long advice about weights_only=False; keep only what was refused.
-        found = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: Please use|$)", str(e), re.M)
-        why = found.group(1).rstrip(". ") if found else str(e).splitlines()[0]
-        raise UnsafeCheckpoint(
-            f"{path}: holds objects other than tensors and plain data ({why}); the harness "
-            f"refuses to unpickle it, since unpickling such a file can run any code. "
-            f"{_CONVERT_HINT}") from None
-
-
-def find_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoints of a run, newest first."""
-    return sorted(run_dir.glob("ckpt-*.pt"), reverse=True)
-
-
-def remove_partial_checkpoints(run_dir: Path) -> list[Path]:
-    """Delete temp files of checkpoint writes that a killed job never finished (they are as large
-    as a checkpoint); only this run's job writes them. Returns what was removed."""
-    stale = [*run_dir.glob(".ckpt-*.pt.*.tmp"), *run_dir.glob(".network-final.pt.*.tmp")]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
-
-
-def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """Newest checkpoint that verifies; corrupt ones are skipped with a warning naming them.
-
-    A checkpoint that holds more than tensors and plain data is not damage but a file this run's
-    job never wrote: UnsafeCheckpoint is raised rather than resuming past it unnoticed.
-    """
-    for path in find_checkpoints(run_dir):
-        try:
-            return load_checkpoint(path)
-        except UnsafeCheckpoint:
-            raise
-        except (ValueError, EOFError, RuntimeError, OSError) as e:
-            log.warning("skipping corrupt checkpoint %s: %s", path, e)
-    return None
 
 
 def load_init_network(run: RunConfig, runs_dir: Path) -> dict[str, Any]:
@@ -246,7 +124,7 @@ def checkpoint_now() -> bool:
 # Helpers
 
 
-def _cpu_threads(run: RunConfig, world: int) -> int:
+def cpu_threads(run: RunConfig, world: int) -> int:
     """Intra-op threads: the config's, else $HARNESS_NUM_THREADS, $SLURM_CPUS_PER_TASK, else our CPUs
     shared among the ranks on this node. Oversubscribed OpenMP threads spin against each other:
     measured here, 2 threads on a busy 2-core machine made a step 10x slower than 1 thread."""
@@ -299,7 +177,9 @@ def _ema_beta(run: RunConfig, nimg: int) -> float:
     return 0.5 ** (run.train.batch / max(halflife, 1e-8))
 
 
-def _make_optimizer(run: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(run: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The run's optimiser (Adam or RAdam, `run.optim`) over `params`; `train_step` sets its
+    learning rate at every step."""
     o = run.optim
     cls = torch.optim.RAdam if o.optimizer == "radam" else torch.optim.Adam
     kwargs: dict[str, Any] = {"lr": o.lr, "betas": o.betas, "eps": o.eps,
@@ -316,16 +196,6 @@ def job_cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _write_status(run_dir: Path, **fields: Any) -> None:
-    path = run_dir / "status.json"
-    try:
-        status = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        status = {}
-    status.update(fields, updated_at=datetime.datetime.now(datetime.UTC).isoformat())
-    atomic_write_text(path, json.dumps(status, indent=1, sort_keys=True) + "\n")
 
 
 def _setup_logging(run_dir: Path, rank: int) -> None:
@@ -353,7 +223,8 @@ def _progress_bar(frac: float, width: int = 20) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
+    """The accelerator's name (e.g. 'NVIDIA H100'), or 'cpu:<processor>'; stored in records."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     import platform
@@ -365,6 +236,61 @@ def _device_name(device: torch.device) -> str:
 # The loop
 
 
+@dataclass
+class TrainState:
+    """The loop's mutable state, saved in every checkpoint (as a dict) and restored on resume."""
+
+    nimg: int = 0  # images seen
+    wall_seconds: float = 0.0  # training wall time over all attempts
+    nonfinite_total: int = 0  # skipped steps (non-finite loss or gradient)
+    nonfinite_run: int = 0  # ... of them in a row, up to now
+    last_loss: float | None = None  # loss of the last finite step
+    attempt: int = 0  # how many times a job started this run
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for a checkpoint."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        """The state saved in a checkpoint by `to_dict`."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class _Model:
+    """What the loop trains: the network, its EMA, the optimiser and the loss."""
+
+    net: Precond
+    ema: Precond
+    optimizer: torch.optim.Optimizer
+    loss_fn: Any
+    autocast: bool  # bf16 autocast for the steps (uses_bf16_autocast)
+
+
+class _Checkpointer:
+    """Saves the loop's checkpoints (rank 0 writes; every rank remembers what was saved)."""
+
+    def __init__(self, job: JobSpec, model: _Model, state: TrainState, rank: int,
+                 last_saved: int) -> None:
+        self.job, self.model, self.state, self.rank = job, model, state, rank
+        self.last_saved = last_saved  # images seen at the last checkpoint (-1: none)
+
+    def save(self) -> None:
+        """Write a checkpoint of the current state and keep the newest _KEEP_CHECKPOINTS."""
+        nimg = self.state.nimg
+        self.last_saved = nimg
+        if self.rank != 0:
+            return
+        m = self.model
+        save_checkpoint(checkpoint_path(self.job.run_dir, nimg), {
+            "net": m.net.state_dict(), "ema": m.ema.state_dict(),
+            "optimizer": m.optimizer.state_dict(), "state": self.state.to_dict(),
+            "run_id": self.job.run.run_id})
+        prune_checkpoints(self.job.run_dir, _KEEP_CHECKPOINTS)
+
+
 def train(job: JobSpec) -> None:
     """Run (or resume) one job to completion: train, evaluate at every eval point, write records."""
     run_dir = job.run_dir
@@ -372,7 +298,7 @@ def train(job: JobSpec) -> None:
     dist.init(device)
     rank, world = dist.get_rank(), dist.get_world_size()
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock_fd = _lock_run(run_dir) if rank == 0 else None
+    lock_fd = lock_run(run_dir) if rank == 0 else None
     try:
         _train_locked(job, device, rank, world)
     finally:
@@ -381,27 +307,51 @@ def train(job: JobSpec) -> None:
 
 
 def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> None:
-    """`train` with the run folder locked."""
+    """`train` with the run folder locked: set up, resume, loop, save the final network."""
     global _LIVE
     run = job.run
-    run_dir = job.run_dir
-    _setup_logging(run_dir, rank)
-    torch.set_num_threads(_cpu_threads(run, world))
+    _setup_process(job, device, rank, world)
+    data = load_dataset(run.data, "train")
+    cost = network_cost(run.network)
+    model, pretrain_flops = _build_model(job, device, rank)
+    state, ckpt = _resume(job, model, rank)
+    checkpointer = _Checkpointer(job, model, state, rank, state.nimg if ckpt else -1)
+    _LIVE = _Live(save=checkpointer.save)
+    evaluator = _EvaluationHook(job, data, cost.params, cost.fwd_flops, device, world,
+                                pretrain_flops)
+    try:
+        _loop(job, data, model, state, checkpointer, evaluator, cost.fwd_flops, device, rank,
+              world)
+    finally:
+        _LIVE = None
+        torch.set_flush_denormal(False)  # torch's default; tests and callers share this process
+    if rank == 0:
+        _save_final(job, model, state, cost.fwd_flops, pretrain_flops)
+    dist.barrier()
+    log.info("done %s after %.1f s", run.run_id, state.wall_seconds)
+
+
+def _setup_process(job: JobSpec, device: torch.device, rank: int, world: int) -> None:
+    """Logging, CPU threads and denormals for this process; config.json and job.json (rank 0)."""
+    run = job.run
+    _setup_logging(job.run_dir, rank)
+    torch.set_num_threads(cpu_threads(run, world))
     if device.type == "cpu":
         # Denormals once slowed CPU training ~25 % on digits (now within noise: harness bench
         # reports flush_denormal_speedup). Process-wide, so it is switched off again at the end.
         torch.set_flush_denormal(True)
-
     assert run.train.batch % world == 0, f"batch {run.train.batch} not divisible by {world} ranks"
-    local_batch = run.train.batch // world
     if rank == 0:
-        _write_run_files(job)
+        try:
+            write_run_files(job)
+        except ConfigMismatch as e:
+            raise TrainingFailed(str(e)) from None
 
-    # Data, network, EMA, optimiser.
-    data = load_dataset(run.data, "train")
-    images_all = data.images.to(device)
-    labels_all = data.labels.to(device) if data.labels is not None else None
-    cost = network_cost(run.network)
+
+def _build_model(job: JobSpec, device: torch.device, rank: int) -> tuple[_Model, float | None]:
+    """Network (seeded, or the teacher's EMA for tuning), EMA, optimiser and loss; and the FLOPs
+    of the pretraining this run builds on (0 for a pretraining run, None when unknown)."""
+    run = job.run
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.seed)  # initial weights depend on the run's seed only
         net = make_network(run.network).to(device)
@@ -411,7 +361,7 @@ def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> 
             init = load_init_network(run, Path(job.runs_dir))
         except TrainingFailed as e:
             if rank == 0:
-                _write_status(run_dir, state="failed", error=str(e), nimg=0)
+                update_status(job.run_dir, state="failed", error=str(e), nimg=0)
             raise
         net.load_state_dict(init["ema"])
         pretrain_flops = init.get("train_flops")
@@ -419,13 +369,17 @@ def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> 
     net.train().requires_grad_(True)
     params = list(net.parameters())
     dist.broadcast_(params)
-    optimizer = _make_optimizer(run, params)
-    loss_fn = make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg())
-    autocast = uses_bf16_autocast(run, device)
+    model = _Model(net=net, ema=ema, optimizer=make_optimizer(run, params),
+                   loss_fn=make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg()),
+                   autocast=uses_bf16_autocast(run, device))
+    return model, pretrain_flops
 
-    # Resume.
-    state = {"nimg": 0, "wall_seconds": 0.0, "nonfinite_total": 0, "nonfinite_run": 0,
-             "last_loss": None, "attempt": 0}
+
+def _resume(job: JobSpec, model: _Model, rank: int) -> tuple[TrainState, dict[str, Any] | None]:
+    """Load the newest checkpoint that verifies into `model`; the state to go on from (a fresh one
+    without a checkpoint), its attempt counted, and the checkpoint."""
+    run_dir = job.run_dir
+    state = TrainState()
     if rank == 0:
         for path in remove_partial_checkpoints(run_dir):
             log.warning("removed %s, left by a checkpoint write that did not finish", path)
@@ -435,106 +389,106 @@ def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> 
         error = (f"{e}. Only this run's job writes its folder: delete the file to resume from "
                  "the previous checkpoint")
         if rank == 0:
-            _write_status(run_dir, state="failed", error=error)
+            update_status(run_dir, state="failed", error=error)
         raise TrainingFailed(error) from None
     if ckpt is not None:
-        net.load_state_dict(ckpt["net"])
-        ema.load_state_dict(ckpt["ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state.update(ckpt["state"])
-        log.info("resumed %s from %d images", run.run_id, state["nimg"])
-    state["attempt"] += 1
+        model.net.load_state_dict(ckpt["net"])
+        model.ema.load_state_dict(ckpt["ema"])
+        model.optimizer.load_state_dict(ckpt["optimizer"])
+        state = TrainState.from_dict(ckpt["state"])
+        log.info("resumed %s from %d images", job.run.run_id, state.nimg)
+    state.attempt += 1
+    return state, ckpt
 
-    last_saved = state["nimg"] if ckpt is not None else -1
 
-    def save() -> None:
-        nonlocal last_saved
-        nimg = state["nimg"]
-        last_saved = nimg
-        if rank != 0:
-            return
-        save_checkpoint(run_dir / f"ckpt-{nimg:012d}.pt", {
-            "net": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "state": dict(state), "run_id": run.run_id})
-        for old in find_checkpoints(run_dir)[_KEEP_CHECKPOINTS:]:
-            old.unlink(missing_ok=True)
-
-    _LIVE = _Live(save=save)
-    evaluator = _EvaluationHook(job, data, cost.params, cost.fwd_flops, device, world,
-                                pretrain_flops)
+def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
+          checkpointer: _Checkpointer, evaluator: _EvaluationHook, fwd_flops: float,
+          device: torch.device, rank: int, world: int) -> None:
+    """`while True: report -> evaluate -> checkpoint -> done? -> step` (EDM2's training loop,
+    NVlabs/edm2 training/training_loop.py). A failure goes to status.json (and, for a run that
+    cannot go on, to a failure record) before it is raised."""
+    run, run_dir = job.run, job.run_dir
+    images_all = data.images.to(device)
+    labels_all = data.labels.to(device) if data.labels is not None else None
+    local_batch = run.train.batch // world
     total = run.train.total_nimg
-    pending = [p for p in run.eval_points() if p >= state["nimg"]]
+    pending = [p for p in run.eval_points() if p >= state.nimg]
     if rank == 0:
-        _write_status(run_dir, state="running", nimg=state["nimg"], total_nimg=total,
-                      attempt=state["attempt"], error=None)
-    tick_start, tick_nimg = time.perf_counter(), state["nimg"]
-    wall_start = time.perf_counter() - state["wall_seconds"]
+        update_status(run_dir, state="running", nimg=state.nimg, total_nimg=total,
+                      attempt=state.attempt, error=None)
+    tick_start, tick_nimg = time.perf_counter(), state.nimg
+    wall_start = time.perf_counter() - state.wall_seconds
     log.info("%s %s %s: %s params, %.3g fwd FLOPs/img, %d images, batch %d, %d rank(s), %s",
-             run.kind, run.preset, run.run_id, f"{cost.params:,}", cost.fwd_flops, total,
-             run.train.batch, world, _device_name(device))
+             run.kind, run.preset, run.run_id, f"{evaluator.params:,}", fwd_flops, total,
+             run.train.batch, world, device_name(device))
     try:
         while True:
-            nimg = state["nimg"]
-            state["wall_seconds"] = time.perf_counter() - wall_start
+            nimg = state.nimg
+            state.wall_seconds = time.perf_counter() - wall_start
             # Report.
             if nimg % run.train.status_every_nimg < run.train.batch or nimg >= total:
                 now = time.perf_counter()
                 sec_per_kimg = (now - tick_start) / max(nimg - tick_nimg, 1) * 1000
-                _report(run, state, sec_per_kimg, cost.fwd_flops, run_dir, rank)
+                _report(run, state, sec_per_kimg, fwd_flops, run_dir, rank)
                 tick_start, tick_nimg = now, nimg
             # Evaluate.
             while pending and nimg >= pending[0]:
                 point = pending.pop(0)
-                metrics = evaluator(ema if run.eval.use_ema else net, state, point)
+                metrics = evaluator(model.ema if run.eval.use_ema else model.net, state, point)
                 if rank == 0 and metrics:
-                    _write_status(run_dir, last_metrics=metrics, nimg=nimg)
+                    update_status(run_dir, last_metrics=metrics, nimg=nimg)
             # Checkpoint.
             due = nimg > 0 and nimg % run.train.ckpt_every_nimg < run.train.batch
-            if (due or nimg >= total) and nimg != last_saved:
-                save()
+            if (due or nimg >= total) and nimg != checkpointer.last_saved:
+                checkpointer.save()
             if nimg >= total:
                 break
             # Step.
-            _step(run, net, ema, optimizer, loss_fn, images_all, labels_all, state, rank, world,
-                  local_batch, autocast)
+            train_step(run, model.net, model.ema, model.optimizer, model.loss_fn, images_all,
+                       labels_all, state, rank, world, local_batch, model.autocast)
     except TrainingFailed as e:
         if rank == 0:
-            _write_status(run_dir, state="failed", error=str(e), nimg=state["nimg"])
+            update_status(run_dir, state="failed", error=str(e), nimg=state.nimg)
             evaluator.write_failure(state, str(e))
         raise
     except OSError as e:  # disk full, folder not writable: a retry may succeed, so no record
         if rank == 0:
             try:
-                _write_status(run_dir, state="failed", error=str(e), nimg=state["nimg"])
+                update_status(run_dir, state="failed", error=str(e), nimg=state.nimg)
             except OSError:
                 log.warning("could not write %s/status.json either", run_dir)
         raise
-    finally:
-        _LIVE = None
-        torch.set_flush_denormal(False)  # torch's default; tests and callers share this process
-
-    if rank == 0:
-        save_checkpoint(run_dir / "network-final.pt", {
-            "ema": ema.state_dict(), "network": to_dict(run.network),
-            "run_id": run.run_id, "kind": run.kind, "nimg": state["nimg"],
-            "train_flops": (pretrain_flops or 0.0) if run.kind == "tune" else
-            TRAIN_PASSES["pretrain"] * cost.fwd_flops * state["nimg"],
-            "tune_flops": TRAIN_PASSES["tune"] * cost.fwd_flops * state["nimg"]
-            if run.kind == "tune" else 0.0,
-            "wall_seconds": state["wall_seconds"]})
-        # The whole job process (imports, data, training, evaluation): `harness run` divides the
-        # jobs' CPU seconds by wall seconds × cores to report how busy the machine was.
-        _write_status(run_dir, state="done", nimg=state["nimg"], total_nimg=total,
-                      job_cpu_seconds=job_cpu_seconds())
-    dist.barrier()
-    log.info("done %s after %.1f s", run.run_id, state["wall_seconds"])
 
 
-def _step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.optim.Optimizer,
-          loss_fn: Any, images_all: torch.Tensor, labels_all: torch.Tensor | None,
-          state: dict[str, Any], rank: int, world: int, local_batch: int, autocast: bool) -> None:
-    """One optimiser step on one global batch; the only place weights change."""
-    nimg = state["nimg"]
+def _save_final(job: JobSpec, model: _Model, state: TrainState, fwd_flops: float,
+                pretrain_flops: float | None) -> None:
+    """network-final.pt (the EMA a tuning run starts from) and the 'done' status (rank 0)."""
+    run = job.run
+    save_checkpoint(job.run_dir / "network-final.pt", {
+        "ema": model.ema.state_dict(), "network": to_dict(run.network),
+        "run_id": run.run_id, "kind": run.kind, "nimg": state.nimg,
+        "train_flops": (pretrain_flops or 0.0) if run.kind == "tune" else
+        TRAIN_PASSES["pretrain"] * fwd_flops * state.nimg,
+        "tune_flops": TRAIN_PASSES["tune"] * fwd_flops * state.nimg
+        if run.kind == "tune" else 0.0,
+        "wall_seconds": state.wall_seconds})
+    # The whole job process (imports, data, training, evaluation): `harness run` divides the
+    # jobs' CPU seconds by wall seconds × cores to report how busy the machine was.
+    update_status(job.run_dir, state="done", nimg=state.nimg, total_nimg=run.train.total_nimg,
+                  job_cpu_seconds=job_cpu_seconds())
+
+
+def train_step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.optim.Optimizer,
+               loss_fn: Any, images_all: torch.Tensor, labels_all: torch.Tensor | None,
+               state: TrainState, rank: int, world: int, local_batch: int,
+               autocast: bool) -> None:
+    """One optimiser step on one global batch; the only place weights change.
+
+    The batch and every random draw depend only on (seed, rank, state.nimg). A step whose loss or
+    gradients are not finite is skipped and counted; `run.train.max_nonfinite_steps` of them in a
+    row raise TrainingFailed.
+    """
+    nimg = state.nimg
     device = images_all.device
     idx = batch_indices(images_all.shape[0], run.seed, nimg, run.train.batch)
     idx = idx[rank * local_batch:(rank + 1) * local_batch].to(device)
@@ -569,66 +523,43 @@ def _step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.optim.Opt
             beta = _ema_beta(run, nimg)
             with torch.no_grad():
                 torch._foreach_lerp_(list(ema.parameters()), list(net.parameters()), 1 - beta)
-            state["nonfinite_run"] = 0
-            state["last_loss"] = values[0]
+            state.nonfinite_run = 0
+            state.last_loss = values[0]
         else:
-            state["nonfinite_total"] += 1
-            state["nonfinite_run"] += 1
+            state.nonfinite_total += 1
+            state.nonfinite_run += 1
             log.warning("non-finite loss/gradient at %d images (skipped; %d in a row)",
-                        nimg, state["nonfinite_run"])
-        state["nimg"] = nimg + run.train.batch
+                        nimg, state.nonfinite_run)
+        state.nimg = nimg + run.train.batch
     finally:
         if live is not None:
             live.mutating = False
-    if state["nonfinite_run"] >= run.train.max_nonfinite_steps:
-        raise TrainingFailed(f"{state['nonfinite_run']} consecutive non-finite steps at "
+    if state.nonfinite_run >= run.train.max_nonfinite_steps:
+        raise TrainingFailed(f"{state.nonfinite_run} consecutive non-finite steps at "
                              f"{nimg} images (train.max_nonfinite_steps = "
                              f"{run.train.max_nonfinite_steps}); the run diverged")
 
 
-def _report(run: RunConfig, state: dict[str, Any], sec_per_kimg: float, fwd_flops: float,
+def _report(run: RunConfig, state: TrainState, sec_per_kimg: float, fwd_flops: float,
             run_dir: Path, rank: int) -> None:
     if rank != 0:
         return
-    nimg, total = state["nimg"], run.train.total_nimg
+    nimg, total = state.nimg, run.train.total_nimg
     passes = TRAIN_PASSES[run.kind]
     flops_per_s = passes * fwd_flops * 1000 / sec_per_kimg if sec_per_kimg > 0 else 0.0
     stage = stage_at(nimg, run.stage_nimg(), run.ect.max_stage) if run.kind == "tune" else None
-    loss = state["last_loss"]
+    loss = state.last_loss
     log.info("%s %s %6.1f%% %d/%d img%s loss %s  %.2f s/kimg  %.2f GFLOP/s  nonfinite %d",
              run.run_id, _progress_bar(nimg / total), 100 * nimg / total, nimg, total,
              f" stage {stage}" if stage is not None else "",
              f"{loss:.4g}" if loss is not None else "-", sec_per_kimg, flops_per_s / 1e9,
-             state["nonfinite_total"])
-    stats = {"nimg": nimg, "Loss/train": loss, "Loss/nonfinite": state["nonfinite_total"],
-             "Timing/sec_per_kimg": sec_per_kimg, "Timing/wall_seconds": state["wall_seconds"],
+             state.nonfinite_total)
+    stats = {"nimg": nimg, "Loss/train": loss, "Loss/nonfinite": state.nonfinite_total,
+             "Timing/sec_per_kimg": sec_per_kimg, "Timing/wall_seconds": state.wall_seconds,
              "Perf/flops_per_second": flops_per_s, "Progress/stage": stage}
     with open(run_dir / "stats.jsonl", "a") as f:
         f.write(json.dumps(stats) + "\n")
-    _write_status(run_dir, nimg=nimg, total_nimg=total)
-
-
-def _stored_config(path: Path) -> RunConfig | None:
-    """The RunConfig in a run folder's config.json (None when it no longer loads)."""
-    try:
-        return run_config_from_dict(json.loads(path.read_text()), where=str(path))
-    except (ConfigError, ValueError):
-        return None
-
-
-def _write_run_files(job: JobSpec) -> None:
-    """config.json and job.json in the run folder; a different config under the same id is an error."""
-    run_dir = job.run_dir
-    config_path = run_dir / "config.json"
-    text = json.dumps(job.run.to_dict(), indent=1, sort_keys=True) + "\n"
-    # Compared as configs, not texts: a folder written before a field existed holds the field's
-    # default implicitly (the run id already treats it so), and must stay usable.
-    if config_path.exists() and _stored_config(config_path) != job.run:
-        raise TrainingFailed(f"{config_path} holds a different config for run {job.run.run_id}")
-    if not config_path.exists():
-        atomic_write_text(config_path, text)
-    if not (run_dir / "job.json").exists():
-        write_job(run_dir / "job.json", job)
+    update_status(run_dir, nimg=nimg, total_nimg=total)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -658,8 +589,10 @@ class _EvaluationHook:
     def samplers(self) -> tuple[str, ...]:
         return ("heun",) if self.job.run.kind == "pretrain" else tuple(self.job.run.eval.samplers)
 
-    def __call__(self, net: nn.Module, state: dict[str, Any], point: int) -> dict[str, float]:
-        nimg = state["nimg"]
+    def __call__(self, net: nn.Module, state: TrainState, point: int) -> dict[str, float]:
+        """Evaluate `net` at `point` with each sampler (rank 0, unless already recorded) and write
+        the record file; returns {sampler: metric value}."""
+        nimg = state.nimg
         run = self.job.run
         result: dict[str, float] = {}
         if dist.get_rank() == 0 and not self._already_recorded(nimg):
@@ -686,8 +619,8 @@ class _EvaluationHook:
                 metric = self._evaluator.evaluate(images)
                 if run.eval.save_grid:
                     save_grid(images[:64], self.job.run_dir / f"grid-{nimg:012d}-{sampler}.png")
-                rows.append(self._row(state, sampler, sampler_nfe(sampler, run.eval), metric,
-                                      gen_seconds))
+                rows.append(evaluation_row(self.job, self._progress(state), sampler,
+                                           nfe=sampler_nfe(sampler, run.eval), result=metric))
                 result[sampler] = float(metric.value)
                 log.info("eval %s at %d img: %s %s = %.4g (%d samples, %.1f s sampling)",
                          run.run_id, nimg, sampler, metric.metric, metric.value,
@@ -697,46 +630,29 @@ class _EvaluationHook:
         dist.barrier()
         return result
 
-    def _base_row(self, state: dict[str, Any]) -> dict[str, Any]:
+    def _progress(self, state: TrainState) -> dict[str, Any]:
+        """The record columns of how far training got (see records.evaluation_row)."""
         run = self.job.run
-        nimg = state["nimg"]
+        nimg = state.nimg
         tune_flops = TRAIN_PASSES["tune"] * self.fwd_flops * nimg if run.kind == "tune" else 0.0
         pre = (TRAIN_PASSES["pretrain"] * self.fwd_flops * nimg if run.kind == "pretrain"
                else self.pretrain_flops)
         return {
-            "sweep": self.job.sweep, "run_id": run.run_id, "display_name": self.job.display_name,
-            "kind": run.kind, "preset": run.preset, "dataset": run.data.name,
             "params": self.params, "fwd_flops_per_image": self.fwd_flops, "images_seen": nimg,
             "pretrain_flops": pre, "tune_flops": tune_flops,
             "total_flops": (pre + tune_flops) if pre is not None else None,
-            "wall_seconds": state["wall_seconds"], "device": _device_name(self.device),
-            "num_devices": self.world, "seed": run.seed, "batch": run.train.batch,
-            "lr": run.optim.lr, "ect_q": run.ect.q if run.kind == "tune" else None,
-            "stage_nimg": run.stage_nimg() if run.kind == "tune" else None,
-            "dropout": run.network.dropout, "ema_halflife_nimg": run.train.ema_halflife_nimg,
-            "train_loss": state["last_loss"], "nonfinite_steps": state["nonfinite_total"],
-            "swept": json.dumps(self.job.swept, sort_keys=True),
-            "config": json.dumps(run.to_dict(), sort_keys=True),
+            "wall_seconds": state.wall_seconds, "device": device_name(self.device),
+            "num_devices": self.world, "train_loss": state.last_loss,
+            "nonfinite_steps": state.nonfinite_total,
         }
 
-    def _row(self, state: dict[str, Any], sampler: str, nfe: int, metric: Any,
-             gen_seconds: float) -> dict[str, Any]:
-        row = self._base_row(state)
-        row.update(sampler=sampler, nfe=nfe, metric=metric.metric, value=float(metric.value),
-                   num_samples=metric.num_samples, extractor_hash=metric.extractor_hash,
-                   reference=metric.reference, status="ok", error=None,
-                   kid_mean=metric.kid_mean, kid_std=metric.kid_std,
-                   precision=metric.precision, recall=metric.recall)
-        return row
-
-    def write_failure(self, state: dict[str, Any], error: str) -> None:
+    def write_failure(self, state: TrainState, error: str) -> None:
         """One record saying the run failed and why, so a sweep's table shows it."""
         from harness.evaluate import metric_name
         from harness.records import write_evaluation
 
-        row = self._base_row(state)
-        row.update(sampler=self.samplers()[0], metric=metric_name(self.job.run), value=None,
-                   status="failed", error=error)
+        row = evaluation_row(self.job, self._progress(state), self.samplers()[0],
+                             metric=metric_name(self.job.run), error=error)
         try:
             write_evaluation(self.job.sweep_results_dir, [row])
         except Exception as e:  # the status file already holds the reason

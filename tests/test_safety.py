@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+import harness.rundir as rundir
 import harness.train as train_mod
 from analysis.load import load_results
 from analysis.report import AnalysisError, resolve_sweep
@@ -164,7 +165,7 @@ def crafted_checkpoint(path: Path, marker: Path, **plain) -> Path:
     torch.save({**plain, "state": {"nimg": 0, "note": _Plant(marker)}}, buf)
     payload = buf.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(train_mod._CKPT_MAGIC + hashlib.sha256(payload).digest() + payload)
+    path.write_bytes(rundir._CKPT_MAGIC + hashlib.sha256(payload).digest() + payload)
     return path
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import harness.rundir as rundir
 import harness.train as train_mod
 from harness.config import run_config_from_dict, set_dotted, to_dict
 from harness.flops import TRAIN_PASSES, network_cost
@@ -69,7 +70,7 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch, pretrained, kind):
 
     # Crash after the 3rd step (checkpoint at step 2), then resume in a fresh call.
     resumed = make_job(tmp_path / "b", run)
-    real_step = train_mod._step
+    real_step = train_mod.train_step
     calls = {"n": 0}
 
     def crashing_step(*args, **kwargs):
@@ -78,10 +79,10 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch, pretrained, kind):
             raise _Crash
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "_step", crashing_step)
+    monkeypatch.setattr(train_mod, "train_step", crashing_step)
     with pytest.raises(_Crash):
         train(resumed)
-    monkeypatch.setattr(train_mod, "_step", real_step)
+    monkeypatch.setattr(train_mod, "train_step", real_step)
     assert [p.name for p in resumed.run_dir.glob("ckpt-*.pt")] == [f"ckpt-{2 * BATCH:012d}.pt"]
     train(resumed)
 
@@ -217,7 +218,7 @@ def test_second_training_of_a_running_run_is_refused(tmp_path):
     run = make_run("pretrain", 4)
     job = make_job(tmp_path, run)
     job.run_dir.mkdir(parents=True)
-    holder = train_mod._lock_run(job.run_dir)
+    holder = rundir.lock_run(job.run_dir)
     try:
         with pytest.raises(train_mod.RunBusy, match=f"already training \\(pid {os.getpid()}"):
             train(job)
@@ -258,13 +259,13 @@ def test_bf16_autocast_only_where_asked(kind, precision, device, expected, tmp_p
 
 def test_training_steps_use_the_precision_decision(tmp_path, monkeypatch):
     seen = []
-    real_step = train_mod._step
+    real_step = train_mod.train_step
 
     def step(*args, **kwargs):
         seen.append(args[-1])  # the autocast flag
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "_step", step)
+    monkeypatch.setattr(train_mod, "train_step", step)
     monkeypatch.setattr(train_mod, "uses_bf16_autocast", lambda run, device: True)
     train(make_job(tmp_path, make_run("pretrain", 2, **{"eval.num_samples": 2})))
     assert seen == [True, True]

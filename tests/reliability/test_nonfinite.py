@@ -28,10 +28,10 @@ def _sweep(root: Path) -> Path:
 
 def _inject(monkeypatch: pytest.MonkeyPatch, rules: dict[int, tuple[int, int | None]]) -> None:
     """Multiply the loss by NaN for tuning runs of seed s at images seen in rules[s] = (lo, hi)."""
-    real_step = train_mod._step
+    real_step = train_mod.train_step
 
     def step(run: Any, net: Any, ema: Any, optimizer: Any, loss_fn: Any, *rest: Any) -> Any:
-        nimg = rest[2]["nimg"]
+        nimg = rest[2].nimg
         lo, hi = rules.get(run.seed, (1, 0)) if run.kind == "tune" else (1, 0)
         if lo <= nimg and (hi is None or nimg <= hi):
             def nan_loss(*args: Any) -> Any:
@@ -39,7 +39,7 @@ def _inject(monkeypatch: pytest.MonkeyPatch, rules: dict[int, tuple[int, int | N
             return real_step(run, net, ema, optimizer, nan_loss, *rest)
         return real_step(run, net, ema, optimizer, loss_fn, *rest)
 
-    monkeypatch.setattr(train_mod, "_step", step)
+    monkeypatch.setattr(train_mod, "train_step", step)
 
 
 def _check(root: Path, path: Path, report_failed: list[tuple[str, str]]) -> dict[str, Any]:
