@@ -222,44 +222,16 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
         if cached is not None:
             return cached
     kw = {"bootstrap": bootstrap, "seed": seed, "bootstrap_method": bootstrap_method, **fit_kwargs}
-    labelled = with_variants(records)
-    pooled: dict[str, int] = {}
-    if pool:
-        tune_rows = labelled[labelled["kind"] == "tune"] if "kind" in labelled else labelled
-        pooled = {str(p): int(n) for p, n in tune_rows.groupby("preset")[VARIANT].nunique().items()
-                  if n > 1}
-        labelled = labelled.assign(**{VARIANT: ""})
-    records = labelled
+    records, pooled = _label_configurations(records, pool)
     tune = select_points(records, y=y, kind="tune")
-    group_cols = [c for c in ("preset", VARIANT, "sampler", "metric") if c in tune.columns]
-    num_curves = tune.groupby(group_cols).ngroups if len(tune) else 0
-    num_families = tune.groupby([c for c in ("sampler", "metric", VARIANT)
-                                 if c in tune.columns]).ngroups if len(tune) else 0
-    with_joint = len(tune) and tune["params"].nunique() >= 2 and tune["images_seen"].nunique() >= 2
-    total = 2 * num_curves + num_families + (num_families if with_joint else 0)
-    done = [0]
-
-    def tick() -> None:
-        done[0] += 1
-        if progress is not None:
-            progress(min(done[0], total), total)
-
+    with_joint = bool(len(tune)) and tune["params"].nunique() >= 2 and (
+        tune["images_seen"].nunique() >= 2)
+    tick = _progress_counter(tune, with_joint, progress)
     curves = fit_results(records, x=x, y=y, by=("preset", VARIANT, "sampler"), progress=tick,
                          **kw)
     metrics = sorted(tune["metric"].unique()) if "metric" in tune.columns else []
-    frontiers: dict[str, Frontier] = {}
-    isoflop: dict[str, pd.DataFrame] = {}
-    isoflop_laws: dict[str, SizeLaw | None] = {}
-    for (sampler, metric, variant), family in tune.groupby(["sampler", "metric", VARIANT],
-                                                           sort=True):
-        key = _family_key(str(sampler), str(metric), metrics)
-        key += f" · {variant}" if variant else ""
-        tick()
-        frontiers[key] = fit_frontier(family, x=frontier_x, y=y, **kw)
-        # IsoFLOP buckets compare sizes at equal *tuning* budget, the axis the sweep grids over.
-        iso_x = "tune_flops" if "tune_flops" in family.columns else x
-        isoflop[key] = isoflop_minima(family, x=iso_x, y=y)
-        isoflop_laws[key] = fit_isoflop_law(isoflop[key])
+    frontiers, isoflop, isoflop_laws = _fit_families(tune, metrics, x=x, frontier_x=frontier_x,
+                                                     y=y, tick=tick, **kw)
     # Backtest: the point error needs no bootstrap; the prediction intervals (coverage) do.
     bt = backtest_results(records, x=x, y=y, by=("preset", VARIANT, "sampler"), progress=tick,
                           **kw)
@@ -282,6 +254,58 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
                      isoflop_laws=isoflop_laws, backtest=bt, joint=joint)
     _write_fits(results_dir / name, fits)
     return fits
+
+
+def _label_configurations(records: pd.DataFrame, pool: bool) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Records with their `variant`; pooled: the variant is blanked, and the number of
+    configurations each preset's pooled curves mix is returned for the report."""
+    labelled = with_variants(records)
+    if not pool:
+        return labelled, {}
+    tune_rows = labelled[labelled["kind"] == "tune"] if "kind" in labelled else labelled
+    pooled = {str(p): int(n) for p, n in tune_rows.groupby("preset")[VARIANT].nunique().items()
+              if n > 1}
+    return labelled.assign(**{VARIANT: ""}), pooled
+
+
+def _progress_counter(tune: pd.DataFrame, with_joint: bool,
+                      progress: Callable[[int, int], None] | None) -> Callable[[], None]:
+    """A callback counting the laws fitted: curves and backtests per group, then the frontier and
+    joint law per family (sampler, metric, variant)."""
+    curve_cols = [c for c in ("preset", VARIANT, "sampler", "metric") if c in tune.columns]
+    family_cols = [c for c in ("sampler", "metric", VARIANT) if c in tune.columns]
+    num_curves = tune.groupby(curve_cols).ngroups if len(tune) else 0
+    num_families = tune.groupby(family_cols).ngroups if len(tune) else 0
+    total = 2 * num_curves + num_families * (2 if with_joint else 1)
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(min(done[0], total), total)
+
+    return tick
+
+
+def _fit_families(tune: pd.DataFrame, metrics: list[str], *, x: str, frontier_x: str, y: str,
+                  tick: Callable[[], None], **kw: Any
+                  ) -> tuple[dict[str, Frontier], dict[str, pd.DataFrame], dict[str, SizeLaw | None]]:
+    """Per family (sampler, metric, variant): the frontier law (Approach 1) and the IsoFLOP minima
+    with their size law (Approach 2, a diagnostic)."""
+    frontiers: dict[str, Frontier] = {}
+    isoflop: dict[str, pd.DataFrame] = {}
+    isoflop_laws: dict[str, SizeLaw | None] = {}
+    for (sampler, metric, variant), family in tune.groupby(["sampler", "metric", VARIANT],
+                                                           sort=True):
+        key = _family_key(str(sampler), str(metric), metrics)
+        key += f" · {variant}" if variant else ""
+        tick()
+        frontiers[key] = fit_frontier(family, x=frontier_x, y=y, **kw)
+        # IsoFLOP buckets compare sizes at equal *tuning* budget, the axis the sweep grids over.
+        iso_x = "tune_flops" if "tune_flops" in family.columns else x
+        isoflop[key] = isoflop_minima(family, x=iso_x, y=y)
+        isoflop_laws[key] = fit_isoflop_law(isoflop[key])
+    return frontiers, isoflop, isoflop_laws
 
 
 def _read_cached_fits(results_dir: Path, name: str, inputs_key: str) -> SweepFits | None:
@@ -489,6 +513,16 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
                      f"{r.get('messages') or ''}")
     if len(bad):
         lines.append("")
+    lines += _frontier_section(fits)
+    lines += _joint_section(fits)
+    lines += _backtest_section(fits, level)
+    lines += _figures_section(figures_rel)
+    return lines
+
+
+def _frontier_section(fits: SweepFits) -> list[str]:
+    """The frontier law per family and the IsoFLOP diagnostic."""
+    lines: list[str] = []
     lines += ["## Compute frontier (Approach 1)", "",
               "| sampler | frontier points | E | α | N_opt ∝ C^a | notes |", "|---|---|---|---|---|---|"]
     for key, f in fits.frontiers.items():
@@ -508,6 +542,13 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
         inner = int(table["interior"].sum()) if len(table) else 0
         lines.append(f"- {key}: {len(table)} compute buckets, {inner} with an interior optimum"
                      + (f"; N* ∝ C^{_fmt(law.a)}" if law else "; no N*(C) law (need 2 interior)"))
+    return lines
+
+
+def _joint_section(fits: SweepFits) -> list[str]:
+    """The joint law in size and data, when the sweep has one."""
+    meta = fits.meta
+    lines: list[str] = []
     if len(fits.joint):
         lines += ["", "## Joint law in size and data (Approach 3)", "",
                   "y = E + A/N^α + B/D^β with N = parameters, D = tuning images; "
@@ -523,6 +564,12 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
         if k:
             lines += ["", f"Cost model C = k·N·D with k = {k:.4g} FLOPs per parameter·image "
                       "(measured from the records)."]
+    return lines
+
+
+def _backtest_section(fits: SweepFits, level: int) -> list[str]:
+    """Each group's largest budget predicted from the others."""
+    lines: list[str] = []
     lines += ["", "## Backtest: the largest budget predicted from the others", ""]
     if len(fits.backtest):
         lines += ["| preset | sampler | points fitted | held-out x | observed | predicted | "
@@ -548,6 +595,12 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
                      "bootstrap, or no residual degrees of freedom).")]
     else:
         lines.append("No group has two or more budgets; nothing to backtest.")
+    return lines
+
+
+def _figures_section(figures_rel: str | None) -> list[str]:
+    """Links to the figures (none without a figure folder)."""
+    lines: list[str] = []
     if figures_rel is not None:
         lines += ["", "## Figures", ""]
         titles = {"compute_curves": "metric vs compute per preset, with fits",
