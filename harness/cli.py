@@ -98,13 +98,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from harness.backends import BACKENDS
     from harness.plan import ASSUMED_TFLOPS, DEFAULT_MAX_RUNS
     from harness.runtime import TEMP_MAX_AGE_S
 
     p = sub.add_parser("run", help="the whole study in one command: plan, submit, watch progress, "
                        "fit, plot and write results/<sweep>/report.md (idempotent)")
     _sweep_options(p)
-    p.add_argument("--cluster", default="local", choices=["local", "slurm", "debug"],
+    p.add_argument("--cluster", default="local", choices=list(BACKENDS),
                    help="where jobs run (default: local, this machine)")
     p.add_argument("--yes", action="store_true",
                    help=f"allow grids of more than {DEFAULT_MAX_RUNS} runs (or $HARNESS_MAX_RUNS)")
@@ -124,7 +125,7 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
     p = sub.add_parser("submit", help="submit the runs of a sweep that are not done or running")
     _sweep_options(p)
-    p.add_argument("--cluster", required=True, choices=["local", "slurm", "debug"],
+    p.add_argument("--cluster", required=True, choices=list(BACKENDS),
                    help="where jobs run (always explicit): local = a scheduler process on this "
                    "machine, slurm = job arrays, debug = in this process, one after another")
     p.add_argument("--dry-run", action="store_true", help="print what would be submitted and exit")

@@ -124,7 +124,7 @@ def run_sweep(sweep_path: str | Path, cluster: str, *, results_dir: str | Path =
     results_dir = Path(results_dir)
     runs_dir = Path(default_runs_dir() if runs_dir is None else runs_dir)
     sweep = load_sweep(sweep_path, overrides)
-    report = submit(sweep, cluster, results_dir=results_dir, runs_dir=runs_dir,  # type: ignore[arg-type]
+    report = submit(sweep, cluster, results_dir=results_dir, runs_dir=runs_dir,
                     allow_large=allow_large, wait=cluster == "debug")
     out.write(report.summary() + "\n")
     try:

@@ -1,60 +1,57 @@
-"""Submit a sweep's jobs with submitit: SLURM job arrays, a bounded local scheduler, or debug.
+"""Submit a sweep's jobs with submitit, through a scheduler backend (harness.backends).
 
-The only module that imports submitit. The cluster is always explicit (submitit's auto-detection
-picks SLURM whenever `srun` exists). Each job is a `TrainJob(job)`, a Checkpointable that runs or
-resumes one run with `harness.train.train`. What was submitted is recorded in
+Only this module and harness.backends import submitit. The cluster is always explicit (submitit's
+auto-detection picks SLURM whenever `srun` exists). Each job is a `TrainJob(job)`, a Checkpointable
+that runs or resumes one run with `harness.train.train`. What was submitted is recorded in
 runs/.sweeps/<sweep>/state.json under a lock, so re-submitting submits only what is missing and
-a running sweep is not submitted twice.
-
-Local jobs: submitit's LocalExecutor has no concurrency limit, so `harness submit --cluster local`
-queues the runs in the state file and starts a detached scheduler process (`python -m harness.submit
---schedule`) that releases them as slots free up: one slot per `gpus_per_node` GPUs (at most
-`max_concurrent_local` jobs; 1 on a CPU-only machine), tuning runs after their teacher is done. With
-`--wait` the scheduler runs in the foreground instead and the command returns when all runs ended.
+a running sweep is not submitted twice. The backends: local (a bounded scheduler process on this
+machine, `python -m harness.submit --schedule`), slurm (job arrays) and debug (in this process).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
 import os
-import secrets
-import shutil
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import submitit
-from submitit.core.utils import FailedJobError
 
+from harness.backends import BACKENDS, AfterLock, JobFactory, Submission
+from harness.backends._common import stamp, wait_for_runs
+from harness.backends.local import (
+    local_slots,
+    local_threads,
+    run_scheduler,
+    scheduler_ended,
+    visible_gpus,
+)
+from harness.backends.slurm import slurm_job_states
 from harness.config import ConfigError
-from harness.job import JobSpec, default_runs_dir, read_job, write_job
+from harness.job import JobSpec, default_runs_dir, write_job
 from harness.plan import Plan, PlannedRun, plan
 from harness.runtime import TEMP_MAX_AGE_S, atomic_write_text, remove_stale_temp_files
 from harness.sweep import ClusterConfig, Sweep, SweepError
 from harness.sweepstate import (
     Cluster,
     JobEntry,
-    SweepState,
-    liveness,
     locked_state,
     mark_run_failed,
-    pid_alive,
     read_run_status,
     read_state,
-    slurm_job_states,
     sweep_state_dir,
 )
 
+__all__ = [  # moved to harness.backends, still importable from here
+    "CLUSTERS", "Cluster", "JobFactory", "local_slots", "local_threads", "run_scheduler",
+    "visible_gpus", "wait_for_runs",
+]
 log = logging.getLogger(__name__)
-CLUSTERS = ("local", "slurm", "debug")
-SCHEDULER_POLL_S = 1.0  # how often the local scheduler looks for ended jobs and free slots
+CLUSTERS = tuple(BACKENDS)
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -102,9 +99,6 @@ def _global_rank() -> int:
     return 0
 
 
-JobFactory = Callable[[JobSpec, ClusterConfig], Callable[[], Any]]
-
-
 def make_train_job(job: JobSpec, cluster: ClusterConfig) -> TrainJob:
     """The default job factory."""
     return TrainJob(job, tasks_per_node=cluster.tasks_per_node,
@@ -146,20 +140,19 @@ def submit(sweep: Sweep, cluster: Cluster, *, results_dir: str | Path = "results
     Runs are checked (planned) under the sweep's lock before anything is submitted. `wait` keeps the
     local scheduler in this process until all runs ended; debug runs always run here, in order.
     """
-    if cluster not in CLUSTERS:
-        raise ConfigError(f"--cluster = {cluster!r}: unknown. Valid: {', '.join(CLUSTERS)}")
+    backend = BACKENDS.get(cluster)
+    if backend is None:
+        raise ConfigError(f"--cluster = {cluster!r}: unknown. Valid: {', '.join(BACKENDS)}")
     runs_dir = Path(default_runs_dir() if runs_dir is None else runs_dir)
     report = SubmitReport(cluster=cluster, dry_run=dry_run)
     if dry_run:  # plan only: no lock, nothing written
         _plan_into(report, plan(sweep, results_dir, runs_dir, allow_large=allow_large))
         report.submitted = [(r.run_id, "-") for r in report.plan.todo] if report.plan else []
         return report
-    debug_jobs: list[tuple[PlannedRun, Any]] = []
-    run_local = False
+    after: AfterLock | None = None
     with locked_state(runs_dir, sweep.name) as state:
         p = plan(sweep, results_dir, runs_dir, allow_large=allow_large)
         _plan_into(report, p)
-        by_id = p.by_id()
         todo = p.todo
         if not todo:
             return report
@@ -168,34 +161,12 @@ def submit(sweep: Sweep, cluster: Cluster, *, results_dir: str | Path = "results
             copy = r.job.run_dir / "sweep.toml"
             if sweep.source and not copy.exists():  # provenance: the file the run came from
                 atomic_write_text(copy, sweep.source)
-        stamp = _stamp()
-        if cluster == "slurm":
-            _submit_slurm(sweep, todo, by_id, state, runs_dir, stamp, job_factory, report)
-        elif cluster == "debug":
-            debug_jobs = _submit_debug(sweep, todo, by_id, state, runs_dir, stamp, job_factory)
-            report.submitted = [(r.run_id, j.job_id) for r, j in debug_jobs]
-        else:
-            _queue_local(sweep, todo, by_id, state, report)
-            state.cluster = _cluster_dict(sweep.cluster)
-            if state.scheduler_alive():
-                report.scheduler_pid = state.scheduler_pid
-            elif wait:
-                state.scheduler_pid, state.scheduler_host = os.getpid(), socket.gethostname()
-                run_local = True
-            else:
-                state.scheduler_pid = _spawn_scheduler(runs_dir, sweep.name)
-                state.scheduler_host = socket.gethostname()
-                report.scheduler_pid = state.scheduler_pid
+        after = backend.submit(Submission(
+            sweep=sweep, todo=todo, by_id=p.by_id(), state=state, runs_dir=runs_dir, stamp=stamp(),
+            job_factory=job_factory, report=report, wait=wait))
     # The lock is released: jobs below run for a long time and others may check on the sweep.
-    if debug_jobs:
-        _run_debug(debug_jobs, report, runs_dir, sweep.name)
-    if run_local:
-        try:
-            run_scheduler(runs_dir, sweep.name, job_factory=job_factory)
-        finally:
-            _scheduler_ended(runs_dir, sweep.name)
-    elif wait and cluster == "local":
-        wait_for_runs(runs_dir, sweep.name, [r for r, _ in report.submitted])
+    if after is not None:
+        after()
     return report
 
 
@@ -206,384 +177,6 @@ def _plan_into(report: SubmitReport, p: Plan) -> None:
             report.skipped.append((r.run_id, "done"))
         elif r.status == "running":
             report.skipped.append((r.run_id, "already queued or running"))
-
-
-def _stamp() -> str:
-    """Unique per submission, so a folder is never reused for a new job id (SLURM restarts ids)."""
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{now}-{secrets.token_hex(2)}"
-
-
-def _submitit_folder(runs_dir: Path, sweep: str, stamp: str) -> Path:
-    return runs_dir / ".submitit" / sweep / stamp / "%j"
-
-
-def _teacher_pending(r: PlannedRun, by_id: dict[str, PlannedRun]) -> str | None:
-    """The run id of r's teacher when r must wait for it (None: no teacher, or it is done)."""
-    if r.teacher is None or r.teacher not in by_id:
-        return None
-    return None if by_id[r.teacher].status == "done" else r.teacher
-
-
-def _entry(r: PlannedRun, cluster: Cluster, depends_on: str | None, old: JobEntry | None,
-           **kw: Any) -> JobEntry:
-    return JobEntry(run_id=r.run_id, kind=r.kind, display_name=r.job.display_name, cluster=cluster,
-                    job_file=str(r.job.run_dir / "job.json"), depends_on=depends_on,
-                    attempt=(old.attempt + 1) if old else 1, **kw)
-
-
-# --------------------------------------------------------------------------------------------------
-# SLURM: one array per stage; tuning arrays wait for their teacher (afterok)
-
-
-def _slurm_executor(sweep: Sweep, folder: Path) -> submitit.AutoExecutor:
-    cc = sweep.cluster
-    ex = submitit.AutoExecutor(folder=folder, cluster="slurm",
-                               slurm_max_num_timeout=cc.max_num_timeout)
-    params: dict[str, Any] = {
-        "timeout_min": cc.timeout_min, "gpus_per_node": _slurm_gpus(cc) or None,  # 0: no --gpus-per-node
-        "tasks_per_node": cc.tasks_per_node, "nodes": cc.nodes,
-        "cpus_per_task": cc.cpus_per_task, "mem_gb": cc.mem_gb,
-        "stderr_to_stdout": cc.stderr_to_stdout, **cc.slurm}
-    ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    return ex
-
-
-def _slurm_gpus(cc: ClusterConfig) -> int:
-    """GPUs per node asked of SLURM: the [cluster] value, or 1 when it is not set."""
-    return 1 if cc.gpus_per_node is None else cc.gpus_per_node
-
-
-def _gpu_request_hint(sweep: Sweep) -> str:
-    cc = sweep.cluster
-    gpus = _slurm_gpus(cc)
-    default = " (the default on SLURM)" if cc.gpus_per_node is None else ""
-    return (f"{sweep.path}: [cluster] gpus_per_node = {gpus}{default} asks every job for GPUs. "
-            "Set gpus_per_node = 0 in [cluster] to run on CPUs, or choose a partition with GPUs "
-            "(slurm_partition = \"...\"; `sinfo -o '%P %G'` lists each partition's GPUs)")
-
-
-def _check_slurm_gpus(sweep: Sweep) -> None:
-    """Refuse, before anything is submitted, a GPU request that the partition cannot satisfy.
-
-    sbatch itself only answers "Invalid generic resource (gres) specification"; sinfo tells which
-    partition has which generic resources. Without sinfo (or when it fails) sbatch decides.
-    """
-    cc = sweep.cluster
-    if _slurm_gpus(cc) <= 0 or shutil.which("sinfo") is None:
-        return
-    partition = cc.slurm.get("slurm_partition")
-    cmd = ["sinfo", "--noheader", "--format=%P|%G"] + ([f"--partition={partition}"] if partition else [])
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return
-    rows = [line.split("|", 1) for line in out.splitlines() if "|" in line]
-    if partition is None:  # sbatch uses the default partition, which sinfo marks with '*'
-        rows = [r for r in rows if r[0].endswith("*")] or rows
-    if not rows or any("gpu" in gres.lower() for _, gres in rows):
-        return
-    names = sorted({p.rstrip("*") for p, _ in rows})
-    gres = sorted({g.strip() for _, g in rows})
-    raise ConfigError(f"--cluster slurm: partition {', '.join(names)} has no GPUs (generic "
-                      f"resources: {', '.join(gres)}). {_gpu_request_hint(sweep)}")
-
-
-def _submit_slurm(sweep: Sweep, todo: list[PlannedRun], by_id: dict[str, PlannedRun],
-                  state: SweepState, runs_dir: Path, stamp: str, job_factory: JobFactory,
-                  report: SubmitReport) -> None:
-    missing = [cmd for cmd in ("sbatch", "srun") if shutil.which(cmd) is None]
-    if missing:
-        raise ConfigError(f"--cluster slurm: no SLURM here ({' and '.join(missing)} not on PATH). "
-                          "Submit from a SLURM login node, or use --cluster local")
-    _check_slurm_gpus(sweep)
-    folder = _submitit_folder(runs_dir, sweep.name, stamp)
-    ex = _slurm_executor(sweep, folder)
-    extra = dict(sweep.cluster.slurm.get("slurm_additional_parameters", {}))
-    job_ids: dict[str, str] = {}  # teacher run id -> SLURM job id to depend on
-    groups: dict[str | None, list[PlannedRun]] = {}
-    pretrain = [r for r in todo if r.kind == "pretrain"]
-    for r in todo:
-        if r.kind == "pretrain":
-            continue
-        teacher = _teacher_pending(r, by_id)
-        if teacher is not None and teacher not in {t.run_id for t in pretrain}:
-            old = state.runs.get(teacher)
-            if old is None or old.cluster != "slurm" or old.job_id is None:
-                report.skipped.append((r.run_id, f"teacher {teacher} runs outside SLURM; "
-                                                 "submit again when it is done"))
-                continue
-            job_ids[teacher] = old.job_id
-        groups.setdefault(teacher, []).append(r)
-    stages: list[tuple[str, str | None, list[PlannedRun]]] = []
-    if pretrain:
-        stages.append(("pretrain", None, pretrain))
-    stages += [("tune", teacher, runs) for teacher, runs in groups.items()]
-    for kind, teacher, runs in stages:
-        params: dict[str, Any] = {"name": f"{sweep.name}-{kind}"}
-        if teacher is not None:
-            # kill-on-invalid-dep: when the teacher fails or is cancelled, SLURM cancels its
-            # students; otherwise they pend for ever (DependencyNeverSatisfied) and the sweep
-            # never ends. A later `harness submit` retries teacher and students.
-            params["slurm_additional_parameters"] = {
-                **extra, "dependency": f"afterok:{job_ids[teacher]}", "kill-on-invalid-dep": "yes"}
-        elif extra:
-            params["slurm_additional_parameters"] = extra
-        else:
-            params["slurm_additional_parameters"] = {}
-        ex.update_parameters(**params)
-        try:
-            with ex.batch():
-                jobs = [ex.submit(job_factory(r.job, sweep.cluster)) for r in runs]
-        except (OSError, subprocess.CalledProcessError, FailedJobError) as e:
-            done = f" ({len(report.submitted)} job(s) of this sweep were submitted before)" \
-                if report.submitted else ""
-            reason = str(e).strip()
-            if "generic resource" in reason.lower() or "gres" in reason.lower():
-                raise ConfigError(f"--cluster slurm: sbatch refused the resource request{done}: "
-                                  f"{reason}. {_gpu_request_hint(sweep)}") from None
-            raise ConfigError(f"--cluster slurm: sbatch failed{done}: {reason}. Submit from a "
-                              "SLURM login node, or use --cluster local") from None
-        for r, j in zip(runs, jobs, strict=True):
-            state.runs[r.run_id] = _entry(r, "slurm", teacher, state.runs.get(r.run_id),
-                                          job_id=str(j.job_id), folder=str(folder),
-                                          log=str(j.paths.stdout))
-            report.submitted.append((r.run_id, str(j.job_id)))
-            if kind == "pretrain":
-                job_ids[r.run_id] = str(j.job_id)
-
-
-# --------------------------------------------------------------------------------------------------
-# Debug: in-process, in order (pretraining first)
-
-
-def _submit_debug(sweep: Sweep, todo: list[PlannedRun], by_id: dict[str, PlannedRun],
-                  state: SweepState, runs_dir: Path, stamp: str, job_factory: JobFactory
-                  ) -> list[tuple[PlannedRun, Any]]:
-    ex = submitit.DebugExecutor(folder=_submitit_folder(runs_dir, sweep.name, stamp))
-    ordered = sorted(todo, key=lambda r: r.kind != "pretrain")
-    out = []
-    for r in ordered:
-        job = ex.submit(job_factory(r.job, sweep.cluster))
-        state.runs[r.run_id] = _entry(r, "debug", _teacher_pending(r, by_id),
-                                      state.runs.get(r.run_id), job_id=str(job.job_id),
-                                      folder=str(job.paths.folder),  # log: the run's log.txt
-                                      pid=os.getpid())
-        out.append((r, job))
-    return out
-
-
-def _run_debug(jobs: list[tuple[PlannedRun, Any]], report: SubmitReport, runs_dir: Path,
-               sweep: str) -> None:
-    """Run debug jobs here, in order; a failed teacher skips its students.
-
-    `exception()` runs the job without DebugJob's pdb post-mortem (which would wait on stdin);
-    debug a failure with `python -m pdb -m harness train runs/<run_id>/job.json`.
-    """
-    failed: set[str] = set()
-    try:
-        for r, job in jobs:
-            if r.teacher in failed:
-                report.failed.append((r.run_id, f"teacher {r.teacher} failed"))
-                failed.add(r.run_id)
-            else:
-                exc = job.exception()
-                if exc is not None:
-                    failed.add(r.run_id)
-                    report.failed.append((r.run_id, f"{type(exc).__name__}: {exc}"))
-            _debug_ended(runs_dir, sweep, [r.run_id])
-    finally:  # interrupted: the remaining runs are no longer running either
-        _debug_ended(runs_dir, sweep, [r.run_id for r, _ in jobs])
-
-
-def _debug_ended(runs_dir: Path, sweep: str, run_ids: list[str]) -> None:
-    with locked_state(runs_dir, sweep) as state:
-        for rid in run_ids:
-            if rid in state.runs and state.runs[rid].cluster == "debug":
-                state.runs[rid].pid = None
-
-
-# --------------------------------------------------------------------------------------------------
-# Local: queue in the state file, a scheduler process releases jobs as slots free up
-
-
-def _queue_local(sweep: Sweep, todo: list[PlannedRun], by_id: dict[str, PlannedRun],
-                 state: SweepState, report: SubmitReport) -> None:
-    longest_student: dict[str, float] = {}
-    for r in todo:
-        if r.teacher is not None:
-            longest_student[r.teacher] = max(longest_student.get(r.teacher, 0.0), r.train_flops)
-    for r in sorted(todo, key=lambda r: r.kind != "pretrain"):
-        state.runs[r.run_id] = _entry(r, "local", _teacher_pending(r, by_id),
-                                      state.runs.get(r.run_id),
-                                      chain_flops=r.train_flops + longest_student.get(r.run_id, 0.0))
-        report.submitted.append((r.run_id, "queued"))
-
-
-def _cluster_dict(cc: ClusterConfig) -> dict[str, Any]:
-    """ClusterConfig as [cluster] keys (round-trips through ClusterConfig.from_dict)."""
-    out = {k: v for k, v in vars(cc).items() if k != "slurm" and v is not None}
-    out["local_setup"] = list(cc.local_setup)
-    return {**out, **cc.slurm}
-
-
-def _spawn_scheduler(runs_dir: Path, sweep: str) -> int:
-    """Start the detached scheduler; it outlives this command and logs to scheduler.log."""
-    log_path = sweep_state_dir(runs_dir, sweep) / "scheduler.log"
-    with open(log_path, "a") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.submit", "--schedule", str(runs_dir), sweep],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)  # not killed with the terminal that submitted it
-    return proc.pid
-
-
-def visible_gpus() -> list[int]:
-    """GPU indices this machine offers to local jobs, found without importing torch."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [i for i, part in enumerate(env.split(",")) if part.strip()]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20,
-                             check=False)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [i for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
-
-
-def local_slots(cc: ClusterConfig, gpus: list[int]) -> list[tuple[int, ...]]:
-    """One entry per concurrent local job: the GPUs it gets (empty tuples on a CPU machine)."""
-    per_job = (1 if gpus else 0) if cc.gpus_per_node is None else cc.gpus_per_node
-    if per_job == 0 or not gpus:
-        return [()] * (cc.max_concurrent_local or 1)
-    slots = [tuple(gpus[i:i + per_job]) for i in range(0, len(gpus) - per_job + 1, per_job)]
-    if not slots:
-        raise ConfigError(f"[cluster]: gpus_per_node = {per_job}: only {len(gpus)} GPU(s) visible")
-    return slots[:cc.max_concurrent_local] if cc.max_concurrent_local else slots
-
-
-def _teacher_ready(runs_dir: Path, run_id: str) -> bool:
-    status = read_run_status(runs_dir, run_id)
-    return (status is not None and status.get("state") == "done"
-            and (runs_dir / run_id / "network-final.pt").is_file())
-
-
-def run_scheduler(runs_dir: str | Path, sweep: str, *, poll_s: float | None = None,
-                  job_factory: JobFactory = make_train_job) -> int:
-    """Release the sweep's queued local runs as slots free up; return when none is left.
-
-    Returns the number of jobs that ended without finishing their run.
-    """
-    runs_dir = Path(runs_dir)
-    folder = _submitit_folder(runs_dir, sweep, _stamp())
-    gpus = visible_gpus()
-    mine: dict[str, tuple[Any, tuple[int, ...]]] = {}  # run id -> (LocalJob, its slot)
-    num_failed = 0
-    while True:
-        with locked_state(runs_dir, sweep) as state:
-            cc = ClusterConfig.from_dict(state.cluster, where=f"{sweep} state [cluster]")
-            slots = local_slots(cc, gpus)
-            for rid, (job, _slot) in list(mine.items()):
-                if job.done():
-                    del mine[rid]
-                    if not _run_finished(runs_dir, rid):
-                        num_failed += 1
-                        log.warning("run %s ended unfinished (see %s)", rid, job.paths.stdout)
-            busy = [tuple(e.gpus) for e in state.runs.values() if e.cluster == "local"
-                    and e.job_id and e.run_id not in mine and pid_alive(int(e.job_id), "submitit")]
-            busy += [slot for _, slot in mine.values()]
-            free = list(slots)
-            for slot in busy:
-                if slot in free:
-                    free.remove(slot)
-            waiting = False
-            for e in sorted((e for e in state.runs.values() if e.cluster == "local"
-                             and e.job_id is None and not e.blocked),
-                            key=lambda e: (-e.chain_flops, e.kind != "pretrain", e.submitted_at)):
-                ready, why = _dependency(e, state, runs_dir, mine)
-                if why:
-                    e.blocked = why
-                    log.warning("run %s not started: %s", e.run_id, why)
-                    continue
-                if not ready:
-                    waiting = True
-                    continue
-                if not free:  # `busy` already holds the slots of this scheduler's own jobs
-                    waiting = True
-                    break
-                slot = free.pop(0)
-                job = _start_local(cc, folder, read_job(Path(e.job_file)), slot, job_factory)
-                mine[e.run_id] = (job, slot)
-                e.job_id, e.folder, e.log = str(job.job_id), str(folder), str(job.paths.stdout)
-                e.gpus, e.submitted_at = list(slot), time.time()
-                log.info("started %s (%s) as job %s on gpus %s", e.run_id, e.display_name,
-                         job.job_id, list(slot) or "none")
-            if not mine and not waiting:
-                state.scheduler_pid = state.scheduler_host = None
-                return num_failed
-        time.sleep(SCHEDULER_POLL_S if poll_s is None else poll_s)
-
-
-def _scheduler_ended(runs_dir: Path, sweep: str) -> None:
-    """Forget this process as the sweep's scheduler (also when it stopped on an error)."""
-    with locked_state(runs_dir, sweep) as state:
-        if state.scheduler_pid == os.getpid() and state.scheduler_host == socket.gethostname():
-            state.scheduler_pid = state.scheduler_host = None
-
-
-def _run_finished(runs_dir: Path, run_id: str) -> bool:
-    status = read_run_status(runs_dir, run_id)
-    return status is not None and status.get("state") == "done"
-
-
-def _dependency(e: JobEntry, state: SweepState, runs_dir: Path, mine: dict[str, Any]
-                ) -> tuple[bool, str | None]:
-    """(ready to start, reason it never will)."""
-    teacher = e.depends_on
-    if teacher is None or _teacher_ready(runs_dir, teacher):
-        return True, None
-    t = state.runs.get(teacher)
-    if t is not None and not t.blocked and (
-            t.job_id is None or teacher in mine or pid_alive(int(t.job_id), "submitit")):
-        return False, None  # teacher queued or running
-    return False, f"teacher {teacher} did not finish; submit again to retry both"
-
-
-def local_threads(cc: ClusterConfig) -> int:
-    """CPU threads per rank of a local job: cpus_per_task, else this machine's CPUs shared evenly."""
-    if cc.cpus_per_task:
-        return int(cc.cpus_per_task)
-    jobs = (cc.max_concurrent_local or 1) * max(cc.tasks_per_node or 1, 1)
-    return max(1, len(os.sched_getaffinity(0)) // jobs)
-
-
-def _start_local(cc: ClusterConfig, folder: Path, job: JobSpec, slot: tuple[int, ...],
-                 job_factory: JobFactory) -> Any:
-    ex = submitit.LocalExecutor(folder=folder, max_num_timeout=cc.max_num_timeout)
-    setup = list(cc.local_setup)
-    if "HARNESS_NUM_THREADS" not in os.environ:
-        # Concurrent jobs share the CPUs: oversubscribed OpenMP threads spin against each other
-        # (a step ran 10x slower with 2 threads per job on a busy 2-core machine than with 1).
-        setup.insert(0, f"export HARNESS_NUM_THREADS={local_threads(cc)}")
-    ex.update_parameters(timeout_min=cc.timeout_min, gpus_per_node=len(slot),
-                         visible_gpus=slot, tasks_per_node=cc.tasks_per_node,
-                         signal_delay_s=cc.local_signal_delay_s,
-                         stderr_to_stdout=cc.stderr_to_stdout, setup=setup,
-                         name=f"{job.sweep}-{job.run.kind}")
-    return ex.submit(job_factory(job, cc))
-
-
-def wait_for_runs(runs_dir: str | Path, sweep: str, run_ids: list[str], poll_s: float = 2.0
-                  ) -> None:
-    """Block until none of `run_ids` is queued or running."""
-    while True:
-        state = read_state(runs_dir, sweep)
-        live = liveness(state, run_ids)
-        if not any(v in ("queued", "running", "preempted") for v in live.values()):
-            return
-        time.sleep(poll_s)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -695,12 +288,12 @@ def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
     runs_dir, sweep = args.schedule
     try:
-        return 1 if run_scheduler(runs_dir, sweep) else 0
+        return 1 if run_scheduler(runs_dir, sweep, job_factory=make_train_job) else 0
     except (ConfigError, SweepError) as e:
         log.error("%s", e)
         return 2
     finally:
-        _scheduler_ended(Path(runs_dir), sweep)
+        scheduler_ended(Path(runs_dir), sweep)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.backends import BACKENDS, cluster_params
+from harness.backends import slurm as _slurm
 from harness.config import (
     ConfigError,
     RunConfig,
@@ -52,25 +54,10 @@ _TOP_LEVEL = ("name", "share_prefixes", "base", "grid", "zip", "pretrain", "clus
 # AutoExecutor's generic parameters (minus `name`, which the harness sets per stage).
 _GENERIC_PARAMS = ("timeout_min", "gpus_per_node", "tasks_per_node", "nodes", "cpus_per_task",
                    "mem_gb", "stderr_to_stdout")
-# SlurmExecutor._valid_parameters() with the `slurm_` prefix, minus those the harness sets itself
-# (`dependency`, `job_name`) or that duplicate a generic name (see _SLURM_REDIRECTS).
-SLURM_PARAMS: dict[str, Any] = {
-    "slurm_account": str, "slurm_additional_parameters": dict, "slurm_array_parallelism": int,
-    "slurm_comment": str, "slurm_constraint": str, "slurm_cpus_per_gpu": int,
-    "slurm_exclude": str, "slurm_exclusive": bool | str, "slurm_gpus_per_task": int,
-    "slurm_gres": str, "slurm_mail_type": str, "slurm_mail_user": str, "slurm_mem_per_cpu": str,
-    "slurm_mem_per_gpu": str, "slurm_nodelist": str, "slurm_partition": str, "slurm_qos": str,
-    "slurm_setup": list, "slurm_signal_delay_s": int, "slurm_srun_args": list,
-    "slurm_teardown": list, "slurm_use_srun": bool, "slurm_wckey": str,
-}
-_SLURM_REDIRECTS = {
-    "slurm_time": "timeout_min", "slurm_ntasks_per_node": "tasks_per_node",
-    "slurm_gpus_per_node": "gpus_per_node", "slurm_cpus_per_task": "cpus_per_task",
-    "slurm_mem": "mem_gb", "slurm_nodes": "nodes", "slurm_num_gpus": "gpus_per_node",
-    "slurm_stderr_to_stdout": "stderr_to_stdout",
-    "slurm_dependency": "the planner sets dependencies (tuning runs wait for their teacher)",
-    "slurm_job_name": "the harness names jobs <sweep>-<kind>",
-}
+# Each backend's own keys (e.g. slurm_partition) live with it in harness.backends; SLURM_PARAMS and
+# _SLURM_REDIRECTS are kept importable from here.
+SLURM_PARAMS = _slurm.SLURM_PARAMS
+_SLURM_REDIRECTS = _slurm.SLURM_REDIRECTS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,7 +75,8 @@ class ClusterConfig:
     max_concurrent_local: int | None = None  # local jobs at once; None: visible GPUs (1 on CPU)
     local_setup: tuple[str, ...] = ()  # shell lines run before each local job
     local_signal_delay_s: int = 30  # local: seconds between the checkpoint signal and the kill
-    slurm: dict[str, Any] = field(default_factory=dict)  # slurm_* parameters, passed through
+    # backends' own parameters (slurm_*, see harness.backends), passed through
+    slurm: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("timeout_min", "tasks_per_node", "nodes"):
@@ -109,22 +97,24 @@ class ClusterConfig:
     def valid_keys() -> list[str]:
         """Every key a [cluster] table may hold."""
         ours = [f.name for f in dataclasses.fields(ClusterConfig) if f.name != "slurm"]
-        return ours + list(SLURM_PARAMS)
+        return ours + list(cluster_params())
 
     @staticmethod
     def from_dict(data: Mapping[str, Any], *, where: str = "[cluster]") -> ClusterConfig:
         """Strictly build a ClusterConfig: unknown keys list every valid submitit parameter."""
         hints = typing.get_type_hints(ClusterConfig)
+        passed_through = cluster_params()
+        refused = {k: v for b in BACKENDS.values() for k, v in b.refused_params.items()}
         kwargs: dict[str, Any] = {}
         slurm: dict[str, Any] = {}
         for key, value in data.items():
-            if key in _SLURM_REDIRECTS:
-                target = _SLURM_REDIRECTS[key]
+            if key in refused:
+                target = refused[key]
                 rule = (f"use {target} instead" if target in hints else target)
                 raise SweepError(f"{where}: {key} = {value!r}: {rule}")
             try:
-                if key in SLURM_PARAMS:
-                    slurm[key] = _check_slurm_value(key, value, where)
+                if key in passed_through:
+                    slurm[key] = _check_backend_value(key, passed_through[key], value, where)
                 elif key in hints and key != "slurm":
                     kwargs[key] = coerce(hints[key], value, where, key)
                 else:
@@ -139,8 +129,7 @@ class ClusterConfig:
             raise SweepError(f"{where}: {e}") from None
 
 
-def _check_slurm_value(key: str, value: Any, where: str) -> Any:
-    tp = SLURM_PARAMS[key]
+def _check_backend_value(key: str, tp: Any, value: Any, where: str) -> Any:
     if tp is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise SweepError(f"{where}: {key} = {value!r}: must be a list of strings")

@@ -13,7 +13,6 @@ import fcntl
 import json
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,8 @@ from harness.rundir import read_status, update_status
 from harness.runtime import atomic_write_text, folder_name_problem
 
 STATE_VERSION = 1
-Cluster = Literal["local", "slurm", "debug"]
+# A scheduler backend's name: a key of harness.backends.BACKENDS (checked by harness.submit.submit).
+Cluster = str
 # What a recorded job is doing now, as far as the cluster knows.
 Liveness = Literal["queued", "running", "preempted", "gone", "unknown"]
 
@@ -167,108 +167,31 @@ def pid_alive(pid: int, cmdline_marker: str) -> bool:
     return state != "Z" and cmdline_marker in cmdline
 
 
-# squeue states mapped to ours (others, e.g. COMPLETED or FAILED, mean the job is gone)
-_SLURM_STATES: dict[str, Liveness] = {
-    "PENDING": "queued", "CONFIGURING": "queued", "REQUEUED": "queued", "REQUEUE_FED": "queued",
-    "REQUEUE_HOLD": "queued", "RESV_DEL_HOLD": "queued", "SUSPENDED": "queued",
-    "RUNNING": "running", "COMPLETING": "running", "STAGE_OUT": "running", "SIGNALING": "running",
-    "RESIZING": "running", "PREEMPTED": "preempted",
-}
-
-
-def slurm_queue() -> dict[str, str] | None:
-    """Job id -> squeue state of this user's jobs (array tasks as '<array>_<i>'); None: no SLURM."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-u", _user()],
-                             capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    queue = {}
-    for line in out.stdout.splitlines():
-        job_id, _, job_state = line.strip().partition("|")
-        if job_id:
-            queue[job_id] = job_state
-    return queue
-
-
-def slurm_job_states(job_ids: Iterable[str]) -> dict[str, str]:
-    """SLURM's own word on each job, for `harness status`: e.g. 'RUNNING', 'PENDING (Dependency)',
-    'COMPLETED', 'CANCELLED by 0'.
-
-    Queued and running jobs come from one squeue call (with the reason a pending job waits);
-    ended ones from one sacct call (the last attempt of a requeued job). Jobs neither knows are
-    left out, as is everything when the commands fail (no SLURM, no accounting).
-    """
-    wanted = {j for j in job_ids if j}
-    if not wanted:
-        return {}
-    out: dict[str, str] = {}
-    queue = _slurm_call(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-u", _user()])
-    for line in (queue or "").splitlines():
-        job_id, _, rest = line.strip().partition("|")
-        job_state, _, reason = rest.partition("|")
-        if job_id in wanted:
-            out[job_id] = f"{job_state} ({reason})" if reason not in ("", "None") else job_state
-    ended = sorted(wanted - set(out))
-    if ended:
-        # -D: every attempt of a requeued job, oldest first; the last one is the outcome.
-        acct = _slurm_call(["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State",
-                            "-j", ",".join(ended)])
-        for line in (acct or "").splitlines():
-            job_id, _, job_state = line.strip().partition("|")
-            if job_id in wanted and job_state:
-                out[job_id] = job_state
-    return out
-
-
-def _slurm_call(args: list[str]) -> str | None:
-    """stdout of a SLURM client command, or None when it is missing or fails."""
-    try:
-        out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
-def _user() -> str:
-    import getpass
-
-    return getpass.getuser()
-
-
 def liveness(state: SweepState, run_ids: Iterable[str] | None = None) -> dict[str, Liveness]:
-    """What each recorded job is doing now: one squeue call for SLURM, /proc checks locally."""
+    """What each recorded job is doing now, asked of its backend (harness.backends): one squeue
+    call for SLURM, /proc checks locally; 'unknown' for a cluster no backend is registered for."""
+    from harness.backends import BACKENDS
+
     entries = [state.runs[r] for r in (run_ids if run_ids is not None else state.runs)
                if r in state.runs]
-    out: dict[str, Liveness] = {}
-    queue: dict[str, str] | None = None
-    if any(e.cluster == "slurm" and e.job_id for e in entries):
-        queue = slurm_queue()
-    scheduler = None
-    here = socket.gethostname()
+    by_cluster: dict[str, list[JobEntry]] = {}
     for e in entries:
-        if e.cluster == "debug":
-            # Debug jobs run inside the submitting process, one after another.
-            out[e.run_id] = "running" if e.pid is not None and e.host == here and pid_alive(
-                e.pid, "") else "gone"
-        elif e.blocked:
-            out[e.run_id] = "gone"
-        elif e.job_id is None:
-            if scheduler is None:
-                scheduler = state.scheduler_alive()
-            out[e.run_id] = "queued" if scheduler else "gone"
-        elif e.cluster == "local":
-            if e.host != here:
-                out[e.run_id] = "unknown"
-            else:
-                out[e.run_id] = "running" if pid_alive(int(e.job_id), "submitit") else "gone"
-        elif queue is None:
-            out[e.run_id] = "unknown"
-        else:
-            out[e.run_id] = _SLURM_STATES.get(queue.get(e.job_id, ""), "gone")
-    return out
+        by_cluster.setdefault(e.cluster, []).append(e)
+    found: dict[str, Liveness] = {}
+    for cluster, group in by_cluster.items():
+        backend = BACKENDS.get(cluster)
+        found.update(backend.liveness(state, group) if backend is not None
+                     else dict.fromkeys((e.run_id for e in group), "unknown"))
+    return {e.run_id: found[e.run_id] for e in entries}
+
+
+def __getattr__(name: str) -> Any:
+    """SLURM queries that moved to harness.backends.slurm, still importable from here."""
+    if name in ("slurm_job_states", "slurm_queue"):
+        from harness.backends import slurm
+
+        return getattr(slurm, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def mark_run_failed(run_dir: str | Path, error: str) -> None:

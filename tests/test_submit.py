@@ -22,7 +22,7 @@ import submitit
 from submitit.slurm.slurm import SlurmExecutor
 
 from harness import records
-from harness import submit as submit_mod
+from harness.backends import local as local_backend
 from harness.cli import main
 from harness.config import ConfigError
 from harness.job import JobSpec, read_job
@@ -102,7 +102,7 @@ def fake_points(results_dir: Path, sweep: str) -> dict[str, set[int]]:
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     monkeypatch.setattr(records, "existing_eval_points", fake_points)
-    monkeypatch.setattr(submit_mod, "SCHEDULER_POLL_S", 0.2)
+    monkeypatch.setattr(local_backend, "SCHEDULER_POLL_S", 0.2)
     path = tmp_path / "s.toml"
     path.write_text(textwrap.dedent(SWEEP))
     return {"sweep": path, "results": tmp_path / "results", "runs": tmp_path / "runs"}
@@ -367,7 +367,7 @@ def test_concurrent_submits_submit_once(env: dict[str, Path],
         dummies.append(proc)
         return proc.pid
 
-    monkeypatch.setattr(submit_mod, "_spawn_scheduler", fake_spawn)
+    monkeypatch.setattr(local_backend, "_spawn_scheduler", fake_spawn)
     ctx = multiprocessing.get_context("fork")
     barrier, out = ctx.Barrier(2), ctx.Queue()
     procs = [ctx.Process(target=_submit_in_child, args=(str(env["sweep"]), str(env["results"]),
@@ -526,7 +526,7 @@ def test_queued_runs_of_a_dead_scheduler_are_todo(env: dict[str, Path],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    monkeypatch.setattr(submit_mod, "_spawn_scheduler", lambda runs_dir, sweep: dead.pid)
+    monkeypatch.setattr(local_backend, "_spawn_scheduler", lambda runs_dir, sweep: dead.pid)
     sweep = load_sweep(env["sweep"])
     report = submit(sweep, "local", results_dir=env["results"], runs_dir=env["runs"])
     assert len(report.submitted) == 4 and report.scheduler_pid == dead.pid

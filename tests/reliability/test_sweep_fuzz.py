@@ -17,7 +17,7 @@ from faultlib import sweep_text
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from harness import submit as submit_mod
+from harness.backends import local as local_backend
 from harness.cli import main
 from harness.config import ConfigError, RunConfig, dotted_fields
 from harness.plan import plan
@@ -278,7 +278,7 @@ def monkeypatch_session() -> Any:
     def never(*args: Any) -> int:
         raise AssertionError("a scheduler was spawned for an invalid sweep")
 
-    mp.setattr(submit_mod, "_spawn_scheduler", never)
+    mp.setattr(local_backend, "_spawn_scheduler", never)
     yield mp
     mp.undo()
 
@@ -295,7 +295,7 @@ def test_grid_over_the_limit_needs_yes(tmp_path: Path, monkeypatch: pytest.Monke
                                          str(list(range(40)))))
     common = ["--results", str(tmp_path / "r"), "--runs", str(tmp_path / "w")]
     monkeypatch.setenv("HARNESS_MAX_RUNS", "50")
-    monkeypatch.setattr(submit_mod, "_spawn_scheduler", lambda *a: pytest.fail("spawned"))
+    monkeypatch.setattr(local_backend, "_spawn_scheduler", lambda *a: pytest.fail("spawned"))
     assert main(["submit", str(path), "--cluster", "local", *common]) == 2
     err = capsys.readouterr().err
     assert "big.toml [grid]: size = 80 runs: more than the limit of 50; pass --yes" in err

@@ -1,0 +1,81 @@
+"""What every backend shares: the submission it is handed and the job entries it records.
+
+No torch, no submitit: planning imports the registry (`harness.backends`), which imports this.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.sweepstate import JobEntry, liveness, read_state
+
+if TYPE_CHECKING:
+    from harness.job import JobSpec
+    from harness.plan import PlannedRun
+    from harness.submit import SubmitReport
+    from harness.sweep import ClusterConfig, Sweep
+    from harness.sweepstate import SweepState
+
+# Builds what a job runs from its spec (harness.submit.make_train_job; tests pass stand-ins).
+JobFactory = Callable[["JobSpec", "ClusterConfig"], Callable[[], Any]]
+# What a backend leaves to run once the sweep's lock is released (e.g. the debug jobs themselves).
+AfterLock = Callable[[], None]
+
+
+@dataclass(kw_only=True)
+class Submission:
+    """One `harness submit` handed to a backend, under the sweep's lock: the runs to start and the
+    state to record them in."""
+
+    sweep: Sweep
+    todo: list[PlannedRun]  # not done, not queued or running; job.json already written
+    by_id: dict[str, PlannedRun]  # every planned run of the sweep (teachers included)
+    state: SweepState  # written back when the lock is released
+    runs_dir: Path
+    stamp: str  # unique per submission (submitit folders)
+    job_factory: JobFactory
+    report: SubmitReport  # the backend appends what it submitted or skipped
+    wait: bool  # return only when every run ended (local)
+
+
+def stamp() -> str:
+    """Unique per submission, so a folder is never reused for a new job id (SLURM restarts ids)."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{now}-{secrets.token_hex(2)}"
+
+
+def submitit_folder(runs_dir: Path, sweep: str, stamp: str) -> Path:
+    """submitit's folder pattern for one submission's jobs."""
+    return runs_dir / ".submitit" / sweep / stamp / "%j"
+
+
+def teacher_pending(r: PlannedRun, by_id: dict[str, PlannedRun]) -> str | None:
+    """The run id of r's teacher when r must wait for it (None: no teacher, or it is done)."""
+    if r.teacher is None or r.teacher not in by_id:
+        return None
+    return None if by_id[r.teacher].status == "done" else r.teacher
+
+
+def entry(r: PlannedRun, cluster: str, depends_on: str | None, old: JobEntry | None,
+          **kw: Any) -> JobEntry:
+    """The state file's record of run r submitted on `cluster` (attempt counted from `old`)."""
+    return JobEntry(run_id=r.run_id, kind=r.kind, display_name=r.job.display_name, cluster=cluster,
+                    job_file=str(r.job.run_dir / "job.json"), depends_on=depends_on,
+                    attempt=(old.attempt + 1) if old else 1, **kw)
+
+
+def wait_for_runs(runs_dir: str | Path, sweep: str, run_ids: list[str], poll_s: float = 2.0
+                  ) -> None:
+    """Block until none of `run_ids` is queued or running."""
+    while True:
+        state = read_state(runs_dir, sweep)
+        live = liveness(state, run_ids)
+        if not any(v in ("queued", "running", "preempted") for v in live.values()):
+            return
+        time.sleep(poll_s)
