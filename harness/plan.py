@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.backends import liveness
 from harness.config import ConfigError, DataConfig, NetworkConfig
 from harness.expand import expand_sweep
 from harness.job import JobSpec, default_runs_dir
 from harness.sweep import Sweep, SweepError
-from harness.sweepstate import Liveness, liveness, read_run_status, read_state
+from harness.sweepstate import Liveness, read_run_status, read_state
 
 # Sustained training throughput per GPU assumed by GPU-hour estimates: 100 TFLOP/s, about 32 % of an
 # A100's dense bf16 peak (312 TFLOP/s) or 10 % of an H100's (989 TFLOP/s). FLOPs are measured with

@@ -21,8 +21,8 @@ from typing import Any
 
 import submitit
 
-from harness.backends import BACKENDS, AfterLock, JobFactory, Submission
-from harness.backends._common import stamp, wait_for_runs
+from harness.backends import BACKENDS, AfterLock, JobFactory, Submission, wait_for_runs
+from harness.backends._common import stamp
 from harness.backends.local import (
     local_slots,
     local_threads,
@@ -288,7 +288,8 @@ def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
     runs_dir, sweep = args.schedule
     try:
-        return 1 if run_scheduler(runs_dir, sweep, job_factory=make_train_job) else 0
+        return 1 if run_scheduler(runs_dir, sweep, job_factory=make_train_job,
+                                  parse_cluster=ClusterConfig.from_dict) else 0
     except (ConfigError, SweepError) as e:
         log.error("%s", e)
         return 2

@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -165,33 +165,6 @@ def pid_alive(pid: int, cmdline_marker: str) -> bool:
         return True  # no /proc (macOS): trust kill(0)
     state = stat.rsplit(")", 1)[-1].split()[0]
     return state != "Z" and cmdline_marker in cmdline
-
-
-def liveness(state: SweepState, run_ids: Iterable[str] | None = None) -> dict[str, Liveness]:
-    """What each recorded job is doing now, asked of its backend (harness.backends): one squeue
-    call for SLURM, /proc checks locally; 'unknown' for a cluster no backend is registered for."""
-    from harness.backends import BACKENDS
-
-    entries = [state.runs[r] for r in (run_ids if run_ids is not None else state.runs)
-               if r in state.runs]
-    by_cluster: dict[str, list[JobEntry]] = {}
-    for e in entries:
-        by_cluster.setdefault(e.cluster, []).append(e)
-    found: dict[str, Liveness] = {}
-    for cluster, group in by_cluster.items():
-        backend = BACKENDS.get(cluster)
-        found.update(backend.liveness(state, group) if backend is not None
-                     else dict.fromkeys((e.run_id for e in group), "unknown"))
-    return {e.run_id: found[e.run_id] for e in entries}
-
-
-def __getattr__(name: str) -> Any:
-    """SLURM queries that moved to harness.backends.slurm, still importable from here."""
-    if name in ("slurm_job_states", "slurm_queue"):
-        from harness.backends import slurm
-
-        return getattr(slurm, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def mark_run_failed(run_dir: str | Path, error: str) -> None:

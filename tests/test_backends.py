@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli, sweepstate
-from harness.backends import BACKENDS, Backend
+from harness.backends import BACKENDS, Backend, liveness
 from harness.sweep import ClusterConfig
 
 
@@ -66,7 +66,7 @@ def test_unknown_cluster_in_the_state_file_is_unknown() -> None:
     state = sweepstate.SweepState(sweep="s", runs={"r": sweepstate.JobEntry(
         run_id="r", kind="pretrain", display_name="r", cluster="elsewhere", job_file="j",
         job_id="1")})
-    assert sweepstate.liveness(state) == {"r": "unknown"}
+    assert liveness(state) == {"r": "unknown"}
 
 
 def test_the_registry_imports_neither_submitit_nor_torch() -> None:

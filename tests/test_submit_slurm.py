@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends.slurm import slurm_job_states
 from harness.job import JobSpec
 from harness.submit import TrainJob
 from harness.sweep import load_sweep
-from harness.sweepstate import mark_run_failed, slurm_job_states
+from harness.sweepstate import mark_run_failed
 
 SWEEP = """
 name = "s"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from harness.backends._common import AfterLock, JobFactory, Submission
+from harness.backends._common import AfterLock, JobFactory, Submission, liveness, wait_for_runs
 from harness.backends.debug import DebugBackend
 from harness.backends.local import LocalBackend
 from harness.backends.slurm import SlurmBackend
@@ -19,7 +19,8 @@ from harness.backends.slurm import SlurmBackend
 if TYPE_CHECKING:
     from harness.sweepstate import JobEntry, Liveness, SweepState
 
-__all__ = ["BACKENDS", "AfterLock", "Backend", "JobFactory", "Submission", "cluster_params"]
+__all__ = ["BACKENDS", "AfterLock", "Backend", "JobFactory", "Submission", "cluster_params",
+           "liveness", "wait_for_runs"]
 
 
 @runtime_checkable

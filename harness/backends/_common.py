@@ -8,12 +8,12 @@ from __future__ import annotations
 import datetime
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.sweepstate import JobEntry, liveness, read_state
+from harness.sweepstate import JobEntry, Liveness, SweepState, read_state
 
 if TYPE_CHECKING:
     from harness.job import JobSpec
@@ -68,6 +68,24 @@ def entry(r: PlannedRun, cluster: str, depends_on: str | None, old: JobEntry | N
     return JobEntry(run_id=r.run_id, kind=r.kind, display_name=r.job.display_name, cluster=cluster,
                     job_file=str(r.job.run_dir / "job.json"), depends_on=depends_on,
                     attempt=(old.attempt + 1) if old else 1, **kw)
+
+
+def liveness(state: SweepState, run_ids: Iterable[str] | None = None) -> dict[str, Liveness]:
+    """What each recorded job is doing now, asked of its backend (harness.backends): one squeue
+    call for SLURM, /proc checks locally; 'unknown' for a cluster no backend is registered for."""
+    from harness.backends import BACKENDS  # the registry, in this package's __init__
+
+    entries = [state.runs[r] for r in (run_ids if run_ids is not None else state.runs)
+               if r in state.runs]
+    by_cluster: dict[str, list[JobEntry]] = {}
+    for e in entries:
+        by_cluster.setdefault(e.cluster, []).append(e)
+    found: dict[str, Liveness] = {}
+    for cluster, group in by_cluster.items():
+        backend = BACKENDS.get(cluster)
+        found.update(backend.liveness(state, group) if backend is not None
+                     else dict.fromkeys((e.run_id for e in group), "unknown"))
+    return {e.run_id: found[e.run_id] for e in entries}
 
 
 def wait_for_runs(runs_dir: str | Path, sweep: str, run_ids: list[str], poll_s: float = 2.0

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -67,7 +67,8 @@ class LocalBackend:
             sub.report.scheduler_pid = state.scheduler_pid
         elif sub.wait:
             state.scheduler_pid, state.scheduler_host = os.getpid(), socket.gethostname()
-            return lambda: _run_foreground(runs_dir, name, sub.job_factory)
+            parse = type(sub.sweep.cluster).from_dict
+            return lambda: _run_foreground(runs_dir, name, sub.job_factory, parse)
         else:
             state.scheduler_pid = _spawn_scheduler(runs_dir, name)
             state.scheduler_host = socket.gethostname()
@@ -96,9 +97,10 @@ class LocalBackend:
         return out
 
 
-def _run_foreground(runs_dir: Path, sweep: str, job_factory: JobFactory) -> None:
+def _run_foreground(runs_dir: Path, sweep: str, job_factory: JobFactory,
+                    parse_cluster: Callable[..., ClusterConfig]) -> None:
     try:
-        run_scheduler(runs_dir, sweep, job_factory=job_factory)
+        run_scheduler(runs_dir, sweep, job_factory=job_factory, parse_cluster=parse_cluster)
     finally:
         scheduler_ended(runs_dir, sweep)
 
@@ -166,18 +168,16 @@ def _teacher_ready(runs_dir: Path, run_id: str) -> bool:
             and (runs_dir / run_id / "network-final.pt").is_file())
 
 
-def run_scheduler(runs_dir: str | Path, sweep: str, *, poll_s: float | None = None,
-                  job_factory: JobFactory | None = None) -> int:
+def run_scheduler(runs_dir: str | Path, sweep: str, *, job_factory: JobFactory,
+                  parse_cluster: Callable[..., ClusterConfig], poll_s: float | None = None) -> int:
     """Release the sweep's queued local runs as slots free up; return when none is left.
 
-    `job_factory` defaults to harness.submit.make_train_job. Returns the number of jobs that ended
+    `job_factory` makes each job's callable (harness.submit.make_train_job); `parse_cluster` reads
+    the state file's [cluster] table (ClusterConfig.from_dict), both passed in so this module
+    needs neither the submission layer nor the sweep file. Returns the number of jobs that ended
     without finishing their run.
     """
     from harness.job import read_job
-    from harness.sweep import ClusterConfig
-
-    if job_factory is None:
-        from harness.submit import make_train_job as job_factory
     runs_dir = Path(runs_dir)
     folder = submitit_folder(runs_dir, sweep, stamp())
     gpus = visible_gpus()
@@ -185,7 +185,7 @@ def run_scheduler(runs_dir: str | Path, sweep: str, *, poll_s: float | None = No
     num_failed = 0
     while True:
         with locked_state(runs_dir, sweep) as state:
-            cc = ClusterConfig.from_dict(state.cluster, where=f"{sweep} state [cluster]")
+            cc = parse_cluster(state.cluster, where=f"{sweep} state [cluster]")
             slots = local_slots(cc, gpus)
             for rid, (job, _slot) in list(mine.items()):
                 if job.done():

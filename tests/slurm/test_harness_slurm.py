@@ -33,6 +33,7 @@ import pytest
 import torch
 
 from analysis.load import load_results
+from harness.backends.slurm import slurm_job_states
 from harness.cli import main
 from harness.config import NetworkConfig, to_dict
 from harness.flops import TRAIN_PASSES
@@ -40,7 +41,7 @@ from harness.network import make_network
 from harness.plan import plan
 from harness.submit import RunStatus, format_status, sweep_status
 from harness.sweep import Sweep, load_sweep
-from harness.sweepstate import read_run_status, read_state, slurm_job_states
+from harness.sweepstate import read_run_status, read_state
 from harness.train import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
