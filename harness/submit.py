@@ -259,19 +259,34 @@ def _why_ended(r: PlannedRun, by_id: dict[str, PlannedRun], entry: JobEntry | No
     return f"the job ended before the run finished{where or ' (killed?)'}"
 
 
+NAME_WIDTH = 28  # characters of a run's name in the `harness status` table
+
+
+def _middle(text: str, width: int) -> str:
+    """`text` shortened to `width` characters by an ellipsis in its middle."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
 def format_status(rows: list[RunStatus]) -> str:
     """`harness status` table plus counts and the errors of failed runs."""
     from collections import Counter
 
     from harness.plan import format_table
 
-    table = [[r.run_id, r.kind, r.name, r.state, f"{r.nimg}/{r.total_nimg}",
-              f"{100 * r.nimg / r.total_nimg:.0f}%",
+    # The table stays terminal-wide: long names (a run's budget list) are shortened in the middle
+    # and the log paths follow the table, one line each.
+    table = [[r.run_id, r.kind, _middle(r.name, NAME_WIDTH), r.state,
+              f"{r.nimg}/{r.total_nimg}", f"{100 * r.nimg / r.total_nimg:.0f}%",
               ", ".join(f"{k} {v:.4g}" for k, v in sorted(r.last_metrics.items())) or "-",
-              " ".join(x for x in (r.job_id, r.job_state) if x) or "-",
-              r.log or "-"] for r in rows]
+              " ".join(x for x in (r.job_id, r.job_state) if x) or "-"] for r in rows]
     text = format_table(table, ["run_id", "kind", "name", "state", "images", "progress",
-                                "last metric", "job", "log"], right={4, 5})
+                                "last metric", "job"], right={4, 5})
+    logs = [f"{r.run_id} log: {r.log}" for r in rows if r.log]
+    if logs:
+        text += "\n\n" + "\n".join(logs)
     counts = Counter(r.state for r in rows)
     text += "\n\n" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     for r in rows:

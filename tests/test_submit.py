@@ -27,6 +27,7 @@ from harness.cli import main
 from harness.config import ConfigError
 from harness.job import JobSpec, read_job
 from harness.submit import (
+    RunStatus,
     TrainJob,
     format_status,
     local_slots,
@@ -593,3 +594,18 @@ def test_slurm_gpu_partition_passes_the_check(env: dict[str, Path], tmp_path: Pa
     with pytest.raises(ConfigError, match=r"sbatch failed.*reached sbatch"):
         submit(load_sweep(env["sweep"]), "slurm", results_dir=env["results"],
                runs_dir=env["runs"])
+
+
+def test_status_table_fits_a_terminal() -> None:
+    # The demo's tuning runs are named by their budget lists (about 60 characters) and their logs
+    # live deep in the runs folder; the table itself stays narrow and every log is still listed.
+    name = "l-64000+80000+96000+112000+128000+144000+160000+192000-seed0"
+    log = "/home/someone/projects/ect/runs/.submitit/digits-demo/20261128-212345-abcd/1234_0_log.out"
+    rows = [RunStatus(run_id=f"{i:012x}", kind="tune", name=name, state="running", nimg=96000,
+                      total_nimg=192000, last_metrics={"1-step": 12.5, "2-step": 8.25}, log=log,
+                      job_id="12345", error=None) for i in range(3)]
+    text = format_status(rows)
+    table = text.split("\n\n")[0].splitlines()
+    assert max(len(line) for line in table) <= 120, max(len(line) for line in table)
+    assert "l-64000+80000…0+192000-seed0" in table[2]
+    assert text.count(f" log: {log}") == 3
