@@ -246,6 +246,10 @@ class TrainState:
     nonfinite_run: int = 0  # ... of them in a row, up to now
     last_loss: float | None = None  # loss of the last finite step
     attempt: int = 0  # how many times a job started this run
+    # Since the last stats.jsonl line: finite steps, and their summed loss and gradient norm.
+    interval_steps: int = 0
+    interval_loss: float = 0.0
+    interval_grad_norm: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for a checkpoint."""
@@ -525,6 +529,9 @@ def train_step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.opti
                 torch._foreach_lerp_(list(ema.parameters()), list(net.parameters()), 1 - beta)
             state.nonfinite_run = 0
             state.last_loss = values[0]
+            state.interval_steps += 1
+            state.interval_loss += values[0]
+            state.interval_grad_norm += math.sqrt(sum(v * v for v in values[1:]))
         else:
             state.nonfinite_total += 1
             state.nonfinite_run += 1
@@ -554,9 +561,15 @@ def _report(run: RunConfig, state: TrainState, sec_per_kimg: float, fwd_flops: f
              f" stage {stage}" if stage is not None else "",
              f"{loss:.4g}" if loss is not None else "-", sec_per_kimg, flops_per_s / 1e9,
              state.nonfinite_total)
-    stats = {"nimg": nimg, "Loss/train": loss, "Loss/nonfinite": state.nonfinite_total,
+    steps = state.interval_steps
+    # Means over the steps since the previous line (the curves), beside the last step's loss.
+    stats = {"nimg": nimg, "Loss/train": state.interval_loss / steps if steps else None,
+             "Loss/last": loss, "Grad/norm": state.interval_grad_norm / steps if steps else None,
+             "Optim/lr": _lr_at(run, max(nimg - run.train.batch, 0)), "Loss/steps": steps,
+             "Loss/nonfinite": state.nonfinite_total,
              "Timing/sec_per_kimg": sec_per_kimg, "Timing/wall_seconds": state.wall_seconds,
              "Perf/flops_per_second": flops_per_s, "Progress/stage": stage}
+    state.interval_steps, state.interval_loss, state.interval_grad_norm = 0, 0.0, 0.0
     with open(run_dir / "stats.jsonl", "a") as f:
         f.write(json.dumps(stats) + "\n")
     update_status(run_dir, nimg=nimg, total_nimg=total)

@@ -316,3 +316,28 @@ def test_folders_and_teachers_written_before_a_field_existed_stay_usable(tmp_pat
     config_path.write_text(_json.dumps(data))
     with pytest.raises(train_mod.TrainingFailed, match="holds a different config"):
         train(job)
+
+
+def test_stats_lines_hold_interval_means_gradient_norm_and_learning_rate(tmp_path, monkeypatch):
+    # Record every finite step's loss, then compare each stats.jsonl line with the mean of the
+    # steps since the line before it.
+    losses: list[float] = []
+    real_step = train_mod.train_step
+
+    def recording_step(run, net, ema, optimizer, loss_fn, *args, **kwargs):
+        state = args[2]  # after images_all and labels_all
+        before = state.interval_loss
+        real_step(run, net, ema, optimizer, loss_fn, *args, **kwargs)
+        losses.append(state.interval_loss - before if state.interval_steps else 0.0)
+
+    monkeypatch.setattr(train_mod, "train_step", recording_step)
+    run = make_run("pretrain", 6)
+    train(make_job(tmp_path, run))
+    lines = [json.loads(x) for x in (tmp_path / "runs" / run.run_id / "stats.jsonl")
+             .read_text().splitlines()]
+    with_steps = [x for x in lines if x["Loss/steps"]]
+    assert [x["Loss/steps"] for x in with_steps] == [2, 2, 2]  # status every 2 steps
+    for i, line in enumerate(with_steps):
+        assert line["Loss/train"] == pytest.approx(sum(losses[2 * i:2 * i + 2]) / 2)
+        assert line["Grad/norm"] > 0 and line["Optim/lr"] == pytest.approx(5e-3)
+    assert with_steps[-1]["Loss/last"] == pytest.approx(losses[-1])
