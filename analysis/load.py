@@ -4,7 +4,8 @@ Every file is checked cheaply before it is read (Parquet footer present, harness
 columns): a truncated, older/newer or foreign file is skipped with a warning that names it and
 says why (or raises with strict=True), and the rest still loads. Re-evaluations are de-duplicated
 (the latest eval_tag wins per run_id, images_seen, sampler, metric). The `swept` JSON column is
-expanded into one column per swept axis, named `swept.<dotted name>` (e.g. `swept.preset`).
+expanded into one column per swept axis, named `swept.<dotted name>` (e.g. `swept.preset`); a budget
+axis holds each row's own budget (a shared-prefix run records the list of the budgets it serves).
 Each sweep folder's `_index.parquet` caches the rows of its valid files, so a load opens only the
 files that are new since the last one.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import warnings
 from collections import Counter
@@ -362,7 +364,29 @@ def _expand_swept(df: pd.DataFrame) -> pd.DataFrame:
     for key in keys:
         lookup = np.array([p.get(key) for p in parsed] + [None], dtype=object)
         new[SWEPT_PREFIX + key] = pd.Series(lookup[codes], index=df.index).infer_objects()
+    for key, measured in (("budget_nimg", "images_seen"), ("budget_flops", "tune_flops")):
+        column = SWEPT_PREFIX + key
+        if column in new and measured in df.columns:
+            new[column] = _own_budget(new[column], df[measured])
     return pd.concat([df, pd.DataFrame(new, index=df.index)], axis=1) if new else df
+
+
+def _own_budget(budgets: pd.Series, measured: pd.Series, rel_tol: float = 0.05) -> pd.Series:
+    """One scalar budget per row. A shared-prefix run records the list of the budgets it serves;
+    each of its rows is the evaluation at one of them, the one nearest (within `rel_tol`) to what
+    the row measured (images seen, or tuning FLOPs). Rows that match none (a teacher, an extra
+    evaluation point) get NaN; scalar budgets stay as they are."""
+    def pick(value: Any, at: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        options = [float(v) for v in value if isinstance(v, int | float)]
+        if not options or at is None or not np.isfinite(float(at)) or float(at) <= 0:
+            return math.nan
+        best = min(options, key=lambda v: abs(math.log(v / float(at))))
+        return best if abs(best - float(at)) <= rel_tol * best else math.nan
+
+    values = [pick(v, m) for v, m in zip(budgets.tolist(), measured.tolist(), strict=True)]
+    return pd.Series(values, index=budgets.index).infer_objects()
 
 
 def _json_object(text: Any) -> dict[str, Any]:

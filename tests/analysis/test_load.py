@@ -248,3 +248,19 @@ def test_unwritable_folder_still_loads(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(records, "atomic_write_bytes", refuse)
     assert len(load_results(tmp_path)) == 2
     assert not (tmp_path / "s1" / records.INDEX_NAME).exists()
+
+
+def test_a_shared_prefix_runs_rows_each_get_their_own_budget() -> None:
+    from analysis.load import _expand_swept
+
+    budgets = [64000, 96000, 192000]
+    swept = '{"preset": "m", "budget_nimg": [64000, 96000, 192000], "seed": 0}'
+    df = pd.DataFrame({"swept": [swept] * 4 + ['{"preset": "m", "budget_nimg": 5000}'],
+                       "images_seen": [64000, 96000, 192000, 80000, 5000],
+                       "kind": ["tune"] * 5})
+    out = _expand_swept(df)
+    assert out["swept.budget_nimg"].tolist()[:3] == budgets  # one scalar per row
+    assert np.isnan(out["swept.budget_nimg"].iloc[3])  # an evaluation at no budget of the list
+    assert out["swept.budget_nimg"].iloc[4] == 5000
+    assert out.groupby("swept.budget_nimg").size().to_dict() == {5000: 1, 64000: 1, 96000: 1,
+                                                                 192000: 1}
