@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BatchProblem", "grid_starts", "refine"]
+__all__ = ["BatchProblem", "grid_starts", "nnls_batch", "refine"]
 
 _A_BOUND = 200.0  # |log A| bound, as in the scalar solver
 
@@ -97,38 +97,28 @@ class BatchProblem:
         return loss, grad, gn, r
 
 
-def _nnls_small(design: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nnls_batch(design: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact non-negative least squares of `design @ c ≈ 1` for a batch [G, n, k] of small designs,
-    by enumerating the active sets; returns coefficients [G, k] and residual sums of squares [G]."""
+    by enumerating the active sets (the optimum is the best non-negative restricted least-squares
+    solution); returns coefficients [G, k] and residual sums of squares [G]. A design with a
+    non-finite entry (an overflowed power of x) gets zeros and an infinite residual."""
     g, n, k = design.shape
     best_c = np.zeros((g, k))
     best_rss = np.full(g, np.inf)
+    finite = np.all(np.isfinite(design), axis=(1, 2))
+    rows = design[finite]
     ones = np.ones(n)
     for size in range(1, k + 1):
         for subset in itertools.combinations(range(k), size):
-            sub = design[:, :, subset]
-            with np.errstate(over="ignore", invalid="ignore"):
-                coef = _lstsq(sub, ones)
-                rss = (((sub @ coef[:, :, None])[:, :, 0] - ones) ** 2).sum(axis=1)
-            better = np.all(coef >= 0, axis=1) & np.isfinite(rss) & (rss < best_rss)
-            best_rss = np.where(better, rss, best_rss)
-            full = np.zeros((g, k))
+            sub = rows[:, :, subset]
+            coef = np.linalg.pinv(sub) @ ones  # [G', size]
+            rss = (((sub @ coef[:, :, None])[:, :, 0] - ones) ** 2).sum(axis=1)
+            better = np.all(coef >= 0, axis=1) & (rss < best_rss[finite])
+            full = np.zeros((len(rows), k))
             full[:, list(subset)] = coef
-            best_c = np.where(better[:, None], full, best_c)
+            best_rss[finite] = np.where(better, rss, best_rss[finite])
+            best_c[finite] = np.where(better[:, None], full, best_c[finite])
     return best_c, best_rss
-
-
-def _lstsq(sub: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Least squares of a batch [G, n, s] against one right-hand side, through the normal equations
-    with a relative ridge of 1e-12 (the columns are powers of x of very different sizes)."""
-    gram = np.einsum("gni,gnj->gij", sub, sub)
-    scale = np.maximum(np.einsum("gii->gi", gram).max(axis=1), 1e-300)
-    gram = gram + 1e-12 * scale[:, None, None] * np.eye(sub.shape[2])
-    bad = ~np.all(np.isfinite(gram), axis=(1, 2))
-    gram[bad] = np.eye(sub.shape[2])
-    coef = np.linalg.solve(gram, np.einsum("gni,n->gi", sub, rhs)[:, :, None])[:, :, 0]
-    coef[bad] = np.nan
-    return coef
 
 
 def grid_starts(problem: BatchProblem, grid_size: int, *, chunk: int = 20000) -> np.ndarray:
@@ -152,7 +142,7 @@ def grid_starts(problem: BatchProblem, grid_size: int, *, chunk: int = 20000) ->
             if k:
                 cols.insert(0, np.ones_like(cols[0]))
             design = np.concatenate(cols, axis=3) / y  # [b, G, n, k]
-        coef, _ = _nnls_small(design.reshape(b * g, n, -1))
+        coef, _ = nnls_batch(design.reshape(b * g, n, -1))
         coef = coef.reshape(b, g, -1)
         theta = np.empty((b, g, problem.num_params))
         if k:

@@ -39,7 +39,7 @@ from analysis.fitting import (
 )
 from analysis.frontier import Frontier, SizeLaw, fit_frontier, fit_isoflop_law, isoflop_minima
 from analysis.powerlaw import DEFAULT_ALPHA_BOUNDS, JointPowerLaw, PowerLaw
-from analysis.variants import VARIANT, curve_labels, with_variants
+from analysis.variants import VARIANT, curve_label, curve_labels, with_variants
 from harness.runtime import (
     atomic_write_bytes,
     atomic_write_text,
@@ -297,8 +297,7 @@ def _fit_families(tune: pd.DataFrame, metrics: list[str], *, x: str, frontier_x:
     isoflop_laws: dict[str, SizeLaw | None] = {}
     for (sampler, metric, variant), family in tune.groupby(["sampler", "metric", VARIANT],
                                                            sort=True):
-        key = _family_key(str(sampler), str(metric), metrics)
-        key += f" · {variant}" if variant else ""
+        key = curve_label(_family_key(str(sampler), str(metric), metrics), variant)
         tick()
         frontiers[key] = fit_frontier(family, x=frontier_x, y=y, **kw)
         # IsoFLOP buckets compare sizes at equal *tuning* budget, the axis the sweep grids over.
@@ -382,14 +381,14 @@ def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path) 
     if not fits.meta.get("pool"):
         # One curve per configuration, as fitted: "preset · variant" names it in every figure.
         records = curve_labels(with_variants(records))
-    laws = {}
-    all_laws = power_laws(fits.curves) if len(fits.curves) else {}
-    for row in fits.curves.to_dict("records") if len(fits.curves) else []:
-        if row.get("status") == "error" or row.get("E") is None or pd.isna(row.get("E")):
-            continue
-        label = row["preset"] + (f" · {row[VARIANT]}" if row.get(VARIANT) else "")
-        laws[(label, row["sampler"], row.get("metric"))] = all_laws[
-            tuple(row[k] for k in fits.curves.attrs["group_keys"])]
+    # Laws keyed as the figures name the curves ("preset · variant").
+    curves = fits.curves.copy()
+    if len(curves):
+        variants = curves[VARIANT] if VARIANT in curves else [""] * len(curves)
+        curves["preset"] = [curve_label(p, v) for p, v in zip(curves["preset"], variants,
+                                                               strict=True)]
+    curves.attrs["group_keys"] = [k for k in ("preset", "sampler", "metric") if k in curves]
+    laws = power_laws(curves) if len(curves) else {}
     x, y = fits.meta["x"], fits.meta["y"]
     iso_x = "tune_flops" if "tune_flops" in records.columns else x
     figures = {
@@ -508,7 +507,7 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
         lines.append("")
     bad = fits.curves[fits.curves["status"] != "ok"] if len(fits.curves) else fits.curves
     for _, r in bad.iterrows():
-        preset = r.get("preset") + (f" · {r.get(VARIANT)}" if r.get(VARIANT) else "")
+        preset = curve_label(r.get("preset"), r.get(VARIANT))
         lines.append(f"- {preset} / {r.get('sampler')}: {r.get('status')}: "
                      f"{r.get('messages') or ''}")
     if len(bad):
@@ -556,7 +555,7 @@ def _joint_section(fits: SweepFits) -> list[str]:
                   "| sampler | n | E | α | β | N* ∝ C^a | D* ∝ C^b | status |",
                   "|---|---|---|---|---|---|---|---|"]
         for _, r in fits.joint.iterrows():
-            sampler = r.get("sampler") + (f" · {r.get(VARIANT)}" if r.get(VARIANT) else "")
+            sampler = curve_label(r.get("sampler"), r.get(VARIANT))
             lines.append(f"| {sampler} | {_fmt(r.get('n_points'))} | {_with_ci(r, 'E')} | "
                          f"{_with_ci(r, 'alpha')} | {_with_ci(r, 'beta')} | {_fmt(r.get('a'))} | "
                          f"{_fmt(r.get('b'))} | {r.get('status')} |")
@@ -579,7 +578,7 @@ def _backtest_section(fits: SweepFits, level: int) -> list[str]:
             err_s = f"{100 * err:+.1f} %" if err is not None and pd.notna(err) else "–"
             cov = r.get("covered")
             cov_s = "–" if cov is None or pd.isna(cov) else ("yes" if cov else "no")
-            preset = r.get("preset") + (f" · {r.get(VARIANT)}" if r.get(VARIANT) else "")
+            preset = curve_label(r.get("preset"), r.get(VARIANT))
             lines.append(f"| {preset} | {r.get('sampler')} | {_fmt(r.get('n_fit'))} | "
                          f"{_fmt(r.get('x'))} | {_fmt(r.get('y'))} | {_fmt(r.get('predicted'))} | "
                          f"{err_s} | {cov_s} | {r.get('fit_status') or ''} |")

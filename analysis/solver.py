@@ -168,27 +168,6 @@ def _alpha_grid(bounds: tuple[float, float], num: int) -> np.ndarray:
     return np.geomspace(lo, bounds[1], num)
 
 
-def _nnls_batch(design: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact NNLS of `design @ c ≈ 1` for a batch of small designs [G, n, k], by enumerating the active
-    sets (the NNLS optimum is the best non-negative restricted least-squares solution). Returns the
-    coefficients [G, k] and residual sums of squares [G]."""
-    g, _, k = design.shape
-    best_c = np.zeros((g, k))
-    best_rss = np.full(g, np.inf)
-    ones = np.ones(design.shape[1])
-    for size in range(1, k + 1):
-        for subset in itertools.combinations(range(k), size):
-            sub = design[:, :, subset]
-            coef = np.linalg.pinv(sub) @ ones  # [G, size]
-            rss = (((sub @ coef[:, :, None])[:, :, 0] - ones) ** 2).sum(axis=1)
-            ok = np.all(coef >= 0, axis=1) & (rss < best_rss)
-            best_rss = np.where(ok, rss, best_rss)
-            full = np.zeros((g, k))
-            full[:, list(subset)] = coef
-            best_c = np.where(ok[:, None], full, best_c)
-    return best_c, best_rss
-
-
 def _grid_starts(problem: _Problem, grid_size: int, num_starts: int) -> tuple[list[np.ndarray], int]:
     """Best grid points as starting vectors: local minima of the grid loss first, then the next best.
 
@@ -202,7 +181,7 @@ def _grid_starts(problem: _Problem, grid_size: int, num_starts: int) -> tuple[li
     if problem.irreducible:
         cols.insert(0, np.ones_like(cols[0]))
     design = np.stack(cols, axis=2) / y[None, :, None]  # rows divided by y: relative errors
-    coef, _ = _nnls_batch(design)
+    coef, _ = batched.nnls_batch(design)
     # Power-law terms with a zero coefficient cannot be represented in log(A); give them a tiny A.
     lin = coef[:, int(problem.irreducible):]
     log_a = np.log(np.maximum(lin, 1e-12))

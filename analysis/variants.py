@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["VARIANT", "curve_labels", "variant_settings", "with_variants"]
+__all__ = ["VARIANT", "curve_label", "curve_labels", "variant_settings", "with_variants"]
 
 VARIANT = "variant"
 # Settings that do not define a curve: the budget (train.total_nimg: the x axis, or the shared run's
@@ -80,6 +80,11 @@ def with_variants(records: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def curve_label(name: Any, variant: Any) -> str:
+    """How reports and figures name one configuration's curve: "name · variant", or the name."""
+    return f"{name} · {variant}" if isinstance(variant, str) and variant else str(name)
+
+
 def curve_labels(records: pd.DataFrame) -> pd.DataFrame:
     """For figures: `preset` becomes "preset · variant" on rows with a variant; the teacher rows of
     such a preset are repeated under each of its curve labels, so every curve keeps its teacher."""
@@ -87,8 +92,7 @@ def curve_labels(records: pd.DataFrame) -> pd.DataFrame:
         return records
     out = records.copy()
     with_variant = out[VARIANT] != ""
-    out.loc[with_variant, "preset"] = out.loc[with_variant, "preset"] + " · " + out.loc[
-        with_variant, VARIANT]
+    out["preset"] = [curve_label(p, v) for p, v in zip(out["preset"], out[VARIANT], strict=True)]
     teachers = out[(out["kind"] == "pretrain") & ~with_variant] if "kind" in out.columns else None
     if teachers is None or teachers.empty:
         return out
