@@ -33,13 +33,13 @@ import pyarrow.parquet as pq
 from harness.records import (
     IDENTITY,
     INDEX_SCHEMA,
-    METADATA_KEY,
     SCHEMA,
-    SCHEMA_VERSION,
     RecordError,
     looks_complete,
     parse_record_name,
     read_index,
+    schema_problem,
+    upgrade,
     write_index,
 )
 from harness.runtime import folder_name_problem
@@ -179,7 +179,9 @@ def _read_files(files: list[Path], columns: list[str], prune: dict[str, list[Any
             return file, "", None
         try:
             # Threads inside one file cost more than they save on a few rows; files run in parallel.
-            table = parquet.read(columns=read_columns, use_threads=False)
+            version, _ = schema_problem(parquet.schema_arrow)
+            own = [c for c in read_columns if c in parquet.schema_arrow.names]
+            table = upgrade(parquet.read(columns=own, use_threads=False), version, read_columns)
         except (OSError, pa.ArrowException) as e:
             return file, f"unreadable data ({e})", None
         return file, "", table.append_column(_FILE_FIELD, pa.array([file.name] * len(table)))
@@ -252,20 +254,9 @@ def _open_record(path: Path) -> tuple[pq.ParquetFile | None, str]:
         schema = parquet.schema_arrow
     except (OSError, pa.ArrowException) as e:
         return None, f"unreadable Parquet footer ({e})"
-    version = (schema.metadata or {}).get(METADATA_KEY)
+    version, why = schema_problem(schema)
     if version is None:
-        return None, "not a harness record (no ect_harness.schema_version in its metadata)"
-    if version != str(SCHEMA_VERSION).encode():
-        age = "older" if version.decode().isdigit() and int(version) < SCHEMA_VERSION else "other"
-        return None, (f"{age} schema_version {version.decode()!r}; this harness reads "
-                      f"{SCHEMA_VERSION}")
-    if not schema.equals(SCHEMA, check_metadata=False):
-        missing = sorted(set(SCHEMA.names) - set(schema.names))
-        extra = sorted(set(schema.names) - set(SCHEMA.names))
-        changed = sorted(n for n in set(SCHEMA.names) & set(schema.names)
-                         if schema.field(n).type != SCHEMA.field(n).type)
-        return None, (f"columns differ from schema_version {SCHEMA_VERSION}: missing {missing}, "
-                      f"extra {extra}, other type {changed}")
+        return None, why
     return parquet, ""
 
 

@@ -460,6 +460,7 @@ def write_synthetic_records(root: Path, num_files: int, rows_per_file: int) -> i
             run_id=pa.array([f"run{i:05d}"] * n), preset=pa.array([preset] * n),
             images_seen=pa.array(np.arange(n, dtype=np.int64) * 1000),
             total_flops=pa.array(rng.random(n) * 1e15), sampler=pa.array(["1-step"] * n),
+            ema=pa.array(["main"] * n),
             metric=pa.array(["fd_digits"] * n), value=pa.array(rng.random(n)),
             status=pa.array(["ok"] * n), eval_tag=pa.array([tag] * n),
             swept=pa.array([json.dumps({"preset": preset, "seed": i % 3})] * n),

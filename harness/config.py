@@ -197,6 +197,15 @@ class OptimConfig:
             raise _err("optim", "lr_decay_nimg", self.lr_decay_nimg, "must be >= 1")
 
 
+# sigma_rel of the power-function EMA profile with exponent 0 (EDM2 Eq. 123: sqrt(1/12)).
+PHEMA_MAX_STD = 0.2886
+
+
+def phema_label(std: float) -> str:
+    """The records' `ema` value of a power-function EMA (the official snapshots' suffix)."""
+    return f"phema-{std:.3f}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     batch: int = 128  # global batch (all ranks)
@@ -207,6 +216,14 @@ class TrainConfig:
     status_every_nimg: int = 12_800  # status line cadence in images
     ema_halflife_nimg: int = 500_000  # EMA half-life in images (0.9999 per step at batch 128 ~ 887k)
     ema_rampup_ratio: float | None = 0.05  # half-life <= ratio * images seen (EDM); None = off
+    # Pretraining: images after which the EMA network is also saved as a snapshot
+    # (network-<images:012d>.pt) for students to start from (a teacher-budget axis, #17).
+    snapshot_nimg: tuple[int, ...] = ()
+    # Power-function EMAs tracked beside the main EMA and evaluated at every evaluation point, by
+    # relative standard deviation sigma_rel (EDM2, Karras et al. 2024, Sec. 3.1 and Eq. 127): the
+    # official ImageNet-64 ECT evaluates 0.010, 0.050 and 0.100 (locuslab/ect imgnet branch,
+    # training/phema.py, PowerFunctionEMA). Their records say ema = "phema-<sigma_rel>".
+    phema_stds: tuple[float, ...] = ()
     # "auto": fp32 for tuning runs (the official ECT trains in fp32: locuslab/ect ct_train.py,
     # --tf32 False on CIFAR-10, --fp16 0 on ImageNet-64) and bf16 autocast on CUDA for pretraining
     # (fp32 on CPU). "bf16" autocasts on CUDA for both kinds. It perturbs the ECT target
@@ -237,12 +254,25 @@ class TrainConfig:
                 raise _err("train", "eval_nimg", self.eval_nimg,
                            f"each point must be a multiple of batch={self.batch} in "
                            f"[0, total_nimg={self.total_nimg}]")
+        for n in self.snapshot_nimg:
+            if not 0 < n <= self.total_nimg or n % self.batch:
+                raise _err("train", "snapshot_nimg", self.snapshot_nimg,
+                           f"each point must be a multiple of batch={self.batch} in "
+                           f"(0, total_nimg={self.total_nimg}]")
         if self.eval_every_nimg is not None and self.eval_every_nimg < self.batch:
             raise _err("train", "eval_every_nimg", self.eval_every_nimg, "must be >= batch")
         if self.ckpt_every_nimg < self.batch:
             raise _err("train", "ckpt_every_nimg", self.ckpt_every_nimg, "must be >= batch")
         if self.ema_halflife_nimg < 0:
             raise _err("train", "ema_halflife_nimg", self.ema_halflife_nimg, "must be >= 0")
+        if any(not 0 < std < PHEMA_MAX_STD for std in self.phema_stds):
+            raise _err("train", "phema_stds", self.phema_stds,
+                       f"each sigma_rel must be in (0, {PHEMA_MAX_STD}) (a power-function EMA's "
+                       "exponent is positive only there; EDM2 Eq. 123)")
+        labels = [phema_label(std) for std in self.phema_stds]
+        if len(set(labels)) != len(labels):
+            raise _err("train", "phema_stds", self.phema_stds,
+                       "must be distinct at 3 decimals (they name the records' ema column)")
         if self.max_nonfinite_steps < 1:
             raise _err("train", "max_nonfinite_steps", self.max_nonfinite_steps, "must be >= 1")
 
@@ -304,16 +334,28 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    init_run_id: str | None = None  # tune: the pretraining run whose final EMA weights start tuning
+    init_run_id: str | None = None  # tune: the pretraining run whose EMA weights start tuning
+    # tune from init_run_id: the teacher's snapshot after this many images (its
+    # train.snapshot_nimg); None: its final network.
+    init_nimg: int | None = None
     init_checkpoint: str | None = None  # tune: a user-given pretrained checkpoint file instead
+    # tune: consistency training from random initialisation (the seed's initial weights, as a
+    # pretraining run's), with the same ECT objective and curriculum; no teacher.
+    from_scratch: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind == "tune" and (self.init_run_id is None) == (self.init_checkpoint is None):
-            raise _err("run", "init_run_id/init_checkpoint", (self.init_run_id, self.init_checkpoint),
+        starts = (self.init_run_id is not None, self.init_checkpoint is not None, self.from_scratch)
+        if self.kind == "tune" and sum(starts) != 1:
+            raise _err("run", "init_run_id/init_checkpoint/from_scratch",
+                       (self.init_run_id, self.init_checkpoint, self.from_scratch),
                        "a tuning run needs exactly one of them")
-        if self.kind == "pretrain" and (self.init_run_id or self.init_checkpoint):
+        if self.kind == "pretrain" and any(starts):
             raise _err("run", "init_run_id", self.init_run_id, "pretraining starts from scratch")
+        if self.init_nimg is not None and (self.init_run_id is None or self.init_nimg < 1):
+            raise _err("run", "init_nimg", self.init_nimg,
+                       "needs init_run_id (a teacher snapshot) and must be >= 1; a tuning run "
+                       "without pretraining is from_scratch = true")
         if self.init_run_id is not None and (problem := folder_name_problem(self.init_run_id)):
             # It names the teacher's folder runs/<init_run_id>/ that the run reads weights from.
             raise _err("run", "init_run_id", self.init_run_id, problem)
@@ -343,7 +385,8 @@ class RunConfig:
 
     def eval_points(self) -> tuple[int, ...]:
         """Sorted image counts at which this run is evaluated (always includes the end)."""
-        points = set(self.train.eval_nimg) | {self.train.total_nimg}
+        # A teacher is scored at each snapshot: its students' records carry that score.
+        points = set(self.train.eval_nimg) | set(self.train.snapshot_nimg) | {self.train.total_nimg}
         if self.train.eval_every_nimg:
             points |= set(range(self.train.eval_every_nimg, self.train.total_nimg,
                                 self.train.eval_every_nimg))
@@ -361,7 +404,11 @@ _IDENTITY_EXCLUDED = {("train", "status_every_nimg"), ("train", "ckpt_every_nimg
 
 _ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,
                  ("network", "channels_per_head"): 64,
-                 ("eval", "dinov2_weights_path"): None, ("ect", "max_stage"): None}
+                 ("eval", "dinov2_weights_path"): None, ("ect", "max_stage"): None,
+                 ("train", "phema_stds"): [],  # compared with to_dict output: lists
+                 ("train", "snapshot_nimg"): []}
+# Top-level RunConfig fields added after runs were recorded: left out of the hash at these values.
+_ADDED_TOP_FIELDS = {"init_nimg": None, "from_scratch": False}
 
 
 def _identity_section(name: str, obj: Any, kind: str) -> dict[str, Any] | None:
@@ -422,6 +469,8 @@ def run_id(cfg: RunConfig) -> str:
                 text = None if d is None else canonical_json(d)
             if text is None:
                 continue
+        elif name in _ADDED_TOP_FIELDS and value == _ADDED_TOP_FIELDS[name]:
+            continue
         else:
             text = canonical_json(to_dict(value))
         pieces[name] = text

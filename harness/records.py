@@ -29,7 +29,9 @@ from harness import __version__
 from harness.job import JobSpec
 from harness.runtime import atomic_write_bytes, canonical_json, git_dirty, git_sha
 
-SCHEMA_VERSION = 2  # 2: fp32 tuning by default, dataset-distributed eval labels (#16)
+# 2: fp32 tuning by default, dataset-distributed eval labels (#16). 3: the `ema`, `init`,
+# `pretrain_nimg` and `teacher_value` columns (#16, #17); version-2 files read as version 3.
+SCHEMA_VERSION = 3
 METADATA_KEY = b"ect_harness.schema_version"  # also in the file footer: cheap to check
 
 # (name, type, nullable, meaning). Identity columns are the non-nullable ones.
@@ -44,13 +46,21 @@ _COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
     ("params", pa.int64(), True, "trainable parameters"),
     ("fwd_flops_per_image", pa.float64(), True, "forward FLOPs of one image"),
     ("images_seen", pa.int64(), False, "training images seen at this evaluation"),
+    ("init", pa.string(), True, "tune: 'teacher' (a pretraining run), 'checkpoint' (a given file) "
+     "or 'scratch' (random initialisation, no teacher); null for pretraining"),
+    ("pretrain_nimg", pa.int64(), True, "images of the pretraining this point builds on (the "
+     "teacher snapshot a tuning run starts from; 0 from scratch)"),
     ("pretrain_flops", pa.float64(), True, "FLOPs of diffusion pretraining (this or the init run)"),
+    ("teacher_value", pa.float64(), True, "the teacher snapshot's own metric value (Heun, same "
+     "metric and samples); null when unknown"),
     ("tune_flops", pa.float64(), True, "FLOPs of consistency tuning so far"),
     ("total_flops", pa.float64(), True, "pretrain_flops + tune_flops"),
     ("wall_seconds", pa.float64(), True, "training wall time so far"),
     ("device", pa.string(), True, "accelerator name, e.g. 'NVIDIA H100' or 'cpu'"),
     ("num_devices", pa.int32(), True, "devices used by the job"),
     ("sampler", pa.string(), False, "'1-step', '2-step' or 'heun'"),
+    ("ema", pa.string(), False, "weights evaluated: 'main' (the run's EMA, or its raw weights with "
+     "eval.use_ema = false) or 'phema-<sigma_rel>' (a power-function EMA, train.phema_stds)"),
     ("nfe", pa.int32(), True, "network evaluations per sample"),
     ("metric", pa.string(), False, "'fd_digits', 'fid_inception' or 'fd_dinov2'"),
     ("value", pa.float64(), True, "metric value (lower is better); null when failed"),
@@ -90,7 +100,12 @@ COLUMNS = tuple(SCHEMA.names)
 # A record file holds a few rows: compression and dictionaries save nothing but cost half of the
 # read time (0.6 vs 1.2 ms per file measured); min/max statistics stay on for filter pruning.
 WRITE_OPTIONS: dict[str, Any] = {"compression": "none", "use_dictionary": False}
-IDENTITY = ("run_id", "images_seen", "sampler", "metric")  # latest eval_tag wins per key
+IDENTITY = ("run_id", "images_seen", "sampler", "metric", "ema")  # latest eval_tag wins per key
+# Version-2 files lack these columns; they read as version 3 with these values.
+_V2_DEFAULTS: dict[str, Any] = {"ema": "main", "init": None, "pretrain_nimg": None,
+                                "teacher_value": None}
+SCHEMA_V2 = pa.schema([f for f in SCHEMA if f.name not in _V2_DEFAULTS],
+                      metadata={METADATA_KEY: b"2"})
 FILLED = ("schema_version", "eval_tag", "git_sha", "git_dirty", "harness_version", "created_at")
 SAMPLERS = ("1-step", "2-step", "heun")
 STATUSES = ("ok", "failed")
@@ -155,7 +170,8 @@ def _is_float(value: Any) -> bool:
 
 
 def validate_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Check rows against SCHEMA (names, types, required identity columns); return clean copies."""
+    """Check rows against SCHEMA (names, types, required identity columns); return clean copies.
+    A row without `ema` is of the run's main EMA ('main')."""
     if not rows:
         raise RecordError("records: no rows to write")
     types = {f.name: f.type for f in SCHEMA}
@@ -163,7 +179,7 @@ def validate_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     clean = []
     for i, row in enumerate(rows):
         out: dict[str, Any] = {}
-        for name, value in row.items():
+        for name, value in {"ema": "main", **row}.items():  # the run's own EMA unless named
             if name in FILLED:
                 raise RecordError(f"records: row {i}: column {name!r} is filled by "
                                   "write_evaluation. Remove it from the row")
@@ -189,9 +205,10 @@ def validate_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(values) > 1:
             raise RecordError(f"records: {name} = {sorted(values)}: one file holds one evaluation "
                               "point of one run. Call write_evaluation once per point")
-    keys = [(r["sampler"], r["metric"]) for r in clean]
+    keys = [(r["sampler"], r["metric"], r["ema"]) for r in clean]
     if len(set(keys)) != len(keys):
-        raise RecordError(f"records: (sampler, metric) = {keys}: duplicate rows in one evaluation")
+        raise RecordError(f"records: (sampler, metric, ema) = {keys}: duplicate rows in one "
+                          "evaluation")
     return clean
 
 
@@ -225,6 +242,43 @@ def write_evaluation(sweep_results_dir: Path, rows: list[dict[str, Any]]) -> Pat
     path = record_path(sweep_results_dir, first["run_id"], first["images_seen"], tag)
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
     return path
+
+
+def schema_problem(schema: pa.Schema) -> tuple[int | None, str]:
+    """(version, "") when a record file's schema is one this harness reads (the current one, or
+    version 2, read as the current one by `upgrade`); (None, why) when it is not."""
+    version = (schema.metadata or {}).get(METADATA_KEY)
+    if version is None:
+        return None, "not a harness record (no ect_harness.schema_version in its metadata)"
+    expected = {str(SCHEMA_VERSION).encode(): SCHEMA, b"2": SCHEMA_V2}.get(version)
+    if expected is None:
+        age = ("older" if version.decode().isdigit() and int(version) < SCHEMA_VERSION
+               else "other")
+        return None, (f"{age} schema_version {version.decode()!r}; this harness reads "
+                      f"{SCHEMA_VERSION} and 2")
+    if not schema.equals(expected, check_metadata=False):
+        missing = sorted(set(expected.names) - set(schema.names))
+        extra = sorted(set(schema.names) - set(expected.names))
+        changed = sorted(n for n in set(expected.names) & set(schema.names)
+                         if schema.field(n).type != expected.field(n).type)
+        return None, (f"columns differ from schema_version {version.decode()}: missing "
+                      f"{missing}, extra {extra}, other type {changed}")
+    return int(version), ""
+
+
+def upgrade(table: pa.Table, version: int, columns: list[str]) -> pa.Table:
+    """`columns` of a table read from a record file of `version` (the file's own columns that
+    are among them): a version-2 table gets the later columns with their `_V2_DEFAULTS`."""
+    if version == SCHEMA_VERSION:
+        return table.select(columns)
+    n = len(table)
+    out = []
+    for name in columns:
+        if name in table.column_names:
+            out.append(table.column(name))
+        else:
+            out.append(pa.array([_V2_DEFAULTS[name]] * n, type=SCHEMA.field(name).type))
+    return pa.Table.from_arrays(out, names=columns)
 
 
 def parse_record_name(name: str) -> tuple[str, int, str] | None:
@@ -286,13 +340,38 @@ def existing_eval_points(results_dir: Path, sweep: str) -> dict[str, set[int]]:
     return out
 
 
+def recorded_value(results_dir: Path, run_id: str, images_seen: int, sampler: str,
+                   metric: str) -> float | None:
+    """The latest 'ok' value of (run, images seen, sampler, metric) of the main EMA in any sweep
+    folder under `results_dir`, or None. Torch-free; used by a tuning job for its teacher's score."""
+    files = sorted(Path(results_dir).glob(f"*/{run_id}-{images_seen:012d}-*.parquet"),
+                   key=lambda f: (parse_record_name(f.name) or ("", 0, ""))[2], reverse=True)
+    for path in files:
+        if parse_record_name(path.name) is None or not looks_complete(path):
+            continue
+        try:
+            parquet = pq.ParquetFile(path)
+            version, _ = schema_problem(parquet.schema_arrow)
+            if version is None:
+                continue
+            names = ["sampler", "metric", "status", "value", "ema"]
+            table = upgrade(parquet.read(columns=[n for n in names
+                                                  if n in parquet.schema_arrow.names]),
+                            version, names)
+        except (OSError, pa.ArrowException):
+            continue
+        for row in table.to_pylist():
+            if (row["sampler"], row["metric"], row["ema"]) == (sampler, metric, "main"):
+                return row["value"] if row["status"] == "ok" else None
+    return None
+
+
 def _all_ok(path: Path) -> bool:
     if not looks_complete(path):
         return False
     try:
         parquet = pq.ParquetFile(path)
-        meta = parquet.schema_arrow.metadata or {}
-        if meta.get(METADATA_KEY) != str(SCHEMA_VERSION).encode():
+        if schema_problem(parquet.schema_arrow)[0] is None:
             return False
         status = parquet.read(columns=["status"]).column("status").to_pylist()
     except (OSError, pa.ArrowException):

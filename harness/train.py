@@ -9,6 +9,7 @@ N straight steps and N/2 + kill + resume + N/2 give bit-identical weights on CPU
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
@@ -21,11 +22,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from harness import dist
-from harness.config import ConfigError, NetworkConfig, RunConfig, from_dict, to_dict
+from harness.config import ConfigError, NetworkConfig, RunConfig, from_dict, phema_label, to_dict
 from harness.data import ImageData, batch_indices, load_dataset, to_model_range
 from harness.ect import make_loss, stage_at
 from harness.flops import TRAIN_PASSES, network_cost
@@ -59,10 +61,28 @@ class TrainingFailed(RuntimeError):
     """The run cannot continue (e.g. persistent non-finite losses); the reason is in status.json."""
 
 
+def snapshot_path(run_dir: Path, nimg: int) -> Path:
+    """Where a pretraining run saves its EMA network after `nimg` images (train.snapshot_nimg)."""
+    return Path(run_dir) / f"network-{nimg:012d}.pt"
+
+
+@dataclass(frozen=True)
+class Start:
+    """What a run starts from, as its records say it (columns init, pretrain_nimg,
+    pretrain_flops, teacher_value); a pretraining run's pretraining is itself."""
+
+    init: str | None  # 'teacher', 'checkpoint', 'scratch'; None for pretraining
+    pretrain_nimg: int | None  # images of the pretraining the weights come from (None: unknown)
+    pretrain_flops: float | None  # its FLOPs (None: unknown)
+    teacher_value: float | None = None  # the teacher snapshot's own score (Heun), if recorded
+
+
 def load_init_network(run: RunConfig, runs_dir: Path) -> dict[str, Any]:
     """The pretrained weights a tuning run starts from (EMA of the pretraining run, or a file)."""
     if run.init_checkpoint is not None:
         path = Path(run.init_checkpoint)
+    elif run.init_nimg is not None:
+        path = snapshot_path(runs_dir / str(run.init_run_id), run.init_nimg)
     else:
         path = runs_dir / str(run.init_run_id) / "network-final.pt"
     if not path.exists():
@@ -177,6 +197,22 @@ def _ema_beta(run: RunConfig, nimg: int) -> float:
     return 0.5 ** (run.train.batch / max(halflife, 1e-8))
 
 
+@functools.cache
+def phema_exponent(std: float) -> float:
+    """The exponent gamma of the power-function EMA profile with relative standard deviation
+    `std`: the largest real root of gamma^3 + 7 gamma^2 + (16 - std^-2) gamma + 12 - std^-2
+    (EDM2, Karras et al. 2024, Eq. 126 and Algorithm 2)."""
+    t = std ** -2
+    return float(np.roots([1.0, 7.0, 16.0 - t, 12.0 - t]).real.max())
+
+
+def phema_beta(std: float, nimg_after: int, batch: int) -> float:
+    """Per-step decay of a power-function EMA after the step that brings images seen to
+    `nimg_after` (EDM2 Eq. 127): (1 - batch / nimg_after)^(gamma + 1), 0 at the first step, so
+    the average weighs the weights of step i in proportion to i^gamma."""
+    return (1.0 - batch / nimg_after) ** (phema_exponent(std) + 1.0)
+
+
 def make_optimizer(run: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """The run's optimiser (Adam or RAdam, `run.optim`) over `params`; `train_step` sets its
     learning rate at every step."""
@@ -268,6 +304,7 @@ class _Model:
 
     net: Precond
     ema: Precond
+    phemas: list[Precond]  # one power-function EMA per run.train.phema_stds
     optimizer: torch.optim.Optimizer
     loss_fn: Any
     autocast: bool  # bf16 autocast for the steps (uses_bf16_autocast)
@@ -290,6 +327,7 @@ class _Checkpointer:
         m = self.model
         save_checkpoint(checkpoint_path(self.job.run_dir, nimg), {
             "net": m.net.state_dict(), "ema": m.ema.state_dict(),
+            "phema": [p.state_dict() for p in m.phemas],
             "optimizer": m.optimizer.state_dict(), "state": self.state.to_dict(),
             "run_id": self.job.run.run_id})
         prune_checkpoints(self.job.run_dir, _KEEP_CHECKPOINTS)
@@ -317,12 +355,11 @@ def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> 
     _setup_process(job, device, rank, world)
     data = load_dataset(run.data, "train")
     cost = network_cost(run.network)
-    model, pretrain_flops = _build_model(job, device, rank)
+    model, start = _build_model(job, device, rank)
     state, ckpt = _resume(job, model, rank)
     checkpointer = _Checkpointer(job, model, state, rank, state.nimg if ckpt else -1)
     _LIVE = _Live(save=checkpointer.save)
-    evaluator = _EvaluationHook(job, data, cost.params, cost.fwd_flops, device, world,
-                                pretrain_flops)
+    evaluator = _EvaluationHook(job, data, cost.params, cost.fwd_flops, device, world, start)
     try:
         _loop(job, data, model, state, checkpointer, evaluator, cost.fwd_flops, device, rank,
               world)
@@ -330,7 +367,7 @@ def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> 
         _LIVE = None
         torch.set_flush_denormal(False)  # torch's default; tests and callers share this process
     if rank == 0:
-        _save_final(job, model, state, cost.fwd_flops, pretrain_flops)
+        _save_final(job, model, state, cost.fwd_flops, start.pretrain_flops)
     dist.barrier()
     log.info("done %s after %.1f s", run.run_id, state.wall_seconds)
 
@@ -352,15 +389,19 @@ def _setup_process(job: JobSpec, device: torch.device, rank: int, world: int) ->
             raise TrainingFailed(str(e)) from None
 
 
-def _build_model(job: JobSpec, device: torch.device, rank: int) -> tuple[_Model, float | None]:
-    """Network (seeded, or the teacher's EMA for tuning), EMA, optimiser and loss; and the FLOPs
-    of the pretraining this run builds on (0 for a pretraining run, None when unknown)."""
+def _build_model(job: JobSpec, device: torch.device, rank: int) -> tuple[_Model, Start]:
+    """Network (seeded, or the teacher's EMA for tuning), EMA, optimiser and loss; and what the
+    run starts from. A from-scratch tuning run keeps the seeded weights, exactly as a pretraining
+    run of the same seed starts."""
     run = job.run
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.seed)  # initial weights depend on the run's seed only
         net = make_network(run.network).to(device)
-    pretrain_flops: float | None = 0.0 if run.kind == "pretrain" else None
-    if run.kind == "tune":
+    if run.kind == "pretrain":
+        start = Start(init=None, pretrain_nimg=None, pretrain_flops=0.0)
+    elif run.from_scratch:
+        start = Start(init="scratch", pretrain_nimg=0, pretrain_flops=0.0)
+    else:
         try:
             init = load_init_network(run, Path(job.runs_dir))
         except TrainingFailed as e:
@@ -368,15 +409,34 @@ def _build_model(job: JobSpec, device: torch.device, rank: int) -> tuple[_Model,
                 update_status(job.run_dir, state="failed", error=str(e), nimg=0)
             raise
         net.load_state_dict(init["ema"])
-        pretrain_flops = init.get("train_flops")
-    ema = copy.deepcopy(net).eval().requires_grad_(False)
+        start = _start_of(job, init)
     net.train().requires_grad_(True)
     params = list(net.parameters())
     dist.broadcast_(params)
-    model = _Model(net=net, ema=ema, optimizer=make_optimizer(run, params),
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    phemas = [copy.deepcopy(ema) for _ in run.train.phema_stds]
+    model = _Model(net=net, ema=ema, phemas=phemas, optimizer=make_optimizer(run, params),
                    loss_fn=make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg()),
                    autocast=uses_bf16_autocast(run, device))
-    return model, pretrain_flops
+    return model, start
+
+
+def _start_of(job: JobSpec, init: dict[str, Any]) -> Start:
+    """The Start of a tuning run from its init network file (and its teacher's records)."""
+    run = job.run
+    nimg = init.get("nimg")
+    nimg = int(nimg) if isinstance(nimg, int) else None
+    if run.init_checkpoint is not None:
+        return Start(init="checkpoint", pretrain_nimg=nimg, pretrain_flops=init.get("train_flops"))
+    from harness.evaluate import metric_name
+    from harness.records import recorded_value
+
+    value = None
+    if nimg is not None:
+        value = recorded_value(Path(job.results_dir), str(run.init_run_id), nimg, "heun",
+                               metric_name(run))
+    return Start(init="teacher", pretrain_nimg=nimg, pretrain_flops=init.get("train_flops"),
+                 teacher_value=value)
 
 
 def _resume(job: JobSpec, model: _Model, rank: int) -> tuple[TrainState, dict[str, Any] | None]:
@@ -398,6 +458,12 @@ def _resume(job: JobSpec, model: _Model, rank: int) -> tuple[TrainState, dict[st
     if ckpt is not None:
         model.net.load_state_dict(ckpt["net"])
         model.ema.load_state_dict(ckpt["ema"])
+        saved_phemas = ckpt.get("phema", [])
+        if len(saved_phemas) != len(model.phemas):
+            raise TrainingFailed(f"checkpoint of {job.run.run_id} holds {len(saved_phemas)} "
+                                 f"power-function EMAs, the run tracks {len(model.phemas)}")
+        for phema, saved in zip(model.phemas, saved_phemas, strict=True):
+            phema.load_state_dict(saved)
         model.optimizer.load_state_dict(ckpt["optimizer"])
         state = TrainState.from_dict(ckpt["state"])
         log.info("resumed %s from %d images", job.run.run_id, state.nimg)
@@ -417,6 +483,7 @@ def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
     local_batch = run.train.batch // world
     total = run.train.total_nimg
     pending = [p for p in run.eval_points() if p >= state.nimg]
+    snapshots = sorted(p for p in run.train.snapshot_nimg if p >= state.nimg)
     if rank == 0:
         update_status(run_dir, state="running", nimg=state.nimg, total_nimg=total,
                       attempt=state.attempt, error=None)
@@ -438,9 +505,14 @@ def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
             # Evaluate.
             while pending and nimg >= pending[0]:
                 point = pending.pop(0)
-                metrics = evaluator(model.ema if run.eval.use_ema else model.net, state, point)
+                metrics = evaluator(_evaluated_networks(run, model), state, point)
                 if rank == 0 and metrics:
                     update_status(run_dir, last_metrics=metrics, nimg=nimg)
+            # Snapshot for students (after the evaluation that scores it).
+            while snapshots and nimg >= snapshots[0]:
+                point = snapshots.pop(0)
+                if rank == 0 and point == nimg:
+                    _save_network(job, snapshot_path(run_dir, nimg), model, state, fwd_flops)
             # Checkpoint.
             due = nimg > 0 and nimg % run.train.ckpt_every_nimg < run.train.batch
             if (due or nimg >= total) and nimg != checkpointer.last_saved:
@@ -449,7 +521,8 @@ def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
                 break
             # Step.
             train_step(run, model.net, model.ema, model.optimizer, model.loss_fn, images_all,
-                       labels_all, state, rank, world, local_batch, model.autocast)
+                       labels_all, state, rank, world, local_batch, model.autocast,
+                       phemas=model.phemas)
     except TrainingFailed as e:
         if rank == 0:
             update_status(run_dir, state="failed", error=str(e), nimg=state.nimg)
@@ -464,11 +537,19 @@ def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
         raise
 
 
-def _save_final(job: JobSpec, model: _Model, state: TrainState, fwd_flops: float,
-                pretrain_flops: float | None) -> None:
-    """network-final.pt (the EMA a tuning run starts from) and the 'done' status (rank 0)."""
+def _evaluated_networks(run: RunConfig, model: _Model) -> list[tuple[str, nn.Module]]:
+    """(records' `ema` value, network) of each network an evaluation point scores."""
+    main = model.ema if run.eval.use_ema else model.net
+    return [("main", main)] + [(phema_label(std), phema) for std, phema
+                               in zip(run.train.phema_stds, model.phemas, strict=True)]
+
+
+def _save_network(job: JobSpec, path: Path, model: _Model, state: TrainState, fwd_flops: float,
+                  pretrain_flops: float | None = 0.0) -> None:
+    """Save the EMA network with what a run starting from it records: images seen, the
+    pretraining FLOPs behind it (`train_flops`) and, for tuning runs, their own FLOPs."""
     run = job.run
-    save_checkpoint(job.run_dir / "network-final.pt", {
+    save_checkpoint(path, {
         "ema": model.ema.state_dict(), "network": to_dict(run.network),
         "run_id": run.run_id, "kind": run.kind, "nimg": state.nimg,
         "train_flops": (pretrain_flops or 0.0) if run.kind == "tune" else
@@ -476,6 +557,13 @@ def _save_final(job: JobSpec, model: _Model, state: TrainState, fwd_flops: float
         "tune_flops": TRAIN_PASSES["tune"] * fwd_flops * state.nimg
         if run.kind == "tune" else 0.0,
         "wall_seconds": state.wall_seconds})
+
+
+def _save_final(job: JobSpec, model: _Model, state: TrainState, fwd_flops: float,
+                pretrain_flops: float | None) -> None:
+    """network-final.pt (the EMA a tuning run starts from) and the 'done' status (rank 0)."""
+    run = job.run
+    _save_network(job, job.run_dir / "network-final.pt", model, state, fwd_flops, pretrain_flops)
     # The whole job process (imports, data, training, evaluation): `harness run` divides the
     # jobs' CPU seconds by wall seconds × cores to report how busy the machine was.
     update_status(job.run_dir, state="done", nimg=state.nimg, total_nimg=run.train.total_nimg,
@@ -485,12 +573,13 @@ def _save_final(job: JobSpec, model: _Model, state: TrainState, fwd_flops: float
 def train_step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.optim.Optimizer,
                loss_fn: Any, images_all: torch.Tensor, labels_all: torch.Tensor | None,
                state: TrainState, rank: int, world: int, local_batch: int,
-               autocast: bool) -> None:
+               autocast: bool, *, phemas: list[Precond] | tuple[()] = ()) -> None:
     """One optimiser step on one global batch; the only place weights change.
 
     The batch and every random draw depend only on (seed, rank, state.nimg). A step whose loss or
     gradients are not finite is skipped and counted; `run.train.max_nonfinite_steps` of them in a
-    row raise TrainingFailed.
+    row raise TrainingFailed. `phemas`, the power-function EMAs of `run.train.phema_stds`, are
+    updated with `ema`.
     """
     nimg = state.nimg
     device = images_all.device
@@ -526,7 +615,11 @@ def train_step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.opti
             net.normalize_weights_()
             beta = _ema_beta(run, nimg)
             with torch.no_grad():
-                torch._foreach_lerp_(list(ema.parameters()), list(net.parameters()), 1 - beta)
+                weights = list(net.parameters())
+                torch._foreach_lerp_(list(ema.parameters()), weights, 1 - beta)
+                for std, phema in zip(run.train.phema_stds, phemas, strict=True):
+                    phema_decay = phema_beta(std, nimg + run.train.batch, run.train.batch)
+                    torch._foreach_lerp_(list(phema.parameters()), weights, 1 - phema_decay)
             state.nonfinite_run = 0
             state.last_loss = values[0]
             state.interval_steps += 1
@@ -583,14 +676,14 @@ class _EvaluationHook:
     """Generates samples at an eval point, scores them and writes one record file (rank 0)."""
 
     def __init__(self, job: JobSpec, data: ImageData, params: int, fwd_flops: float,
-                 device: torch.device, world: int, pretrain_flops: float | None) -> None:
+                 device: torch.device, world: int, start: Start) -> None:
         self.job = job
         self.data = data
         self.params = params
         self.fwd_flops = fwd_flops
         self.device = device
         self.world = world
-        self.pretrain_flops = pretrain_flops
+        self.start = start
         self._evaluator: Any = None
 
     def _already_recorded(self, nimg: int) -> bool:
@@ -602,9 +695,11 @@ class _EvaluationHook:
     def samplers(self) -> tuple[str, ...]:
         return ("heun",) if self.job.run.kind == "pretrain" else tuple(self.job.run.eval.samplers)
 
-    def __call__(self, net: nn.Module, state: TrainState, point: int) -> dict[str, float]:
-        """Evaluate `net` at `point` with each sampler (rank 0, unless already recorded) and write
-        the record file; returns {sampler: metric value}."""
+    def __call__(self, nets: list[tuple[str, nn.Module]], state: TrainState, point: int
+                 ) -> dict[str, float]:
+        """Evaluate each (ema label, network) of `nets` at `point` with each sampler (rank 0,
+        unless already recorded) and write one record file; returns {sampler: metric value} of
+        the first network (the main EMA)."""
         nimg = state.nimg
         run = self.job.run
         result: dict[str, float] = {}
@@ -620,25 +715,30 @@ class _EvaluationHook:
             rows = []
             shape = (run.network.img_channels, run.network.img_resolution,
                      run.network.img_resolution)
-            was_training = net.training
-            net.eval()
-            for sampler in self.samplers():
-                t0 = time.perf_counter()
-                images = generate(net, run.eval, sampler, range(run.eval.num_samples),
-                                  label_dim=run.network.label_dim, img_shape=shape,
-                                  device=self.device,
-                                  label_pool=self.data.labels if run.data.use_labels else None)
-                gen_seconds = time.perf_counter() - t0
-                metric = self._evaluator.evaluate(images)
-                if run.eval.save_grid:
-                    save_grid(images[:64], self.job.run_dir / f"grid-{nimg:012d}-{sampler}.png")
-                rows.append(evaluation_row(self.job, self._progress(state), sampler,
-                                           nfe=sampler_nfe(sampler, run.eval), result=metric))
-                result[sampler] = float(metric.value)
-                log.info("eval %s at %d img: %s %s = %.4g (%d samples, %.1f s sampling)",
-                         run.run_id, nimg, sampler, metric.metric, metric.value,
-                         metric.num_samples, gen_seconds)
-            net.train(was_training)
+            for ema_label, net in nets:
+                was_training = net.training
+                net.eval()
+                suffix = "" if ema_label == "main" else f"-{ema_label}"
+                for sampler in self.samplers():
+                    t0 = time.perf_counter()
+                    images = generate(net, run.eval, sampler, range(run.eval.num_samples),
+                                      label_dim=run.network.label_dim, img_shape=shape,
+                                      device=self.device,
+                                      label_pool=self.data.labels if run.data.use_labels else None)
+                    gen_seconds = time.perf_counter() - t0
+                    metric = self._evaluator.evaluate(images)
+                    if run.eval.save_grid:
+                        save_grid(images[:64],
+                                  self.job.run_dir / f"grid-{nimg:012d}-{sampler}{suffix}.png")
+                    rows.append(evaluation_row(
+                        self.job, {**self._progress(state), "ema": ema_label}, sampler,
+                        nfe=sampler_nfe(sampler, run.eval), result=metric))
+                    if ema_label == "main":
+                        result[sampler] = float(metric.value)
+                    log.info("eval %s at %d img: %s%s %s = %.4g (%d samples, %.1f s sampling)",
+                             run.run_id, nimg, sampler, suffix, metric.metric, metric.value,
+                             metric.num_samples, gen_seconds)
+                net.train(was_training)
             write_evaluation(self.job.sweep_results_dir, rows)
         dist.barrier()
         return result
@@ -649,8 +749,10 @@ class _EvaluationHook:
         nimg = state.nimg
         tune_flops = TRAIN_PASSES["tune"] * self.fwd_flops * nimg if run.kind == "tune" else 0.0
         pre = (TRAIN_PASSES["pretrain"] * self.fwd_flops * nimg if run.kind == "pretrain"
-               else self.pretrain_flops)
+               else self.start.pretrain_flops)
         return {
+            "init": self.start.init, "teacher_value": self.start.teacher_value,
+            "pretrain_nimg": nimg if run.kind == "pretrain" else self.start.pretrain_nimg,
             "params": self.params, "fwd_flops_per_image": self.fwd_flops, "images_seen": nimg,
             "pretrain_flops": pre, "tune_flops": tune_flops,
             "total_flops": (pre + tune_flops) if pre is not None else None,
@@ -664,7 +766,7 @@ class _EvaluationHook:
         from harness.evaluate import metric_name
         from harness.records import write_evaluation
 
-        row = evaluation_row(self.job, self._progress(state), self.samplers()[0],
+        row = evaluation_row(self.job, {**self._progress(state), "ema": "main"}, self.samplers()[0],
                              metric=metric_name(self.job.run), error=error)
         try:
             write_evaluation(self.job.sweep_results_dir, [row])

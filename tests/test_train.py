@@ -54,7 +54,8 @@ def _final_weights(job: JobSpec) -> dict[str, torch.Tensor]:
     ckpt = sorted(job.run_dir.glob("ckpt-*.pt"))[-1]
     state = load_checkpoint(ckpt)
     return {**{f"net.{k}": v for k, v in state["net"].items()},
-            **{f"ema.{k}": v for k, v in state["ema"].items()}}
+            **{f"ema.{k}": v for k, v in state["ema"].items()},
+            **{f"phema{i}.{k}": v for i, p in enumerate(state["phema"]) for k, v in p.items()}}
 
 
 class _Crash(Exception):
@@ -63,7 +64,9 @@ class _Crash(Exception):
 
 @pytest.mark.parametrize("kind", ["pretrain", "tune"])
 def test_resume_is_bit_identical(tmp_path, monkeypatch, pretrained, kind):
-    extra = {"init_checkpoint": str(pretrained)} if kind == "tune" else {}
+    # The tuning case also tracks power-function EMAs: they resume exactly too.
+    extra = ({"init_checkpoint": str(pretrained), "train.phema_stds": [0.05, 0.1]}
+             if kind == "tune" else {})
     run = make_run(kind, 6, **extra)
     straight = make_job(tmp_path / "a", run)
     train(straight)
@@ -341,3 +344,105 @@ def test_stats_lines_hold_interval_means_gradient_norm_and_learning_rate(tmp_pat
         assert line["Loss/train"] == pytest.approx(sum(losses[2 * i:2 * i + 2]) / 2)
         assert line["Grad/norm"] > 0 and line["Optim/lr"] == pytest.approx(5e-3)
     assert with_steps[-1]["Loss/last"] == pytest.approx(losses[-1])
+
+
+def test_power_function_ema_weighs_step_i_by_its_profile() -> None:
+    """EDM2 Eq. 127's per-step decay telescopes: after t steps the average holds step i's weights
+    with (i^(g+1) - (i-1)^(g+1)) / t^(g+1), a discrete i^g profile, whose relative standard
+    deviation is sigma_rel (Eq. 123)."""
+    for std in (0.010, 0.050, 0.100):
+        gamma = train_mod.phema_exponent(std)
+        assert ((gamma + 1) / (gamma + 2) ** 2 / (gamma + 3)) ** 0.5 == pytest.approx(std, rel=1e-9)
+        t, batch = 200, 8
+        weights = torch.zeros(t, dtype=torch.float64)
+        for i in range(1, t + 1):  # EMA of one-hot "weights" e_i: the weight each step gets
+            beta = train_mod.phema_beta(std, i * batch, batch)
+            weights *= beta
+            weights[i - 1] += 1 - beta
+        i = torch.arange(1, t + 1, dtype=torch.float64)
+        expected = (i ** (gamma + 1) - (i - 1) ** (gamma + 1)) / t ** (gamma + 1)
+        assert torch.allclose(weights, expected, rtol=1e-9, atol=1e-15)
+    assert train_mod.phema_beta(0.05, 8, 8) == 0.0  # the first step copies the weights
+
+
+def test_power_function_emas_are_scored_beside_the_main_ema(tmp_path, pretrained):
+    run = make_run("tune", 4, init_checkpoint=str(pretrained),
+                   **{"train.phema_stds": [0.05, 0.1], "eval.samplers": ["1-step", "2-step"]})
+    job = make_job(tmp_path, run)
+    train(job)
+    from analysis.load import load_results
+
+    df = load_results(tmp_path / "results", "t")
+    assert sorted(df["ema"].unique()) == ["main", "phema-0.050", "phema-0.100"]
+    assert sorted(zip(df["ema"], df["sampler"], strict=True)) == [
+        (e, s) for e in ("main", "phema-0.050", "phema-0.100") for s in ("1-step", "2-step")]
+    # Three different networks: their scores differ.
+    assert df[df.sampler == "1-step"]["value"].nunique() == 3
+    assert (df["init"] == "checkpoint").all() and (df["pretrain_nimg"] == 4 * BATCH).all()
+    ckpt = load_checkpoint(sorted(job.run_dir.glob("ckpt-*.pt"))[-1])
+    assert len(ckpt["phema"]) == 2
+    with pytest.raises(Exception, match="phema_stds"):
+        make_run("tune", 4, init_checkpoint="x", **{"train.phema_stds": [0.3]})
+    with pytest.raises(Exception, match="distinct"):
+        make_run("tune", 4, init_checkpoint="x", **{"train.phema_stds": [0.05, 0.0501]})
+
+
+def test_a_teacher_snapshot_is_the_final_network_of_a_shorter_teacher(tmp_path):
+    """The teacher-budget axis (#17) shares one pretraining run: its snapshot after n images must
+    be what a run with budget n ends with (the schedule is a function of images seen)."""
+    long = make_job(tmp_path / "long", make_run("pretrain", 6, **{"train.snapshot_nimg": [2 * BATCH]}))
+    short = make_job(tmp_path / "short", make_run("pretrain", 2))
+    train(long)
+    train(short)
+    snapshot = load_checkpoint(train_mod.snapshot_path(long.run_dir, 2 * BATCH))
+    final = load_checkpoint(short.run_dir / "network-final.pt")
+    assert snapshot["nimg"] == 2 * BATCH and snapshot["train_flops"] == final["train_flops"]
+    assert all(torch.equal(snapshot["ema"][k], v) for k, v in final["ema"].items())
+
+
+def test_students_of_a_snapshot_record_the_teacher_budget_and_score(tmp_path):
+    teacher = make_job(tmp_path, make_run("pretrain", 4, **{"train.snapshot_nimg": [2 * BATCH]}))
+    train(teacher)
+    student = make_job(tmp_path, make_run("tune", 2, init_run_id=teacher.run.run_id,
+                                          init_nimg=2 * BATCH))
+    train(student)
+    from analysis.load import load_results
+
+    df = load_results(tmp_path / "results", "t")
+    heun = df[(df.kind == "pretrain") & (df.images_seen == 2 * BATCH)]["value"].item()
+    tuned = df[df.kind == "tune"]
+    fwd = network_cost(student.run.network).fwd_flops
+    assert (tuned["init"] == "teacher").all() and (tuned["pretrain_nimg"] == 2 * BATCH).all()
+    assert tuned["teacher_value"].tolist() == [heun]
+    assert tuned["pretrain_flops"].tolist() == pytest.approx([3 * fwd * 2 * BATCH])
+    missing = make_job(tmp_path, make_run("tune", 2, init_run_id=teacher.run.run_id,
+                                          init_nimg=3 * BATCH))
+    with pytest.raises(train_mod.TrainingFailed, match="does not exist"):
+        train(missing)
+
+
+def test_from_scratch_differs_from_tuning_only_in_its_initial_weights(tmp_path):
+    """Consistency training from random initialisation is the tuning run itself (objective,
+    curriculum, data order, noise) started from the seed's initial weights instead of a teacher's:
+    handing those same weights over as a teacher checkpoint gives bit-identical training."""
+    scratch = make_job(tmp_path / "a", make_run("tune", 4, from_scratch=True))
+    from harness.network import make_network
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(scratch.run.seed)  # the initial weights of the seed, as training makes
+        random_net = make_network(scratch.run.network)
+    init = tmp_path / "random-init.pt"
+    rundir.save_checkpoint(init, {"ema": random_net.state_dict(),
+                                  "network": to_dict(scratch.run.network), "nimg": 0,
+                                  "train_flops": 0.0})
+    tuned = make_job(tmp_path / "b", make_run("tune", 4, init_checkpoint=str(init)))
+    train(scratch)
+    train(tuned)
+    a, b = _final_weights(scratch), _final_weights(tuned)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from analysis.load import load_results
+
+    rows = load_results(tmp_path / "a" / "results", "t")
+    assert (rows["init"] == "scratch").all() and (rows["pretrain_nimg"] == 0).all()
+    assert (rows["pretrain_flops"] == 0).all() and rows["teacher_value"].isna().all()
+    assert (rows["total_flops"] == rows["tune_flops"]).all()

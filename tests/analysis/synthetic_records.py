@@ -38,7 +38,7 @@ def _row(sweep: str, run_id: str, kind: str, preset: str, params: int, images: i
         "display_name": f"{preset}-{kind}-{images}", "kind": kind, "preset": preset,
         "dataset": "digits", "params": params, "fwd_flops_per_image": fwd, "images_seen": images,
         "pretrain_flops": pretrain, "tune_flops": tune, "total_flops": pretrain + tune,
-        "wall_seconds": 1.0, "device": "cpu", "num_devices": 1, "sampler": sampler,
+        "wall_seconds": 1.0, "device": "cpu", "num_devices": 1, "sampler": sampler, "ema": "main",
         "nfe": {"1-step": 1, "2-step": 2, "heun": 35}[sampler], "metric": "fd_digits",
         "value": value, "num_samples": 1000, "extractor_hash": "abc", "seed": seed, "batch": 32,
         "lr": 1e-4, "status": "ok", "swept": json.dumps({"preset": preset}), "eval_tag": tag,

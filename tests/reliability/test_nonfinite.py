@@ -30,14 +30,15 @@ def _inject(monkeypatch: pytest.MonkeyPatch, rules: dict[int, tuple[int, int | N
     """Multiply the loss by NaN for tuning runs of seed s at images seen in rules[s] = (lo, hi)."""
     real_step = train_mod.train_step
 
-    def step(run: Any, net: Any, ema: Any, optimizer: Any, loss_fn: Any, *rest: Any) -> Any:
+    def step(run: Any, net: Any, ema: Any, optimizer: Any, loss_fn: Any, *rest: Any,
+             **kwargs: Any) -> Any:
         nimg = rest[2].nimg
         lo, hi = rules.get(run.seed, (1, 0)) if run.kind == "tune" else (1, 0)
         if lo <= nimg and (hi is None or nimg <= hi):
             def nan_loss(*args: Any) -> Any:
                 return loss_fn(*args) * float("nan")
-            return real_step(run, net, ema, optimizer, nan_loss, *rest)
-        return real_step(run, net, ema, optimizer, loss_fn, *rest)
+            return real_step(run, net, ema, optimizer, nan_loss, *rest, **kwargs)
+        return real_step(run, net, ema, optimizer, loss_fn, *rest, **kwargs)
 
     monkeypatch.setattr(train_mod, "train_step", step)
 
