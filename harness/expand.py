@@ -129,6 +129,7 @@ class GridPoint(NamedTuple):
     nimg: int  # the training images that budget buys
     cfg: RunConfig  # the resolved tuning run, its teacher already set
     values: dict[str, Any]  # the point's other settings ([base] and axes, less preset and budget)
+    teacher_nimg: int | None = None  # its teacher budget on a [pretrain] nimg axis (0: scratch)
 
 
 class GroupKey(NamedTuple):
@@ -180,13 +181,20 @@ class _Expander:
         """Every grid point resolved, grouped by everything except the budget (in grid order)."""
         groups: dict[GroupKey, list[GridPoint]] = {}
         for values in _points(self.sweep):
-            preset, point = self.grid_point(values)
-            key = GroupKey(preset, tuple(sorted((k, _hashable(v)) for k, v in point.values.items())))
-            groups.setdefault(key, []).append(point)
+            teacher_budgets = self.sweep.pretrain.budgets_for(
+                values["preset"], f"{self.sweep.path} preset {values['preset']!r}") or (None,)
+            for teacher_nimg in teacher_budgets:
+                preset, point = self.grid_point(dict(values), teacher_nimg)
+                settings = sorted((k, _hashable(v)) for k, v in point.values.items())
+                if teacher_nimg is not None:
+                    settings.append(("[pretrain] nimg", teacher_nimg))
+                groups.setdefault(GroupKey(preset, tuple(settings)), []).append(point)
         return groups
 
-    def grid_point(self, values: dict[str, Any]) -> tuple[str, GridPoint]:
-        """The preset and resolved tuning run of one combination of [base] and axis values."""
+    def grid_point(self, values: dict[str, Any], teacher_nimg: int | None = None
+                   ) -> tuple[str, GridPoint]:
+        """The preset and resolved tuning run of one combination of [base] and axis values, with
+        its teacher budget on a [pretrain] nimg axis (None: the sweep's one teacher)."""
         where = _Where(self.sweep.path, values, self.swept)
         preset = values.pop("preset")
         budget = values.pop(self.budget_key)
@@ -197,7 +205,10 @@ class _Expander:
             raise SweepError(f"{where}: train.batch = {batch}: must be >= 1")
         nimg = self.budget_nimg(info, overrides, budget, batch, where)
         overrides["train.total_nimg"] = nimg
-        if not self.sweep.pretrain.trains_teachers:
+        from_teacher = self.sweep.pretrain.trains_teachers and teacher_nimg != 0
+        if teacher_nimg == 0:
+            overrides["from_scratch"] = True  # the same tuning run, from random weights
+        elif not self.sweep.pretrain.trains_teachers:
             overrides["init_checkpoint"] = self.sweep.pretrain.checkpoint_for(preset,
                                                                               self.sweep.path)
         else:
@@ -207,9 +218,11 @@ class _Expander:
         if cfg.data.name != info.dataset:
             raise SweepError(f"{where}: data.name = {cfg.data.name!r}: preset {preset} is for "
                              f"dataset {info.dataset!r}")
-        if self.sweep.pretrain.trains_teachers:
-            cfg = dataclasses.replace(cfg, init_run_id=self.teacher_for(info, cfg))
-        return preset, GridPoint(budget=budget, nimg=nimg, cfg=cfg, values=values)
+        if from_teacher:
+            cfg = dataclasses.replace(cfg, init_run_id=self.teacher_for(info, cfg),
+                                      init_nimg=teacher_nimg)
+        return preset, GridPoint(budget=budget, nimg=nimg, cfg=cfg, values=values,
+                                 teacher_nimg=teacher_nimg)
 
     def preset_info(self, preset: str) -> _PresetInfo:
         """The preset's resolved tuning and pretraining bases (built once per preset)."""
@@ -262,12 +275,18 @@ class _Expander:
         overrides = {"seed": 0, **data_values, **sweep.pretrain.overrides, "kind": "pretrain",
                      "preset": info.name,
                      "train.total_nimg": sweep.pretrain.nimg_for(info.name, sweep.path)}
+        snapshots = tuple(n for n in sweep.pretrain.budgets_for(info.name, sweep.path) or () if n)
+        if snapshots:  # a teacher-budget axis: one teacher, saved at each budget (#17)
+            overrides["train.snapshot_nimg"] = snapshots
         tcfg = _build(self.builder, info.pretrain, overrides, t_where)
         _check_teacher_matches(tcfg.network, cfg.network, t_where)
         rid = tcfg.run_id
         self.teacher_keys[key] = rid
+        swept: dict[str, Any] = {"preset": info.name}
+        if snapshots:
+            swept["pretrain_nimg"] = list(snapshots)
         self.teachers[rid] = JobSpec(run=tcfg, sweep=sweep.name, results_dir=self.results_dir,
-                                     runs_dir=self.runs_dir, swept={"preset": info.name},
+                                     runs_dir=self.runs_dir, swept=swept,
                                      display_name=f"pretrain-{_short(info.name)}")
         return rid
 
@@ -306,7 +325,9 @@ class _TuningJobs:
         nimgs = tuple(m.nimg for m in run_members)
         rid = cfg.run_id
         budget_values = tuple(m.budget for m in run_members)
-        name = _display_name(preset, budget_values, cfg.seed, run_members[0].values, self.swept)
+        teacher_nimg = run_members[0].teacher_nimg
+        name = _display_name(preset, budget_values, cfg.seed, run_members[0].values, self.swept,
+                             teacher_nimg)
         if rid in self.seen_ids:
             raise SweepError(f"{self.sweep.path}: runs {self.seen_ids[rid]!r} and {name!r} "
                              f"resolve to the same run {rid}; remove the duplicate axis value")
@@ -314,7 +335,7 @@ class _TuningJobs:
         self.jobs.append(JobSpec(run=cfg, sweep=self.sweep.name, results_dir=self.results_dir,
                                  runs_dir=self.runs_dir, display_name=name,
                                  swept=self._swept_values(preset, run_members[0].values,
-                                                          budget_values, nimgs)))
+                                                          budget_values, nimgs, teacher_nimg)))
         self.ids.append(rid)
         self.teacher_of[rid] = cfg.init_run_id
         self.budgets[rid] = budget_values
@@ -322,9 +343,12 @@ class _TuningJobs:
         self.separate[rid] = sum(nimgs)
 
     def _swept_values(self, preset: str, values: Mapping[str, Any],
-                      budget_values: tuple[Any, ...], nimgs: tuple[int, ...]) -> dict[str, Any]:
+                      budget_values: tuple[Any, ...], nimgs: tuple[int, ...],
+                      teacher_nimg: int | None) -> dict[str, Any]:
         """A job's `swept`: its values of the swept axes (all budgets and their images if many)."""
         sw = {k: v for k, v in values.items() if k in self.swept}
+        if teacher_nimg is not None:
+            sw["pretrain_nimg"] = teacher_nimg
         if "preset" in self.swept:
             sw["preset"] = preset
         if self.budget_key in self.swept:
@@ -338,8 +362,12 @@ class _TuningJobs:
     def expansion(self, teachers: dict[str, JobSpec]) -> Expansion:
         """The Expansion: `teachers` (pretraining jobs) first, then the tuning jobs added."""
         for tid, t in teachers.items():
-            self.budgets[tid] = (t.run.train.total_nimg,)
-            self.budget_nimg[tid] = (t.run.train.total_nimg,)
+            # A teacher saved at several budgets covers each of them, as a shared tuning run does.
+            points = t.run.train.snapshot_nimg or (t.run.train.total_nimg,)
+            self.budgets[tid] = points
+            self.budget_nimg[tid] = points
+            if len(points) > 1:
+                self.separate[tid] = sum(points)
         return Expansion(jobs=(*teachers.values(), *self.jobs), run_ids=(*teachers, *self.ids),
                          teacher=self.teacher_of, budgets=self.budgets,
                          budget_nimg=self.budget_nimg, separate_nimg=self.separate)
@@ -449,9 +477,13 @@ def _fmt(v: Any) -> str:
 
 
 def _display_name(preset: str, budgets: tuple[Any, ...], seed: int, values: Mapping[str, Any],
-                  swept: tuple[str, ...]) -> str:
-    """Readable name such as 's-1e15+3e15-seed0' (for humans; the run id identifies the run)."""
-    parts = [_short(preset), _fmt(budgets)]
+                  swept: tuple[str, ...], teacher_nimg: int | None = None) -> str:
+    """Readable name such as 's-1e15+3e15-seed0', or 's-pre64000-1e15-seed0' on a teacher-budget
+    axis ('pre0': from scratch); for humans, the run id identifies the run."""
+    parts = [_short(preset)]
+    if teacher_nimg is not None:
+        parts.append(f"pre{teacher_nimg}")
+    parts.append(_fmt(budgets))
     parts += [f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in values.items()
               if k in swept and k not in SPECIAL_KEYS and k != "seed"]
     parts.append(f"seed{seed}")

@@ -219,7 +219,7 @@ def _si(x: float) -> str:
 
 def _budget_text(run: PlannedRun) -> str:
     if run.kind == "pretrain":
-        return "-"
+        return "-" if len(run.budgets) < 2 else "saved " + "+".join(map(_si, run.budgets))
     return "+".join(f"{b:g}".replace("e+", "e") if isinstance(b, float) else _si(b)
                     for b in run.budgets)
 
@@ -234,6 +234,15 @@ def format_table(rows: list[list[str]], header: list[str], right: set[int]) -> s
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _teacher_axis_text(p: Plan) -> str:
+    nimg = p.sweep.pretrain.nimg
+    lengths = {len(v) for v in (nimg.values() if isinstance(nimg, dict) else [nimg])
+               if isinstance(v, tuple)}
+    if not lengths:
+        return ""
+    return f" x {'/'.join(map(str, sorted(lengths)))} teacher budgets"
 
 
 def format_plan(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
@@ -254,12 +263,26 @@ def format_plan(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
         format_table(rows, header, right={4, 5, 6, 7, 8}),
         "",
         f"sweep {p.sweep.name}: {len(p.runs)} runs ({kinds['pretrain']} pretraining, "
-        f"{kinds['tune']} tuning), grid {p.sweep.num_points} points; "
+        f"{kinds['tune']} tuning), grid {p.sweep.num_points} points{_teacher_axis_text(p)}; "
         + ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "todo") if counts[s]),
         f"compute: {total:.3g} FLOPs = {hours:.3g} GPU-hours at {tflops:g} TFLOP/s sustained per "
         f"GPU; still to run: {todo:.3g} FLOPs = {todo / (tflops * 1e12) / 3600:.3g} GPU-hours",
     ]
-    shared = [r for r in p.runs if len(r.budgets) > 1]
+    shared = [r for r in p.runs if len(r.budgets) > 1 and r.kind == "tune"]
+    teachers = [r for r in p.runs if len(r.budgets) > 1 and r.kind == "pretrain"]
+    if teachers:
+        planned = sum(r.train_flops for r in teachers)
+        unshared = sum(r.separate_flops for r in teachers)
+        points = sum(len(r.budgets) for r in teachers)
+        lines.append(
+            f"shared teachers: {points} teacher budgets trained as {len(teachers)} pretraining "
+            f"runs, each saved at its budgets: {planned:.3g} pretraining FLOPs instead of "
+            f"{unshared:.3g} with one teacher per budget (saves {unshared - planned:.3g} FLOPs, "
+            f"{100 * (1 - planned / unshared):.0f} %)")
+    scratch = [r for r in p.runs if r.kind == "tune" and r.job.run.from_scratch]
+    if scratch:
+        lines.append(f"from scratch: {len(scratch)} tuning runs start from random weights "
+                     "([pretrain] nimg = 0): the same ECT runs without a teacher")
     if shared:
         tune = [r for r in p.runs if r.kind == "tune"]
         planned = sum(r.train_flops for r in tune)

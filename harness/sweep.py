@@ -44,6 +44,8 @@ _PLANNER_OWNED = {
     "kind": "the planner sets it (pretraining runs come from [pretrain])",
     "init_run_id": "the planner links tuning runs to their [pretrain] teacher",
     "init_checkpoint": "use [pretrain] checkpoint = \"path\" instead",
+    "init_nimg": "list the teacher budgets in [pretrain] nimg = [...] instead",
+    "from_scratch": "put 0 in [pretrain] nimg = [0, ...] instead",
     "train.total_nimg": "set budget_nimg or budget_flops instead",
 }
 _TOP_LEVEL = ("name", "share_prefixes", "base", "grid", "zip", "pretrain", "cluster")
@@ -161,10 +163,13 @@ class Axis:
 class PretrainSpec:
     """[pretrain]: a teacher per (preset, data) trained for `nimg` images, or a checkpoint file.
 
-    Either may be one value for all presets or a table `{preset = value}` (sizes differ).
+    Either may be one value for all presets or a table `{preset = value}` (sizes differ). `nimg`
+    may also be a list, an axis of teacher budgets (#17): one teacher per preset trained to the
+    largest, its EMA saved at each; each budget's students start from that snapshot, and 0 means
+    students trained from random initialisation (no teacher).
     """
 
-    nimg: int | dict[str, int] | None = None
+    nimg: int | tuple[int, ...] | dict[str, int | tuple[int, ...]] | None = None
     checkpoint: str | dict[str, str] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted RunConfig values (checked)
 
@@ -173,7 +178,17 @@ class PretrainSpec:
         return self.nimg is not None
 
     def nimg_for(self, preset: str, where: str) -> int:
-        return self._lookup(self.nimg, "nimg", preset, where)
+        """Images of the preset's teacher (the largest teacher budget of an axis)."""
+        value = self._lookup(self.nimg, "nimg", preset, where)
+        return max(value) if isinstance(value, tuple) else value
+
+    def budgets_for(self, preset: str, where: str) -> tuple[int, ...] | None:
+        """The preset's teacher-budget axis (ascending, 0 = from scratch); None for one teacher
+        budget given as a number (students start from its final network)."""
+        if self.nimg is None:
+            return None
+        value = self._lookup(self.nimg, "nimg", preset, where)
+        return value if isinstance(value, tuple) else None
 
     def checkpoint_for(self, preset: str, where: str) -> str:
         return self._lookup(self.checkpoint, "checkpoint", preset, where)
@@ -415,8 +430,31 @@ def _pretrain(table: Mapping[str, Any], where: str) -> PretrainSpec:
             raise SweepError(f"{where}: {key} = {value!r}: teachers follow the tuning runs' "
                              "preset; set nimg for their length")
         overrides[key] = check_value(key, value, where)
-    return PretrainSpec(nimg=_per_preset(nimg, "nimg", lambda v, w: check_value(
-        "budget_nimg", v, w), where), overrides=overrides)
+    return PretrainSpec(nimg=_per_preset(nimg, "nimg", _teacher_budgets, where),
+                        overrides=overrides)
+
+
+def _teacher_budgets(value: Any, where: str) -> int | tuple[int, ...]:
+    """One teacher budget (images), or a list of them: distinct, ascending, 0 = from scratch."""
+    if not isinstance(value, list):
+        return check_value("budget_nimg", value, where)
+    if not value:
+        raise SweepError(f"{where}: nimg = []: give at least one teacher budget in images "
+                         "(0 = consistency training from random initialisation)")
+    budgets = []
+    for v in value:
+        if v == 0 and not isinstance(v, bool):
+            budgets.append(0)
+            continue
+        try:
+            budgets.append(check_value("budget_nimg", v, where))
+        except SweepError:
+            raise SweepError(f"{where}: nimg = {value!r}: {v!r} is not a number of images; each "
+                             "entry must be 0 (from scratch) or a positive number of images, "
+                             "e.g. [0, 32000, '1M']") from None
+    if len(set(budgets)) != len(budgets):
+        raise SweepError(f"{where}: nimg = {value!r}: lists a teacher budget twice; give each once")
+    return tuple(sorted(budgets))
 
 
 def _check_path(value: Any, where: str) -> str:

@@ -458,3 +458,72 @@ def test_sweep_module_does_not_import_expand() -> None:
 
     code = "import sys, harness.sweep; assert 'harness.expand' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# A teacher-budget axis (#17)
+
+SPLIT = BASIC.replace("nimg = 6400", "nimg = [0, 3200, 6400]")
+
+
+def test_teacher_budget_axis_shares_one_teacher_per_preset(tmp_path: Path) -> None:
+    exp = expand_sweep(load_sweep(write(tmp_path, SPLIT)))
+    jobs = list(exp.jobs)
+    teachers = [j.run for j in jobs if j.run.kind == "pretrain"]
+    assert sorted((t.preset, t.train.total_nimg, t.train.snapshot_nimg) for t in teachers) == [
+        ("ect-digits-tiny", 6400, (3200, 6400)), ("ect-digits-xs", 6400, (3200, 6400))]
+    students = [j for j in jobs if j.run.kind == "tune"]
+    # 2 presets x 2 seeds x 3 teacher budgets, budgets shared: 12 runs.
+    assert len(students) == 12
+    starts = {(j.run.preset, j.run.seed, j.swept["pretrain_nimg"]): j.run for j in students}
+    assert len(starts) == 12
+    teacher_of = {t.preset: t.run_id for t in teachers}
+    for (preset, _, teacher_nimg), run in starts.items():
+        if teacher_nimg == 0:
+            assert run.from_scratch and run.init_run_id is None and run.init_nimg is None
+        else:
+            assert (run.init_run_id, run.init_nimg) == (teacher_of[preset], teacher_nimg)
+            assert not run.from_scratch
+    names = {j.display_name for j in students}
+    assert "tiny-pre0-1280+2560-seed0" in names and "tiny-pre3200-1280+2560-seed1" in names
+    # Planning counts the shared teachers.
+    assert exp.budgets[teacher_of["ect-digits-tiny"]] == (3200, 6400)
+    assert exp.separate_nimg[teacher_of["ect-digits-tiny"]] == 9600
+
+
+def test_from_scratch_and_tuned_runs_differ_only_in_their_start(tmp_path: Path) -> None:
+    """Same objective, curriculum, optimiser, data and seed: only where the weights come from."""
+    jobs = [j for j in expand(load_sweep(write(tmp_path, SPLIT))) if j.run.kind == "tune"]
+    by_start = {(j.run.preset, j.run.seed, j.swept["pretrain_nimg"]): j.run for j in jobs}
+    for preset, seed in itertools.product(("ect-digits-tiny", "ect-digits-xs"), (0, 1)):
+        scratch = by_start[(preset, seed, 0)]
+        for teacher_nimg in (3200, 6400):
+            tuned = by_start[(preset, seed, teacher_nimg)]
+            assert tuned.run_id != scratch.run_id
+            assert dataclasses.replace(scratch, from_scratch=False, init_run_id=tuned.init_run_id,
+                                       init_nimg=tuned.init_nimg) == tuned
+
+
+@pytest.mark.parametrize(("nimg", "message"), [
+    ("[]", "at least one teacher budget"),
+    ("[0, 3200, 3200]", "lists a teacher budget twice"),
+    ("[0, -5]", "-5 is not a number of images"),
+    ("[0, 'lots']", "'lots' is not a number of images"),
+    ("[0, 3000, 6400]", "snapshot_nimg = (3000, 6400): each point must be a multiple of batch"),
+])
+def test_bad_teacher_budget_axes_are_clear_errors(tmp_path: Path, nimg: str, message: str) -> None:
+    text = BASIC.replace("nimg = 6400", f"nimg = {nimg}")
+    with pytest.raises(SweepError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        expand(load_sweep(write(tmp_path, text)))
+
+
+@pytest.mark.parametrize("key", ["from_scratch", "init_nimg"])
+def test_the_start_of_a_run_is_the_planners(tmp_path: Path, key: str) -> None:
+    text = BASIC.replace('"eval.num_samples" = 100', f'"eval.num_samples" = 100\n{key} = 1')
+    with pytest.raises(SweepError, match=f"{key} = 1: not settable in a sweep"):
+        load_sweep(write(tmp_path, text))
+
+
+def test_only_zero_means_every_run_from_scratch(tmp_path: Path) -> None:
+    jobs = expand(load_sweep(write(tmp_path, BASIC.replace("nimg = 6400", "nimg = [0]"))))
+    assert jobs and all(j.run.kind == "tune" and j.run.from_scratch for j in jobs)
