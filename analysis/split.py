@@ -393,15 +393,23 @@ def _overlap_flag(name: str, envelope: np.ndarray, grid: np.ndarray, fd: float) 
     return None
 
 
-def _default_levels(envelopes: list[np.ndarray], num: int = 6) -> np.ndarray:
-    """FD levels spanning both curves' measured FD ranges (so the report shows where they overlap
-    and where not), 2 % inside the extremes."""
-    values = np.concatenate([e[0][np.isfinite(e[0])] for e in envelopes])
-    if not len(values):
+def _default_levels(scratch: np.ndarray, tuned: np.ndarray, num_inside: int = 4) -> np.ndarray:
+    """FD levels: `num_inside` spanning the FD range where both sides are measured (when they
+    overlap), plus the extremes of either side, so the table also shows where they do not."""
+    ranges = []
+    for side in (scratch[0], tuned[0]):
+        values = side[np.isfinite(side)]
+        if len(values):
+            ranges.append((float(np.exp(values.min())), float(np.exp(values.max()))))
+    if not ranges:
         return np.array([])
-    lo, hi = float(np.exp(values.min())) * 1.02, float(np.exp(values.max())) / 1.02
-    return np.array([float(f"{v:.3g}") for v in np.geomspace(lo, hi, num)]) if hi > lo else \
-        np.array([float(f"{lo:.3g}")])
+    union = (min(r[0] for r in ranges) * 1.02, max(r[1] for r in ranges) / 1.02)
+    levels = [*union]
+    if len(ranges) == 2:
+        inside = (max(r[0] for r in ranges) * 1.02, min(r[1] for r in ranges) / 1.02)
+        if inside[1] > inside[0]:
+            levels += list(np.geomspace(*inside, num_inside))
+    return np.unique([float(f"{v:.3g}") for v in levels])
 
 
 def savings_ratio(points: pd.DataFrame, levels: Sequence[float] | None = None, *,
@@ -420,7 +428,8 @@ def savings_ratio(points: pd.DataFrame, levels: Sequence[float] | None = None, *
     is the share of draws where they do (an interval from few draws is weak).
 
     Args:
-        levels: FD values; default six levels spanning both sides' FD ranges.
+        levels: FD values; default: four inside the FD range both sides measured, and the two
+            extremes of either side.
     """
     rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
@@ -432,7 +441,7 @@ def savings_ratio(points: pd.DataFrame, levels: Sequence[float] | None = None, *
             grid = np.linspace(lo, hi, grid_size)
             scratch = _envelope_draws([c for c in members if c.is_scratch], grid, bootstrap, rng)
             tuned = _envelope_draws([c for c in members if not c.is_scratch], grid, bootstrap, rng)
-            fds = np.asarray(levels if levels is not None else _default_levels([scratch, tuned]))
+            fds = np.asarray(levels if levels is not None else _default_levels(scratch, tuned))
             for fd in fds:
                 rows.append({"sampler": sampler, "metric": metric, "scope": scope,
                              **_ratio_row(scratch, tuned, grid, float(fd), level)})
