@@ -139,9 +139,9 @@ def write_split_sweep(results_dir: Path, sweep: str = "split", *, noise: float =
                       seed: int = 0, seeds: tuple[int, ...] = (0, 1),
                       presets: dict[str, int] | None = None,
                       teachers: tuple[int, ...] = SPLIT_TEACHERS,
-                      tune: tuple[int, ...] = SPLIT_TUNE, with_phema: bool = False) -> Path:
-    """Write a split sweep following `split_law` with log-normal noise; with `with_phema`, every
-    student evaluation also has an 'phema-0.050' row 30 % worse (it must never mix with 'main').
+                      tune: tuple[int, ...] = SPLIT_TUNE,
+                      samplers: tuple[str, ...] = ("1-step", "2-step")) -> Path:
+    """Write a split sweep following `split_law` with log-normal noise.
 
     The records carry the schema-v3 fields (`ema`, `init`, `pretrain_nimg`, `teacher_value`) in
     their rows; a schema without those columns drops them, and the analysis derives them."""
@@ -170,18 +170,15 @@ def write_split_sweep(results_dir: Path, sweep: str = "split", *, noise: float =
                 for images in tune:
                     tag += 1
                     rows = []
-                    for sampler in ("1-step", "2-step"):
+                    for sampler in samplers:
                         factor = 1.0 if sampler == "1-step" else 0.8
                         value = factor * float(split_law(params, nimg, images)) * float(
                             np.exp(rng.normal(0.0, noise)))
-                        for ema, worse in (("main", 1.0), *((("phema-0.050", 1.3),)
-                                                            if with_phema else ())):
-                            row = _row(sweep, run_id, "tune", preset, params, images, images,
-                                       sampler, value * worse, run_seed, f"20260101T{tag:06d}",
-                                       config=config, pretrain_images=nimg)
-                            row |= {"ema": ema, "init": "scratch" if nimg == 0 else "teacher",
-                                    "pretrain_nimg": nimg,
-                                    "teacher_value": teacher_values.get(nimg)}
-                            rows.append(row)
+                        row = _row(sweep, run_id, "tune", preset, params, images, images,
+                                   sampler, value, run_seed, f"20260101T{tag:06d}",
+                                   config=config, pretrain_images=nimg)
+                        row |= {"ema": "main", "init": "scratch" if nimg == 0 else "teacher",
+                                "pretrain_nimg": nimg, "teacher_value": teacher_values.get(nimg)}
+                        rows.append(row)
                     _write(folder, rows)
     return folder
