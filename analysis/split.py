@@ -11,7 +11,10 @@ per evaluated tuning budget. Everything here is computed on those curves, model-
 - the envelope is the lowest curve at each compute (Chinchilla Approach 1 across splits);
 - the bootstrap resamples each split's evaluation points (all seeds × budgets) with replacement
   and rebuilds every curve; a draw that misses an end point of a curve extends the line through its
-  two nearest drawn points, but never beyond the curve's measured range.
+  two nearest drawn points, but never beyond the curve's measured range. With one or two seeds
+  per point the draws understate run-to-run noise (intervals too narrow where a curve is flat),
+  and the interpolation's own bias between budgets (a few per cent in FLOPs on smooth laws with
+  budgets 2x apart) is in no interval.
 
 `fit_split(records)` does it all and returns a `SplitFits` (stored in fits.json by
 `analysis.report.fit_sweep`); `split_section` renders it as Markdown and `analysis.split_plots`
@@ -585,7 +588,8 @@ def split_section(split: SplitFits) -> list[str]:
               "were not measured at a compute (status 'partial'), one of them might be better.",
               "- A ratio is given only where both curves reach the FD inside their measured "
               "range; elsewhere the table says why instead of extrapolating.",
-              "- With one seed per point the intervals measure how much the answer depends on "
-              "single evaluation points, not the full run-to-run noise; add seeds to widen them "
-              "honestly.", ""]
+              "- The bootstrap sees only the seeds measured: with one or two per point it "
+              "understates run-to-run noise, so the intervals are too narrow, most where a "
+              "curve is flat (near its best FD). Interpolating between budgets adds a bias of a "
+              "few per cent that no interval covers; denser budgets shrink it.", ""]
     return lines
