@@ -37,6 +37,14 @@ _EXPORTS = {
     "read_fits": "analysis.report",
     "plot_sweep": "analysis.report",
     "write_report": "analysis.report",
+    "SplitFits": "analysis.split",
+    "fit_split": "analysis.split",
+    "has_split_axis": "analysis.split",
+    "optimal_share": "analysis.split",
+    "savings_ratio": "analysis.split",
+    "split_envelope": "analysis.split",
+    "split_points": "analysis.split",
+    "split_section": "analysis.split",
 }
 
 __all__ = [
@@ -46,6 +54,7 @@ __all__ = [
     "JointPowerLaw",
     "PowerLaw",
     "SizeLaw",
+    "SplitFits",
     "SweepFits",
     "backtest",
     "backtest_results",
@@ -55,16 +64,23 @@ __all__ = [
     "fit_joint_results",
     "fit_power_law",
     "fit_results",
+    "fit_split",
     "fit_sweep",
     "flops_per_param_image",
+    "has_split_axis",
     "isoflop_minima",
     "joint_power_laws",
     "load_results",
     "lower_envelope",
+    "optimal_share",
     "pareto_frontier",
     "plot_sweep",
     "power_laws",
     "read_fits",
+    "savings_ratio",
+    "split_envelope",
+    "split_points",
+    "split_section",
     "summarize_backtest",
     "write_report",
 ]
@@ -96,6 +112,16 @@ if TYPE_CHECKING:
         fit_power_law,
     )
     from analysis.report import SweepFits, fit_sweep, plot_sweep, read_fits, write_report
+    from analysis.split import (
+        SplitFits,
+        fit_split,
+        has_split_axis,
+        optimal_share,
+        savings_ratio,
+        split_envelope,
+        split_points,
+        split_section,
+    )
 
 
 def __getattr__(name: str) -> Any:

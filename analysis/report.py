@@ -39,6 +39,7 @@ from analysis.fitting import (
 )
 from analysis.frontier import Frontier, SizeLaw, fit_frontier, fit_isoflop_law, isoflop_minima
 from analysis.powerlaw import DEFAULT_ALPHA_BOUNDS, JointPowerLaw, PowerLaw
+from analysis.split import SplitFits, fit_split, has_split_axis, split_points, split_section
 from analysis.variants import VARIANT, curve_label, curve_labels, with_variants
 from harness.runtime import (
     atomic_write_bytes,
@@ -58,6 +59,8 @@ FITS_FORMAT_VERSION = 1
 # Analysis outputs live next to the records; the loader must not mistake them for bad records.
 ANALYSIS_FILES = (FITS_JSON, FITS_PARQUET, REPORT_MD, "figures")
 FIGURES = ("compute_curves", "frontier", "vs_params", "samplers", "backtest")
+# Only for sweeps with a pretraining/tuning split (several teacher budgets or scratch students).
+SPLIT_FIGURES = ("split_compute", "split_savings")
 
 
 class AnalysisError(ValueError):
@@ -117,6 +120,7 @@ class SweepFits:
     backtest: pd.DataFrame = field(repr=False)  # backtest_results table (largest budget held out)
     joint: pd.DataFrame = field(repr=False)  # fit_joint_results table (may be empty)
     reused: bool = False  # read back from fits.json: the same records, options and analysis code
+    split: SplitFits | None = field(default=None, repr=False)  # pretraining vs tuning (#17)
 
     @property
     def laws(self) -> dict[tuple[Any, ...], PowerLaw]:
@@ -239,6 +243,8 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
     if with_joint:
         joint = fit_joint_results(records, y=y, by=("sampler", VARIANT), progress=tick,
                                   **{**kw, "bootstrap_method": joint_bootstrap_method})
+    # Pretraining vs tuning, only when the sweep splits compute between them (issue #17).
+    split = fit_split(records, bootstrap=bootstrap, seed=seed) if has_split_axis(records) else None
     meta = {
         "format_version": FITS_FORMAT_VERSION, "sweep": name, "x": x, "frontier_x": frontier_x,
         "y": y,
@@ -251,7 +257,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
         "git_sha": git_sha(), "git_dirty": git_dirty(),
     }
     fits = SweepFits(sweep=name, meta=meta, curves=curves, frontiers=frontiers, isoflop=isoflop,
-                     isoflop_laws=isoflop_laws, backtest=bt, joint=joint)
+                     isoflop_laws=isoflop_laws, backtest=bt, joint=joint, split=split)
     _write_fits(results_dir / name, fits)
     return fits
 
@@ -334,6 +340,8 @@ def _write_fits(folder: Path, fits: SweepFits) -> None:
         "backtest": _table_records(fits.backtest),
         "joint": _table_records(fits.joint),
     }
+    if fits.split is not None:
+        doc["split"] = fits.split.to_dict()
     atomic_write_text(folder / FITS_JSON, json.dumps(doc, indent=1, allow_nan=False) + "\n")
     # Parquet holds the tidy per-group table for pandas users; written in memory, then atomically.
     curves = fits.curves.copy()
@@ -368,7 +376,8 @@ def read_fits(results_dir: str | Path, sweep: str | Path) -> SweepFits:
         isoflop_laws={k: SizeLaw.from_dict(v) if v else None
                       for k, v in doc["isoflop_laws"].items()},
         backtest=_frame(doc["backtest"], keys),
-        joint=_frame(doc["joint"], ["sampler", VARIANT, "metric"]))
+        joint=_frame(doc["joint"], ["sampler", VARIANT, "metric"]),
+        split=SplitFits.from_dict(doc["split"]) if doc.get("split") else None)
 
 
 def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path) -> list[Path]:
@@ -378,6 +387,8 @@ def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path) 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     fits = read_fits(results_dir, sweep)
     records = _load_records(results_dir, fits.sweep)
+    # The split figures name presets as the records do (before the curve labels below).
+    split_pts = split_points(records) if fits.split is not None else None
     if not fits.meta.get("pool"):
         # One curve per configuration, as fitted: "preset · variant" names it in every figure.
         records = curve_labels(with_variants(records))
@@ -399,6 +410,11 @@ def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path) 
     }
     if len(fits.backtest):
         figures["backtest"] = plots.figure_backtest(fits.backtest)
+    if fits.split is not None and split_pts is not None:
+        from analysis import split_plots
+
+        figures["split_compute"] = split_plots.figure_split_compute(split_pts, fits.split)
+        figures["split_savings"] = split_plots.figure_split_savings(fits.split)
     written: list[Path] = []
     for name, fig in figures.items():
         written += plots.save_figure(fig, out_dir / name)
@@ -515,7 +531,9 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
     lines += _frontier_section(fits)
     lines += _joint_section(fits)
     lines += _backtest_section(fits, level)
-    lines += _figures_section(figures_rel)
+    if fits.split is not None:
+        lines += ["", *split_section(fits.split)]
+    lines += _figures_section(figures_rel, with_split=fits.split is not None)
     return lines
 
 
@@ -597,7 +615,7 @@ def _backtest_section(fits: SweepFits, level: int) -> list[str]:
     return lines
 
 
-def _figures_section(figures_rel: str | None) -> list[str]:
+def _figures_section(figures_rel: str | None, *, with_split: bool = False) -> list[str]:
     """Links to the figures (none without a figure folder)."""
     lines: list[str] = []
     if figures_rel is not None:
@@ -605,8 +623,11 @@ def _figures_section(figures_rel: str | None) -> list[str]:
         titles = {"compute_curves": "metric vs compute per preset, with fits",
                   "frontier": "compute frontier and its law", "vs_params":
                   "metric vs parameters at fixed compute", "samplers":
-                  "1-step vs 2-step vs teacher", "backtest": "backtest residuals"}
-        for name in FIGURES:
+                  "1-step vs 2-step vs teacher", "backtest": "backtest residuals",
+                  "split_compute": "FD vs total compute, coloured by pretraining share, with "
+                  "the envelope", "split_savings": "compute saved over training from scratch "
+                  "at equal FD"}
+        for name in FIGURES + (SPLIT_FIGURES if with_split else ()):
             lines.append(f"- [{titles[name]}]({figures_rel}/{name}.png) "
                          f"([PDF]({figures_rel}/{name}.pdf))")
     return lines

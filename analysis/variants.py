@@ -51,22 +51,30 @@ def with_variants(records: pd.DataFrame) -> pd.DataFrame:
     """`records` plus a `variant` column: per (preset, kind), the settings that differ between its
     configurations, e.g. "optim.lr=0.0002, ect.q=4"; "" where a preset has one configuration.
 
-    The teacher's budget is part of a tuning run's configuration (its `pretrain_flops`)."""
+    The teacher's budget is part of a tuning run's configuration (its `pretrain_flops`), and so is
+    the EMA profile a row was evaluated with (`ema`, schema v3): "ema=phema-0.050" rows are a
+    curve of their own and never mix with the 'main' rows of the same run."""
     out = records.copy()
-    if out.empty or "config" not in out.columns:
+    has_config = "config" in out.columns
+    has_ema = "ema" in out.columns and out["ema"].nunique(dropna=True) > 1
+    if out.empty or not (has_config or has_ema):
         out[VARIANT] = ""
         return out
-    settings = {c: variant_settings(c) for c in out["config"].dropna().unique()}
+    settings = ({c: variant_settings(c) for c in out["config"].dropna().unique()}
+                if has_config else {})
     labels = pd.Series("", index=out.index, dtype=object)
     keys = [k for k in ("preset", "kind") if k in out.columns]
     groups = out.groupby(keys, sort=False, dropna=False).groups if keys else {(): out.index}
     for _, index in groups.items():
         rows = out.loc[index]
         configs = {}
-        for i, cfg in rows["config"].items():
-            s = dict(settings.get(cfg, {}))
-            if "pretrain_flops" in rows.columns and pd.notna(rows.at[i, "pretrain_flops"]):
+        for i in rows.index:
+            s = dict(settings.get(rows.at[i, "config"], {})) if has_config else {}
+            if (has_config and "pretrain_flops" in rows.columns
+                    and pd.notna(rows.at[i, "pretrain_flops"])):
                 s["pretrain_flops"] = float(rows.at[i, "pretrain_flops"])
+            if has_ema and pd.notna(rows.at[i, "ema"]):
+                s["ema"] = str(rows.at[i, "ema"])
             configs[i] = s
         distinct = {json.dumps(s, sort_keys=True, default=str) for s in configs.values()}
         if len(distinct) <= 1:

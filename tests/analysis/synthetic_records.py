@@ -29,9 +29,10 @@ TEACHER = 1.2  # Heun FID of every teacher, times a size factor
 
 def _row(sweep: str, run_id: str, kind: str, preset: str, params: int, images: int,
          tune_images: int, sampler: str, value: float, seed: int, tag: str,
-         config: dict[str, Any] | None = None) -> dict[str, Any]:
+         config: dict[str, Any] | None = None, pretrain_images: int = PRETRAIN_IMAGES
+         ) -> dict[str, Any]:
     fwd = FLOPS_PER_PARAM * params
-    pretrain = 3 * fwd * PRETRAIN_IMAGES
+    pretrain = 3 * fwd * pretrain_images
     tune = 4 * fwd * tune_images
     return {
         "schema_version": SCHEMA_VERSION, "sweep": sweep, "run_id": run_id,
@@ -108,4 +109,76 @@ def write_lr_sweep(results_dir: Path, sweep: str = "lr", lrs: tuple[float, ...] 
                     rows.append(_row(sweep, run_id, "tune", preset, params, images, images,
                                      sampler, value, 0, f"20260101T01{k}{j:02d}", config=config))
                 _write(folder, rows)
+    return folder
+
+
+# A pretraining/tuning split sweep (issue #17): per preset, teachers snapshotted at SPLIT_TEACHERS
+# images (0 = consistency training from scratch), each tuned for SPLIT_TUNE images, two seeds.
+SPLIT_PRESETS = {"ect-synth-s": 200_000, "ect-synth-m": 800_000}
+SPLIT_TEACHERS = (0, 500_000, 2_000_000, 8_000_000)
+SPLIT_TUNE = (50_000, 100_000, 200_000, 400_000, 800_000, 1_600_000)
+
+
+def split_law(params: float, pretrain_images: float, tune_images: Any) -> Any:
+    """Ground-truth FD of a student: a size floor, a teacher term and a tuning term; from scratch
+    (pretrain_images == 0) a slower tuning law with a larger scale."""
+    floor = 2.0 + 3.0 * (params / 2e5) ** -0.5
+    tune = np.asarray(tune_images, dtype=float) / 1e5
+    if pretrain_images == 0:
+        return floor + 30.0 * tune**-0.3
+    return floor + 6.0 * (pretrain_images / 1e6) ** -0.5 + 8.0 * tune**-0.5
+
+
+def split_flops(params: float, pretrain_images: float, tune_images: Any) -> tuple[float, Any]:
+    """(pretraining FLOPs, tuning FLOPs) as the records count them."""
+    fwd = FLOPS_PER_PARAM * params
+    return 3 * fwd * pretrain_images, 4 * fwd * np.asarray(tune_images, dtype=float)
+
+
+def write_split_sweep(results_dir: Path, sweep: str = "split", *, noise: float = 0.01,
+                      seed: int = 0, seeds: tuple[int, ...] = (0, 1),
+                      presets: dict[str, int] | None = None,
+                      teachers: tuple[int, ...] = SPLIT_TEACHERS,
+                      tune: tuple[int, ...] = SPLIT_TUNE,
+                      samplers: tuple[str, ...] = ("1-step", "2-step")) -> Path:
+    """Write a split sweep following `split_law` with log-normal noise.
+
+    The records carry the schema-v3 fields (`ema`, `init`, `pretrain_nimg`, `teacher_value`) in
+    their rows; a schema without those columns drops them, and the analysis derives them."""
+    rng = np.random.default_rng(seed)
+    folder = Path(results_dir) / sweep
+    tag = 0
+    for preset, params in (presets or SPLIT_PRESETS).items():
+        for run_seed in seeds:
+            teacher_values = {}
+            for nimg in teachers:
+                if nimg == 0:
+                    continue
+                tag += 1
+                pre_id = stable_hash({"preset": preset, "kind": "pretrain", "seed": run_seed,
+                                      "sweep": sweep})
+                teacher_values[nimg] = TEACHER * (1 + 6.0 * (nimg / 1e6) ** -0.5)
+                row = _row(sweep, pre_id, "pretrain", preset, params, nimg, 0, "heun",
+                           teacher_values[nimg], run_seed, f"20260101T{tag:06d}",
+                           pretrain_images=nimg)
+                row |= {"ema": "main", "init": None, "pretrain_nimg": nimg, "teacher_value": None}
+                _write(folder, [row])
+            for nimg in teachers:
+                config = {"kind": "tune", "preset": preset, "seed": run_seed, "init_nimg": nimg,
+                          "from_scratch": nimg == 0, "train": {"total_nimg": max(tune)}}
+                run_id = stable_hash({**config, "sweep": sweep})
+                for images in tune:
+                    tag += 1
+                    rows = []
+                    for sampler in samplers:
+                        factor = 1.0 if sampler == "1-step" else 0.8
+                        value = factor * float(split_law(params, nimg, images)) * float(
+                            np.exp(rng.normal(0.0, noise)))
+                        row = _row(sweep, run_id, "tune", preset, params, images, images,
+                                   sampler, value, run_seed, f"20260101T{tag:06d}",
+                                   config=config, pretrain_images=nimg)
+                        row |= {"ema": "main", "init": "scratch" if nimg == 0 else "teacher",
+                                "pretrain_nimg": nimg, "teacher_value": teacher_values.get(nimg)}
+                        rows.append(row)
+                    _write(folder, rows)
     return folder
