@@ -134,7 +134,7 @@ def bench_run_config(preset: str, kind: str, batch: int, threads: int | None = N
     data: dict[str, Any] = {"kind": kind, "preset": preset, "network": to_dict(p.network)}
     if kind == "tune":
         data["init_checkpoint"] = "bench-random-init"  # never loaded: the bench starts at random
-    values = {**recipe(p.dataset, kind), **p.overrides, "train.batch": batch,
+    values = {**recipe(p.dataset, kind), **p.overrides(kind), "train.batch": batch,
               "train.total_nimg": 1 << 40, "train.num_threads": threads}
     if p.dataset != "digits":
         values["data.path"] = "bench-synthetic-images"  # never read: the bench draws random images

@@ -37,6 +37,7 @@ class DataConfig:
     path: str | None = None  # local file/folder for real datasets; None for the embedded digits
     use_labels: bool = False  # class-conditional training (ImageNet-64 recipe)
     heldout_fraction: float = 0.0  # fraction of images kept out of training (reference for FD if asked)
+    xflip: bool = False  # mirror each training image left-right with probability 0.5 (EDM CIFAR-10)
 
     def __post_init__(self) -> None:
         spec = DATASETS.get(self.name)
@@ -46,6 +47,8 @@ class DataConfig:
             raise _err("data", "path", self.path, f"dataset {self.name!r} needs a local path")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise _err("data", "heldout_fraction", self.heldout_fraction, "must be in [0, 1)")
+        if not isinstance(self.xflip, bool):
+            raise _err("data", "xflip", self.xflip, "must be true or false")
 
 
 ARCHITECTURE_FIELDS = ("family", "img_resolution", "img_channels", "label_dim", "model_channels",
@@ -406,7 +409,7 @@ _ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,
                  ("network", "channels_per_head"): 64,
                  ("eval", "dinov2_weights_path"): None, ("ect", "max_stage"): None,
                  ("train", "phema_stds"): [],  # compared with to_dict output: lists
-                 ("train", "snapshot_nimg"): []}
+                 ("train", "snapshot_nimg"): [], ("data", "xflip"): False}
 # Top-level RunConfig fields added after runs were recorded: left out of the hash at these values.
 _ADDED_TOP_FIELDS = {"init_nimg": None, "from_scratch": False}
 

@@ -563,6 +563,18 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images * 127.5 + 128).clip(0, 255).to(torch.uint8)
 
 
+def random_xflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of [N, C, H, W] mirrored left-right with probability 0.5 (draws from `generator`).
+
+    The x-flips of EDM's CIFAR-10 training (NVlabs/edm training/augment.py flips with probability
+    0.5; its dataset option --xflip does the same), without conditioning the network on them.
+    """
+    import torch
+
+    flip = torch.rand(images.shape[0], generator=generator, device=generator.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
 def batch_indices(num_items: int, seed: int, start_nimg: int, count: int) -> torch.Tensor:
     """Dataset indices of global image positions [start_nimg, start_nimg + count).
 

@@ -69,11 +69,13 @@ def destroy() -> None:
         torch_dist.destroy_process_group()
 
 
-def seed_step(seed: int, rank: int, nimg: int) -> int:
+def seed_step(seed: int, rank: int, nimg: int, stream: str = "") -> int:
     """Seed of one training step: a stable hash of (seed, rank, images seen).
 
     hashlib rather than Python's hash() so the value never depends on the interpreter; with it, a run
-    resumed at nimg draws exactly the noise an uninterrupted run draws there.
+    resumed at nimg draws exactly the noise an uninterrupted run draws there. A named `stream`
+    (e.g. "xflip") gives another, independent seed of the same step; "" is the loss's.
     """
-    digest = hashlib.sha256(f"{seed},{rank},{nimg}".encode()).digest()
+    key = f"{seed},{rank},{nimg}" + (f",{stream}" if stream else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)

@@ -1,9 +1,10 @@
 """Expansion of a sweep into jobs: one pretraining job per distinct teacher, then the tuning runs.
 
-Each grid point resolves to a RunConfig (preset network -> recipe of the run kind -> preset overrides
--> [base] -> grid/zip values; the budget sets train.total_nimg). With shared prefixes, the budgets of one run
-(same preset, seed and settings) become a single run to the largest budget, evaluated where each
-smaller budget is reached; this needs a fixed ECT curriculum and a budget-independent LR schedule.
+Each grid point resolves to a RunConfig (preset network -> recipe of the run kind -> the preset's
+overrides for that kind -> [base] -> grid/zip values; the budget sets train.total_nimg). With
+shared prefixes, the budgets of one run (same preset, seed and settings) become a single run to
+the largest budget, evaluated where each smaller budget is reached; this needs a fixed ECT
+curriculum and a budget-independent LR schedule.
 Torch-free.
 """
 
@@ -22,6 +23,9 @@ from harness.job import JobSpec
 from harness.sweep import BUDGET_KEYS, SPECIAL_KEYS, Sweep, SweepError, check_value
 
 _SECTIONS: dict[str, type] = {}  # RunConfig section name -> its dataclass (filled on first use)
+# Data fields a teacher does not take from its students: how images are augmented in training
+# (EDM pretrains CIFAR-10 with x-flips; ECT tunes without).
+_PER_KIND_DATA = ("xflip",)
 
 
 def _section_types() -> dict[str, type]:
@@ -106,8 +110,8 @@ def _checked_dotted(values: Mapping[str, Any], where: str) -> dict[str, Any]:
 class _PresetInfo:
     name: str
     dataset: str
-    tune: dict[str, Any]  # recipe -> network -> preset overrides (checked)
-    pretrain: dict[str, Any]
+    tune: dict[str, Any]  # network -> tuning recipe -> the preset's tune_overrides (checked)
+    pretrain: dict[str, Any]  # network -> pretraining recipe -> its pretrain_overrides
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,8 +269,9 @@ class _Expander:
 
     def teacher_for(self, info: _PresetInfo, cfg: RunConfig) -> str:
         """Run id of the pretraining run that teaches `cfg` (one per preset and data settings)."""
+        # The teacher trains on the student's data; augmentation is the pretraining recipe's.
         data_values = {f"data.{f.name}": getattr(cfg.data, f.name)
-                       for f in dataclasses.fields(cfg.data)}
+                       for f in dataclasses.fields(cfg.data) if f.name not in _PER_KIND_DATA}
         key = (info.name, tuple(sorted(data_values.items())))
         if key in self.teacher_keys:
             return self.teacher_keys[key]
@@ -410,16 +415,17 @@ def _preset_info(name: str, where: str) -> _PresetInfo:
 
     preset = get_preset(name, where=where)
     net = _network_values(preset.network)
-    overrides = _checked_dotted(preset.overrides, f"{where} overrides")
-    # A recipe's network values are choices of its run kind (dropout: the official CIFAR-10 recipe
-    # pretrains at 0.13 and tunes at 0.2), so they win over the preset's network defaults.
-    tune = {**net, **_checked_dotted(recipe(preset.dataset, "tune"), f"recipe {preset.dataset}/tune"),
-            **overrides}
-    # Preset overrides are tuning settings (e.g. ECT's per-size learning rates); teachers follow
-    # the pretraining recipe plus [pretrain] overrides only.
-    pre = {**net, **_checked_dotted(recipe(preset.dataset, "pretrain"),
-                                    f"recipe {preset.dataset}/pretrain")}
-    return _PresetInfo(name=name, dataset=preset.dataset, tune=tune, pretrain=pre)
+    # Preset network -> recipe of the run kind -> the preset's overrides for that kind. A recipe's
+    # network values are choices of its run kind (dropout: the official CIFAR-10 recipe pretrains
+    # at 0.13 and tunes at 0.2), so they win over the preset's network defaults; per-size values
+    # differ by kind too (ImageNet-64: EDM2's lr and dropout for teachers, ECT's for students).
+    resolved = {kind: {**net,
+                       **_checked_dotted(recipe(preset.dataset, kind),
+                                         f"recipe {preset.dataset}/{kind}"),
+                       **_checked_dotted(preset.overrides(kind), f"{where} {kind}_overrides")}
+                for kind in ("tune", "pretrain")}
+    return _PresetInfo(name=name, dataset=preset.dataset, tune=resolved["tune"],
+                       pretrain=resolved["pretrain"])
 
 
 def _build(builder: _Builder, base: Mapping[str, Any], overrides: Mapping[str, Any],

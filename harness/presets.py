@@ -20,12 +20,22 @@ class Preset:
     name: str  # ect-<dataset>-<size>
     dataset: Dataset
     network: NetworkConfig
-    overrides: dict[str, Any] = field(default_factory=dict)  # size-specific dotted RunConfig values
+    # Size-specific dotted RunConfig values per run kind, applied after the kind's recipe: teachers
+    # and students of one size may differ (EDM2 pretrains ImageNet-64 at other learning rates and
+    # dropout than ECT tunes it).
+    pretrain_overrides: dict[str, Any] = field(default_factory=dict)
+    tune_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ConfigError(f"preset {self.name}: dataset = {self.dataset!r}: "
                               f"{unknown_dataset_rule()}")
+
+    def overrides(self, kind: str) -> dict[str, Any]:
+        """The preset's dotted RunConfig values for 'pretrain' or 'tune' runs (a copy)."""
+        if kind not in ("pretrain", "tune"):
+            raise ConfigError(f"preset {self.name}: kind = {kind!r}: must be 'pretrain' or 'tune'")
+        return dict(self.pretrain_overrides if kind == "pretrain" else self.tune_overrides)
 
 
 def _digits(ch: int, mult: tuple[int, ...] = (1, 2, 2), blocks: int = 1) -> NetworkConfig:
@@ -42,16 +52,28 @@ def _cifar(ch: int, blocks: int = 3, mult: tuple[int, ...] = (2, 2, 2)) -> Netwo
                          channel_mult=mult, num_blocks=blocks, attn_resolutions=(16,), dropout=0.2)
 
 
-def _img64(ch: int, dropout: float, blocks: int = 3, mult: tuple[int, ...] = (1, 2, 3, 4)
-           ) -> NetworkConfig:
+def _img64(ch: int, blocks: int = 3, mult: tuple[int, ...] = (1, 2, 3, 4)) -> NetworkConfig:
+    # EDM2's magnitude-preserving U-Net; dropout is a choice of the run kind (the recipes and the
+    # rows' per-kind overrides below).
     return NetworkConfig(img_resolution=64, img_channels=3, label_dim=1000, model_channels=ch,
-                         channel_mult=mult, num_blocks=blocks, attn_resolutions=(16, 8),
-                         dropout=dropout, dropout_max_resolution=16)
+                         channel_mult=mult, num_blocks=blocks, attn_resolutions=(16, 8))
+
+
+def _edm2_img64(lr: float, dropout: float) -> dict[str, Any]:
+    """A teacher's per-size values: EDM2's img64 presets (NVlabs/edm2 train_edm2.py,
+    config_presets 'edm2-img64-*': lr, dropout; dropout at every resolution)."""
+    return {"optim.lr": lr, "network.dropout": dropout}
+
+
+def _ect_img64(lr: float, dropout: float) -> dict[str, Any]:
+    """A student's per-size values: ECT's ImageNet-64 tuning (locuslab/ect, imgnet branch,
+    run_imgnet_ecm.sh and ct_train.py: lr by size, dropout at resolutions <= 16)."""
+    return {"optim.lr": lr, "network.dropout": dropout}
 
 
 # One row per size; the width knob is model_channels. Measured sizes: `harness presets`.
 _ROWS: list[Preset] = [
-    #      name                      dataset       network                                overrides
+    #      name                      dataset       network          per-kind overrides
     Preset(name="ect-digits-tiny",   dataset="digits",     network=_digits(4, (1, 2))),
     Preset(name="ect-digits-xs",     dataset="digits",     network=_digits(4)),
     Preset(name="ect-digits-s",      dataset="digits",     network=_digits(8)),
@@ -63,17 +85,23 @@ _ROWS: list[Preset] = [
     Preset(name="ect-cifar10-s",     dataset="cifar10",    network=_cifar(64)),
     Preset(name="ect-cifar10-m",     dataset="cifar10",    network=_cifar(96)),
     Preset(name="ect-cifar10-l",     dataset="cifar10",    network=_cifar(128, 4)),  # ~DDPM++ size
-    Preset(name="ect-imagenet64-tiny", dataset="imagenet64", network=_img64(16, 0.0, 1, (1, 2))),
-    Preset(name="ect-imagenet64-xs", dataset="imagenet64", network=_img64(128, 0.4),
-           overrides={"optim.lr": 1.0e-3}),
-    Preset(name="ect-imagenet64-s",  dataset="imagenet64", network=_img64(192, 0.4),
-           overrides={"optim.lr": 1.0e-3}),
-    Preset(name="ect-imagenet64-m",  dataset="imagenet64", network=_img64(256, 0.5),
-           overrides={"optim.lr": 9.0e-4}),
-    Preset(name="ect-imagenet64-l",  dataset="imagenet64", network=_img64(320, 0.5),
-           overrides={"optim.lr": 8.0e-4}),
-    Preset(name="ect-imagenet64-xl", dataset="imagenet64", network=_img64(384, 0.5),
-           overrides={"optim.lr": 7.0e-4}),
+    Preset(name="ect-imagenet64-tiny", dataset="imagenet64", network=_img64(16, 1, (1, 2))),
+    # xs: EDM2's edm2-img64-xs for the teacher; ECT has no xs, so the student follows S.
+    Preset(name="ect-imagenet64-xs", dataset="imagenet64", network=_img64(128),
+           pretrain_overrides=_edm2_img64(lr=0.0120, dropout=0.00),
+           tune_overrides=_ect_img64(lr=1.0e-3, dropout=0.40)),
+    Preset(name="ect-imagenet64-s",  dataset="imagenet64", network=_img64(192),
+           pretrain_overrides=_edm2_img64(lr=0.0100, dropout=0.00),
+           tune_overrides=_ect_img64(lr=1.0e-3, dropout=0.40)),
+    Preset(name="ect-imagenet64-m",  dataset="imagenet64", network=_img64(256),
+           pretrain_overrides=_edm2_img64(lr=0.0090, dropout=0.10),
+           tune_overrides=_ect_img64(lr=9.0e-4, dropout=0.50)),
+    Preset(name="ect-imagenet64-l",  dataset="imagenet64", network=_img64(320),
+           pretrain_overrides=_edm2_img64(lr=0.0080, dropout=0.10),
+           tune_overrides=_ect_img64(lr=8.0e-4, dropout=0.50)),
+    Preset(name="ect-imagenet64-xl", dataset="imagenet64", network=_img64(384),
+           pretrain_overrides=_edm2_img64(lr=0.0070, dropout=0.10),
+           tune_overrides=_ect_img64(lr=7.0e-4, dropout=0.50)),
 ]
 PRESETS: dict[str, Preset] = {p.name: p for p in _ROWS}
 
@@ -123,11 +151,16 @@ _RECIPES: dict[tuple[str, str], dict[str, Any]] = {
         # 2-step re-noising at CIFAR-10's 0.821: 14.7 against 16.8 at 1.5.
         "eval.mid_t": [0.821], "eval.num_samples": 2000,
     },
+    # EDM's CIFAR-10 run (NVlabs/edm train.py defaults: lr 10e-4, --ema 0.5 Mimg, --dropout 0.13,
+    # batch 512; training/training_loop.py: lr_rampup_kimg 10000, ema_rampup_ratio 0.05). EDM
+    # augments with its non-leaking pipe at p = 0.12 and conditions the network on the augment
+    # labels (augment_dim 9); we mirror images only, unconditioned, as EDM's own --xflip option
+    # does (a mirrored CIFAR-10 image is in-distribution).
     ("cifar10", "pretrain"): {
-        "data.name": "cifar10", "train.batch": 512, "optim.optimizer": "adam", "optim.lr": 1e-3,
-        "optim.betas": [0.9, 0.999], "train.ema_halflife_nimg": 500_000,
-        "diffusion.P_mean": -1.2, "diffusion.P_std": 1.2, "network.dropout": 0.13,
-        "eval.num_samples": 50_000, "eval.metric": "fid_inception",
+        "data.name": "cifar10", "data.xflip": True, "train.batch": 512, "optim.optimizer": "adam",
+        "optim.lr": 1e-3, "optim.betas": [0.9, 0.999], "optim.lr_rampup_nimg": 10_000_000,
+        "train.ema_halflife_nimg": 500_000, "diffusion.P_mean": -1.2, "diffusion.P_std": 1.2,
+        "network.dropout": 0.13, "eval.num_samples": 50_000, "eval.metric": "fid_inception",
     },
     ("cifar10", "tune"): {
         "data.name": "cifar10", "train.batch": 128, "optim.optimizer": "radam", "optim.lr": 1e-4,
@@ -141,10 +174,15 @@ _RECIPES: dict[tuple[str, str], dict[str, Any]] = {
         # f(x, 0.003) = x in eval mode (locuslab/ect training/networks.py, ECMPrecond).
         "eval.sigma_min_shift": 0.003,
     },
+    # EDM2's img64 presets (NVlabs/edm2 train_edm2.py config_presets: batch 2048, decay 35000
+    # batches, P_mean -0.8, P_std 1.6; lr and dropout per size in the preset rows, dropout at every
+    # resolution; training/training_loop.py learning_rate_schedule: rampup_Mimg 10, Adam betas
+    # (0.9, 0.99)).
     ("imagenet64", "pretrain"): {
         "data.name": "imagenet64", "data.use_labels": True, "train.batch": 2048,
         "optim.optimizer": "adam", "optim.lr": 1e-2, "optim.betas": [0.9, 0.99],
-        "optim.lr_schedule": "inv_sqrt", "optim.lr_decay_nimg": 70_000 * 2048,
+        "optim.lr_schedule": "inv_sqrt", "optim.lr_decay_nimg": 35_000 * 2048,
+        "optim.lr_rampup_nimg": 10_000_000, "network.dropout_max_resolution": None,
         "train.ema_halflife_nimg": 10_000_000, "diffusion.P_mean": -0.8, "diffusion.P_std": 1.6,
         "eval.num_samples": 50_000, "eval.metric": "fid_inception",
     },
@@ -153,8 +191,12 @@ _RECIPES: dict[tuple[str, str], dict[str, Any]] = {
         "optim.optimizer": "adam", "optim.lr": 1e-3, "optim.betas": [0.9, 0.99],
         "optim.lr_schedule": "inv_sqrt", "optim.lr_decay_nimg": 256_000,  # 2,000 iters x 128
         "train.ema_halflife_nimg": 887_000, "train.ema_rampup_ratio": None,
+        # Scored beside beta = 0.9999: power-function EMAs of EDM2 (locuslab/ect imgnet branch,
+        # training/phema.py line 92, PowerFunctionEMA stds).
+        "train.phema_stds": [0.010, 0.050, 0.100],
         "ect.P_mean": -0.8, "ect.P_std": 1.6, "ect.q": 4.0, "ect.curriculum": "fixed",
         "ect.stage_nimg": 3_200_000, "ect.c": 0.06, "ect.weighting": "snr_plus_k",
+        "network.dropout_max_resolution": 16,  # ECT's dropres=16; the rate is per size (rows)
         "eval.mid_t": [1.526], "eval.num_samples": 50_000, "eval.metric": "fid_inception",
     },
 }

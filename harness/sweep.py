@@ -2,8 +2,10 @@
 
 A sweep is data, never code: `[base]` settings, `[grid]` axes (cartesian product), `[zip]` axes
 (varied together), `[pretrain]` (how tuning runs get their teacher) and `[cluster]` (submitit
-parameters). Torch-free. Resolution order of a tuning run: recipe(dataset, "tune") -> preset
-network -> preset overrides -> [base] -> grid/zip values; the budget sets `train.total_nimg`.
+parameters). Torch-free. Resolution order of a tuning run: preset network -> recipe(dataset,
+"tune") -> the preset's tune_overrides -> [base] -> grid/zip values; the budget sets
+`train.total_nimg`. A teacher: preset network -> recipe(dataset, "pretrain") -> the preset's
+pretrain_overrides -> the student's data -> [pretrain] overrides.
 """
 
 from __future__ import annotations

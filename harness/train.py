@@ -28,7 +28,7 @@ from torch import nn
 
 from harness import dist
 from harness.config import ConfigError, NetworkConfig, RunConfig, from_dict, phema_label, to_dict
-from harness.data import ImageData, batch_indices, load_dataset, to_model_range
+from harness.data import ImageData, batch_indices, load_dataset, random_xflip, to_model_range
 from harness.ect import make_loss, stage_at
 from harness.flops import TRAIN_PASSES, network_cost
 from harness.job import JobSpec, read_job
@@ -586,6 +586,9 @@ def train_step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.opti
     idx = batch_indices(images_all.shape[0], run.seed, nimg, run.train.batch)
     idx = idx[rank * local_batch:(rank + 1) * local_batch].to(device)
     images = to_model_range(images_all[idx])
+    if run.data.xflip:  # unconditioned x-flips (EDM CIFAR-10); own stream: the loss's draws stay
+        flip_seed = dist.seed_step(run.seed, rank, nimg, stream="xflip")
+        images = random_xflip(images, torch.Generator(device=device).manual_seed(flip_seed))
     labels = labels_all[idx] if labels_all is not None else None
     gen = torch.Generator(device=device).manual_seed(dist.seed_step(run.seed, rank, nimg))
 

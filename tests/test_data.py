@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import json
 import pickle
@@ -281,3 +283,46 @@ def test_registry_and_config_import_without_torch() -> None:
     code = ("import sys\nimport harness.config, harness.datasets, harness.presets\n"
             "assert 'torch' not in sys.modules and 'harness.data' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_random_xflip_mirrors_about_half_deterministically() -> None:
+    import torch
+
+    from harness.data import random_xflip
+    from harness.dist import seed_step
+
+    images = torch.randn(2000, 3, 4, 4)
+
+    def flipped(nimg: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed_step(0, 0, nimg, stream="xflip"))
+        out = random_xflip(images, gen)
+        is_flipped = (out == images.flip(3)).flatten(1).all(1)
+        assert torch.equal(is_flipped, ~(out == images).flatten(1).all(1))  # mirrored or kept
+        return is_flipped
+
+    a = flipped(0)
+    assert 0.45 < a.float().mean().item() < 0.55
+    assert torch.equal(a, flipped(0))  # a function of (seed, rank, nimg)
+    assert not torch.equal(a, flipped(2000))
+
+
+def test_the_flip_stream_leaves_the_step_seed_as_it_was() -> None:
+    from harness.dist import seed_step
+
+    # The loss's seed is the hash it was before streams existed (runs without x-flips unchanged).
+    digest = hashlib.sha256(b"3,1,512").digest()
+    assert seed_step(3, 1, 512) == int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    assert seed_step(3, 1, 512, stream="xflip") != seed_step(3, 1, 512)
+
+
+def test_xflip_is_checked_and_keeps_run_ids_when_off() -> None:
+    from harness.config import RunConfig, _identity_section
+
+    with pytest.raises(ConfigError, match="xflip"):
+        DataConfig(xflip=1)  # type: ignore[arg-type]
+    base = RunConfig(kind="pretrain")
+    off = dataclasses.replace(base, data=DataConfig(xflip=False))
+    on = dataclasses.replace(base, data=DataConfig(xflip=True))
+    # Left out of the identity while off: ids of runs recorded before the field existed hold.
+    assert "xflip" not in _identity_section("data", off.data, "pretrain")
+    assert off.run_id == base.run_id != on.run_id

@@ -135,8 +135,12 @@ def test_changed_attention_layout_changes_run_id():
         for section, key in (("eval", "mid_t"), ("eval", "samplers"), ("eval", "sigma_min_shift"),
                              ("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
                              ("train", "num_threads"), ("network", "family"),
-                             ("network", "channels_per_head"), ("eval", "dinov2_weights_path")):
+                             ("network", "channels_per_head"), ("eval", "dinov2_weights_path"),
+                             ("data", "xflip"), ("train", "phema_stds"),
+                             ("train", "snapshot_nimg")):
             d[section].pop(key)
+        for key in ("init_nimg", "from_scratch"):
+            d.pop(key)
         return stable_hash(d)
 
     kept = RunConfig(kind="pretrain", network=same)

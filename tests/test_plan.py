@@ -220,7 +220,7 @@ def test_cached_run_id_equals_the_plain_hash_of_the_identity_dict() -> None:
                                     "network": to_dict(preset.network)}
             if kind == "tune":
                 data["init_run_id"] = "abc123"
-            values = {**recipe(preset.dataset, kind), **preset.overrides,
+            values = {**recipe(preset.dataset, kind), **preset.overrides(kind),
                       "train.total_nimg": 1 << 20}
             if preset.dataset != "digits":
                 values["data.path"] = "/data/x"

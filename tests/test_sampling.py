@@ -70,8 +70,11 @@ def test_zero_shift_keeps_existing_run_ids():
     for section, name in (("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
                           ("train", "num_threads"), ("network", "family"),
                           ("network", "channels_per_head"), ("eval", "sigma_min_shift"),
-                          ("eval", "dinov2_weights_path"), ("ect", "max_stage")):
+                          ("eval", "dinov2_weights_path"), ("ect", "max_stage"),
+                          ("data", "xflip"), ("train", "phema_stds"), ("train", "snapshot_nimg")):
         legacy[section].pop(name)
+    legacy.pop("init_nimg")
+    legacy.pop("from_scratch")
     assert run.run_id == stable_hash(legacy)
     assert shifted.run_id != run.run_id
 

@@ -248,21 +248,21 @@ def test_resolution_order_and_teachers(tmp_path: Path) -> None:
         assert teacher.eval.num_samples == recipe("digits", "pretrain")["eval.num_samples"]
 
 
-def test_preset_overrides_apply_to_tuning_not_to_teachers(tmp_path: Path) -> None:
+def test_preset_overrides_apply_per_run_kind(tmp_path: Path) -> None:
     text = BASIC.replace('["ect-digits-tiny", "ect-digits-xs"]', '["ect-imagenet64-tiny"]')
     text = text.replace('"eval.num_samples" = 100', '"eval.num_samples" = 100\n'
                         '"data.path" = "x.npz"')
     text = text.replace('"optim.lr" = 1e-3', "")
     text = text.replace("nimg = 6400", "nimg = 8192")  # whole batches of the ImageNet batch (2048)
     preset = get_preset("ect-imagenet64-s")
-    assert preset.overrides["optim.lr"] != recipe("imagenet64", "pretrain")["optim.lr"]
+    assert preset.tune_overrides["optim.lr"] != preset.pretrain_overrides["optim.lr"]
     sweep = load_sweep(write(tmp_path, text.replace("ect-imagenet64-tiny", "ect-imagenet64-s")))
     sweep = dataclasses.replace(sweep, axes=tuple(
         dataclasses.replace(a, points=a.points[:1]) for a in sweep.axes))
     exp = expand_sweep(sweep)
     pre, tune = exp.jobs[0].run, exp.jobs[1].run
-    assert tune.optim.lr == preset.overrides["optim.lr"]
-    assert pre.optim.lr == recipe("imagenet64", "pretrain")["optim.lr"]
+    assert tune.optim.lr == preset.tune_overrides["optim.lr"]
+    assert pre.optim.lr == preset.pretrain_overrides["optim.lr"]
     assert pre.data == tune.data and tune.data.use_labels
 
 
@@ -450,6 +450,86 @@ def test_a_recipes_network_values_win_over_the_presets(tmp_path: Path) -> None:
     assert {r.network.dropout for r in digits if r.kind == "pretrain"} == {0.1}
     assert {r.network.dropout for r in digits if r.kind == "tune"} == {
         recipe("digits", "tune").get("network.dropout", 0.1)}
+
+
+def _resolved_runs(tmp_path: Path, presets: list[str], data_path: str, pretrain_nimg: int
+                   ) -> dict[tuple[str, str], RunConfig]:
+    """(preset, kind) -> the resolved teacher and student of a one-budget sweep of `presets`."""
+    text = f"""
+    name = "recipes"
+    [base]
+    "data.path" = "{data_path}"
+    [grid]
+    preset = {presets!r}
+    budget_nimg = [25600]
+    [pretrain]
+    nimg = {pretrain_nimg}
+    """.replace("'", '"')
+    jobs = expand(load_sweep(write(tmp_path, text)), results_dir="R", runs_dir="W")
+    return {(j.run.preset, j.run.kind): j.run for j in jobs}
+
+
+# Teachers follow the official pretraining code, students ECT's tuning scripts (issue #16, item 3):
+# EDM's CIFAR-10 run (NVlabs/edm train.py defaults; training/training_loop.py lr_rampup_kimg 10000,
+# ema_halflife_kimg 500, ema_rampup_ratio 0.05) and EDM2's img64 presets (NVlabs/edm2 train_edm2.py
+# config_presets; training/training_loop.py learning_rate_schedule rampup_Mimg 10). ECT tunes
+# ImageNet-64 at lr 1e-3/9e-4/8e-4/7e-4 and dropout 0.40 (S) / 0.50 (M-XL) at resolutions <= 16
+# (locuslab/ect, imgnet branch).
+_OFFICIAL = [
+    # (preset, kind): lr, lr_decay_nimg, lr_rampup_nimg, dropout, dropout_max_resolution, xflip
+    (("ect-cifar10-l", "pretrain"), (1e-3, None, 10_000_000, 0.13, None, True)),
+    (("ect-cifar10-l", "tune"), (1e-4, None, 0, 0.2, None, False)),
+    (("ect-imagenet64-xs", "pretrain"), (0.0120, 35_000 * 2048, 10_000_000, 0.00, None, False)),
+    (("ect-imagenet64-s", "pretrain"), (0.0100, 35_000 * 2048, 10_000_000, 0.00, None, False)),
+    (("ect-imagenet64-m", "pretrain"), (0.0090, 35_000 * 2048, 10_000_000, 0.10, None, False)),
+    (("ect-imagenet64-l", "pretrain"), (0.0080, 35_000 * 2048, 10_000_000, 0.10, None, False)),
+    (("ect-imagenet64-xl", "pretrain"), (0.0070, 35_000 * 2048, 10_000_000, 0.10, None, False)),
+    (("ect-imagenet64-xs", "tune"), (1.0e-3, 2000 * 128, 0, 0.40, 16, False)),
+    (("ect-imagenet64-s", "tune"), (1.0e-3, 2000 * 128, 0, 0.40, 16, False)),
+    (("ect-imagenet64-m", "tune"), (9.0e-4, 2000 * 128, 0, 0.50, 16, False)),
+    (("ect-imagenet64-l", "tune"), (8.0e-4, 2000 * 128, 0, 0.50, 16, False)),
+    (("ect-imagenet64-xl", "tune"), (7.0e-4, 2000 * 128, 0, 0.50, 16, False)),
+]
+
+
+def test_teacher_and_student_recipes_match_the_official_code(tmp_path: Path) -> None:
+    cifar = _resolved_runs(tmp_path, ["ect-cifar10-l"], "cifar-10-python.tar.gz", 512 * 4)
+    img64 = _resolved_runs(tmp_path, [f"ect-imagenet64-{s}" for s in ("xs", "s", "m", "l", "xl")],
+                           "imagenet64", 2048 * 4)
+    runs = {**cifar, **img64}
+    for (preset, kind), (lr, decay, rampup, dropout, dropres, xflip) in _OFFICIAL:
+        run = runs[(preset, kind)]
+        got = (run.optim.lr, run.optim.lr_decay_nimg if decay is not None else None,
+               run.optim.lr_rampup_nimg, run.network.dropout, run.network.dropout_max_resolution,
+               run.data.xflip)
+        assert got == (lr, decay, rampup, dropout, dropres, xflip), (preset, kind)
+    teacher = runs[("ect-cifar10-l", "pretrain")]
+    assert (teacher.train.batch, teacher.train.ema_halflife_nimg, teacher.train.ema_rampup_ratio,
+            teacher.diffusion.P_mean, teacher.diffusion.P_std) == (512, 500_000, 0.05, -1.2, 1.2)
+    for size in ("xs", "s", "m", "l", "xl"):
+        teacher = runs[(f"ect-imagenet64-{size}", "pretrain")]
+        assert (teacher.train.batch, teacher.optim.lr_schedule, teacher.optim.betas,
+                teacher.diffusion.P_mean, teacher.diffusion.P_std) == (
+            2048, "inv_sqrt", (0.9, 0.99), -0.8, 1.6)
+        # ECT's ImageNet-64 runs score three power-function EMAs beside beta = 0.9999.
+        student = runs[(f"ect-imagenet64-{size}", "tune")]
+        assert student.train.phema_stds == (0.010, 0.050, 0.100)
+        assert teacher.train.phema_stds == ()
+    assert runs[("ect-cifar10-l", "tune")].train.phema_stds == ()
+    # A teacher and its students share data and architecture, not augmentation or dropout.
+    student = runs[("ect-cifar10-l", "tune")]
+    assert runs[("ect-cifar10-l", "pretrain")].run_id == student.init_run_id
+    assert dataclasses.replace(student.data, xflip=True) == runs[("ect-cifar10-l", "pretrain")].data
+
+
+def test_bench_and_sweeps_resolve_presets_alike(tmp_path: Path) -> None:
+    from harness import bench
+
+    runs = _resolved_runs(tmp_path, ["ect-imagenet64-m"], "imagenet64", 2048 * 4)
+    for kind in ("pretrain", "tune"):
+        benched = bench.bench_run_config("ect-imagenet64-m", kind, 64)
+        assert benched.network == runs[("ect-imagenet64-m", kind)].network
+        assert benched.optim == runs[("ect-imagenet64-m", kind)].optim
 
 
 def test_sweep_module_does_not_import_expand() -> None:

@@ -446,3 +446,60 @@ def test_from_scratch_differs_from_tuning_only_in_its_initial_weights(tmp_path):
     assert (rows["init"] == "scratch").all() and (rows["pretrain_nimg"] == 0).all()
     assert (rows["pretrain_flops"] == 0).all() and rows["teacher_value"].isna().all()
     assert (rows["total_flops"] == rows["tune_flops"]).all()
+
+
+def _weights_after_steps(run, images: torch.Tensor, steps: int = 2) -> tuple[list, float | None]:
+    """Weights and last loss after `steps` real train_steps of `run` on uint8 `images`."""
+    import copy
+
+    from harness.ect import make_loss
+    from harness.network import make_network
+
+    torch.manual_seed(run.seed)
+    net = make_network(run.network).train()
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    optimizer = train_mod.make_optimizer(run, list(net.parameters()))
+    loss_fn = make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg())
+    state = train_mod.TrainState()
+    for _ in range(steps):
+        train_mod.train_step(run, net, ema, optimizer, loss_fn, images, None, state, 0, 1,
+                             run.train.batch, False)
+    return [p.detach().clone() for p in net.parameters()], state.last_loss
+
+
+def test_xflips_draw_apart_from_the_loss_and_change_nothing_when_off():
+    from harness.data import load_dataset
+
+    digits = load_dataset(make_run("pretrain", 2).data).images
+    symmetric = torch.maximum(digits, digits.flip(3))  # a mirror image of itself
+    off, loss_off = _weights_after_steps(make_run("pretrain", 2), symmetric)
+    explicit_off, _ = _weights_after_steps(make_run("pretrain", 2, **{"data.xflip": False}),
+                                           symmetric)
+    on, loss_on = _weights_after_steps(make_run("pretrain", 2, **{"data.xflip": True}), symmetric)
+    # Flipping symmetric images changes nothing, so equal weights show that the flips' generator
+    # leaves the loss's noise and dropout draws exactly as they are without flips.
+    assert loss_on == loss_off
+    assert all(torch.equal(a, b) for a, b in zip(off, on, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(off, explicit_off, strict=True))
+    flipped, _ = _weights_after_steps(make_run("pretrain", 2, **{"data.xflip": True}), digits)
+    unflipped, _ = _weights_after_steps(make_run("pretrain", 2), digits)
+    assert any(not torch.equal(a, b) for a, b in zip(flipped, unflipped, strict=True))
+
+
+def test_tiny_cifar_teacher_trains_with_xflips(tmp_path):
+    from test_data import make_cifar_folder
+
+    from harness.data import load_dataset
+
+    folder, _, _ = make_cifar_folder(tmp_path, per_batch=4)
+    data: dict = {"kind": "pretrain", "preset": "ect-cifar10-tiny",
+                  "network": to_dict(get_preset("ect-cifar10-tiny").network)}
+    for key, value in {"data.name": "cifar10", "data.path": str(folder), "data.xflip": True,
+                       "train.batch": 4, "train.total_nimg": 16, "optim.lr": 1e-3}.items():
+        set_dotted(data, key, value, where="test")
+    run = run_config_from_dict(data)
+    images = load_dataset(run.data).images
+    before, _ = _weights_after_steps(run, images, steps=0)
+    after, loss = _weights_after_steps(run, images, steps=4)
+    assert loss is not None and torch.isfinite(torch.tensor(loss))
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
