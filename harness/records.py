@@ -30,7 +30,8 @@ from harness.job import JobSpec
 from harness.runtime import atomic_write_bytes, canonical_json, git_dirty, git_sha
 
 # 2: fp32 tuning by default, dataset-distributed eval labels (#16). 3: the `ema`, `init`,
-# `pretrain_nimg` and `teacher_value` columns (#16, #17); version-2 files read as version 3.
+# `pretrain_nimg` and `teacher_value` columns (#16, #17), train_loss an interval mean (#19);
+# version-2 files read as version 3.
 SCHEMA_VERSION = 3
 METADATA_KEY = b"ect_harness.schema_version"  # also in the file footer: cheap to check
 
@@ -74,7 +75,8 @@ _COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
     ("stage_nimg", pa.int64(), True, "images per ECT curriculum stage"),
     ("dropout", pa.float64(), True, "network dropout"),
     ("ema_halflife_nimg", pa.int64(), True, "EMA half-life in images"),
-    ("train_loss", pa.float64(), True, "mean training loss near this point"),
+    ("train_loss", pa.float64(), True, "mean training loss of the steps since the previous "
+     "evaluation point (version 2: the last step's loss; read as null)"),
     ("nonfinite_steps", pa.int64(), True, "non-finite steps so far"),
     ("status", pa.string(), False, "'ok' or 'failed'"),
     ("error", pa.string(), True, "error message when failed"),
@@ -104,6 +106,8 @@ IDENTITY = ("run_id", "images_seen", "sampler", "metric", "ema")  # latest eval_
 # Version-2 files lack these columns; they read as version 3 with these values.
 _V2_DEFAULTS: dict[str, Any] = {"ema": "main", "init": None, "pretrain_nimg": None,
                                 "teacher_value": None}
+# Columns whose meaning changed in version 3: version-2 values read as null, never as the new one.
+_V2_CHANGED = ("train_loss",)
 SCHEMA_V2 = pa.schema([f for f in SCHEMA if f.name not in _V2_DEFAULTS],
                       metadata={METADATA_KEY: b"2"})
 FILLED = ("schema_version", "eval_tag", "git_sha", "git_dirty", "harness_version", "created_at")
@@ -268,13 +272,16 @@ def schema_problem(schema: pa.Schema) -> tuple[int | None, str]:
 
 def upgrade(table: pa.Table, version: int, columns: list[str]) -> pa.Table:
     """`columns` of a table read from a record file of `version` (the file's own columns that
-    are among them): a version-2 table gets the later columns with their `_V2_DEFAULTS`."""
+    are among them): a version-2 table gets the later columns with their `_V2_DEFAULTS`, and the
+    columns whose meaning changed (`_V2_CHANGED`) as nulls."""
     if version == SCHEMA_VERSION:
         return table.select(columns)
     n = len(table)
     out = []
     for name in columns:
-        if name in table.column_names:
+        if name in _V2_CHANGED:
+            out.append(pa.nulls(n, SCHEMA.field(name).type))
+        elif name in table.column_names:
             out.append(table.column(name))
         else:
             out.append(pa.array([_V2_DEFAULTS[name]] * n, type=SCHEMA.field(name).type))

@@ -286,6 +286,15 @@ class TrainState:
     interval_steps: int = 0
     interval_loss: float = 0.0
     interval_grad_norm: float = 0.0
+    # Since the last evaluation point: finite steps and their summed loss (records' train_loss).
+    eval_interval_steps: int = 0
+    eval_interval_loss: float = 0.0
+
+    def eval_interval_mean_loss(self) -> float | None:
+        """Mean loss of the finite steps since the last evaluation point (None: no step yet)."""
+        if self.eval_interval_steps == 0:
+            return None
+        return self.eval_interval_loss / self.eval_interval_steps
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for a checkpoint."""
@@ -506,6 +515,7 @@ def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
             while pending and nimg >= pending[0]:
                 point = pending.pop(0)
                 metrics = evaluator(_evaluated_networks(run, model), state, point)
+                state.eval_interval_steps, state.eval_interval_loss = 0, 0.0
                 if rank == 0 and metrics:
                     update_status(run_dir, last_metrics=metrics, nimg=nimg)
             # Snapshot for students (after the evaluation that scores it).
@@ -628,6 +638,8 @@ def train_step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.opti
             state.interval_steps += 1
             state.interval_loss += values[0]
             state.interval_grad_norm += math.sqrt(sum(v * v for v in values[1:]))
+            state.eval_interval_steps += 1
+            state.eval_interval_loss += values[0]
         else:
             state.nonfinite_total += 1
             state.nonfinite_run += 1
@@ -760,7 +772,7 @@ class _EvaluationHook:
             "pretrain_flops": pre, "tune_flops": tune_flops,
             "total_flops": (pre + tune_flops) if pre is not None else None,
             "wall_seconds": state.wall_seconds, "device": device_name(self.device),
-            "num_devices": self.world, "train_loss": state.last_loss,
+            "num_devices": self.world, "train_loss": state.eval_interval_mean_loss(),
             "nonfinite_steps": state.nonfinite_total,
         }
 

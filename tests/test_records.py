@@ -183,3 +183,28 @@ def test_readme_documents_every_column() -> None:
     missing = [name for name in SCHEMA.names if f"| {name} |" not in readme]
     assert not missing, f"results/README.md lacks {missing}; regenerate the table with schema_doc()"
     assert f"version `{SCHEMA_VERSION}`" in readme
+
+
+def test_version_2_files_read_as_version_3(tmp_path: Path) -> None:
+    """Files written before the ema/init/pretrain_nimg/teacher_value columns load, count as done,
+    and hold 'main' and nulls there; their train_loss (then the last step's) reads as null."""
+    import datetime as dt
+
+    from analysis.load import load_results
+    from harness.records import SCHEMA_V2, record_path
+
+    row = {f.name: None for f in SCHEMA_V2}
+    row.update(schema_version=2, sweep="s1", run_id="abc123def456", images_seen=1024,
+               sampler="1-step", metric="fd_digits", value=3.5, status="ok", train_loss=0.25,
+               eval_tag="20260101T000000000000Z00000000", created_at=dt.datetime.now(dt.UTC))
+    table = pa.Table.from_pylist([row], schema=SCHEMA_V2)
+    path = record_path(tmp_path / "s1", "abc123def456", 1024, row["eval_tag"])
+    path.parent.mkdir(parents=True)
+    pq.write_table(table, path)
+    df = load_results(tmp_path, "s1", strict=True)
+    assert len(df) == 1 and df.loc[0, "ema"] == "main" and df.loc[0, "value"] == 3.5
+    assert df[["init", "pretrain_nimg", "teacher_value", "train_loss"]].isna().all(axis=None)
+    assert existing_eval_points(tmp_path, "s1") == {"abc123def456": {1024}}
+    # A newer version-3 evaluation of the same point supersedes it.
+    write_evaluation(tmp_path / "s1", [make_row(images_seen=1024, value=2.0)])
+    assert load_results(tmp_path, "s1", sampler="1-step")["value"].tolist() == [2.0]

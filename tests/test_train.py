@@ -334,7 +334,7 @@ def test_stats_lines_hold_interval_means_gradient_norm_and_learning_rate(tmp_pat
         losses.append(state.interval_loss - before if state.interval_steps else 0.0)
 
     monkeypatch.setattr(train_mod, "train_step", recording_step)
-    run = make_run("pretrain", 6)
+    run = make_run("pretrain", 6, **{"train.eval_nimg": [2 * BATCH]})
     train(make_job(tmp_path, run))
     lines = [json.loads(x) for x in (tmp_path / "runs" / run.run_id / "stats.jsonl")
              .read_text().splitlines()]
@@ -344,6 +344,12 @@ def test_stats_lines_hold_interval_means_gradient_norm_and_learning_rate(tmp_pat
         assert line["Loss/train"] == pytest.approx(sum(losses[2 * i:2 * i + 2]) / 2)
         assert line["Grad/norm"] > 0 and line["Optim/lr"] == pytest.approx(5e-3)
     assert with_steps[-1]["Loss/last"] == pytest.approx(losses[-1])
+    # The records' train_loss: the mean of the steps since the previous evaluation point.
+    from analysis.load import load_results
+
+    records = load_results(tmp_path / "results", "t").sort_values("images_seen")
+    assert records["train_loss"].tolist() == pytest.approx([sum(losses[:2]) / 2,
+                                                            sum(losses[2:]) / 4])
 
 
 def test_power_function_ema_weighs_step_i_by_its_profile() -> None:
