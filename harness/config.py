@@ -234,9 +234,9 @@ class TrainConfig:
     # against float64, median (90th percentile) over samples with r > 0, CPU autocast, randomised
     # nets (scripts/bf16_target_error.py):
     #   q^(s+1)  bf16 ect-cifar10-tiny  bf16 ect-imagenet64-tiny  fp32 (both)
-    #   2        2.6 % (7.2 %)          2.6 % (4.4 %)             1e-6 (3e-6)
-    #   16       0.7 % (33 %)           1.7 % (23 %)              2e-6 (2e-5)
-    #   256      12 % (430 %)           30 % (330 %)              3e-5 (2e-4)
+    #   2        2.2 % (11 %)           3.3 % (4.5 %)             8e-7-2e-6 (4e-6)
+    #   16       0.8 % (29 %)           2.1 % (32 %)              8e-7-2e-6 (2e-5)
+    #   256      13 % (370 %)           37 % (450 %)              2e-5-3e-5 (3e-4)
     # so late curriculum stages would train bf16 runs on rounding noise.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     max_nonfinite_steps: int = 20  # consecutive non-finite steps before the run fails
