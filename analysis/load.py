@@ -52,7 +52,9 @@ class RecordWarning(UserWarning):
     """A file under results/ was skipped; the message names it and says why."""
 
 
-# What `harness fit/plot/run` write into results/<sweep>/ beside the records: not records, not foreign.
+# What `harness fit/plot/run` wrote into results/<sweep>/ beside the records before they moved to
+# results/<sweep>/_analysis/ (hidden like every `_` name): old folders may still hold them, and they
+# are not records, not foreign. Same names as `analysis.report.ANALYSIS_FILES`.
 _SWEEP_OUTPUTS = frozenset({"fits.json", "fits.parquet", "report.md", "figures"})
 
 _Point = tuple[str, str, int]  # (sweep folder, run_id, images_seen): one evaluation point
@@ -235,7 +237,7 @@ def _scan_folder(folder: Path, problems: list[tuple[Path, str]], *, is_root: boo
             continue
         if is_root and (entry.is_dir() or entry.name.lower().startswith("readme")):
             continue
-        if not is_root and entry.name in _SWEEP_OUTPUTS:  # written next to the records by analysis
+        if not is_root and entry.name in _SWEEP_OUTPUTS:  # old-layout analysis outputs
             continue
         if entry.is_file() and parse_record_name(entry.name) is not None:
             out.append(Path(entry.path))

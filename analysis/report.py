@@ -1,8 +1,10 @@
 """Sweep-level analysis: load records -> fit -> `fits.json`/`fits.parquet` -> figures -> report.md.
 
-`fit_sweep` does all fitting once and writes it next to the records (results/<sweep>/); `plot_sweep`
-re-draws every figure from the records and those files alone (no fitting, no training code), and
-`write_report` renders results/<sweep>/report.md. Command line:
+Every output goes to results/<sweep>/_analysis/ (`analysis_dir`), so that the sweep folder holds
+only records and reads as a plain Parquet dataset (pyarrow skips `_`-prefixed names).
+`fit_sweep` does all fitting once and writes fits.json and fits.parquet there; `plot_sweep`
+re-draws every figure from the records and those files alone (no fitting, no training code) into
+_analysis/figures/ by default, and `write_report` renders _analysis/report.md. Command line:
 
     python -m analysis.report SWEEP [--results DIR] [--out DIR] [--bootstrap N]
 """
@@ -49,15 +51,18 @@ from harness.runtime import (
     git_sha,
 )
 
-__all__ = ["SweepFits", "fit_sweep", "format_fit_table", "plot_sweep", "read_fits",
-           "resolve_sweep", "write_report"]
+__all__ = ["SweepFits", "analysis_dir", "default_figures_dir", "fit_sweep", "format_fit_table",
+           "legacy_note", "legacy_outputs", "plot_sweep", "read_fits", "resolve_sweep", "write_report"]
 
 FITS_JSON = "fits.json"
 FITS_PARQUET = "fits.parquet"
 REPORT_MD = "report.md"
+FIGURES_DIR = "figures"
 FITS_FORMAT_VERSION = 1
-# Analysis outputs live next to the records; the loader must not mistake them for bad records.
-ANALYSIS_FILES = (FITS_JSON, FITS_PARQUET, REPORT_MD, "figures")
+# The folder of every analysis output inside results/<sweep>/: the `_` prefix keeps it out of
+# `pd.read_parquet(results/<sweep>)`, pyarrow datasets and `load_results`.
+ANALYSIS_DIR = "_analysis"
+ANALYSIS_FILES = (FITS_JSON, FITS_PARQUET, REPORT_MD, FIGURES_DIR)
 FIGURES = ("compute_curves", "frontier", "vs_params", "samplers", "backtest")
 # Only for sweeps with a pretraining/tuning split (several teacher budgets or scratch students).
 SPLIT_FIGURES = ("split_compute", "split_savings")
@@ -65,6 +70,36 @@ SPLIT_FIGURES = ("split_compute", "split_savings")
 
 class AnalysisError(ValueError):
     """A sweep cannot be analysed as asked (no records, no fits yet, bad sweep name)."""
+
+
+def analysis_dir(results_dir: str | Path, sweep: str) -> Path:
+    """results/<sweep>/_analysis/: where fits.json, fits.parquet, report.md and figures/ go."""
+    return Path(results_dir) / sweep / ANALYSIS_DIR
+
+
+def default_figures_dir(results_dir: str | Path, sweep: str) -> Path:
+    """The default figure folder, results/<sweep>/_analysis/figures/."""
+    return analysis_dir(results_dir, sweep) / FIGURES_DIR
+
+
+def legacy_outputs(results_dir: str | Path, sweep: str) -> list[Path]:
+    """Analysis outputs of the old layout (beside the records, before #19) that still exist.
+
+    They are never read, moved or deleted: the loader skips their names and new outputs go to
+    `analysis_dir`; the user removes them when they wish."""
+    folder = Path(results_dir) / sweep
+    return [folder / n for n in ANALYSIS_FILES if (folder / n).exists()]
+
+
+def legacy_note(results_dir: str | Path, sweep: str) -> str | None:
+    """One line for `harness fit`/`run` when old-layout outputs exist; None when there are none."""
+    old = legacy_outputs(results_dir, sweep)
+    if not old:
+        return None
+    return (f"old-layout outputs left in place, no longer read or updated: "
+            f"{', '.join(p.name for p in old)} in {old[0].parent}/ (remove them to read the "
+            f"folder with pd.read_parquet); analysis outputs now go to "
+            f"{analysis_dir(results_dir, sweep)}/")
 
 
 def resolve_sweep(sweep: str | Path) -> str:
@@ -93,7 +128,8 @@ def _load_records(results_dir: Path, sweep: str) -> pd.DataFrame:
     from analysis.load import load_results
 
     with warnings.catch_warnings():
-        # Our own outputs sit next to the records; skip only the loader's notes about them.
+        # Old-layout outputs may still sit next to the records; skip only the loader's notes
+        # about them.
         names = "|".join(n.replace(".", r"\.") for n in ANALYSIS_FILES)
         warnings.filterwarnings("ignore", message=rf"load_results: skipping .*[/\\\\]({names}): ")
         # The configs tell the curves apart (`analysis.variants`).
@@ -189,7 +225,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
               joint_bootstrap_method: str = "pairs", reuse: bool = True, pool: bool = False,
               progress: Callable[[int, int], None] | None = None,
               **fit_kwargs: Any) -> SweepFits:
-    """Load a sweep's records, fit everything, write results/<sweep>/fits.{json,parquet}.
+    """Load a sweep's records, fit everything, write results/<sweep>/_analysis/fits.{json,parquet}.
 
     Every configuration of a preset is its own curve: records differing in any setting other than
     the budget, the seed and evaluation settings (`analysis.variants`) are fitted apart, and their
@@ -258,7 +294,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
     }
     fits = SweepFits(sweep=name, meta=meta, curves=curves, frontiers=frontiers, isoflop=isoflop,
                      isoflop_laws=isoflop_laws, backtest=bt, joint=joint, split=split)
-    _write_fits(results_dir / name, fits)
+    _write_fits(analysis_dir(results_dir, name), fits)
     return fits
 
 
@@ -331,6 +367,7 @@ def _cost_coefficient(records: pd.DataFrame) -> float | None:
 
 
 def _write_fits(folder: Path, fits: SweepFits) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     doc = {
         "meta": fits.meta,
         "curves": _table_records(fits.curves),
@@ -358,9 +395,11 @@ def _frame(rows: list[dict[str, Any]], keys: list[str]) -> pd.DataFrame:
 
 
 def read_fits(results_dir: str | Path, sweep: str | Path) -> SweepFits:
-    """Read back what `fit_sweep` wrote (fits.json); raises AnalysisError if it is missing."""
+    """Read back what `fit_sweep` wrote (_analysis/fits.json); AnalysisError if it is missing.
+
+    An old-layout results/<sweep>/fits.json is not read: it predates _analysis/ (fit again)."""
     name = resolve_sweep(sweep)
-    path = Path(results_dir) / name / FITS_JSON
+    path = analysis_dir(results_dir, name) / FITS_JSON
     if not path.is_file():
         raise AnalysisError(f"sweep {name!r}: no {path}. Fit first: harness fit {name}")
     doc = json.loads(path.read_text())
@@ -635,10 +674,12 @@ def _figures_section(figures_rel: str | None, *, with_split: bool = False) -> li
 
 def write_report(results_dir: str | Path, sweep: str | Path, *,
                  figures_dir: str | Path | None = None) -> Path:
-    """Render results/<sweep>/report.md from fits.json; links figures in `figures_dir` if given."""
+    """Render results/<sweep>/_analysis/report.md from fits.json; links figures in `figures_dir`
+    if given."""
     results_dir = Path(results_dir)
     fits = read_fits(results_dir, sweep)
-    folder = results_dir / fits.sweep
+    folder = analysis_dir(results_dir, fits.sweep)
+    folder.mkdir(parents=True, exist_ok=True)
     rel = None
     if figures_dir is not None:
         rel = Path(os.path.relpath(Path(figures_dir).resolve(), folder.resolve())).as_posix()
@@ -652,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep", help="sweep name or sweep TOML file")
     parser.add_argument("--results", default="results", metavar="DIR")
     parser.add_argument("--out", default=None, metavar="DIR",
-                        help="figure folder (default: RESULTS/<sweep>/figures)")
+                        help="figure folder (default: RESULTS/<sweep>/_analysis/figures)")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--x", default="tune_flops",
                         help="compute column of the per-preset fits (default tune_flops)")
@@ -662,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     fits = fit_sweep(args.results, args.sweep, x=args.x, frontier_x=args.frontier_x,
                      bootstrap=args.bootstrap)
     print(format_fit_table(fits.curves))
-    out = Path(args.out) if args.out else Path(args.results) / fits.sweep / "figures"
+    out = Path(args.out) if args.out else default_figures_dir(args.results, fits.sweep)
     for p in plot_sweep(args.results, fits.sweep, out):
         print(f"wrote {p}")
     print(f"wrote {write_report(args.results, fits.sweep, figures_dir=out)}")

@@ -103,7 +103,7 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     from harness.runtime import TEMP_MAX_AGE_S
 
     p = sub.add_parser("run", help="the whole study in one command: plan, submit, watch progress, "
-                       "fit, plot and write results/<sweep>/report.md (idempotent)")
+                       "fit, plot and write results/<sweep>/_analysis/report.md (idempotent)")
     _sweep_options(p)
     p.add_argument("--cluster", default="local", choices=list(BACKENDS),
                    help="where jobs run (default: local, this machine)")
@@ -202,7 +202,14 @@ def _progress_bar(what: str) -> Callable[[int, int], None] | None:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from analysis.report import FITS_JSON, FITS_PARQUET, fit_sweep, format_fit_table
+    from analysis.report import (
+        FITS_JSON,
+        FITS_PARQUET,
+        analysis_dir,
+        fit_sweep,
+        format_fit_table,
+        legacy_note,
+    )
 
     try:
         fits = fit_sweep(args.results, args.sweep, x=args.x, frontier_x=args.frontier_x,
@@ -222,7 +229,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             ci_text = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
             print(f"frontier ({key}, vs {args.frontier_x}): alpha = {law.alpha:.3g}{ci_text}, "
                   f"E = {law.E:.3g}, {len(frontier.points)} points")
-    folder = Path(args.results) / fits.sweep
+    folder = analysis_dir(args.results, fits.sweep)
+    if (note := legacy_note(args.results, fits.sweep)) is not None:
+        print(note)
     if fits.reused:
         print(f"unchanged records, options and analysis code: reused {folder / FITS_JSON} "
               f"(fitted {fits.meta.get('created_at')}; --force fits again)")
@@ -232,11 +241,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from analysis.report import plot_sweep, resolve_sweep, write_report
+    from analysis.report import default_figures_dir, plot_sweep, resolve_sweep, write_report
 
     try:
         name = resolve_sweep(args.sweep)
-        out = args.out or str(Path(args.results) / name / "figures")
+        out = args.out or str(default_figures_dir(args.results, name))
         paths = plot_sweep(args.results, name, out)
         report = write_report(args.results, name, figures_dir=out)
     except _analysis_errors() as e:
@@ -248,7 +257,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("fit", help="fit power laws (per preset and sampler, frontier, backtest) "
-                       "to a sweep's records; print them with CIs and write fits.json/.parquet")
+                       "to a sweep's records; print them with CIs and write fits.json/.parquet to "
+                       "RESULTS/<sweep>/_analysis/")
     p.add_argument("sweep", help="sweep name (the folder under --results) or sweep file")
     p.add_argument("--results", default="results", metavar="DIR",
                    help="records folder (default: results)")
@@ -269,11 +279,11 @@ def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("plot", help="draw a sweep's figures (PNG + PDF) from its records and "
-                       "fits.json, and write report.md next to the records")
+                       "fits.json, and write RESULTS/<sweep>/_analysis/report.md")
     p.add_argument("sweep", help="sweep name (the folder under --results) or sweep file")
     p.add_argument("--out", metavar="DIR",
-                   help="figure folder (default: RESULTS/<sweep>/figures, where harness run "
-                        "draws them)")
+                   help="figure folder (default: RESULTS/<sweep>/_analysis/figures, where "
+                        "harness run draws them)")
     p.add_argument("--results", default="results", metavar="DIR",
                    help="records folder (default: results)")
     p.set_defaults(func=_cmd_plot)

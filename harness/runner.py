@@ -1,8 +1,8 @@
 """`harness run`: one command from a sweep file to a fitted, plotted scaling law. Torch-free.
 
 plan -> submit (pretraining, then tuning) -> watch with a live progress line -> fit -> figures ->
-results/<sweep>/report.md. Re-running is idempotent: finished runs and pretrained teachers are reused
-and only the report is rebuilt. Ctrl-C stops watching; queued and running jobs carry on.
+results/<sweep>/_analysis/report.md. Re-running is idempotent: finished runs and pretrained teachers
+are reused and only the report is rebuilt. Ctrl-C stops watching; queued and running jobs carry on.
 """
 
 from __future__ import annotations
@@ -101,13 +101,22 @@ def watch(sweep: Sweep, results_dir: Path, runs_dir: Path, *, poll_s: float = 2.
 def build_report(sweep_name: str, results_dir: Path, *, bootstrap: int = 1000,
                  out: TextIO = sys.stdout) -> tuple[Path, list[Path]]:
     """Fit the sweep's records, draw every figure and write report.md; returns their paths."""
-    from analysis.report import fit_sweep, format_fit_table, plot_sweep, write_report
+    from analysis.report import (
+        default_figures_dir,
+        fit_sweep,
+        format_fit_table,
+        legacy_note,
+        plot_sweep,
+        write_report,
+    )
 
     fits = fit_sweep(results_dir, sweep_name, bootstrap=bootstrap)
-    figures_dir = results_dir / sweep_name / "figures"
+    figures_dir = default_figures_dir(results_dir, sweep_name)
     figures = plot_sweep(results_dir, sweep_name, figures_dir)
     report = write_report(results_dir, sweep_name, figures_dir=figures_dir)
     out.write(format_fit_table(fits.curves) + "\n")
+    if (note := legacy_note(results_dir, sweep_name)) is not None:
+        out.write(note + "\n")
     return report, figures
 
 

@@ -18,11 +18,12 @@ def test_run_smoke_end_to_end_and_rerun(tmp_path):
     first = run_sweep(SMOKE, "debug", results_dir=results, runs_dir=runs, bootstrap=50, out=out)
     text = out.getvalue()
     assert first.states == {"done": 4}, text
-    report = results / "smoke" / "report.md"
+    report = results / "smoke" / "_analysis" / "report.md"
     assert first.report_path == report and report.exists()
-    fits = json.loads((results / "smoke" / "fits.json").read_text())
+    fits = json.loads((results / "smoke" / "_analysis" / "fits.json").read_text())
     assert fits["curves"], "one power law per preset and sampler"
     assert {p.suffix for p in first.figures} == {".png", ".pdf"}
+    assert {p.parent for p in first.figures} == {results / "smoke" / "_analysis" / "figures"}
     assert all(p.stat().st_size > 1000 for p in first.figures)
     assert "ect-digits-xs" in report.read_text()
     records = sorted(p.name for p in (results / "smoke").glob("*.parquet"))

@@ -39,7 +39,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_fit_sweep_writes_json_and_parquet(fitted: Path) -> None:
-    folder = fitted / "synth"
+    folder = fitted / "synth" / "_analysis"
     curves = pd.read_parquet(folder / "fits.parquet")
     assert len(curves) == len(PRESETS) * 2  # presets × samplers; the teacher rows are not curves
     assert set(curves["sampler"]) == {"1-step", "2-step"} and set(curves["x"]) == {"tune_flops"}
@@ -76,7 +76,7 @@ def test_harness_plot_draws_every_figure_and_the_report(fitted: Path, tmp_path: 
         assert {f"{stem}.png", f"{stem}.pdf"} <= names
     assert all(p.stat().st_size > 5000 for p in out.iterdir())
     assert elapsed < 60, f"harness plot took {elapsed:.1f} s"
-    report = fitted / "synth" / "report.md"
+    report = fitted / "synth" / "_analysis" / "report.md"
     text = report.read_text()
     assert "## Fits per preset and sampler" in text and "| ect-synth-s | 1-step | 4 |" in text
     assert "Absolute relative error over" in text and "## Compute frontier" in text
@@ -111,7 +111,8 @@ def test_harness_fit_prints_intervals(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "alpha" in out and "ect-synth-l" in out and "frontier (1-step" in out
     assert out.count("[") >= 12  # E and alpha intervals on every row
-    assert (results / "synth" / "fits.json").is_file()
+    assert (results / "synth" / "_analysis" / "fits.json").is_file()
+    assert not (results / "synth" / "fits.json").exists()
     assert harness_main(["fit", "nope", "--results", str(results)]) == 2
     assert "no folder" in capsys.readouterr().err
 
@@ -228,7 +229,10 @@ def test_each_configuration_is_its_own_curve_unless_pooled(tmp_path: Path) -> No
 
 def test_harness_plot_defaults_to_the_sweeps_figures_folder(fitted: Path) -> None:
     assert harness_main(["plot", "synth", "--results", str(fitted)]) == 0
-    assert (fitted / "synth" / "figures" / "compute_curves.png").is_file()
+    figures = fitted / "synth" / "_analysis" / "figures"
+    assert (figures / "compute_curves.png").is_file()
+    report = (fitted / "synth" / "_analysis" / "report.md").read_text()
+    assert "](figures/compute_curves.png)" in report  # links relative to the report
 
 
 def test_fit_sweep_reports_progress_per_law(tmp_path: Path) -> None:
