@@ -113,7 +113,8 @@ class PowerLaw:
             raise ValueError("predict_draws: this fit has no bootstrap draws; fit with bootstrap > 0")
         x = np.atleast_1d(np.asarray(x, dtype=float))
         e, a, alpha = (self.draws[:, i, None] for i in range(3))
-        return e + a * np.power(x[None, :], -alpha)
+        with np.errstate(over="ignore"):  # an extreme draw's inf is its honest value there
+            return e + a * np.power(x[None, :], -alpha)
 
     def predict_interval(self, x: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """Percentile confidence band of the fitted curve at x (not of a new noisy observation)."""
@@ -129,7 +130,9 @@ class PowerLaw:
         if not self.has_noise:
             raise ValueError("prediction_interval: this fit has no noise draws; fit with "
                              "bootstrap > 0 and more points than parameters")
-        return _quantiles(self.predict_draws(x) * np.exp(self.noise)[:, None], level)
+        # A draw far from the data may overflow to inf: it widens the interval, as it should.
+        with np.errstate(over="ignore"):
+            return _quantiles(self.predict_draws(x) * np.exp(self.noise)[:, None], level)
 
     def to_dict(self, *, include_draws: bool = True) -> dict[str, Any]:
         """JSON-ready dict (parameters, diagnostics, CIs at `ci_level`, optionally the draws)."""

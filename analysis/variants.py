@@ -21,7 +21,9 @@ VARIANT = "variant"
 # end), the seed (aggregated by the fits as noise), evaluation settings (they identify an
 # evaluation, not a training run), cadence and threads, and identities derived from the rest.
 _IGNORED_PREFIXES = ("eval.",)
+# A run's start (init_nimg, from_scratch) is told by the records' pretrain_nimg instead.
 _IGNORED = {"train.total_nimg", "seed", "train.status_every_nimg", "train.ckpt_every_nimg",
+            "init_nimg", "from_scratch", "train.snapshot_nimg",
             "train.num_threads", "init_run_id", "init_checkpoint", "preset", "kind"}
 
 
@@ -70,8 +72,12 @@ def with_variants(records: pd.DataFrame) -> pd.DataFrame:
         configs = {}
         for i in rows.index:
             s = dict(settings.get(rows.at[i, "config"], {})) if has_config else {}
-            if (has_config and "pretrain_flops" in rows.columns
-                    and pd.notna(rows.at[i, "pretrain_flops"])):
+            tuning = "kind" not in rows.columns or rows.at[i, "kind"] == "tune"
+            if has_config and tuning and _known(rows, i, "pretrain_nimg"):
+                # The teacher's budget in images (0: from scratch) names the same split for
+                # every size, so the frontier across sizes stays one curve per teacher budget.
+                s["pretrain_nimg"] = int(rows.at[i, "pretrain_nimg"])
+            elif has_config and tuning and _known(rows, i, "pretrain_flops"):
                 s["pretrain_flops"] = float(rows.at[i, "pretrain_flops"])
             if has_ema and pd.notna(rows.at[i, "ema"]):
                 s["ema"] = str(rows.at[i, "ema"])
@@ -86,6 +92,10 @@ def with_variants(records: pd.DataFrame) -> pd.DataFrame:
             labels.at[i] = ", ".join(f"{k}={_format_value(s.get(k))}" for k in varying)
     out[VARIANT] = labels
     return out
+
+
+def _known(rows: pd.DataFrame, index: Any, column: str) -> bool:
+    return column in rows.columns and bool(pd.notna(rows.at[index, column]))
 
 
 def curve_label(name: Any, variant: Any) -> str:
