@@ -135,6 +135,12 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
                    help="local: run the scheduler in this process and return when all runs ended")
     p.set_defaults(func=_cmd_submit)
 
+    p = sub.add_parser("eval", help="score the networks that runs saved at their evaluation points "
+                       "again with other evaluation settings (--set eval.num_samples=4000, "
+                       "eval.metric=fd_dinov2, ...) and write new records; never trains")
+    _sweep_options(p)
+    p.set_defaults(func=_cmd_eval)
+
     p = sub.add_parser("status", help="state, progress, last metric and log of each run of a sweep; "
                        "removes temp files that killed writers left")
     _sweep_options(p)
@@ -144,6 +150,20 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
                    f"long (default {TEMP_MAX_AGE_S / 60:g})")
     p.add_argument("--keep-tmp", action="store_true", help="remove no temp files")
     p.set_defaults(func=_cmd_status)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from harness.reevaluate import reevaluate, split_overrides
+    from harness.sweep import load_sweep
+
+    sweep_items, eval_values = split_overrides(args.overrides)
+    sweep = load_sweep(args.sweep, sweep_items)
+    if not eval_values:
+        print("harness eval: no --set eval.*=... given: scoring again with the sweep's own "
+              "evaluation settings", file=sys.stderr)
+    report = reevaluate(sweep, eval_values, results_dir=args.results, runs_dir=args.runs)
+    print(report.summary())
+    return 0
 
 
 def _cmd_results(args: argparse.Namespace) -> int:

@@ -222,6 +222,10 @@ class TrainConfig:
     # Pretraining: images after which the EMA network is also saved as a snapshot
     # (network-<images:012d>.pt) for students to start from (a teacher-budget axis, #17).
     snapshot_nimg: tuple[int, ...] = ()
+    # Save the networks scored at each evaluation point (network-<images:012d>.pt: the EMA, the
+    # power-function EMAs and the loop state), so that `harness eval` can score them again with
+    # other evaluation settings without training. Costs one network file per point on disk.
+    keep_eval_networks: bool = True
     # Power-function EMAs tracked beside the main EMA and evaluated at every evaluation point, by
     # relative standard deviation sigma_rel (EDM2, Karras et al. 2024, Sec. 3.1 and Eq. 127): the
     # official ImageNet-64 ECT evaluates 0.010, 0.050 and 0.100 (locuslab/ect imgnet branch,
@@ -402,7 +406,7 @@ class RunConfig:
 
 # Fields that never change what is computed: cadence of logs/checkpoints and how many threads run it.
 _IDENTITY_EXCLUDED = {("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
-                      ("train", "num_threads")}
+                      ("train", "num_threads"), ("train", "keep_eval_networks")}
 
 
 _ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,

@@ -9,6 +9,7 @@ N straight steps and N/2 + kill + resume + N/2 give bit-identical weights on CPU
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -27,7 +28,15 @@ import torch
 from torch import nn
 
 from harness import dist
-from harness.config import ConfigError, NetworkConfig, RunConfig, from_dict, phema_label, to_dict
+from harness.config import (
+    ConfigError,
+    EvalConfig,
+    NetworkConfig,
+    RunConfig,
+    from_dict,
+    phema_label,
+    to_dict,
+)
 from harness.data import ImageData, batch_indices, load_dataset, random_xflip, to_model_range
 from harness.ect import make_loss, stage_at
 from harness.flops import TRAIN_PASSES, network_cost
@@ -368,7 +377,7 @@ def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> 
     state, ckpt = _resume(job, model, rank)
     checkpointer = _Checkpointer(job, model, state, rank, state.nimg if ckpt else -1)
     _LIVE = _Live(save=checkpointer.save)
-    evaluator = _EvaluationHook(job, data, cost.params, cost.fwd_flops, device, world, start)
+    evaluator = EvaluationHook(job, data, cost.params, cost.fwd_flops, device, world, start)
     try:
         _loop(job, data, model, state, checkpointer, evaluator, cost.fwd_flops, device, rank,
               world)
@@ -406,19 +415,14 @@ def _build_model(job: JobSpec, device: torch.device, rank: int) -> tuple[_Model,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.seed)  # initial weights depend on the run's seed only
         net = make_network(run.network).to(device)
-    if run.kind == "pretrain":
-        start = Start(init=None, pretrain_nimg=None, pretrain_flops=0.0)
-    elif run.from_scratch:
-        start = Start(init="scratch", pretrain_nimg=0, pretrain_flops=0.0)
-    else:
-        try:
-            init = load_init_network(run, Path(job.runs_dir))
-        except TrainingFailed as e:
-            if rank == 0:
-                update_status(job.run_dir, state="failed", error=str(e), nimg=0)
-            raise
+    try:
+        start, init = run_start(job)
+    except TrainingFailed as e:
+        if rank == 0:
+            update_status(job.run_dir, state="failed", error=str(e), nimg=0)
+        raise
+    if init is not None:
         net.load_state_dict(init["ema"])
-        start = _start_of(job, init)
     net.train().requires_grad_(True)
     params = list(net.parameters())
     dist.broadcast_(params)
@@ -428,6 +432,18 @@ def _build_model(job: JobSpec, device: torch.device, rank: int) -> tuple[_Model,
                    loss_fn=make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg()),
                    autocast=uses_bf16_autocast(run, device))
     return model, start
+
+
+def run_start(job: JobSpec) -> tuple[Start, dict[str, Any] | None]:
+    """What a run starts from (its records' init columns) and, for a tuning run from a teacher or
+    a file, that network file's contents."""
+    run = job.run
+    if run.kind == "pretrain":
+        return Start(init=None, pretrain_nimg=None, pretrain_flops=0.0), None
+    if run.from_scratch:
+        return Start(init="scratch", pretrain_nimg=0, pretrain_flops=0.0), None
+    init = load_init_network(run, Path(job.runs_dir))
+    return _start_of(job, init), init
 
 
 def _start_of(job: JobSpec, init: dict[str, Any]) -> Start:
@@ -481,7 +497,7 @@ def _resume(job: JobSpec, model: _Model, rank: int) -> tuple[TrainState, dict[st
 
 
 def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
-          checkpointer: _Checkpointer, evaluator: _EvaluationHook, fwd_flops: float,
+          checkpointer: _Checkpointer, evaluator: EvaluationHook, fwd_flops: float,
           device: torch.device, rank: int, world: int) -> None:
     """`while True: report -> evaluate -> checkpoint -> done? -> step` (EDM2's training loop,
     NVlabs/edm2 training/training_loop.py). A failure goes to status.json (and, for a run that
@@ -492,7 +508,10 @@ def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
     local_batch = run.train.batch // world
     total = run.train.total_nimg
     pending = [p for p in run.eval_points() if p >= state.nimg]
-    snapshots = sorted(p for p in run.train.snapshot_nimg if p >= state.nimg)
+    saved = set(run.train.snapshot_nimg) | (set(run.eval_points()) if run.train.keep_eval_networks
+                                            else set())
+    snapshots = sorted(p for p in saved if p >= state.nimg)
+    evaluated = False
     if rank == 0:
         update_status(run_dir, state="running", nimg=state.nimg, total_nimg=total,
                       attempt=state.attempt, error=None)
@@ -515,14 +534,17 @@ def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
             while pending and nimg >= pending[0]:
                 point = pending.pop(0)
                 metrics = evaluator(_evaluated_networks(run, model), state, point)
-                state.eval_interval_steps, state.eval_interval_loss = 0, 0.0
+                evaluated = True
                 if rank == 0 and metrics:
                     update_status(run_dir, last_metrics=metrics, nimg=nimg)
-            # Snapshot for students (after the evaluation that scores it).
+            # Save the network just scored: for students (snapshot_nimg), for `harness eval`.
             while snapshots and nimg >= snapshots[0]:
                 point = snapshots.pop(0)
                 if rank == 0 and point == nimg:
                     _save_network(job, snapshot_path(run_dir, nimg), model, state, fwd_flops)
+            if evaluated:  # the next records' train_loss averages the steps from here on
+                state.eval_interval_steps, state.eval_interval_loss = 0, 0.0
+                evaluated = False
             # Checkpoint.
             due = nimg > 0 and nimg % run.train.ckpt_every_nimg < run.train.batch
             if (due or nimg >= total) and nimg != checkpointer.last_saved:
@@ -561,6 +583,9 @@ def _save_network(job: JobSpec, path: Path, model: _Model, state: TrainState, fw
     run = job.run
     save_checkpoint(path, {
         "ema": model.ema.state_dict(), "network": to_dict(run.network),
+        "phema": {phema_label(std): p.state_dict()
+                  for std, p in zip(run.train.phema_stds, model.phemas, strict=True)},
+        "state": state.to_dict(),
         "run_id": run.run_id, "kind": run.kind, "nimg": state.nimg,
         "train_flops": (pretrain_flops or 0.0) if run.kind == "tune" else
         TRAIN_PASSES["pretrain"] * fwd_flops * state.nimg,
@@ -687,12 +712,19 @@ def _report(run: RunConfig, state: TrainState, sec_per_kimg: float, fwd_flops: f
 # Evaluation -> records
 
 
-class _EvaluationHook:
-    """Generates samples at an eval point, scores them and writes one record file (rank 0)."""
+class EvaluationHook:
+    """Generates samples at an eval point, scores them and writes one record file (rank 0).
+
+    `eval_config` replaces the run's evaluation settings (`harness eval`); the records keep the
+    run's id and config. `again` evaluates points that already have records.
+    """
 
     def __init__(self, job: JobSpec, data: ImageData, params: int, fwd_flops: float,
-                 device: torch.device, world: int, start: Start) -> None:
+                 device: torch.device, world: int, start: Start, *,
+                 eval_config: EvalConfig | None = None, again: bool = False) -> None:
         self.job = job
+        self.eval = eval_config or job.run.eval
+        self.again = again
         self.data = data
         self.params = params
         self.fwd_flops = fwd_flops
@@ -708,7 +740,7 @@ class _EvaluationHook:
         return nimg in points.get(self.job.run.run_id, set())
 
     def samplers(self) -> tuple[str, ...]:
-        return ("heun",) if self.job.run.kind == "pretrain" else tuple(self.job.run.eval.samplers)
+        return ("heun",) if self.job.run.kind == "pretrain" else tuple(self.eval.samplers)
 
     def __call__(self, nets: list[tuple[str, nn.Module]], state: TrainState, point: int
                  ) -> dict[str, float]:
@@ -718,15 +750,16 @@ class _EvaluationHook:
         nimg = state.nimg
         run = self.job.run
         result: dict[str, float] = {}
-        if dist.get_rank() == 0 and not self._already_recorded(nimg):
+        if dist.get_rank() == 0 and (self.again or not self._already_recorded(nimg)):
             from harness.evaluate import Evaluator, save_grid
             from harness.records import write_evaluation
             from harness.sampling import generate, sampler_nfe
 
             if self._evaluator is None:
                 # The training split is already in memory: don't load the dataset a second time.
-                reference = self.data if run.eval.reference == "train" else None
-                self._evaluator = Evaluator(run, reference_data=reference)
+                reference = self.data if self.eval.reference == "train" else None
+                self._evaluator = Evaluator(dataclasses.replace(run, eval=self.eval),
+                                            reference_data=reference)
             rows = []
             shape = (run.network.img_channels, run.network.img_resolution,
                      run.network.img_resolution)
@@ -736,18 +769,18 @@ class _EvaluationHook:
                 suffix = "" if ema_label == "main" else f"-{ema_label}"
                 for sampler in self.samplers():
                     t0 = time.perf_counter()
-                    images = generate(net, run.eval, sampler, range(run.eval.num_samples),
+                    images = generate(net, self.eval, sampler, range(self.eval.num_samples),
                                       label_dim=run.network.label_dim, img_shape=shape,
                                       device=self.device,
                                       label_pool=self.data.labels if run.data.use_labels else None)
                     gen_seconds = time.perf_counter() - t0
                     metric = self._evaluator.evaluate(images)
-                    if run.eval.save_grid:
+                    if self.eval.save_grid:
                         save_grid(images[:64],
                                   self.job.run_dir / f"grid-{nimg:012d}-{sampler}{suffix}.png")
                     rows.append(evaluation_row(
                         self.job, {**self._progress(state), "ema": ema_label}, sampler,
-                        nfe=sampler_nfe(sampler, run.eval), result=metric))
+                        nfe=sampler_nfe(sampler, self.eval), result=metric))
                     if ema_label == "main":
                         result[sampler] = float(metric.value)
                     log.info("eval %s at %d img: %s%s %s = %.4g (%d samples, %.1f s sampling)",

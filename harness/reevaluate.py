@@ -1,0 +1,141 @@
+"""`harness eval`: score the networks a sweep's runs saved at their evaluation points again, with
+other evaluation settings (more samples, another metric or reference), never training.
+
+Training saves the networks it scores (`train.keep_eval_networks`, network-<images:012d>.pt in the
+run folder). Evaluation settings identify an evaluation, not a training run: the new records keep
+the run's id and config, carry the new settings in their own columns (num_samples, metric,
+extractor_hash, reference) and a newer evaluation tag, so readers take them over the old records,
+which stay on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import ConfigError, EvalConfig, from_dict, to_dict
+from harness.sweep import Sweep, SweepError, check_value
+
+log = logging.getLogger("harness.reevaluate")
+
+EVAL_PREFIX = "eval."
+
+
+@dataclass
+class ReevaluationReport:
+    """What `reevaluate` did: points scored again, and points it could not score, with why."""
+
+    scored: list[tuple[str, int]] = field(default_factory=list)  # (run_id, images)
+    skipped: list[tuple[str, int, str]] = field(default_factory=list)  # (run_id, images, why)
+    records: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line per outcome, for the command line."""
+        lines = [f"scored {len(self.scored)} evaluation point(s) again in {self.seconds:.1f} s; "
+                 f"{len(self.records)} record file(s) written, earlier records kept"]
+        for run_id, nimg, why in self.skipped:
+            lines.append(f"  skipped {run_id} at {nimg} images: {why}")
+        return "\n".join(lines)
+
+
+def split_overrides(items: Iterable[str]) -> tuple[list[str], dict[str, Any]]:
+    """`--set` items into sweep overrides (everything but eval.*) and evaluation overrides."""
+    from harness.sweep import parse_set
+
+    sweep_items, eval_values = [], {}
+    for item in items:
+        key, value = parse_set(item)
+        if key.startswith(EVAL_PREFIX):
+            eval_values[key] = check_value(key, value, "--set")
+        else:
+            sweep_items.append(item)
+    return sweep_items, eval_values
+
+
+def eval_config(base: EvalConfig, overrides: Mapping[str, Any]) -> EvalConfig:
+    """`base` with dotted `eval.*` overrides, checked as the config loader checks them."""
+    values = to_dict(base)
+    for key, value in overrides.items():
+        name = key[len(EVAL_PREFIX):]
+        if name not in values:
+            raise SweepError(f"--set {key}: unknown evaluation setting. Valid: "
+                             + ", ".join(f"eval.{k}" for k in values))
+        values[name] = list(value) if isinstance(value, tuple) else value
+    try:
+        return from_dict(EvalConfig, values, where="--set eval")
+    except ConfigError as e:
+        raise SweepError(str(e)) from None
+
+
+def reevaluate(sweep: Sweep, eval_overrides: Mapping[str, Any], *,
+               results_dir: str | Path = "results", runs_dir: str | Path | None = None,
+               progress: Callable[[str], None] = print) -> ReevaluationReport:
+    """Score every saved evaluation network of the sweep's runs again with `eval_overrides` and
+    write new records; no training step runs. Points without a saved network are reported."""
+    import torch
+
+    from harness.data import load_dataset
+    from harness.expand import expand
+    from harness.flops import network_cost
+    from harness.network import make_network
+    from harness.plan import default_runs_dir
+    from harness.rundir import load_checkpoint
+    from harness.train import (
+        EvaluationHook,
+        TrainingFailed,
+        TrainState,
+        device_name,
+        run_start,
+        snapshot_path,
+    )
+
+    runs_dir = default_runs_dir() if runs_dir is None else runs_dir
+    report = ReevaluationReport()
+    start_time = time.perf_counter()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    jobs = expand(sweep, results_dir=results_dir, runs_dir=runs_dir)
+    for job in jobs:
+        run = job.run
+        new_eval = eval_config(run.eval, eval_overrides)
+        points = [p for p in run.eval_points() if snapshot_path(job.run_dir, p).is_file()]
+        for p in run.eval_points():
+            if p not in points:
+                report.skipped.append((run.run_id, p, "no saved network at this point (not "
+                                       "trained that far, or trained before networks were kept)"))
+        if not points:
+            continue
+        try:
+            start, _ = run_start(job)
+        except TrainingFailed as e:
+            for p in points:
+                report.skipped.append((run.run_id, p, f"its start is unknown: {e}"))
+            continue
+        data = load_dataset(run.data, "train")
+        cost = network_cost(run.network)
+        hook = EvaluationHook(job, data, cost.params, cost.fwd_flops, device, 1, start,
+                              eval_config=new_eval, again=True)
+        before = set(job.sweep_results_dir.glob("*.parquet")) if job.sweep_results_dir.is_dir() \
+            else set()
+        for p in points:
+            saved = load_checkpoint(snapshot_path(job.run_dir, p))
+            nets = []
+            for label, weights in [("main", saved["ema"]), *saved.get("phema", {}).items()]:
+                net = make_network(run.network).to(device)
+                net.load_state_dict(weights)
+                nets.append((label, net.eval().requires_grad_(False)))
+            state = TrainState.from_dict(saved.get("state") or {"nimg": p})
+            progress(f"eval {job.display_name} ({run.run_id}) at {p} images on "
+                     f"{device_name(device)}")
+            hook(nets, state, p)
+            report.scored.append((run.run_id, p))
+        after = set(job.sweep_results_dir.glob("*.parquet"))
+        report.records += sorted(after - before)
+    report.seconds = time.perf_counter() - start_time
+    return report
+
+
