@@ -245,6 +245,17 @@ def _teacher_axis_text(p: Plan) -> str:
     return f" x {'/'.join(map(str, sorted(lengths)))} teacher budgets"
 
 
+def _sharing_text(runs: list[PlannedRun], points_name: str, runs_name: str, flops_name: str,
+                  unshared_name: str) -> str:
+    """How many budget points `runs` train and what sharing their prefixes saves."""
+    planned = sum(r.train_flops for r in runs)
+    unshared = sum(r.separate_flops for r in runs)
+    points = sum(len(r.budgets) for r in runs)
+    return (f"{points} {points_name} trained as {len(runs)} {runs_name}: {planned:.3g} "
+            f"{flops_name} FLOPs instead of {unshared:.3g} with {unshared_name} (saves "
+            f"{unshared - planned:.3g} FLOPs, {100 * (1 - planned / unshared):.0f} %)")
+
+
 def format_plan(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
     """The plan as a table plus totals (what `harness plan` prints)."""
     budget_name = next((k for k in ("budget_flops", "budget_nimg")
@@ -268,29 +279,18 @@ def format_plan(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
         f"compute: {total:.3g} FLOPs = {hours:.3g} GPU-hours at {tflops:g} TFLOP/s sustained per "
         f"GPU; still to run: {todo:.3g} FLOPs = {todo / (tflops * 1e12) / 3600:.3g} GPU-hours",
     ]
-    shared = [r for r in p.runs if len(r.budgets) > 1 and r.kind == "tune"]
-    teachers = [r for r in p.runs if len(r.budgets) > 1 and r.kind == "pretrain"]
-    if teachers:
-        planned = sum(r.train_flops for r in teachers)
-        unshared = sum(r.separate_flops for r in teachers)
-        points = sum(len(r.budgets) for r in teachers)
-        lines.append(
-            f"shared teachers: {points} teacher budgets trained as {len(teachers)} pretraining "
-            f"runs, each saved at its budgets: {planned:.3g} pretraining FLOPs instead of "
-            f"{unshared:.3g} with one teacher per budget (saves {unshared - planned:.3g} FLOPs, "
-            f"{100 * (1 - planned / unshared):.0f} %)")
+    teachers = [r for r in p.runs if r.kind == "pretrain"]
+    if any(len(r.budgets) > 1 for r in teachers):
+        lines.append("shared teachers: " + _sharing_text(
+            teachers, "teacher budgets", "pretraining runs, each saved at its budgets",
+            "pretraining", "one teacher per budget"))
     scratch = [r for r in p.runs if r.kind == "tune" and r.job.run.from_scratch]
     if scratch:
         lines.append(f"from scratch: {len(scratch)} tuning runs start from random weights "
                      "([pretrain] nimg = 0): the same ECT runs without a teacher")
-    if shared:
-        tune = [r for r in p.runs if r.kind == "tune"]
-        planned = sum(r.train_flops for r in tune)
-        unshared = sum(r.separate_flops for r in tune)
-        points = sum(len(r.budgets) for r in tune)
-        lines.append(
-            f"shared prefixes: {points} budget points trained as {len(tune)} tuning runs: "
-            f"{planned:.3g} tuning FLOPs instead of {unshared:.3g} with one run per budget "
-            f"(saves {unshared - planned:.3g} FLOPs, {100 * (1 - planned / unshared):.0f} %)")
+    tune = [r for r in p.runs if r.kind == "tune"]
+    if any(len(r.budgets) > 1 for r in tune):
+        lines.append("shared prefixes: " + _sharing_text(
+            tune, "budget points", "tuning runs", "tuning", "one run per budget"))
     lines.append(f"records: {Path(p.results_dir) / p.sweep.name}/   run folders: {p.runs_dir}/")
     return "\n".join(lines)
