@@ -243,6 +243,11 @@ class TrainConfig:
     #   256      13 % (370 %)           37 % (450 %)              2e-5-3e-5 (3e-4)
     # so late curriculum stages would train bf16 runs on rounding noise.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # TF32 tensor-core math on CUDA for fp32 matmuls and convolutions: True/False set both; None
+    # leaves torch's defaults (matmuls off, convolutions on). The official CIFAR-10 ECT turns both
+    # off (locuslab/ect ct_train.py --tf32 False; EDM's training_loop.py too), its ImageNet-64
+    # branch turns both on (training/ct_training_loop.py).
+    tf32: bool | None = None
     max_nonfinite_steps: int = 20  # consecutive non-finite steps before the run fails
     num_threads: int | None = None  # torch CPU threads; None = torch default
 
@@ -413,7 +418,8 @@ _ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,
                  ("network", "channels_per_head"): 64,
                  ("eval", "dinov2_weights_path"): None, ("ect", "max_stage"): None,
                  ("train", "phema_stds"): [],  # compared with to_dict output: lists
-                 ("train", "snapshot_nimg"): [], ("data", "xflip"): False}
+                 ("train", "snapshot_nimg"): [], ("data", "xflip"): False,
+                 ("train", "tf32"): None}
 # Top-level RunConfig fields added after runs were recorded: left out of the hash at these values.
 _ADDED_TOP_FIELDS = {"init_nimg": None, "from_scratch": False}
 

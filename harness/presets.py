@@ -161,6 +161,7 @@ _RECIPES: dict[tuple[str, str], dict[str, Any]] = {
         "optim.lr": 1e-3, "optim.betas": [0.9, 0.999], "optim.lr_rampup_nimg": 10_000_000,
         "train.ema_halflife_nimg": 500_000, "diffusion.P_mean": -1.2, "diffusion.P_std": 1.2,
         "network.dropout": 0.13, "eval.num_samples": 50_000, "eval.metric": "fid_inception",
+        "train.tf32": False,  # NVlabs/edm training/training_loop.py turns both TF32 switches off
     },
     ("cifar10", "tune"): {
         "data.name": "cifar10", "train.batch": 128, "optim.optimizer": "radam", "optim.lr": 1e-4,
@@ -173,6 +174,7 @@ _RECIPES: dict[tuple[str, str], dict[str, Any]] = {
         "eval.mid_t": [0.821], "eval.num_samples": 50_000, "eval.metric": "fid_inception",
         # f(x, 0.003) = x in eval mode (locuslab/ect training/networks.py, ECMPrecond).
         "eval.sigma_min_shift": 0.003,
+        "train.tf32": False,  # locuslab/ect ct_train.py: --tf32 defaults to False
     },
     # EDM2's img64 presets (NVlabs/edm2 train_edm2.py config_presets: batch 2048, decay 35000
     # batches, P_mean -0.8, P_std 1.6; lr and dropout per size in the preset rows, dropout at every
@@ -194,6 +196,8 @@ _RECIPES: dict[tuple[str, str], dict[str, Any]] = {
         # Scored beside beta = 0.9999: power-function EMAs of EDM2 (locuslab/ect imgnet branch,
         # training/phema.py line 92, PowerFunctionEMA stds).
         "train.phema_stds": [0.010, 0.050, 0.100],
+        # TF32 on: the imgnet branch's training/ct_training_loop.py sets both switches to True.
+        "train.tf32": True,
         "ect.P_mean": -0.8, "ect.P_std": 1.6, "ect.q": 4.0, "ect.curriculum": "fixed",
         "ect.stage_nimg": 3_200_000, "ect.c": 0.06, "ect.weighting": "snr_plus_k",
         "network.dropout_max_resolution": 16,  # ECT's dropres=16; the rate is per size (rows)

@@ -186,6 +186,13 @@ def uses_bf16_autocast(run: RunConfig, device: torch.device) -> bool:
     return run.train.precision == "bf16"
 
 
+def apply_tf32(run: RunConfig, device: torch.device) -> None:
+    """Set CUDA's TF32 switches as `run.train.tf32` asks (None: leave torch's defaults)."""
+    if device.type == "cuda" and run.train.tf32 is not None:
+        torch.backends.cuda.matmul.allow_tf32 = run.train.tf32
+        torch.backends.cudnn.allow_tf32 = run.train.tf32
+
+
 def _lr_at(run: RunConfig, nimg: int) -> float:
     o = run.optim
     lr = o.lr
@@ -395,6 +402,7 @@ def _setup_process(job: JobSpec, device: torch.device, rank: int, world: int) ->
     run = job.run
     _setup_logging(job.run_dir, rank)
     torch.set_num_threads(cpu_threads(run, world))
+    apply_tf32(run, device)
     if device.type == "cpu":
         # Denormals once slowed CPU training ~25 % on digits (now within noise: harness bench
         # reports flush_denormal_speedup). Process-wide, so it is switched off again at the end.

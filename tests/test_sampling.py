@@ -69,7 +69,7 @@ def test_zero_shift_keeps_existing_run_ids():
     legacy.pop("diffusion")
     for section, name in (("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
                           ("train", "num_threads"), ("train", "keep_eval_networks"),
-                          ("network", "family"),
+                          ("train", "tf32"), ("network", "family"),
                           ("network", "channels_per_head"), ("eval", "sigma_min_shift"),
                           ("eval", "dinov2_weights_path"), ("ect", "max_stage"),
                           ("data", "xflip"), ("train", "phema_stds"), ("train", "snapshot_nimg")):

@@ -516,6 +516,10 @@ def test_teacher_and_student_recipes_match_the_official_code(tmp_path: Path) -> 
         assert student.train.phema_stds == (0.010, 0.050, 0.100)
         assert teacher.train.phema_stds == ()
     assert runs[("ect-cifar10-l", "tune")].train.phema_stds == ()
+    # TF32 as the official code: off for CIFAR-10 (EDM, ECT), on for ECT's ImageNet-64 tuning.
+    assert runs[("ect-cifar10-l", "tune")].train.tf32 is False
+    assert runs[("ect-cifar10-l", "pretrain")].train.tf32 is False
+    assert runs[("ect-imagenet64-m", "tune")].train.tf32 is True
     # A teacher and its students share data and architecture, not augmentation or dropout.
     student = runs[("ect-cifar10-l", "tune")]
     assert runs[("ect-cifar10-l", "pretrain")].run_id == student.init_run_id

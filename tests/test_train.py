@@ -509,3 +509,21 @@ def test_tiny_cifar_teacher_trains_with_xflips(tmp_path):
     after, loss = _weights_after_steps(run, images, steps=4)
     assert loss is not None and torch.isfinite(torch.tensor(loss))
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize("tf32", [None, False, True])
+def test_tf32_switches_follow_the_run_on_cuda_only(tf32):
+    """CIFAR-10 recipes train without TF32 as the official code does, ImageNet-64 with it."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        before = (tf32 is False, tf32 is not True)  # opposite of what the run asks, mixed
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        run = make_run("pretrain", 2, **{"train.tf32": tf32})
+        train_mod.apply_tf32(run, torch.device("cpu"))
+        switches = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        assert switches == before
+        train_mod.apply_tf32(run, torch.device("cuda"))
+        switches = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        assert switches == (before if tf32 is None else (tf32, tf32))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
