@@ -226,6 +226,9 @@ class TrainConfig:
     # power-function EMAs and the loop state), so that `harness eval` can score them again with
     # other evaluation settings without training. Costs one network file per point on disk.
     keep_eval_networks: bool = True
+    # Experiment loggers for the run's curves besides stats.jsonl (harness/loggers.py), each needing
+    # its package: "tensorboard", "wandb" (offline), "mlflow" (a file store in the run folder).
+    loggers: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = ()
     # Power-function EMAs tracked beside the main EMA and evaluated at every evaluation point, by
     # relative standard deviation sigma_rel (EDM2, Karras et al. 2024, Sec. 3.1 and Eq. 127): the
     # official ImageNet-64 ECT evaluates 0.010, 0.050 and 0.100 (locuslab/ect imgnet branch,
@@ -411,7 +414,8 @@ class RunConfig:
 
 # Fields that never change what is computed: cadence of logs/checkpoints and how many threads run it.
 _IDENTITY_EXCLUDED = {("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
-                      ("train", "num_threads"), ("train", "keep_eval_networks")}
+                      ("train", "num_threads"), ("train", "keep_eval_networks"),
+                      ("train", "loggers")}
 
 
 _ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,

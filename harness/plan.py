@@ -191,6 +191,12 @@ def _check_inputs(sweep: Sweep, jobs: tuple[JobSpec, ...]) -> None:
         except ConfigError as e:
             raise SweepError(f"{sweep.path} [base]: {e} (override with --set data.path=...)"
                              ) from None
+    from harness.loggers import missing_packages
+
+    for loggers in sorted({job.run.train.loggers for job in jobs}):
+        if missing := missing_packages(loggers):
+            raise SweepError(f"{sweep.path}: train.loggers = {list(loggers)}: not installed here: "
+                             + ", ".join(missing) + ". Install it, or drop the logger")
     for ckpt in sweep.pretrain.checkpoints():
         if not Path(ckpt).is_file():
             raise SweepError(f"{sweep.path} [pretrain]: checkpoint = {ckpt!r}: no such file")

@@ -385,11 +385,13 @@ def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> 
     checkpointer = _Checkpointer(job, model, state, rank, state.nimg if ckpt else -1)
     _LIVE = _Live(save=checkpointer.save)
     evaluator = EvaluationHook(job, data, cost.params, cost.fwd_flops, device, world, start)
+    curves = _Curves(job, rank)
     try:
         _loop(job, data, model, state, checkpointer, evaluator, cost.fwd_flops, device, rank,
-              world)
+              world, curves)
     finally:
         _LIVE = None
+        curves.close()
         torch.set_flush_denormal(False)  # torch's default; tests and callers share this process
     if rank == 0:
         _save_final(job, model, state, cost.fwd_flops, start.pretrain_flops)
@@ -506,7 +508,7 @@ def _resume(job: JobSpec, model: _Model, rank: int) -> tuple[TrainState, dict[st
 
 def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
           checkpointer: _Checkpointer, evaluator: EvaluationHook, fwd_flops: float,
-          device: torch.device, rank: int, world: int) -> None:
+          device: torch.device, rank: int, world: int, curves: _Curves) -> None:
     """`while True: report -> evaluate -> checkpoint -> done? -> step` (EDM2's training loop,
     NVlabs/edm2 training/training_loop.py). A failure goes to status.json (and, for a run that
     cannot go on, to a failure record) before it is raised."""
@@ -536,7 +538,7 @@ def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
             if nimg % run.train.status_every_nimg < run.train.batch or nimg >= total:
                 now = time.perf_counter()
                 sec_per_kimg = (now - tick_start) / max(nimg - tick_nimg, 1) * 1000
-                _report(run, state, sec_per_kimg, fwd_flops, run_dir, rank)
+                _report(run, state, sec_per_kimg, fwd_flops, run_dir, rank, curves)
                 tick_start, tick_nimg = now, nimg
             # Evaluate.
             while pending and nimg >= pending[0]:
@@ -545,6 +547,8 @@ def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
                 evaluated = True
                 if rank == 0 and metrics:
                     update_status(run_dir, last_metrics=metrics, nimg=nimg)
+                    curves.write({f"Metrics/{evaluator.metric}/{sampler}": value
+                                  for sampler, value in metrics.items()}, nimg)
             # Save the network just scored: for students (snapshot_nimg), for `harness eval`.
             while snapshots and nimg >= snapshots[0]:
                 point = snapshots.pop(0)
@@ -688,8 +692,38 @@ def train_step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.opti
                              f"{run.train.max_nonfinite_steps}); the run diverged")
 
 
+class _Curves:
+    """A run's curves: stats.jsonl lines and the optional loggers of `train.loggers` (rank 0)."""
+
+    def __init__(self, job: JobSpec, rank: int) -> None:
+        from harness.loggers import RunLoggers, missing_packages
+
+        run = job.run
+        self.path = job.run_dir / "stats.jsonl"
+        self.rank = rank
+        if missing := missing_packages(run.train.loggers):
+            error = (f"train.loggers = {list(run.train.loggers)}: not installed: "
+                     + ", ".join(missing))
+            if rank == 0:
+                update_status(job.run_dir, state="failed", error=error)
+            raise TrainingFailed(error)
+        self.loggers = RunLoggers(run.train.loggers, job.run_dir, run.run_id, run.to_dict(),
+                                  rank=rank)
+
+    def write(self, stats: dict[str, Any], nimg: int) -> None:
+        """One stats.jsonl line (with `nimg`) and the same numbers to the loggers."""
+        if self.rank != 0:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"nimg": nimg, **stats}) + "\n")
+        self.loggers.log(stats, nimg)
+
+    def close(self) -> None:
+        self.loggers.close()
+
+
 def _report(run: RunConfig, state: TrainState, sec_per_kimg: float, fwd_flops: float,
-            run_dir: Path, rank: int) -> None:
+            run_dir: Path, rank: int, curves: _Curves) -> None:
     if rank != 0:
         return
     nimg, total = state.nimg, run.train.total_nimg
@@ -704,15 +738,14 @@ def _report(run: RunConfig, state: TrainState, sec_per_kimg: float, fwd_flops: f
              state.nonfinite_total)
     steps = state.interval_steps
     # Means over the steps since the previous line (the curves), beside the last step's loss.
-    stats = {"nimg": nimg, "Loss/train": state.interval_loss / steps if steps else None,
+    stats = {"Loss/train": state.interval_loss / steps if steps else None,
              "Loss/last": loss, "Grad/norm": state.interval_grad_norm / steps if steps else None,
              "Optim/lr": _lr_at(run, max(nimg - run.train.batch, 0)), "Loss/steps": steps,
              "Loss/nonfinite": state.nonfinite_total,
              "Timing/sec_per_kimg": sec_per_kimg, "Timing/wall_seconds": state.wall_seconds,
              "Perf/flops_per_second": flops_per_s, "Progress/stage": stage}
     state.interval_steps, state.interval_loss, state.interval_grad_norm = 0, 0.0, 0.0
-    with open(run_dir / "stats.jsonl", "a") as f:
-        f.write(json.dumps(stats) + "\n")
+    curves.write(stats, nimg)
     update_status(run_dir, nimg=nimg, total_nimg=total)
 
 
@@ -732,6 +765,9 @@ class EvaluationHook:
                  eval_config: EvalConfig | None = None, again: bool = False) -> None:
         self.job = job
         self.eval = eval_config or job.run.eval
+        from harness.evaluate import metric_name
+
+        self.metric = metric_name(dataclasses.replace(job.run, eval=self.eval))
         self.again = again
         self.data = data
         self.params = params

@@ -134,7 +134,7 @@ def test_changed_attention_layout_changes_run_id():
         d.pop("ect")
         for section, key in (("eval", "mid_t"), ("eval", "samplers"), ("eval", "sigma_min_shift"),
                              ("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
-                             ("train", "num_threads"), ("train", "keep_eval_networks"),
+                             ("train", "num_threads"), ("train", "keep_eval_networks"), ("train", "loggers"),
                              ("train", "tf32"), ("network", "family"),
                              ("network", "channels_per_head"), ("eval", "dinov2_weights_path"),
                              ("data", "xflip"), ("train", "phema_stds"),

@@ -98,7 +98,8 @@ def test_family_field_keeps_existing_run_ids() -> None:
         legacy["eval"].pop("samplers")
         legacy["eval"].pop("sigma_min_shift")  # added later; never part of a teacher's id
     for section, name in (("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
-                          ("train", "num_threads"), ("train", "keep_eval_networks"), ("train", "tf32")):
+                          ("train", "num_threads"), ("train", "keep_eval_networks"), ("train", "tf32"),
+                          ("train", "loggers")):
         legacy[section].pop(name)
     legacy["network"].pop("family")
     legacy["network"].pop("channels_per_head")  # added later still

@@ -237,3 +237,18 @@ def test_cached_run_id_equals_the_plain_hash_of_the_identity_dict() -> None:
     assert run_id(as_float) == _reference_run_id(as_float)
     assert run_id(as_int) == _reference_run_id(as_int) != run_id(as_float)
     assert isinstance(NetworkConfig().dropout, float)
+
+
+def test_a_logger_whose_package_is_missing_stops_planning(tmp_path, monkeypatch):
+    import harness.loggers as loggers
+    from harness.plan import plan
+    from harness.sweep import SweepError, load_sweep
+
+    real = loggers.importlib.util.find_spec
+    monkeypatch.setattr(loggers.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlflow" else real(name, *a))
+    smoke = Path(__file__).resolve().parent.parent / "sweeps" / "smoke.toml"
+    sweep = load_sweep(smoke, ["train.loggers=['mlflow']"])
+    with pytest.raises(SweepError, match=r"train.loggers = \['mlflow'\]: not installed here: "
+                       r"mlflow \(no 'mlflow' package: pip install mlflow\)"):
+        plan(sweep, tmp_path / "results", tmp_path / "runs")

@@ -68,7 +68,7 @@ def test_zero_shift_keeps_existing_run_ids():
     legacy = to_dict(run)
     legacy.pop("diffusion")
     for section, name in (("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
-                          ("train", "num_threads"), ("train", "keep_eval_networks"),
+                          ("train", "num_threads"), ("train", "keep_eval_networks"), ("train", "loggers"),
                           ("train", "tf32"), ("network", "family"),
                           ("network", "channels_per_head"), ("eval", "sigma_min_shift"),
                           ("eval", "dinov2_weights_path"), ("ect", "max_stage"),

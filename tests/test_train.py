@@ -338,7 +338,7 @@ def test_stats_lines_hold_interval_means_gradient_norm_and_learning_rate(tmp_pat
     train(make_job(tmp_path, run))
     lines = [json.loads(x) for x in (tmp_path / "runs" / run.run_id / "stats.jsonl")
              .read_text().splitlines()]
-    with_steps = [x for x in lines if x["Loss/steps"]]
+    with_steps = [x for x in lines if x.get("Loss/steps")]
     assert [x["Loss/steps"] for x in with_steps] == [2, 2, 2]  # status every 2 steps
     for i, line in enumerate(with_steps):
         assert line["Loss/train"] == pytest.approx(sum(losses[2 * i:2 * i + 2]) / 2)
@@ -527,3 +527,37 @@ def test_tf32_switches_follow_the_run_on_cuda_only(tf32):
         assert switches == (before if tf32 is None else (tf32, tf32))
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def test_tensorboard_gets_the_stats_lines_at_images_seen(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = make_run("pretrain", 4, **{"train.loggers": ["tensorboard"],
+                                     "train.eval_nimg": [2 * BATCH]})
+    job = make_job(tmp_path, run)
+    train(job)
+    lines = [json.loads(x) for x in (job.run_dir / "stats.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(job.run_dir / "tensorboard"))
+    events.Reload()
+    expected = [(x["nimg"], x["Loss/train"]) for x in lines if x.get("Loss/train") is not None]
+    got = [(e.step, e.value) for e in events.Scalars("Loss/train")]
+    assert [s for s, _ in got] == [s for s, _ in expected]
+    assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6)
+    # The evaluations' scores, in stats.jsonl and the logger alike.
+    fd = [(x["nimg"], x["Metrics/fd_digits/heun"]) for x in lines if "Metrics/fd_digits/heun" in x]
+    assert [n for n, _ in fd] == [2 * BATCH, 4 * BATCH]
+    got_fd = [(e.step, e.value) for e in events.Scalars("Metrics/fd_digits/heun")]
+    assert got_fd == [(n, pytest.approx(v, rel=1e-6)) for n, v in fd]
+
+
+def test_a_logger_without_its_package_fails_the_run_clearly(tmp_path, monkeypatch):
+    import harness.loggers as loggers
+
+    real = loggers.importlib.util.find_spec
+    monkeypatch.setattr(loggers.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "wandb" else real(name, *a))
+    job = make_job(tmp_path, make_run("pretrain", 2, **{"train.loggers": ["wandb"]}))
+    with pytest.raises(train_mod.TrainingFailed, match=r"wandb \(no 'wandb' package: pip install wandb\)"):
+        train(job)
+    status = json.loads((job.run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "pip install wandb" in status["error"]

@@ -1,0 +1,110 @@
+"""Optional experiment loggers for a run's curves (`train.loggers`): TensorBoard, and W&B or MLflow
+offline, each only if its package is installed. Off by default; stats.jsonl is always written.
+
+Every scalar is logged at its step in images seen (the harness's unit of progress), the same
+numbers as the run's stats.jsonl lines: interval-mean loss, gradient norm, learning rate, timing,
+and the main EMA's metric at each evaluation point (`Metrics/<metric>/<sampler>`). The files stay
+inside the run folder: `tensorboard/`, `wandb/`, `mlruns/`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+LOGGERS = ("tensorboard", "wandb", "mlflow")
+# The module each logger needs, and how to install it.
+_PACKAGES = {"tensorboard": ("tensorboard", "pip install tensorboard"),
+             "wandb": ("wandb", "pip install wandb"),
+             "mlflow": ("mlflow", "pip install mlflow")}
+
+
+def missing_packages(names: Iterable[str]) -> list[str]:
+    """The loggers of `names` whose package is not installed, each with its install command.
+    Torch-free: the planner checks this before anything is submitted."""
+    out = []
+    for name in names:
+        module, install = _PACKAGES[name]
+        if importlib.util.find_spec(module) is None:
+            out.append(f"{name} (no '{module}' package: {install})")
+    return out
+
+
+class RunLoggers:
+    """The run's loggers (rank 0 only; other ranks log nothing)."""
+
+    def __init__(self, names: Iterable[str], run_dir: Path, run_id: str, config: dict[str, Any],
+                 *, rank: int = 0) -> None:
+        self._writers: list[Any] = []
+        if rank != 0:
+            return
+        run_dir = Path(run_dir)
+        for name in names:
+            if name == "tensorboard":
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writers.append(_TensorBoard(SummaryWriter(str(run_dir / "tensorboard"))))
+            elif name == "wandb":
+                import wandb
+
+                # Offline: nothing leaves the machine; `wandb sync` uploads later if wanted.
+                self._writers.append(_WandB(wandb.init(
+                    mode="offline", dir=str(run_dir), id=run_id, name=run_id, resume="allow",
+                    config=config, reinit=True)))
+            elif name == "mlflow":
+                import mlflow
+
+                mlflow.set_tracking_uri((run_dir / "mlruns").resolve().as_uri())
+                self._writers.append(_MLflow(mlflow, mlflow.start_run(run_name=run_id)))
+
+    def log(self, scalars: Mapping[str, Any], nimg: int) -> None:
+        """Log the finite numbers of `scalars` at step `nimg` (images seen)."""
+        values = {k: float(v) for k, v in scalars.items()
+                  if isinstance(v, int | float) and not isinstance(v, bool)
+                  and math.isfinite(float(v)) and k != "nimg"}
+        if values:
+            for writer in self._writers:
+                writer.log(values, nimg)
+
+    def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        self._writers = []
+
+
+class _TensorBoard:
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def log(self, values: dict[str, float], nimg: int) -> None:
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, global_step=nimg)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _WandB:
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    def log(self, values: dict[str, float], nimg: int) -> None:
+        self.run.log({**values, "nimg": nimg})
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class _MLflow:
+    def __init__(self, mlflow: Any, active: Any) -> None:
+        self.mlflow, self.active = mlflow, active
+
+    def log(self, values: dict[str, float], nimg: int) -> None:
+        self.mlflow.log_metrics(values, step=nimg)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
