@@ -15,8 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-LOGGERS = ("tensorboard", "wandb", "mlflow")
-# The module each logger needs, and how to install it.
+# The module each logger of train.loggers needs, and how to install it.
 _PACKAGES = {"tensorboard": ("tensorboard", "pip install tensorboard"),
              "wandb": ("wandb", "pip install wandb"),
              "mlflow": ("mlflow", "pip install mlflow")}
@@ -58,7 +57,8 @@ class RunLoggers:
                 import mlflow
 
                 mlflow.set_tracking_uri((run_dir / "mlruns").resolve().as_uri())
-                self._writers.append(_MLflow(mlflow, mlflow.start_run(run_name=run_id)))
+                mlflow.start_run(run_name=run_id)
+                self._writers.append(_MLflow(mlflow))
 
     def log(self, scalars: Mapping[str, Any], nimg: int) -> None:
         """Log the finite numbers of `scalars` at step `nimg` (images seen)."""
@@ -100,8 +100,8 @@ class _WandB:
 
 
 class _MLflow:
-    def __init__(self, mlflow: Any, active: Any) -> None:
-        self.mlflow, self.active = mlflow, active
+    def __init__(self, mlflow: Any) -> None:
+        self.mlflow = mlflow
 
     def log(self, values: dict[str, float], nimg: int) -> None:
         self.mlflow.log_metrics(values, step=nimg)

@@ -59,15 +59,11 @@ def _img64(ch: int, blocks: int = 3, mult: tuple[int, ...] = (1, 2, 3, 4)) -> Ne
                          channel_mult=mult, num_blocks=blocks, attn_resolutions=(16, 8))
 
 
-def _edm2_img64(lr: float, dropout: float) -> dict[str, Any]:
-    """A teacher's per-size values: EDM2's img64 presets (NVlabs/edm2 train_edm2.py,
-    config_presets 'edm2-img64-*': lr, dropout; dropout at every resolution)."""
-    return {"optim.lr": lr, "network.dropout": dropout}
-
-
-def _ect_img64(lr: float, dropout: float) -> dict[str, Any]:
-    """A student's per-size values: ECT's ImageNet-64 tuning (locuslab/ect, imgnet branch,
-    run_imgnet_ecm.sh and ct_train.py: lr by size, dropout at resolutions <= 16)."""
+def _per_size(lr: float, dropout: float) -> dict[str, Any]:
+    """One run kind's per-size values of an ImageNet-64 preset. Teachers: EDM2's img64 presets
+    (NVlabs/edm2 train_edm2.py config_presets 'edm2-img64-*', dropout at every resolution).
+    Students: ECT's ImageNet-64 tuning (locuslab/ect imgnet branch, ct_train.py presets, dropout at
+    resolutions <= 16 through the tuning recipe)."""
     return {"optim.lr": lr, "network.dropout": dropout}
 
 
@@ -88,20 +84,20 @@ _ROWS: list[Preset] = [
     Preset(name="ect-imagenet64-tiny", dataset="imagenet64", network=_img64(16, 1, (1, 2))),
     # xs: EDM2's edm2-img64-xs for the teacher; ECT has no xs, so the student follows S.
     Preset(name="ect-imagenet64-xs", dataset="imagenet64", network=_img64(128),
-           pretrain_overrides=_edm2_img64(lr=0.0120, dropout=0.00),
-           tune_overrides=_ect_img64(lr=1.0e-3, dropout=0.40)),
+           pretrain_overrides=_per_size(lr=0.0120, dropout=0.00),
+           tune_overrides=_per_size(lr=1.0e-3, dropout=0.40)),
     Preset(name="ect-imagenet64-s",  dataset="imagenet64", network=_img64(192),
-           pretrain_overrides=_edm2_img64(lr=0.0100, dropout=0.00),
-           tune_overrides=_ect_img64(lr=1.0e-3, dropout=0.40)),
+           pretrain_overrides=_per_size(lr=0.0100, dropout=0.00),
+           tune_overrides=_per_size(lr=1.0e-3, dropout=0.40)),
     Preset(name="ect-imagenet64-m",  dataset="imagenet64", network=_img64(256),
-           pretrain_overrides=_edm2_img64(lr=0.0090, dropout=0.10),
-           tune_overrides=_ect_img64(lr=9.0e-4, dropout=0.50)),
+           pretrain_overrides=_per_size(lr=0.0090, dropout=0.10),
+           tune_overrides=_per_size(lr=9.0e-4, dropout=0.50)),
     Preset(name="ect-imagenet64-l",  dataset="imagenet64", network=_img64(320),
-           pretrain_overrides=_edm2_img64(lr=0.0080, dropout=0.10),
-           tune_overrides=_ect_img64(lr=8.0e-4, dropout=0.50)),
+           pretrain_overrides=_per_size(lr=0.0080, dropout=0.10),
+           tune_overrides=_per_size(lr=8.0e-4, dropout=0.50)),
     Preset(name="ect-imagenet64-xl", dataset="imagenet64", network=_img64(384),
-           pretrain_overrides=_edm2_img64(lr=0.0070, dropout=0.10),
-           tune_overrides=_ect_img64(lr=7.0e-4, dropout=0.50)),
+           pretrain_overrides=_per_size(lr=0.0070, dropout=0.10),
+           tune_overrides=_per_size(lr=7.0e-4, dropout=0.50)),
 ]
 PRESETS: dict[str, Preset] = {p.name: p for p in _ROWS}
 
