@@ -10,7 +10,6 @@ which stay on disk.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from typing import Any
 
 from harness.config import ConfigError, EvalConfig, from_dict, to_dict
 from harness.sweep import Sweep, SweepError, check_value
-
-log = logging.getLogger("harness.reevaluate")
 
 EVAL_PREFIX = "eval."
 
@@ -98,10 +95,14 @@ def reevaluate(sweep: Sweep, eval_overrides: Mapping[str, Any], *,
     report = ReevaluationReport()
     start_time = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    jobs = expand(sweep, results_dir=results_dir, runs_dir=runs_dir)
-    for job in jobs:
+    datasets: dict[Any, Any] = {}  # DataConfig -> its training split, loaded once
+    for job in expand(sweep, results_dir=results_dir, runs_dir=runs_dir):
         run = job.run
         new_eval = eval_config(run.eval, eval_overrides)
+        if not new_eval.use_ema:
+            report.skipped += [(run.run_id, p, "eval.use_ema = false: the saved networks are the "
+                                "EMAs, not the raw weights") for p in run.eval_points()]
+            continue
         points = [p for p in run.eval_points() if snapshot_path(job.run_dir, p).is_file()]
         for p in run.eval_points():
             if p not in points:
@@ -115,12 +116,11 @@ def reevaluate(sweep: Sweep, eval_overrides: Mapping[str, Any], *,
             for p in points:
                 report.skipped.append((run.run_id, p, f"its start is unknown: {e}"))
             continue
-        data = load_dataset(run.data, "train")
+        if run.data not in datasets:
+            datasets[run.data] = load_dataset(run.data, "train")
         cost = network_cost(run.network)
-        hook = EvaluationHook(job, data, cost.params, cost.fwd_flops, device, 1, start,
-                              eval_config=new_eval, again=True)
-        before = set(job.sweep_results_dir.glob("*.parquet")) if job.sweep_results_dir.is_dir() \
-            else set()
+        hook = EvaluationHook(job, datasets[run.data], cost.params, cost.fwd_flops, device, 1,
+                              start, eval_config=new_eval, again=True)
         for p in points:
             saved = load_checkpoint(snapshot_path(job.run_dir, p))
             nets = []
@@ -133,8 +133,8 @@ def reevaluate(sweep: Sweep, eval_overrides: Mapping[str, Any], *,
                      f"{device_name(device)}")
             hook(nets, state, p)
             report.scored.append((run.run_id, p))
-        after = set(job.sweep_results_dir.glob("*.parquet"))
-        report.records += sorted(after - before)
+            if hook.last_record is not None:
+                report.records.append(hook.last_record)
     report.seconds = time.perf_counter() - start_time
     return report
 

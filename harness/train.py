@@ -553,7 +553,8 @@ def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
             while snapshots and nimg >= snapshots[0]:
                 point = snapshots.pop(0)
                 if rank == 0 and point == nimg:
-                    _save_network(job, snapshot_path(run_dir, nimg), model, state, fwd_flops)
+                    _save_network(job, snapshot_path(run_dir, nimg), model, state, fwd_flops,
+                                  evaluator.start.pretrain_flops)
             if evaluated:  # the next records' train_loss averages the steps from here on
                 state.eval_interval_steps, state.eval_interval_loss = 0, 0.0
                 evaluated = False
@@ -589,7 +590,7 @@ def _evaluated_networks(run: RunConfig, model: _Model) -> list[tuple[str, nn.Mod
 
 
 def _save_network(job: JobSpec, path: Path, model: _Model, state: TrainState, fwd_flops: float,
-                  pretrain_flops: float | None = 0.0) -> None:
+                  pretrain_flops: float | None) -> None:
     """Save the EMA network with what a run starting from it records: images seen, the
     pretraining FLOPs behind it (`train_flops`) and, for tuning runs, their own FLOPs."""
     run = job.run
@@ -775,6 +776,7 @@ class EvaluationHook:
         self.device = device
         self.world = world
         self.start = start
+        self.last_record: Path | None = None  # the record file the last call wrote
         self._evaluator: Any = None
 
     def _already_recorded(self, nimg: int) -> bool:
@@ -831,7 +833,7 @@ class EvaluationHook:
                              run.run_id, nimg, sampler, suffix, metric.metric, metric.value,
                              metric.num_samples, gen_seconds)
                 net.train(was_training)
-            write_evaluation(self.job.sweep_results_dir, rows)
+            self.last_record = write_evaluation(self.job.sweep_results_dir, rows)
         dist.barrier()
         return result
 
@@ -855,11 +857,10 @@ class EvaluationHook:
 
     def write_failure(self, state: TrainState, error: str) -> None:
         """One record saying the run failed and why, so a sweep's table shows it."""
-        from harness.evaluate import metric_name
         from harness.records import write_evaluation
 
         row = evaluation_row(self.job, {**self._progress(state), "ema": "main"}, self.samplers()[0],
-                             metric=metric_name(self.job.run), error=error)
+                             metric=self.metric, error=error)
         try:
             write_evaluation(self.job.sweep_results_dir, [row])
         except Exception as e:  # the status file already holds the reason

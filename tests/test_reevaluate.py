@@ -61,6 +61,12 @@ def test_eval_reports_points_without_saved_networks(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "scored 0 evaluation point(s)" in out
     assert "no saved network at this point" in out
+    # The kept networks are EMAs: raw weights cannot be scored again.
+    code = main(["eval", str(SMOKE), "--set", "eval.use_ema=False", "--results", str(results),
+                 "--runs", str(runs)])
+    out = capsys.readouterr().out
+    assert code == 0 and "scored 0 evaluation point(s)" in out
+    assert "eval.use_ema = false: the saved networks are the EMAs" in out
 
 
 def test_eval_overrides_are_checked():

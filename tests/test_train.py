@@ -421,6 +421,9 @@ def test_students_of_a_snapshot_record_the_teacher_budget_and_score(tmp_path):
     assert (tuned["init"] == "teacher").all() and (tuned["pretrain_nimg"] == 2 * BATCH).all()
     assert tuned["teacher_value"].tolist() == [heun]
     assert tuned["pretrain_flops"].tolist() == pytest.approx([3 * fwd * 2 * BATCH])
+    # The student's own kept network names the pretraining behind it too.
+    kept = load_checkpoint(train_mod.snapshot_path(student.run_dir, 2 * BATCH))
+    assert kept["train_flops"] == pytest.approx(3 * fwd * 2 * BATCH)
     missing = make_job(tmp_path, make_run("tune", 2, init_run_id=teacher.run.run_id,
                                           init_nimg=3 * BATCH))
     with pytest.raises(train_mod.TrainingFailed, match="does not exist"):
