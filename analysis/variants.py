@@ -24,7 +24,8 @@ _IGNORED_PREFIXES = ("eval.",)
 # A run's start (init_nimg, from_scratch) is told by the records' pretrain_nimg instead.
 _IGNORED = {"train.total_nimg", "seed", "train.status_every_nimg", "train.ckpt_every_nimg",
             "init_nimg", "from_scratch", "train.snapshot_nimg",
-            "train.num_threads", "init_run_id", "init_checkpoint", "preset", "kind"}
+            "train.num_threads", "train.keep_eval_networks", "train.loggers", "init_run_id",
+            "init_checkpoint", "legacy_id", "preset", "kind"}
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:

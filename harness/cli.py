@@ -136,9 +136,12 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser("eval", help="score the networks that runs saved at their evaluation points "
-                       "again with other evaluation settings (--set eval.num_samples=4000, "
-                       "eval.metric=fd_dinov2, ...) and write new records; never trains")
+                       "again with the sweep's evaluation settings or others (--set "
+                       "eval.num_samples=4000, eval.metric=fd_dinov2, ...) and write new records; "
+                       "never trains")
     _sweep_options(p)
+    p.add_argument("--again", action="store_true",
+                   help="also score points whose latest record was made with these settings")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("status", help="state, progress, last metric and log of each run of a sweep; "
@@ -153,15 +156,11 @@ def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from harness.reevaluate import reevaluate, split_overrides
+    from harness.reevaluate import reevaluate
     from harness.sweep import load_sweep
 
-    sweep_items, eval_values = split_overrides(args.overrides)
-    sweep = load_sweep(args.sweep, sweep_items)
-    if not eval_values:
-        print("harness eval: no --set eval.*=... given: scoring again with the sweep's own "
-              "evaluation settings", file=sys.stderr)
-    report = reevaluate(sweep, eval_values, results_dir=args.results, runs_dir=args.runs)
+    sweep = load_sweep(args.sweep, args.overrides)
+    report = reevaluate(sweep, results_dir=args.results, runs_dir=args.runs, again=args.again)
     print(report.summary())
     return 0
 

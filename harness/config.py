@@ -10,6 +10,7 @@ import difflib
 import functools
 import hashlib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -338,6 +339,29 @@ class EvalConfig:
                        f"{min((*self.mid_t, self.sigma_max))})")
 
 
+# Evaluation settings that leave a score as it is: batching (noise is drawn per image seed),
+# sample grids, and where the feature extractor's weights lie (its hash is in every record).
+EVAL_UNSCORED = ("batch", "save_grid", "inception_weights_path", "dinov2_weights_path")
+# Settings of the consistency samplers: a teacher is scored with Heun only.
+EVAL_CONSISTENCY_ONLY = ("samplers", "mid_t", "sigma_min_shift")
+
+
+def eval_differences(recorded: dict[str, Any], current: EvalConfig, kind: str
+                     ) -> dict[str, tuple[Any, Any]]:
+    """Settings that score differently between a record's `eval` section (as written in its
+    `config` column) and `current`: {name: (recorded, current)}. Settings the record predates
+    count at their defaults."""
+    now = to_dict(current)
+    defaults = to_dict(EvalConfig())
+    skip = set(EVAL_UNSCORED) | (set(EVAL_CONSISTENCY_ONLY) if kind == "pretrain" else set())
+    out = {}
+    for name, value in now.items():
+        old = recorded.get(name, defaults[name])
+        if name not in skip and old != value:
+            out[name] = (old, value)
+    return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """Everything one training job needs. `kind` selects the EDM pretraining or the ECT tuning objective."""
@@ -360,6 +384,10 @@ class RunConfig:
     # pretraining run's), with the same ECT objective and curriculum; no teacher.
     from_scratch: bool = False
     seed: int = 0
+    # The id this run was first recorded under, when ids still hashed the evaluation settings
+    # (harness 0.1.0 before #19): its folder, records and students keep that id. Set by planning
+    # when it adopts such a folder (`adopt_recorded_run`); never part of any id. None: the hash.
+    legacy_id: str | None = None
 
     def __post_init__(self) -> None:
         starts = (self.init_run_id is not None, self.init_checkpoint is not None, self.from_scratch)
@@ -378,6 +406,9 @@ class RunConfig:
             raise _err("run", "init_run_id", self.init_run_id, problem)
         if self.seed < 0:
             raise _err("run", "seed", self.seed, "must be >= 0")
+        if self.legacy_id is not None and not re.fullmatch(r"[0-9a-f]{12}", self.legacy_id):
+            raise _err("run", "legacy_id", self.legacy_id,
+                       "must be a 12-hex-digit run id (set by planning, not by hand)")
         if self.eval.metric == "fd_digits" and self.data.name != "digits":
             raise _err("run", "eval.metric", "fd_digits",
                        f"the digits classifier only scores digits, not {self.data.name!r}; use "
@@ -391,8 +422,10 @@ class RunConfig:
 
     @functools.cached_property
     def run_id(self) -> str:
-        """Stable 12-hex-digit id over the fields that change what the run computes."""
-        return run_id(self)
+        """Stable 12-hex-digit id over the fields that change what the run trains (the
+        evaluation settings are not among them): its folder runs/<run_id>/ and its records'
+        `run_id`. A run adopted from an older id scheme keeps the id it was recorded under."""
+        return self.legacy_id or run_id(self)
 
     def stage_nimg(self) -> int:
         """Length of one ECT curriculum stage in images (fixed, or the budget split into stages)."""
@@ -428,6 +461,7 @@ _ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,
                  ("train", "tf32"): None}
 # Top-level RunConfig fields added after runs were recorded: left out of the hash at these values.
 _ADDED_TOP_FIELDS = {"init_nimg": None, "from_scratch": False}
+_NEVER_IDENTITY = {"legacy_id"}  # says which id a run has; cannot be part of it
 
 
 def _identity_section(name: str, obj: Any, kind: str) -> dict[str, Any] | None:
@@ -473,12 +507,38 @@ def _cached_section_json(name: str, obj: Any, kind: str, types: tuple[Any, ...])
 
 
 def run_id(cfg: RunConfig) -> str:
-    """Hash of the resolved config; the objective section a run does not use is left out.
+    """Hash of what a run trains: the resolved config without its evaluation settings (they
+    identify an evaluation, which `harness eval` can repeat, not a training run; #19), without
+    the objective section the run does not use, and without `legacy_id`.
 
     Equal to `stable_hash` of the identity dict: the canonical JSON is assembled from the
     sections' canonical JSON (sorted keys, no whitespace), each computed once per distinct section."""
+    return _identity_hash(cfg, with_eval=False)
+
+
+def legacy_run_id(cfg: RunConfig) -> str:
+    """The id `cfg` had before #19, when the evaluation settings were part of it (harness 0.1.0
+    up to then). Run folders and records written then carry it; planning finds them by it."""
+    return _identity_hash(cfg, with_eval=True)
+
+
+def recorded_as(cfg: RunConfig, recorded_id: str) -> RunConfig | None:
+    """`cfg` as the run recorded under `recorded_id` (a folder name, a job file's run_id): `cfg`
+    when that is its id; `cfg` adopting it as `legacy_id` when it is its id under the older
+    scheme; None when `recorded_id` is not an id of this config."""
+    plain = dataclasses.replace(cfg, legacy_id=None) if cfg.legacy_id else cfg
+    if recorded_id == plain.run_id:
+        return plain
+    if recorded_id == legacy_run_id(plain):
+        return dataclasses.replace(plain, legacy_id=recorded_id)
+    return None
+
+
+def _identity_hash(cfg: RunConfig, *, with_eval: bool) -> str:
     pieces: dict[str, str] = {}
     for name in _field_names(RunConfig):
+        if name in _NEVER_IDENTITY or (name == "eval" and not with_eval):
+            continue
         value = getattr(cfg, name)
         if dataclasses.is_dataclass(value):
             try:

@@ -14,12 +14,13 @@ import dataclasses
 import itertools
 import typing
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from harness.config import ARCHITECTURE_FIELDS, ConfigError, NetworkConfig, RunConfig, TrainConfig
 from harness.job import JobSpec
+from harness.legacy_runs import Adoption, LegacyRuns
 from harness.sweep import BUDGET_KEYS, SPECIAL_KEYS, Sweep, SweepError, check_value
 
 _SECTIONS: dict[str, type] = {}  # RunConfig section name -> its dataclass (filled on first use)
@@ -124,6 +125,8 @@ class Expansion:
     budgets: dict[str, tuple[Any, ...]]  # run_id -> the budget values it covers (ascending nimg)
     budget_nimg: dict[str, tuple[int, ...]]  # run_id -> images at which each budget is reached
     separate_nimg: dict[str, int]  # tuning run_id -> images if each budget were its own run
+    # Runs that keep the id they were recorded under before #19 (legacy id -> adoption).
+    adopted: dict[str, Adoption] = field(default_factory=dict)
 
 
 class GridPoint(NamedTuple):
@@ -172,6 +175,7 @@ class _Expander:
     def __init__(self, sweep: Sweep, results_dir: str, runs_dir: str) -> None:
         self.sweep, self.results_dir, self.runs_dir = sweep, results_dir, runs_dir
         self.builder = _Builder()
+        self.legacy = LegacyRuns(runs_dir, Path(results_dir) / sweep.name)
         self.presets: dict[str, _PresetInfo] = {}
         self.costs: dict[NetworkConfig, float] = {}
         self.teachers: dict[str, JobSpec] = {}  # pretraining run_id -> its job
@@ -277,14 +281,18 @@ class _Expander:
             return self.teacher_keys[key]
         sweep = self.sweep
         t_where = f"{sweep.path} [pretrain] (teacher of {info.name})"
-        overrides = {"seed": 0, **data_values, **sweep.pretrain.overrides, "kind": "pretrain",
-                     "preset": info.name,
+        # Training follows [pretrain]; evaluation also follows `--set eval.*` (run ids leave it out).
+        scoring = {k: v for k, v in sweep.overrides.items() if k.startswith("eval.")}
+        overrides = {"seed": 0, **data_values, **sweep.pretrain.overrides, **scoring,
+                     "kind": "pretrain", "preset": info.name,
                      "train.total_nimg": sweep.pretrain.nimg_for(info.name, sweep.path)}
         snapshots = tuple(n for n in sweep.pretrain.budgets_for(info.name, sweep.path) or () if n)
         if snapshots:  # a teacher-budget axis: one teacher, saved at each budget (#17)
             overrides["train.snapshot_nimg"] = snapshots
         tcfg = _build(self.builder, info.pretrain, overrides, t_where)
         _check_teacher_matches(tcfg.network, cfg.network, t_where)
+        # A teacher recorded under an older id keeps it; its students then start from that folder.
+        tcfg = self.legacy.adopt(tcfg)
         rid = tcfg.run_id
         self.teacher_keys[key] = rid
         swept: dict[str, Any] = {"preset": info.name}
@@ -316,6 +324,7 @@ class _TuningJobs:
         self.sweep, self.swept = expander.sweep, expander.swept
         self.budget_key = expander.budget_key
         self.results_dir, self.runs_dir = expander.results_dir, expander.runs_dir
+        self.legacy = expander.legacy
         self.jobs: list[JobSpec] = []
         self.ids: list[str] = []
         self.teacher_of: dict[str, str | None] = {}
@@ -326,7 +335,7 @@ class _TuningJobs:
 
     def add(self, preset: str, run_members: list[GridPoint]) -> None:
         """Add the run that trains to the last member's budget, evaluated at every member's."""
-        cfg = _with_budget_evals(run_members)
+        cfg = self.legacy.adopt(_with_budget_evals(run_members))
         nimgs = tuple(m.nimg for m in run_members)
         rid = cfg.run_id
         budget_values = tuple(m.budget for m in run_members)
@@ -375,7 +384,8 @@ class _TuningJobs:
                 self.separate[tid] = sum(points)
         return Expansion(jobs=(*teachers.values(), *self.jobs), run_ids=(*teachers, *self.ids),
                          teacher=self.teacher_of, budgets=self.budgets,
-                         budget_nimg=self.budget_nimg, separate_nimg=self.separate)
+                         budget_nimg=self.budget_nimg, separate_nimg=self.separate,
+                         adopted=dict(self.legacy.adopted))
 
 
 def _with_budget_evals(run_members: list[GridPoint]) -> RunConfig:

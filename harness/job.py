@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, RunConfig, run_config_from_dict
+from harness.config import ConfigError, RunConfig, recorded_as, run_config_from_dict
 from harness.runtime import atomic_write_text, folder_name_problem
 
 JOB_FORMAT_VERSION = 1
@@ -64,9 +64,15 @@ class JobSpec:
         if version != JOB_FORMAT_VERSION:
             raise ConfigError(f"{where}: format_version = {version!r}: expected {JOB_FORMAT_VERSION}")
         run = run_config_from_dict(data["run"], where=f"{where} [run]")
-        if data.get("run_id") not in (None, run.run_id):
-            raise ConfigError(f"{where}: run_id = {data['run_id']!r}: does not match its config "
-                              f"(hash {run.run_id}); was the file edited by hand?")
+        recorded = data.get("run_id")
+        if recorded is not None and recorded != run.run_id:
+            # A job file written before #19 names the run by the id that hashed its evaluation
+            # settings too: the run keeps that id (and its folder).
+            adopted = recorded_as(run, str(recorded))
+            if adopted is None:
+                raise ConfigError(f"{where}: run_id = {recorded!r}: does not match its config "
+                                  f"(hash {run.run_id}); was the file edited by hand?")
+            run = adopted
         sweep = data.get("sweep")
         if (problem := folder_name_problem(sweep)) is not None:
             raise ConfigError(f"{where}: sweep = {sweep!r}: {problem}")

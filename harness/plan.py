@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ from harness.backends import liveness
 from harness.config import ConfigError, DataConfig, NetworkConfig
 from harness.expand import expand_sweep
 from harness.job import JobSpec, default_runs_dir
+from harness.legacy_runs import Adoption
 from harness.sweep import Sweep, SweepError
 from harness.sweepstate import Liveness, read_run_status, read_state
 
@@ -67,6 +68,8 @@ class Plan:
     runs: tuple[PlannedRun, ...]
     results_dir: str
     runs_dir: str
+    # Runs that keep the id they were recorded under before #19 (legacy id -> adoption).
+    adopted: dict[str, Adoption] = field(default_factory=dict)
 
     def by_id(self) -> dict[str, PlannedRun]:
         return {r.run_id: r for r in self.runs}
@@ -127,7 +130,83 @@ def plan(sweep: Sweep, results_dir: str | Path = "results", runs_dir: str | Path
             separate_flops=passes * cost.fwd_flops * separate,
             teacher=exp.teacher.get(rid), liveness=live.get(rid),
             status=_status(rid, nimg, done_points, live.get(rid), rid in started, runs_dir)))
-    return Plan(sweep=sweep, runs=tuple(runs), results_dir=str(results_dir), runs_dir=str(runs_dir))
+    return Plan(sweep=sweep, runs=tuple(runs), results_dir=str(results_dir), runs_dir=str(runs_dir),
+                adopted=exp.adopted)
+
+
+@dataclass(frozen=True)
+class StaleEvaluation:
+    """A done run whose final point was last scored with other settings than the sweep's."""
+
+    run: PlannedRun
+    differences: dict[str, tuple[Any, Any]]  # eval setting -> (recorded, the sweep's)
+
+
+def stale_evaluations(p: Plan) -> list[StaleEvaluation]:
+    """Done runs whose latest record at their final image count was made with evaluation
+    settings that score differently from the sweep's. Editing `eval.*` never retrains a run
+    (evaluation settings are not part of run ids); `harness eval` scores it again. Reads one
+    record file per done run."""
+    from harness.config import eval_differences
+    from harness.records import evaluated_with, latest_record_files
+
+    latest = latest_record_files(Path(p.results_dir), p.sweep.name)
+    out = []
+    for r in p.runs:
+        path = latest.get((r.run_id, r.nimg)) if r.status == "done" else None
+        recorded = evaluated_with(path) if path is not None else None
+        if recorded is not None and (diff := eval_differences(recorded, r.job.run.eval, r.kind)):
+            out.append(StaleEvaluation(run=r, differences=diff))
+    return out
+
+
+def plan_notes(p: Plan) -> list[str]:
+    """What the plan table does not show: runs kept under their pre-#19 ids, and done runs
+    scored with other evaluation settings than the sweep's (with the command that rescores)."""
+    notes = []
+    if p.adopted:
+        notes.append(f"kept ids: {len(p.adopted)} run(s) recorded before evaluation settings "
+                     "left run ids keep the ids they were recorded under, with their folders "
+                     "and records (see CHANGELOG, #19)")
+        others = [o for a in p.adopted.values() for o in a.passed_over]
+        if others:
+            notes.append(f"  {len(others)} other folder(s) hold one of those trainings with other "
+                         "evaluation settings and are not used: " + ", ".join(others[:5])
+                         + (", ..." if len(others) > 5 else ""))
+    stale = stale_evaluations(p)
+    if stale:
+        was: dict[str, set[Any]] = {}
+        changed: dict[str, set[Any]] = {}
+        for st in stale:
+            for name, (old, now) in st.differences.items():
+                was.setdefault(name, set()).add(_hashable(old))
+                changed.setdefault(name, set()).add(_hashable(now))
+        shown = ", ".join(f"eval.{n} {_values_text(was[n])} -> {_values_text(v)}"
+                          for n, v in sorted(changed.items()))
+        # The same --set values give `harness eval` the same runs and settings as this plan.
+        command = f"harness eval {p.sweep.path}" + "".join(
+            f" --set {k}={_set_text(v)}" for k, v in p.sweep.overrides.items())
+        notes.append(f"evaluation settings: {len(stale)} done run(s) were last scored with "
+                     f"other settings than the sweep's ({shown}); they are not trained again and "
+                     f"their records stand. To score their saved networks with these settings: "
+                     f"{command}")
+    return notes
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _values_text(values: set[Any]) -> str:
+    shown = sorted(map(repr, values))
+    return shown[0] if len(shown) == 1 else "{" + ", ".join(shown) + "}"
+
+
+def _set_text(value: Any) -> str:
+    """A value as `--set` parses it back (strings bare, the rest as Python literals)."""
+    if isinstance(value, tuple):
+        value = list(value)
+    return value if isinstance(value, str) else repr(value)
 
 
 def max_runs_limit() -> int:
@@ -299,4 +378,5 @@ def format_plan(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
         lines.append("shared prefixes: " + _sharing_text(
             tune, "budget points", "tuning runs", "tuning", "one run per budget"))
     lines.append(f"records: {Path(p.results_dir) / p.sweep.name}/   run folders: {p.runs_dir}/")
+    lines += plan_notes(p)
     return "\n".join(lines)

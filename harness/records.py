@@ -39,7 +39,8 @@ METADATA_KEY = b"ect_harness.schema_version"  # also in the file footer: cheap t
 _COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
     ("schema_version", pa.int32(), False, "version of this schema"),
     ("sweep", pa.string(), False, "sweep name (the results/ subfolder)"),
-    ("run_id", pa.string(), False, "hash of the run config"),
+    ("run_id", pa.string(), False, "hash of the run config without its evaluation settings "
+     "(runs recorded before #19: the older hash, which included them)"),
     ("display_name", pa.string(), True, "human name, e.g. 's-1e15-seed0'"),
     ("kind", pa.string(), True, "'pretrain' or 'tune'"),
     ("preset", pa.string(), True, "network preset name"),
@@ -317,15 +318,7 @@ def existing_eval_points(results_dir: Path, sweep: str) -> dict[str, set[int]]:
     folder = Path(results_dir) / sweep
     if not folder.is_dir():
         return {}
-    latest: dict[tuple[str, int], tuple[str, Path]] = {}
-    for entry in os.scandir(folder):
-        parsed = parse_record_name(entry.name)
-        if parsed is None or not entry.is_file():
-            continue
-        run_id, images_seen, tag = parsed
-        key = (run_id, images_seen)
-        if key not in latest or tag > latest[key][0]:
-            latest[key] = (tag, Path(entry.path))
+    latest = _latest_tags(folder)
     # Files already in the loader's index need no opening: its rows are their rows.
     index = read_index(folder, columns=["_file", "status"])
     indexed: dict[str, bool] = {}
@@ -345,6 +338,40 @@ def existing_eval_points(results_dir: Path, sweep: str) -> dict[str, set[int]]:
             if done:
                 out.setdefault(run_id, set()).add(images_seen)
     return out
+
+
+def _latest_tags(folder: Path) -> dict[tuple[str, int], tuple[str, Path]]:
+    """(run_id, images_seen) -> (eval_tag, path) of its newest record file, by file names only."""
+    latest: dict[tuple[str, int], tuple[str, Path]] = {}
+    for entry in os.scandir(folder):
+        parsed = parse_record_name(entry.name)
+        if parsed is None or not entry.is_file():
+            continue
+        run_id, images_seen, tag = parsed
+        key = (run_id, images_seen)
+        if key not in latest or tag > latest[key][0]:
+            latest[key] = (tag, Path(entry.path))
+    return latest
+
+
+def latest_record_files(results_dir: Path, sweep: str) -> dict[tuple[str, int], Path]:
+    """(run_id, images_seen) -> the newest record file of that evaluation point (file names only)."""
+    folder = Path(results_dir) / sweep
+    if not folder.is_dir():
+        return {}
+    return {key: path for key, (_, path) in _latest_tags(folder).items()}
+
+
+def evaluated_with(path: Path) -> dict[str, Any] | None:
+    """The evaluation settings (the `eval` section of the `config` column) a record file was
+    made with; None when the file does not say (unreadable, or no config)."""
+    try:
+        configs = pq.read_table(path, columns=["config"]).column("config").to_pylist()
+        config = json.loads(next(c for c in configs if c))
+    except (OSError, pa.ArrowException, StopIteration, ValueError, KeyError):
+        return None
+    section = config.get("eval") if isinstance(config, dict) else None
+    return section if isinstance(section, dict) else None
 
 
 def recorded_value(results_dir: Path, run_id: str, images_seen: int, sampler: str,

@@ -2,24 +2,23 @@
 other evaluation settings (more samples, another metric or reference), never training.
 
 Training saves the networks it scores (`train.keep_eval_networks`, network-<images:012d>.pt in the
-run folder). Evaluation settings identify an evaluation, not a training run: the new records keep
-the run's id and config, carry the new settings in their own columns (num_samples, metric,
-extractor_hash, reference) and a newer evaluation tag, so readers take them over the old records,
-which stay on disk.
+run folder). Evaluation settings identify an evaluation, not a training run (they are not part of
+run ids): the new records keep the run's id, carry the settings they were made with in their
+`config` and own columns (num_samples, metric, extractor_hash, reference) and a newer evaluation
+tag, so readers take them over the old records, which stay on disk. Points whose latest record was
+already made with settings that score the same are left alone unless `again`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, EvalConfig, from_dict, to_dict
-from harness.sweep import Sweep, SweepError, check_value
-
-EVAL_PREFIX = "eval."
+from harness.config import eval_differences
+from harness.sweep import Sweep
 
 
 @dataclass
@@ -27,6 +26,7 @@ class ReevaluationReport:
     """What `reevaluate` did: points scored again, and points it could not score, with why."""
 
     scored: list[tuple[str, int]] = field(default_factory=list)  # (run_id, images)
+    current: list[tuple[str, int]] = field(default_factory=list)  # already scored so: left alone
     skipped: list[tuple[str, int, str]] = field(default_factory=list)  # (run_id, images, why)
     records: list[Path] = field(default_factory=list)
     seconds: float = 0.0
@@ -35,45 +35,21 @@ class ReevaluationReport:
         """One line per outcome, for the command line."""
         lines = [f"scored {len(self.scored)} evaluation point(s) again in {self.seconds:.1f} s; "
                  f"{len(self.records)} record file(s) written, earlier records kept"]
+        if self.current:
+            lines.append(f"  left {len(self.current)} point(s) whose latest record was already "
+                         "made with these settings (--again scores them anyway)")
         for run_id, nimg, why in self.skipped:
             lines.append(f"  skipped {run_id} at {nimg} images: {why}")
         return "\n".join(lines)
 
 
-def split_overrides(items: Iterable[str]) -> tuple[list[str], dict[str, Any]]:
-    """`--set` items into sweep overrides (everything but eval.*) and evaluation overrides."""
-    from harness.sweep import parse_set
-
-    sweep_items, eval_values = [], {}
-    for item in items:
-        key, value = parse_set(item)
-        if key.startswith(EVAL_PREFIX):
-            eval_values[key] = check_value(key, value, "--set")
-        else:
-            sweep_items.append(item)
-    return sweep_items, eval_values
-
-
-def eval_config(base: EvalConfig, overrides: Mapping[str, Any]) -> EvalConfig:
-    """`base` with dotted `eval.*` overrides, checked as the config loader checks them."""
-    values = to_dict(base)
-    for key, value in overrides.items():
-        name = key[len(EVAL_PREFIX):]
-        if name not in values:
-            raise SweepError(f"--set {key}: unknown evaluation setting. Valid: "
-                             + ", ".join(f"eval.{k}" for k in values))
-        values[name] = list(value) if isinstance(value, tuple) else value
-    try:
-        return from_dict(EvalConfig, values, where="--set eval")
-    except ConfigError as e:
-        raise SweepError(str(e)) from None
-
-
-def reevaluate(sweep: Sweep, eval_overrides: Mapping[str, Any], *,
-               results_dir: str | Path = "results", runs_dir: str | Path | None = None,
+def reevaluate(sweep: Sweep, *, results_dir: str | Path = "results",
+               runs_dir: str | Path | None = None, again: bool = False,
                progress: Callable[[str], None] = print) -> ReevaluationReport:
-    """Score every saved evaluation network of the sweep's runs again with `eval_overrides` and
-    write new records; no training step runs. Points without a saved network are reported."""
+    """Score the saved evaluation networks of the sweep's runs with the evaluation settings the
+    sweep gives each run (its file and `--set` values: `load_sweep(path, overrides)`), and write
+    new records; no training step runs. Points whose latest record was made with settings that
+    score the same are left alone unless `again`; points without a saved network are reported."""
     import torch
 
     from harness.data import load_dataset
@@ -81,6 +57,7 @@ def reevaluate(sweep: Sweep, eval_overrides: Mapping[str, Any], *,
     from harness.flops import network_cost
     from harness.network import make_network
     from harness.plan import default_runs_dir
+    from harness.records import evaluated_with, latest_record_files
     from harness.rundir import load_checkpoint
     from harness.train import (
         EvaluationHook,
@@ -96,9 +73,10 @@ def reevaluate(sweep: Sweep, eval_overrides: Mapping[str, Any], *,
     start_time = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     datasets: dict[Any, Any] = {}  # DataConfig -> its training split, loaded once
+    latest = latest_record_files(Path(results_dir), sweep.name)
     for job in expand(sweep, results_dir=results_dir, runs_dir=runs_dir):
         run = job.run
-        new_eval = eval_config(run.eval, eval_overrides)
+        new_eval = run.eval
         if not new_eval.use_ema:
             report.skipped += [(run.run_id, p, "eval.use_ema = false: the saved networks are the "
                                 "EMAs, not the raw weights") for p in run.eval_points()]
@@ -108,6 +86,12 @@ def reevaluate(sweep: Sweep, eval_overrides: Mapping[str, Any], *,
             if p not in points:
                 report.skipped.append((run.run_id, p, "no saved network at this point (not "
                                        "trained that far, or trained before networks were kept)"))
+        if not again:
+            same = [p for p in points if (path := latest.get((run.run_id, p))) is not None
+                    and (recorded := evaluated_with(path)) is not None
+                    and not eval_differences(recorded, new_eval, run.kind)]
+            report.current += [(run.run_id, p) for p in same]
+            points = [p for p in points if p not in same]
         if not points:
             continue
         try:
@@ -120,7 +104,7 @@ def reevaluate(sweep: Sweep, eval_overrides: Mapping[str, Any], *,
             datasets[run.data] = load_dataset(run.data, "train")
         cost = network_cost(run.network)
         hook = EvaluationHook(job, datasets[run.data], cost.params, cost.fwd_flops, device, 1,
-                              start, eval_config=new_eval, again=True)
+                              start, again=True)
         for p in points:
             saved = load_checkpoint(snapshot_path(job.run_dir, p))
             nets = []

@@ -8,6 +8,7 @@ plan, submit) reads status.json without ever importing torch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -19,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, RunConfig, run_config_from_dict
+from harness.config import ConfigError, RunConfig, run_config_from_dict, run_id
 from harness.job import JobSpec, write_job
 from harness.runtime import atomic_write_bytes, atomic_write_text
 
@@ -216,6 +217,15 @@ def update_status(run_dir: str | Path, unless_failed: bool = False, **fields: An
 # config.json and job.json
 
 
+def _same_training(stored: RunConfig | None, run: RunConfig) -> bool:
+    """Whether `stored` (a folder's config.json) trains what `run` trains; a folder of the older
+    id scheme holds its config without `legacy_id`."""
+    if stored is None:
+        return False
+    return run_id(dataclasses.replace(stored, legacy_id=None)) == run_id(
+        dataclasses.replace(run, legacy_id=None))
+
+
 def stored_config(run_dir: Path) -> RunConfig | None:
     """The RunConfig in a run folder's config.json (None when it no longer loads)."""
     path = run_dir / "config.json"
@@ -227,13 +237,17 @@ def stored_config(run_dir: Path) -> RunConfig | None:
 
 def write_run_files(job: JobSpec) -> None:
     """config.json and job.json in the run folder; raises ConfigMismatch when config.json holds a
-    different config under the same id."""
+    different training under the same id.
+
+    config.json stays as the run's first job wrote it. Settings outside the run id may differ in
+    later jobs of the same run (evaluation settings, logging cadence, threads): those jobs use
+    their own, and each record carries the config it was evaluated with."""
     run_dir = job.run_dir
     config_path = run_dir / "config.json"
     text = json.dumps(job.run.to_dict(), indent=1, sort_keys=True) + "\n"
-    # Compared as configs, not texts: a folder written before a field existed holds the field's
-    # default implicitly (the run id already treats it so), and must stay usable.
-    if config_path.exists() and stored_config(run_dir) != job.run:
+    # Compared as training identities, not texts: a folder written before a field existed holds
+    # the field's default implicitly (the run id already treats it so), and must stay usable.
+    if config_path.exists() and not _same_training(stored_config(run_dir), job.run):
         raise ConfigMismatch(f"{config_path} holds a different config for run {job.run.run_id}")
     if not config_path.exists():
         atomic_write_text(config_path, text)

@@ -129,6 +129,10 @@ class SubmitReport:
                 f"{r}: {e}" for r, e in self.failed)
         if self.scheduler_pid:
             text += f"; local scheduler pid {self.scheduler_pid}"
+        if self.plan is not None and not self.dry_run:  # a dry run prints the whole plan
+            from harness.plan import plan_notes
+
+            text += "".join("\n" + note for note in plan_notes(self.plan))
         return text
 
 

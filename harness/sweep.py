@@ -49,6 +49,7 @@ _PLANNER_OWNED = {
     "init_nimg": "list the teacher budgets in [pretrain] nimg = [...] instead",
     "from_scratch": "put 0 in [pretrain] nimg = [0, ...] instead",
     "train.total_nimg": "set budget_nimg or budget_flops instead",
+    "legacy_id": "the planner keeps the id a run was recorded under before #19",
 }
 _TOP_LEVEL = ("name", "share_prefixes", "base", "grid", "zip", "pretrain", "cluster")
 
@@ -223,6 +224,9 @@ class Sweep:
     cluster: ClusterConfig
     share_prefixes: bool = True  # merge budgets of one run into one longer run when possible
     source: str = ""  # the TOML text, copied into run folders for provenance
+    # The checked `--set` values (also in `base`). Their eval.* settings score the teachers too:
+    # `--set eval.num_samples=4000` scores every run of the sweep with 4000 samples.
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_points(self) -> int:
@@ -349,9 +353,10 @@ def sweep_from_dict(data: Mapping[str, Any], *, where: str = "sweep",
     base: dict[str, Any] = {}
     for key, value in _flatten(tables["base"]):
         base[key] = check_value(key, value, f"{where} [base]")
+    set_values: dict[str, Any] = {}
     for item in overrides:
         key, value = parse_set(item)
-        base[key] = check_value(key, value, f"--set {key}")
+        base[key] = set_values[key] = check_value(key, value, f"--set {key}")
 
     axes = [_axis((key,), [values], f"{where} [grid]") for key, values in _flatten(tables["grid"])]
     tables_of = [("[base]", list(base))] + [("[grid]", list(a.names)) for a in axes]
@@ -360,6 +365,13 @@ def sweep_from_dict(data: Mapping[str, Any], *, where: str = "sweep",
         axes.append(_axis(tuple(k for k, _ in zipped), [v for _, v in zipped], f"{where} [zip]"))
         tables_of.append(("[zip]", [k for k, _ in zipped]))
 
+    for table, names in tables_of[1:]:
+        if evals := [n for n in names if n.startswith("eval.")]:
+            raise SweepError(
+                f"{where} {table}: {evals[0]}: evaluation settings cannot be an axis: they do "
+                "not change what a run trains, so every value would be the same run (run ids "
+                "leave them out). Set one value in [base], then score the runs again with "
+                f"`harness eval {where} --set {evals[0]}=...` for each other value")
     seen: dict[str, str] = {}
     for table, names in tables_of:
         for n in names:
@@ -377,7 +389,7 @@ def sweep_from_dict(data: Mapping[str, Any], *, where: str = "sweep",
     return Sweep(name=name, path=where, base=base, axes=tuple(axes),
                  pretrain=_pretrain(tables["pretrain"], f"{where} [pretrain]"),
                  cluster=ClusterConfig.from_dict(tables["cluster"], where=f"{where} [cluster]"),
-                 share_prefixes=share, source=source)
+                 share_prefixes=share, source=source, overrides=set_values)
 
 
 def _preset_names() -> list[str]:

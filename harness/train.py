@@ -9,7 +9,6 @@ N straight steps and N/2 + kill + resume + N/2 give bit-identical weights on CPU
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import json
 import logging
@@ -30,7 +29,6 @@ from torch import nn
 from harness import dist
 from harness.config import (
     ConfigError,
-    EvalConfig,
     NetworkConfig,
     RunConfig,
     from_dict,
@@ -757,18 +755,18 @@ def _report(run: RunConfig, state: TrainState, sec_per_kimg: float, fwd_flops: f
 class EvaluationHook:
     """Generates samples at an eval point, scores them and writes one record file (rank 0).
 
-    `eval_config` replaces the run's evaluation settings (`harness eval`); the records keep the
-    run's id and config. `again` evaluates points that already have records.
+    It scores with the job's evaluation settings, which may differ from those of the run's earlier
+    jobs (they are not part of the run id): each record carries the settings it was made with in
+    its `config`. `again` evaluates points that already have records (`harness eval`).
     """
 
     def __init__(self, job: JobSpec, data: ImageData, params: int, fwd_flops: float,
-                 device: torch.device, world: int, start: Start, *,
-                 eval_config: EvalConfig | None = None, again: bool = False) -> None:
+                 device: torch.device, world: int, start: Start, *, again: bool = False) -> None:
         self.job = job
-        self.eval = eval_config or job.run.eval
+        self.eval = job.run.eval
         from harness.evaluate import metric_name
 
-        self.metric = metric_name(dataclasses.replace(job.run, eval=self.eval))
+        self.metric = metric_name(job.run)
         self.again = again
         self.data = data
         self.params = params
@@ -804,8 +802,7 @@ class EvaluationHook:
             if self._evaluator is None:
                 # The training split is already in memory: don't load the dataset a second time.
                 reference = self.data if self.eval.reference == "train" else None
-                self._evaluator = Evaluator(dataclasses.replace(run, eval=self.eval),
-                                            reference_data=reference)
+                self._evaluator = Evaluator(run, reference_data=reference)
             rows = []
             shape = (run.network.img_channels, run.network.img_resolution,
                      run.network.img_resolution)

@@ -87,6 +87,7 @@ def test_unknown_family_is_a_clear_error() -> None:
 
 def test_family_field_keeps_existing_run_ids() -> None:
     # Runs recorded before the field existed were all "mp": their ids must not change.
+    from harness.config import legacy_run_id
     from harness.runtime import stable_hash
 
     # A network whose attention layout EDM2's did not change (see test_network.py for those).
@@ -107,8 +108,8 @@ def test_family_field_keeps_existing_run_ids() -> None:
     legacy["data"].pop("xflip")  # added later still
     legacy["train"].pop("phema_stds")
     legacy["train"].pop("snapshot_nimg")
-    legacy.pop("init_nimg")
-    legacy.pop("from_scratch")
-    assert run.network.family == "mp" and run.run_id == stable_hash(legacy)
+    for name in ("init_nimg", "from_scratch", "legacy_id"):
+        legacy.pop(name)
+    assert run.network.family == "mp" and legacy_run_id(run) == stable_hash(legacy)
     other = dataclasses.replace(run, network=dataclasses.replace(run.network, family="ddpmpp"))
-    assert other.run_id != run.run_id
+    assert other.run_id != run.run_id and legacy_run_id(other) != legacy_run_id(run)

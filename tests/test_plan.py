@@ -191,13 +191,16 @@ def test_output_into_a_closed_pipe_is_not_an_error() -> None:
     assert "Broken pipe" not in err and "Traceback" not in err, err
 
 
-def _reference_run_id(cfg: Any) -> str:
-    """run_id written out plainly: the canonical JSON of the whole identity dict, hashed."""
+def _reference_run_id(cfg: Any, *, with_eval: bool = False) -> str:
+    """run_id written out plainly: the canonical JSON of the whole identity dict, hashed; with
+    the evaluation settings, the id scheme before #19 (legacy_run_id)."""
     from harness.config import _ADDED_TOP_FIELDS, _field_names, _identity_section
     from harness.runtime import stable_hash
 
     d = {}
     for name in _field_names(type(cfg)):
+        if name == "legacy_id" or (name == "eval" and not with_eval):
+            continue
         value = getattr(cfg, name)
         if name in _ADDED_TOP_FIELDS and value == _ADDED_TOP_FIELDS[name]:
             continue  # added after runs were recorded: their ids stay
@@ -211,7 +214,7 @@ def _reference_run_id(cfg: Any) -> str:
 
 
 def test_cached_run_id_equals_the_plain_hash_of_the_identity_dict() -> None:
-    from harness.config import NetworkConfig, RunConfig, run_id
+    from harness.config import NetworkConfig, RunConfig, legacy_run_id, run_id
     from harness.presets import PRESETS, recipe
 
     for preset in PRESETS.values():
@@ -228,6 +231,7 @@ def test_cached_run_id_equals_the_plain_hash_of_the_identity_dict() -> None:
                 set_dotted(data, key, value, where="test")
             cfg = run_config_from_dict(data, where="test")
             assert run_id(cfg) == _reference_run_id(cfg), preset.name
+            assert legacy_run_id(cfg) == _reference_run_id(cfg, with_eval=True), preset.name
             assert run_id(cfg) == run_id(run_config_from_dict(to_dict(cfg), where="again"))
     # Equal values of another type (0 == 0.0) hash alike but write different JSON: the cache
     # must not give one the other's id.

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-
-import pytest
 
 import harness.train as train_mod
 from harness.cli import main
-from harness.reevaluate import eval_config, split_overrides
+from harness.plan import format_plan, plan
 from harness.submit import submit
-from harness.sweep import SweepError, load_sweep
+from harness.sweep import load_sweep
 
 SMOKE = Path(__file__).resolve().parent.parent / "sweeps" / "smoke.toml"
 
@@ -50,8 +49,27 @@ def test_eval_scores_saved_networks_again_without_training(tmp_path, monkeypatch
     assert (merged["value_old"] != merged["value_new"]).all()  # other samples, other FD
     everything = load_results(results, "smoke", latest=False, with_config=True)
     assert len(everything) == 2 * len(old)
-    # Both evaluations name the run's own config: its id and training settings are unchanged.
-    assert (everything.groupby("run_id")["config"].nunique() == 1).all()
+    # Both evaluations are of one training: their configs differ only in the evaluation
+    # settings, which each record names.
+    for _, configs in everything.groupby("run_id")["config"]:
+        parsed = [json.loads(c) for c in configs.unique()]
+        assert len({json.dumps({k: v for k, v in c.items() if k != "eval"}, sort_keys=True)
+                    for c in parsed}) == 1
+        assert sorted(c["eval"]["num_samples"] for c in parsed) == [64, 96]
+
+    # Points already scored with these settings are left alone; --again scores them anyway.
+    args = ["eval", str(SMOKE), "--set", "eval.num_samples=96", "--results", str(results),
+            "--runs", str(runs)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "scored 0 evaluation point(s)" in out and "left 6 point(s)" in out
+    assert main([*args, "--again"]) == 0
+    assert "scored 6 evaluation point(s)" in capsys.readouterr().out
+
+    # Editing the sweep's evaluation settings trains nothing: every run is still done.
+    edited = plan(load_sweep(SMOKE, ["eval.num_samples=128"]), results, runs)
+    assert {r.status for r in edited.runs} == {"done"}
+    assert "harness eval" in format_plan(edited)
 
 
 def test_eval_reports_points_without_saved_networks(tmp_path, capsys):
@@ -69,13 +87,16 @@ def test_eval_reports_points_without_saved_networks(tmp_path, capsys):
     assert "eval.use_ema = false: the saved networks are the EMAs" in out
 
 
-def test_eval_overrides_are_checked():
-    sweep_items, values = split_overrides(["eval.num_samples=96", "ect.q=4"])
-    assert sweep_items == ["ect.q=4"] and values == {"eval.num_samples": 96}
-    with pytest.raises(SweepError, match=r"eval\.num_samples"):
-        split_overrides(["eval.num_samples='many'"])
-    from harness.config import EvalConfig
+def test_eval_settings_from_set_are_checked_and_score_every_run(tmp_path, capsys):
+    from harness.expand import expand
 
-    with pytest.raises(SweepError, match="num_samples"):
-        eval_config(EvalConfig(), {"eval.num_samples": 1})
-    assert eval_config(EvalConfig(), {"eval.metric": "fd_dinov2"}).metric == "fd_dinov2"
+    # --set eval.* scores the teachers too ([pretrain] sets their evaluation in the file).
+    jobs = expand(load_sweep(SMOKE, ["eval.num_samples=96"]), results_dir=tmp_path,
+                  runs_dir=tmp_path)
+    assert {j.run.eval.num_samples for j in jobs} == {96}
+    plain = expand(load_sweep(SMOKE), results_dir=tmp_path, runs_dir=tmp_path)
+    assert {j.run.eval.num_samples for j in plain} == {64}
+    assert [j.run.run_id for j in jobs] == [j.run.run_id for j in plain]
+    code = main(["eval", str(SMOKE), "--set", "eval.num_samples='many'", "--results",
+                 str(tmp_path), "--runs", str(tmp_path)])
+    assert code == 2 and "eval.num_samples = 'many'" in capsys.readouterr().err

@@ -62,6 +62,8 @@ def test_shift_outside_its_range_is_a_clear_error(shift):
 
 
 def test_zero_shift_keeps_existing_run_ids():
+    from harness.config import legacy_run_id
+
     run = RunConfig(kind="tune", init_checkpoint="x.pt",
                     network=NetworkConfig(model_channels=16))  # attention layout unchanged
     shifted = dataclasses.replace(run, eval=dataclasses.replace(run.eval, sigma_min_shift=0.003))
@@ -74,10 +76,12 @@ def test_zero_shift_keeps_existing_run_ids():
                           ("eval", "dinov2_weights_path"), ("ect", "max_stage"),
                           ("data", "xflip"), ("train", "phema_stds"), ("train", "snapshot_nimg")):
         legacy[section].pop(name)
-    legacy.pop("init_nimg")
-    legacy.pop("from_scratch")
-    assert run.run_id == stable_hash(legacy)
-    assert shifted.run_id != run.run_id
+    for name in ("init_nimg", "from_scratch", "legacy_id"):
+        legacy.pop(name)
+    # Ids before #19 hashed the evaluation settings: a zero shift kept those ids.
+    assert legacy_run_id(run) == stable_hash(legacy)
+    assert legacy_run_id(shifted) != legacy_run_id(run)
+    assert shifted.run_id == run.run_id  # now the shift identifies an evaluation, not the run
 
 
 class _LabelRecorder(torch.nn.Module):

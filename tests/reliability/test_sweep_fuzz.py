@@ -313,8 +313,8 @@ def test_grid_over_the_limit_needs_yes(tmp_path: Path, monkeypatch: pytest.Monke
 def test_astronomic_grid_is_refused_without_expanding(tmp_path: Path) -> None:
     """10^18 grid points: refused at once (the size is a product of axis lengths)."""
     doc = json.loads(json.dumps(BASE))
-    for key in ("seed", "eval.num_samples", "train.ema_halflife_nimg", "train.status_every_nimg",
-                "train.max_nonfinite_steps", "eval.batch"):
+    for key in ("seed", "train.batch", "train.ema_halflife_nimg", "train.status_every_nimg",
+                "train.max_nonfinite_steps", "ect.stage_nimg"):
         doc["base"].pop(key, None)
         doc["grid"][key] = list(range(1, 1001))
     path = tmp_path / "huge.toml"
