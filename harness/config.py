@@ -386,7 +386,7 @@ class RunConfig:
     seed: int = 0
     # The id this run was first recorded under, when ids still hashed the evaluation settings
     # (harness 0.1.0 before #19): its folder, records and students keep that id. Set by planning
-    # when it adopts such a folder (`adopt_recorded_run`); never part of any id. None: the hash.
+    # when it adopts such a run (harness.legacy_runs); never part of any id. None: the hash.
     legacy_id: str | None = None
 
     def __post_init__(self) -> None:

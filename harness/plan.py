@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,8 +185,8 @@ def plan_notes(p: Plan) -> list[str]:
         shown = ", ".join(f"eval.{n} {_values_text(was[n])} -> {_values_text(v)}"
                           for n, v in sorted(changed.items()))
         # The same --set values give `harness eval` the same runs and settings as this plan.
-        command = f"harness eval {p.sweep.path}" + "".join(
-            f" --set {k}={_set_text(v)}" for k, v in p.sweep.overrides.items())
+        command = shlex.join(["harness", "eval", p.sweep.path, *(
+            item for k, v in p.sweep.overrides.items() for item in ("--set", f"{k}={_set_text(v)}"))])
         notes.append(f"evaluation settings: {len(stale)} done run(s) were last scored with "
                      f"other settings than the sweep's ({shown}); they are not trained again and "
                      f"their records stand. To score their saved networks with these settings: "

@@ -303,11 +303,14 @@ def check_value(key: str, value: Any, where: str) -> Any:
 
 
 def parse_set(item: str, *, where: str = "--set") -> tuple[str, Any]:
-    """Parse one `--set key=value` (value via ast.literal_eval; bare words stay strings)."""
+    """Parse one `--set key=value` (value via ast.literal_eval, or TOML's true and false;
+    bare words stay strings)."""
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
         raise SweepError(f"{where}: {item!r}: expected key=value, e.g. --set ect.q=4")
+    if text.strip() in ("true", "false"):  # as the sweep file writes them
+        return key, text.strip() == "true"
     try:
         value = ast.literal_eval(text.strip())
     except (ValueError, SyntaxError):

@@ -98,6 +98,9 @@ def test_parse_set() -> None:
     assert parse_set("data.path=/data/c10.tar.gz") == ("data.path", "/data/c10.tar.gz")
     assert parse_set("eval.mid_t=[0.5, 1.0]") == ("eval.mid_t", [0.5, 1.0])
     assert parse_set("data.path='x y'") == ("data.path", "x y")
+    assert parse_set("eval.save_grid=true") == parse_set("eval.save_grid=True") == (
+        "eval.save_grid", True)
+    assert parse_set("eval.kid=false") == ("eval.kid", False)
     with pytest.raises(SweepError, match="expected key=value"):
         parse_set("ect.q")
 
