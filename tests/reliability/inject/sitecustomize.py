@@ -99,19 +99,21 @@ def _nonfinite_patch(faults: list[tuple[str, str]]) -> Any:
         return None
 
     def patch(train: types.ModuleType) -> None:
-        real_step = train._step
+        real_step = train.train_step
 
-        def _step(run: Any, net: Any, ema: Any, optimizer: Any, loss_fn: Any, *rest: Any) -> Any:
+        def train_step(run: Any, net: Any, ema: Any, optimizer: Any, loss_fn: Any, *rest: Any,
+                       **kwargs: Any) -> Any:
+            nimg = rest[2].nimg  # (images, labels, state, ...): the TrainState before the step
             hit = any(rid in ("*", run.run_id) and lo <= nimg and (hi is None or nimg <= hi)
-                      for rid, lo, hi in rules for nimg in [rest[2]["nimg"]])
+                      for rid, lo, hi in rules)
             if hit:
-                def nan_loss(*args: Any, **kwargs: Any) -> Any:
-                    return loss_fn(*args, **kwargs) * float("nan")
+                def nan_loss(*args: Any, **kw: Any) -> Any:
+                    return loss_fn(*args, **kw) * float("nan")
 
-                return real_step(run, net, ema, optimizer, nan_loss, *rest)
-            return real_step(run, net, ema, optimizer, loss_fn, *rest)
+                return real_step(run, net, ema, optimizer, nan_loss, *rest, **kwargs)
+            return real_step(run, net, ema, optimizer, loss_fn, *rest, **kwargs)
 
-        train._step = _step
+        train.train_step = train_step
 
     return patch
 
