@@ -164,3 +164,26 @@ def test_an_adopted_run_goes_on_in_its_old_folder(tmp_path):
     with pytest.raises(ConfigMismatch, match="holds a different config"):
         write_run_files(dataclasses.replace(other, run=dataclasses.replace(
             other.run, legacy_id=job.run.run_id)))
+
+
+def test_unfinished_old_runs_finish_in_their_folders(tmp_path):
+    # Old runs cut off half way (no checkpoint left): they train to the end under their old ids,
+    # students from their teacher's old folder, and no folder of the new scheme appears.
+    from analysis.load import load_results
+    from harness.submit import submit
+
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    old = _old_scheme(results, runs, unfinished=True)
+    sweep = load_sweep(SMOKE)
+    assert {r.status for r in plan(sweep, results, runs).runs} == {"todo"}
+    report = submit(sweep, "debug", results_dir=results, runs_dir=runs)
+    assert not report.failed and len(report.submitted) == len(old)
+    assert sorted(f.name for f in runs.iterdir() if not f.name.startswith(".")) == sorted(
+        old.values())
+    p = plan(sweep, results, runs)
+    assert {r.run_id for r in p.runs} == set(old.values())
+    assert {r.status for r in p.runs} == {"done"}
+    records = load_results(results, "smoke")
+    assert set(records["run_id"]) == set(old.values())
+    assert (records.groupby("run_id")["images_seen"].max().to_dict()
+            == {r.run_id: r.nimg for r in p.runs})
