@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from harness.config import ARCHITECTURE_FIELDS, ConfigError, NetworkConfig, RunConfig, TrainConfig
 from harness.job import JobSpec
-from harness.legacy_runs import Adoption, LegacyRuns
+from harness.legacy_runs import LegacyRuns
 from harness.sweep import BUDGET_KEYS, SPECIAL_KEYS, Sweep, SweepError, check_value
 
 _SECTIONS: dict[str, type] = {}  # RunConfig section name -> its dataclass (filled on first use)
@@ -125,8 +125,9 @@ class Expansion:
     budgets: dict[str, tuple[Any, ...]]  # run_id -> the budget values it covers (ascending nimg)
     budget_nimg: dict[str, tuple[int, ...]]  # run_id -> images at which each budget is reached
     separate_nimg: dict[str, int]  # tuning run_id -> images if each budget were its own run
-    # Runs that keep the id they were recorded under before #19 (legacy id -> adoption).
-    adopted: dict[str, Adoption] = field(default_factory=dict)
+    # Runs that keep the id they were recorded under before #19: legacy id -> the other recorded
+    # ids of the same training, not used.
+    adopted: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class GridPoint(NamedTuple):

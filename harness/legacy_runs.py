@@ -31,15 +31,6 @@ from harness.config import (
 _ID_RE = re.compile(r"[0-9a-f]{12}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Adoption:
-    """A planned run that keeps the id it was recorded under."""
-
-    run_id: str  # the id of its config now
-    legacy_id: str  # the id it keeps
-    passed_over: tuple[str, ...] = ()  # other recorded ids of the same training (not used)
-
-
 class LegacyRuns:
     """Index of runs recorded under older ids, by the id their config has now."""
 
@@ -48,7 +39,8 @@ class LegacyRuns:
         self.sweep_results_dir = None if sweep_results_dir is None else Path(sweep_results_dir)
         self._folders: dict[str, list[str]] | None = None
         self._records: dict[str, list[str]] | None = None
-        self.adopted: dict[str, Adoption] = {}  # legacy id -> how it was adopted
+        # legacy id kept -> the other recorded ids of the same training, not used
+        self.adopted: dict[str, tuple[str, ...]] = {}
 
     def adopt(self, cfg: RunConfig) -> RunConfig:
         """`cfg` under the id its training was recorded with: itself when runs/<run_id>/ exists
@@ -59,13 +51,11 @@ class LegacyRuns:
         then the one that trained furthest."""
         if cfg.legacy_id is not None or (self.runs_dir / cfg.run_id).is_dir():
             return cfg
-        key = cfg.run_id
-        found = self._folder_index().get(key) or self._record_index().get(key)
+        found = self._folder_index().get(cfg.run_id) or self._record_index().get(cfg.run_id)
         if not found:
             return cfg
         chosen = self._choose(cfg, found)
-        self.adopted[chosen] = Adoption(run_id=key, legacy_id=chosen,
-                                        passed_over=tuple(i for i in found if i != chosen))
+        self.adopted[chosen] = tuple(i for i in found if i != chosen)
         return dataclasses.replace(cfg, legacy_id=chosen)
 
     def _choose(self, cfg: RunConfig, found: list[str]) -> str:
@@ -120,10 +110,9 @@ class LegacyRuns:
             parsed = parse_record_name(entry.name)
             if parsed is not None and _ID_RE.fullmatch(parsed[0]):
                 first_file.setdefault(parsed[0], Path(entry.path))
-        in_folders = {i for ids in self._folder_index().values() for i in ids}
         for rid, path in first_file.items():
-            if rid in in_folders or (self.runs_dir / rid).is_dir():
-                continue
+            if (self.runs_dir / rid).is_dir():
+                continue  # its folder's config.json speaks for it
             try:
                 configs = pq.read_table(path, columns=["config"]).column("config").to_pylist()
             except Exception:  # a foreign or broken file: the loader reports those

@@ -19,7 +19,6 @@ from harness.backends import liveness
 from harness.config import ConfigError, DataConfig, NetworkConfig
 from harness.expand import expand_sweep
 from harness.job import JobSpec, default_runs_dir
-from harness.legacy_runs import Adoption
 from harness.sweep import Sweep, SweepError
 from harness.sweepstate import Liveness, read_run_status, read_state
 
@@ -69,8 +68,9 @@ class Plan:
     runs: tuple[PlannedRun, ...]
     results_dir: str
     runs_dir: str
-    # Runs that keep the id they were recorded under before #19 (legacy id -> adoption).
-    adopted: dict[str, Adoption] = field(default_factory=dict)
+    # Runs that keep the id they were recorded under before #19: legacy id -> the other recorded
+    # ids of the same training, not used.
+    adopted: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def by_id(self) -> dict[str, PlannedRun]:
         return {r.run_id: r for r in self.runs}
@@ -148,15 +148,13 @@ def stale_evaluations(p: Plan) -> list[StaleEvaluation]:
     settings that score differently from the sweep's. Editing `eval.*` never retrains a run
     (evaluation settings are not part of run ids); `harness eval` scores it again. Reads one
     record file per done run."""
-    from harness.config import eval_differences
-    from harness.records import evaluated_with, latest_record_files
+    from harness.records import latest_record_files, scored_differently
 
     latest = latest_record_files(Path(p.results_dir), p.sweep.name)
     out = []
     for r in p.runs:
-        path = latest.get((r.run_id, r.nimg)) if r.status == "done" else None
-        recorded = evaluated_with(path) if path is not None else None
-        if recorded is not None and (diff := eval_differences(recorded, r.job.run.eval, r.kind)):
+        if r.status == "done" and (diff := scored_differently(
+                latest.get((r.run_id, r.nimg)), r.job.run.eval, r.kind)):
             out.append(StaleEvaluation(run=r, differences=diff))
     return out
 
@@ -169,7 +167,7 @@ def plan_notes(p: Plan) -> list[str]:
         notes.append(f"kept ids: {len(p.adopted)} run(s) recorded before evaluation settings "
                      "left run ids keep the ids they were recorded under, with their folders "
                      "and records (see CHANGELOG, #19)")
-        others = [o for a in p.adopted.values() for o in a.passed_over]
+        others = [o for passed_over in p.adopted.values() for o in passed_over]
         if others:
             notes.append(f"  {len(others)} other folder(s) hold one of those trainings with other "
                          "evaluation settings and are not used: " + ", ".join(others[:5])

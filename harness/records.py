@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness import __version__
+from harness.config import EvalConfig, eval_differences
 from harness.job import JobSpec
 from harness.runtime import atomic_write_bytes, canonical_json, git_dirty, git_sha
 
@@ -362,9 +363,17 @@ def latest_record_files(results_dir: Path, sweep: str) -> dict[tuple[str, int], 
     return {key: path for key, (_, path) in _latest_tags(folder).items()}
 
 
-def evaluated_with(path: Path) -> dict[str, Any] | None:
-    """The evaluation settings (the `eval` section of the `config` column) a record file was
-    made with; None when the file does not say (unreadable, or no config)."""
+def scored_differently(path: Path | None, current: EvalConfig, kind: str
+                       ) -> dict[str, tuple[Any, Any]] | None:
+    """The evaluation settings that score differently between the record file `path` (the `eval`
+    section of its `config`) and `current` ({} when none do); None when there is no file or it
+    does not say."""
+    recorded = _evaluated_with(path) if path is not None else None
+    return None if recorded is None else eval_differences(recorded, current, kind)
+
+
+def _evaluated_with(path: Path) -> dict[str, Any] | None:
+    """The `eval` section of a record file's `config`; None when the file does not say."""
     try:
         configs = pq.read_table(path, columns=["config"]).column("config").to_pylist()
         config = json.loads(next(c for c in configs if c))

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import eval_differences
 from harness.sweep import Sweep
 
 
@@ -57,7 +56,7 @@ def reevaluate(sweep: Sweep, *, results_dir: str | Path = "results",
     from harness.flops import network_cost
     from harness.network import make_network
     from harness.plan import default_runs_dir
-    from harness.records import evaluated_with, latest_record_files
+    from harness.records import latest_record_files, scored_differently
     from harness.rundir import load_checkpoint
     from harness.train import (
         EvaluationHook,
@@ -76,8 +75,7 @@ def reevaluate(sweep: Sweep, *, results_dir: str | Path = "results",
     latest = latest_record_files(Path(results_dir), sweep.name)
     for job in expand(sweep, results_dir=results_dir, runs_dir=runs_dir):
         run = job.run
-        new_eval = run.eval
-        if not new_eval.use_ema:
+        if not run.eval.use_ema:
             report.skipped += [(run.run_id, p, "eval.use_ema = false: the saved networks are the "
                                 "EMAs, not the raw weights") for p in run.eval_points()]
             continue
@@ -87,9 +85,8 @@ def reevaluate(sweep: Sweep, *, results_dir: str | Path = "results",
                 report.skipped.append((run.run_id, p, "no saved network at this point (not "
                                        "trained that far, or trained before networks were kept)"))
         if not again:
-            same = [p for p in points if (path := latest.get((run.run_id, p))) is not None
-                    and (recorded := evaluated_with(path)) is not None
-                    and not eval_differences(recorded, new_eval, run.kind)]
+            same = [p for p in points
+                    if scored_differently(latest.get((run.run_id, p)), run.eval, run.kind) == {}]
             report.current += [(run.run_id, p) for p in same]
             points = [p for p in points if p not in same]
         if not points:
