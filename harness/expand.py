@@ -180,7 +180,7 @@ class _Expander:
         self.presets: dict[str, _PresetInfo] = {}
         self.costs: dict[NetworkConfig, float] = {}
         self.teachers: dict[str, JobSpec] = {}  # pretraining run_id -> its job
-        self.teacher_keys: dict[tuple[Any, ...], str] = {}  # (preset, data values) -> run_id
+        self.teacher_keys: dict[tuple[Any, ...], str] = {}  # (preset, data values, seed or None) -> run_id
         self.budget_key = next(k for k in BUDGET_KEYS
                                if k in sweep.swept_names or k in sweep.base)
         self.swept = sweep.swept_names
@@ -273,18 +273,21 @@ class _Expander:
         return self.costs[net]
 
     def teacher_for(self, info: _PresetInfo, cfg: RunConfig) -> str:
-        """Run id of the pretraining run that teaches `cfg` (one per preset and data settings)."""
+        """Run id of the pretraining run that teaches `cfg`: one per preset and data settings, and
+        per student seed with `[pretrain] per_seed = true`."""
         # The teacher trains on the student's data; augmentation is the pretraining recipe's.
         data_values = {f"data.{f.name}": getattr(cfg.data, f.name)
                        for f in dataclasses.fields(cfg.data) if f.name not in _PER_KIND_DATA}
-        key = (info.name, tuple(sorted(data_values.items())))
+        seed = cfg.seed if self.sweep.pretrain.per_seed else None
+        key = (info.name, tuple(sorted(data_values.items())), seed)
         if key in self.teacher_keys:
             return self.teacher_keys[key]
         sweep = self.sweep
         t_where = f"{sweep.path} [pretrain] (teacher of {info.name})"
         # Training follows [pretrain]; evaluation also follows `--set eval.*` (run ids leave it out).
         scoring = {k: v for k, v in sweep.overrides.items() if k.startswith("eval.")}
-        overrides = {"seed": 0, **data_values, **sweep.pretrain.overrides, **scoring,
+        overrides = {"seed": 0 if seed is None else seed, **data_values,
+                     **sweep.pretrain.overrides, **scoring,
                      "kind": "pretrain", "preset": info.name,
                      "train.total_nimg": sweep.pretrain.nimg_for(info.name, sweep.path)}
         snapshots = tuple(n for n in sweep.pretrain.budgets_for(info.name, sweep.path) or () if n)
@@ -297,11 +300,14 @@ class _Expander:
         rid = tcfg.run_id
         self.teacher_keys[key] = rid
         swept: dict[str, Any] = {"preset": info.name}
+        if seed is not None:
+            swept["seed"] = seed
         if snapshots:
             swept["pretrain_nimg"] = list(snapshots)
         self.teachers[rid] = JobSpec(run=tcfg, sweep=sweep.name, results_dir=self.results_dir,
                                      runs_dir=self.runs_dir, swept=swept,
-                                     display_name=f"pretrain-{_short(info.name)}")
+                                     display_name=f"pretrain-{_short(info.name)}"
+                                     + ("" if seed is None else f"-seed{seed}"))
         return rid
 
 

@@ -74,6 +74,9 @@ _ROWS: list[Preset] = [
     Preset(name="ect-digits-xs",     dataset="digits",     network=_digits(4)),
     Preset(name="ect-digits-s",      dataset="digits",     network=_digits(8)),
     Preset(name="ect-digits-m",      dataset="digits",     network=_digits(16)),
+    # 691k parameters, 34x ect-digits-xs at 0.64x the FLOPs of ect-digits-l: the largest size of
+    # the demo's seed-replicated ladder (docs/demo_design.md).
+    Preset(name="ect-digits-ml",     dataset="digits",     network=_digits(24)),
     Preset(name="ect-digits-l",      dataset="digits",     network=_digits(30)),
     Preset(name="ect-digits-xl",     dataset="digits",     network=_digits(40)),
     Preset(name="ect-cifar10-tiny",  dataset="cifar10",    network=_cifar(8, 1, (1, 2))),

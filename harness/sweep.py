@@ -175,6 +175,10 @@ class PretrainSpec:
     nimg: int | tuple[int, ...] | dict[str, int | tuple[int, ...]] | None = None
     checkpoint: str | dict[str, str] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted RunConfig values (checked)
+    # One teacher per student seed, trained with that seed: seeds then replicate the whole
+    # pipeline, so the seed-to-seed spread the analysis measures includes the teacher's. Off:
+    # every seed's students share one teacher (seed 0, or [pretrain] seed).
+    per_seed: bool = False
 
     @property
     def trains_teachers(self) -> bool:
@@ -431,6 +435,10 @@ def _axis(names: tuple[str, ...], columns: list[Any], where: str) -> Axis:
 def _pretrain(table: Mapping[str, Any], where: str) -> PretrainSpec:
     rest = dict(table)
     nimg, ckpt = rest.pop("nimg", None), rest.pop("checkpoint", None)
+    per_seed = rest.pop("per_seed", False)
+    if not isinstance(per_seed, bool):
+        raise SweepError(f"{where}: per_seed = {per_seed!r}: must be true (one teacher per student "
+                         "seed, trained with that seed) or false (seeds share one teacher)")
     if (nimg is None) == (ckpt is None):
         raise SweepError(f"{where}: nimg/checkpoint: give exactly one: nimg = 400000 (train a "
                          "teacher per preset) or checkpoint = \"path/to/network.pt\" (either may "
@@ -440,6 +448,9 @@ def _pretrain(table: Mapping[str, Any], where: str) -> PretrainSpec:
         if flat:
             raise SweepError(f"{where}: {next(iter(flat))}: overrides only apply with nimg "
                              "(a given checkpoint is not retrained)")
+        if per_seed:
+            raise SweepError(f"{where}: per_seed = true: only applies with nimg (a given "
+                             "checkpoint is one teacher for every seed)")
         return PretrainSpec(checkpoint=_per_preset(ckpt, "checkpoint", _check_path, where))
     overrides = {}
     for key, value in flat.items():
@@ -447,8 +458,11 @@ def _pretrain(table: Mapping[str, Any], where: str) -> PretrainSpec:
             raise SweepError(f"{where}: {key} = {value!r}: teachers follow the tuning runs' "
                              "preset; set nimg for their length")
         overrides[key] = check_value(key, value, where)
+    if per_seed and "seed" in overrides:
+        raise SweepError(f"{where}: seed = {overrides['seed']!r} with per_seed = true: give one; "
+                         "per_seed trains each student seed's teacher with that seed")
     return PretrainSpec(nimg=_per_preset(nimg, "nimg", _teacher_budgets, where),
-                        overrides=overrides)
+                        overrides=overrides, per_seed=per_seed)
 
 
 def _teacher_budgets(value: Any, where: str) -> int | tuple[int, ...]:

@@ -621,3 +621,33 @@ def test_the_start_of_a_run_is_the_planners(tmp_path: Path, key: str) -> None:
 def test_only_zero_means_every_run_from_scratch(tmp_path: Path) -> None:
     jobs = expand(load_sweep(write(tmp_path, BASIC.replace("nimg = 6400", "nimg = [0]"))))
     assert jobs and all(j.run.kind == "tune" and j.run.from_scratch for j in jobs)
+
+
+def test_per_seed_teachers_replicate_the_pipeline(tmp_path: Path) -> None:
+    text = BASIC.replace("nimg = 6400", "nimg = 6400\nper_seed = true")
+    exp = expand_sweep(load_sweep(write(tmp_path, text)))
+    pre = {j.run.run_id: j for j in exp.jobs if j.run.kind == "pretrain"}
+    assert len(pre) == 4  # 2 presets x 2 seeds
+    assert {(j.run.preset, j.run.seed) for j in pre.values()} == {
+        (p, s) for p in ("ect-digits-tiny", "ect-digits-xs") for s in (0, 1)}
+    assert all(j.display_name.endswith(f"-seed{j.run.seed}") and j.swept["seed"] == j.run.seed
+               for j in pre.values())
+    for job in exp.jobs:
+        if job.run.kind == "tune":
+            teacher = pre[job.run.init_run_id].run
+            assert (teacher.preset, teacher.seed) == (job.run.preset, job.run.seed)
+    # The seed-0 teachers are the ones a shared-teacher sweep trains: same ids, nothing retrained.
+    shared = {j.run.run_id for j in expand(load_sweep(write(tmp_path, BASIC, "b.toml")))
+              if j.run.kind == "pretrain"}
+    assert shared == {rid for rid, j in pre.items() if j.run.seed == 0}
+
+
+@pytest.mark.parametrize(("pretrain", "message"), [
+    ("nimg = 6400\nper_seed = 1", "per_seed = 1: must be true"),
+    ("nimg = 6400\nper_seed = true\nseed = 3", "seed = 3 with per_seed = true: give one"),
+    ('checkpoint = "net.pt"\nper_seed = true', "per_seed = true: only applies with nimg"),
+])
+def test_bad_per_seed_settings_are_clear_errors(tmp_path: Path, pretrain: str, message: str) -> None:
+    text = BASIC.replace('nimg = 6400\n"optim.lr" = 1e-3', pretrain)
+    with pytest.raises(SweepError, match=message):
+        load_sweep(write(tmp_path, text))
