@@ -7,6 +7,7 @@ table can be written to Parquet/JSON and turned back into `PowerLaw` objects wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.powerlaw import FitError, JointPowerLaw, PowerLaw, fit_joint_power_law, fit_power_law
+from analysis.runs import NoiseModel, RunCurve, draw_means, noise_model, pooled_dof, run_curves
 
 __all__ = [
     "fit_joint_results",
@@ -74,6 +76,24 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _resolve_method(method: str, curves: Sequence[RunCurve], fallback: str) -> str:
+    """"auto": resample whole runs when some curve has several seeds, else `fallback`."""
+    if method != "auto":
+        return method
+    return "runs" if pooled_dof(curves) > 0 else fallback
+
+
+def family_noise(curves: Sequence[RunCurve]) -> list[NoiseModel]:
+    """Per curve, the seed-to-seed noise model pooled over the curves of its sampler and metric
+    (one noise level per family of curves: a single curve's 1-2 degrees of freedom would make its
+    intervals useless)."""
+    families: dict[tuple[Any, Any], list[RunCurve]] = {}
+    for c in curves:
+        families.setdefault((c.key.get("sampler"), c.key.get("metric")), []).append(c)
+    models = {k: noise_model(v) for k, v in families.items()}
+    return [models[(c.key.get("sampler"), c.key.get("metric"))] for c in curves]
+
+
 def fit_results(
     df: pd.DataFrame,
     x: str = "total_flops",
@@ -83,6 +103,9 @@ def fit_results(
     kind: str | None = "tune",
     cluster: str | None = "run_id",
     progress: Callable[[], None] | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    bootstrap_method: str = "auto",
     **fit_kwargs: Any,
 ) -> pd.DataFrame:
     """Fit y = E + A·x^(−α) per group of a records frame; one tidy row per group.
@@ -94,39 +117,64 @@ def fit_results(
         by: group columns; "metric" is always added when the frame has it.
         kind: keep only rows of this record kind ("tune" curves; None keeps all).
         cluster: column whose values are resampled together by the pairs bootstrap (points of one
-            run are correlated); ignored by the default residual bootstrap.
+            run are correlated).
         progress: called once per group, as its fit starts (progress bars).
-        **fit_kwargs: passed to `fit_power_law` (irreducible, bootstrap, seed, bootstrap_method, ...).
+        bootstrap, seed: resamples for the intervals (0 = none) and their random seed.
+        bootstrap_method: "auto" (default) fits a group with several seeds on its mean curve (the
+            geometric mean over seeds at each budget) and resamples whole runs ("runs",
+            `analysis.runs`; the noise level pooled over the groups of each sampler and metric);
+            a group with one seed gets the residual bootstrap, which cannot include
+            seed-to-seed variance. "residual", "residual_fixed" or "pairs" fit every point.
+        **fit_kwargs: passed to `fit_power_law` (irreducible, alpha_bounds, ...).
 
     Returns:
-        One row per group: the group keys, `x`/`y` (the column names fitted), `n_points`, `E`, `A`,
-        `alpha`, `<param>_lo`/`<param>_hi` at `ci_level` (NaN without bootstrap), `r2` (log space),
-        `loss`, `status` ("ok", warning codes, or "error" when the group could not be fitted, with
-        the reason in `messages`), `converged`, `x_min`/`x_max`, bootstrap info and the draws as list
-        columns `draws_E`, `draws_A`, `draws_alpha`. Groups failing with `FitError` do not raise.
-        Rebuild the `PowerLaw` objects with `power_laws(table)`.
+        One row per group: the group keys, `x`/`y` (the column names fitted), `n_points`,
+        `n_seeds`, `E`, `A`, `alpha`, `<param>_lo`/`<param>_hi` at `ci_level` (NaN without
+        bootstrap), `r2` (log space), `loss`, `status` ("ok", warning codes, or "error" when the
+        group could not be fitted, with the reason in `messages`), `converged`, `x_min`/`x_max`,
+        bootstrap info and the draws as list columns `draws_E`, `draws_A`, `draws_alpha`.
+        Groups failing with `FitError` do not raise. Rebuild the `PowerLaw` objects with
+        `power_laws(table)`.
     """
     where = "fit_results"
     _require_columns(df, [x, y], where)
     points = select_points(df, y=y, kind=kind, where=where)
     keys = _group_keys(points, by)
     _require_columns(points, keys, where)
+    groups = _groups(points, keys)
+    curves = [run_curves(g, [], x=[x], y=y)[0] for _, g in groups] if groups and len(points) else []
+    curves = [dataclasses.replace(c, key=dict(kv)) for c, (kv, _) in zip(curves, groups,
+                                                                        strict=True)]
+    models = family_noise(curves)
+    fallback = "residual" if bootstrap_method == "auto" else bootstrap_method
     rows = []
-    for key_values, group in _groups(points, keys):
+    for i, (key_values, group) in enumerate(groups):
         if progress is not None:
             progress()
-        row: dict[str, Any] = {**key_values, "x": x, "y": y, "n_points": len(group)}
-        kwargs = dict(fit_kwargs)
-        if (kwargs.get("bootstrap_method") == "pairs" and cluster and cluster in group.columns
-                and "clusters" not in kwargs):
-            kwargs["clusters"] = group[cluster].astype(str).to_numpy()
+        curve = curves[i]
+        row: dict[str, Any] = {**key_values, "x": x, "y": y, "n_points": len(group),
+                               "n_seeds": curve.num_runs}
+        method = ("runs" if bootstrap_method == "auto" and curve.num_runs > 1 else
+                  fallback if bootstrap_method == "auto" else bootstrap_method)
         try:
-            law = fit_power_law(group[x].to_numpy(float), group[y].to_numpy(float), **kwargs)
+            if method == "runs":
+                law = _fit_mean_curve(curve, x, bootstrap, np.random.default_rng([seed, i]),
+                                      models[i], fit_kwargs)
+                row["n_points"] = int(np.isfinite(curve.mean).sum())
+            else:
+                kwargs = dict(fit_kwargs)
+                if (method == "pairs" and cluster and cluster in group.columns
+                        and "clusters" not in kwargs):
+                    kwargs["clusters"] = group[cluster].astype(str).to_numpy()
+                law = fit_power_law(group[x].to_numpy(float), group[y].to_numpy(float),
+                                    bootstrap=bootstrap, seed=seed, bootstrap_method=method,
+                                    **kwargs)
         except FitError as e:
             row |= {"status": "error", "messages": str(e), "converged": False}
             rows.append(row)
             continue
         row |= law.to_dict(include_draws=True)
+        row["n_points"] = law.n_points
         row["messages"] = "; ".join(law.messages)
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -136,6 +184,18 @@ def fit_results(
                 table[f"{name}{suffix}"] = np.nan
     table.attrs["group_keys"] = keys
     return table
+
+
+def _fit_mean_curve(curve: RunCurve, x: str, bootstrap: int, rng: np.random.Generator,
+                    model: NoiseModel, fit_kwargs: dict[str, Any]) -> PowerLaw:
+    """The law through a curve's seed means, its intervals from run-resampled means (`model`:
+    the seed-to-seed noise pooled over the curve's family)."""
+    ok = np.isfinite(curve.mean) & np.isfinite(curve.x[x])
+    curve = curve.select(ok)
+    xs = curve.x[x]
+    resamples = [(xs, np.exp(d)) for d in draw_means([curve], bootstrap, rng, model=model)[0]]
+    return fit_power_law(xs, np.exp(curve.mean), bootstrap_method="runs", resamples=resamples,
+                         **fit_kwargs)
 
 
 def power_laws(fits: pd.DataFrame) -> dict[tuple[Any, ...], PowerLaw]:
@@ -202,24 +262,46 @@ def fit_joint_results(
     *,
     kind: str | None = "tune",
     progress: Callable[[], None] | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    bootstrap_method: str = "auto",
     **fit_kwargs: Any,
 ) -> pd.DataFrame:
     """Fit y = E + A/N^α + B/D^β per group (default: per sampler and metric); one row per group.
 
-    Columns as in `fit_results` plus `B`, `beta`, their intervals, and `a`, `b`: the allocation
-    exponents N* ∝ C^a, D* ∝ C^b. Rebuild the laws with `joint_power_laws(table)`."""
+    `bootstrap_method` "auto" (default) fits the seed means of each size (preset) at each D and
+    resamples whole runs when some size has several seeds ("runs"), else resamples points
+    ("pairs"). Columns as in `fit_results` plus `B`, `beta`, their intervals, and `a`, `b`: the
+    allocation exponents N* ∝ C^a, D* ∝ C^b. Rebuild the laws with `joint_power_laws(table)`."""
     where = "fit_joint_results"
     _require_columns(df, [N, D, y], where)
     points = select_points(df, y=y, kind=kind, where=where)
     keys = _group_keys(points, by)
     rows = []
-    for key_values, group in _groups(points, keys):
+    for i, (key_values, group) in enumerate(_groups(points, keys)):
         if progress is not None:
             progress()
-        row: dict[str, Any] = {**key_values, "N": N, "D": D, "y": y, "n_points": len(group)}
+        cells = ["preset"] if "preset" in group.columns else [N]
+        curves = run_curves(group, cells, x=[N], y=y, budget=D)
+        method = _resolve_method(bootstrap_method, curves, "pairs")
+        row: dict[str, Any] = {**key_values, "N": N, "D": D, "y": y, "n_points": len(group),
+                               "n_seeds": min((c.num_runs for c in curves), default=0)}
         try:
-            law = fit_joint_power_law(group[N].to_numpy(float), group[D].to_numpy(float),
-                                      group[y].to_numpy(float), **fit_kwargs)
+            if method == "runs":
+                ns = np.concatenate([c.x[N] for c in curves])
+                ds = np.concatenate([c.budgets for c in curves])
+                ok = np.isfinite(np.concatenate([c.mean for c in curves])) & np.isfinite(ns)
+                draws = draw_means(curves, bootstrap, np.random.default_rng([seed, i]))
+                resamples = [(ns[ok], ds[ok], np.exp(np.concatenate([d[j] for d in draws])[ok]))
+                             for j in range(bootstrap)]
+                mean = np.concatenate([c.mean for c in curves])
+                law = fit_joint_power_law(ns[ok], ds[ok], np.exp(mean[ok]),
+                                          bootstrap_method="runs", resamples=resamples,
+                                          **fit_kwargs)
+            else:
+                law = fit_joint_power_law(group[N].to_numpy(float), group[D].to_numpy(float),
+                                          group[y].to_numpy(float), bootstrap=bootstrap, seed=seed,
+                                          bootstrap_method=method, **fit_kwargs)
         except FitError as e:
             row |= {"status": "error", "messages": str(e), "converged": False}
             rows.append(row)

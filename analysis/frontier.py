@@ -1,14 +1,20 @@
 """Compute-optimal frontier (Chinchilla Approach 1) and IsoFLOP minima (Approach 2, a diagnostic).
 
 Approach 1: across model sizes, the lowest metric reached at each compute (the lower envelope); its
-power law y(C) and the size that attains it, N_opt(C). Approach 2: points at (about) equal compute,
-a parabola in log N per compute bucket, vertex = N*(C). Approach 2 is biased whenever the loss surface
+power law y(C) and the size that attains it, N_opt(C). With several seeds per size the frontier is
+built from each size's mean curve (the geometric mean over seeds at each budget), so a lucky seed
+cannot make a frontier point on its own, and its intervals resample whole runs (`analysis.runs`):
+every bootstrap draw rebuilds the mean curves, the frontier and its laws.
+
+Approach 2: points at (about) equal compute, a parabola in log N per compute bucket, vertex =
+N*(C). Approach 2 is biased whenever the loss surface
 is asymmetric (Czech et al. 2026), so it is reported next to Approach 1/3, never instead of them;
 a minimum at the edge of the size grid means "no interior optimum" and is not extrapolated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.powerlaw import FitError, PowerLaw, fit_power_law
+from analysis.runs import RunCurve, draw_means, pooled_dof, run_curves
 
 __all__ = [
     "Frontier",
@@ -27,6 +34,7 @@ __all__ = [
     "isoflop_minima",
     "lower_envelope",
     "pareto_frontier",
+    "seed_means",
 ]
 
 
@@ -63,6 +71,46 @@ def pareto_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value") 
             keep.append(idx)
             best = val
     return pts.loc[keep]
+
+
+def _cell_keys(df: pd.DataFrame, size: str) -> list[str]:
+    return ["preset"] if "preset" in df.columns else [size]
+
+
+def _budget_key(df: pd.DataFrame, x: str) -> str:
+    return "images_seen" if "images_seen" in df.columns else x
+
+
+def seed_means(df: pd.DataFrame, x: str = "total_flops", y: str = "value",
+               size: str = "params") -> pd.DataFrame:
+    """One row per (size, budget): y is the geometric mean over the seeds there.
+
+    Columns: the cell key (`preset`, else `size`), `size`, the budget (`images_seen` when the
+    frame has it), `x` (mean over seeds: the same compute for every seed), `y`, `n_seeds`, and
+    `<y>_min`/`<y>_max`, the seeds' range. With one seed per point the rows are the input's."""
+    where = "seed_means"
+    _check_one_curve_family(df, ("sampler", "metric"), where)
+    pts = _positive(df, [x, y], where)
+    keys, budget = _cell_keys(pts, size), _budget_key(pts, x)
+    extra = [c for c in (size, "sampler", "metric", "variant") if c in pts.columns and c not in keys]
+    columns = [*keys, *([] if budget in (x, *keys) else [budget]), *extra, x, y, "n_seeds",
+               f"{y}_min", f"{y}_max"]
+    if pts.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for curve in run_curves(pts, keys, x=[x, *(c for c in extra if c == size)], y=y,
+                            budget=budget):
+        lo, hi = curve.seed_range()
+        first = pts.loc[(pts[keys] == pd.Series(curve.key)).all(axis=1)].iloc[0]
+        for b, budget_value in enumerate(curve.budgets):
+            row = {**curve.key, x: curve.x[x][b], y: math.exp(curve.mean[b]),
+                   "n_seeds": int(curve.counts[b]), f"{y}_min": lo[b], f"{y}_max": hi[b]}
+            if budget not in row:
+                row[budget] = budget_value
+            for col in extra:
+                row.setdefault(col, curve.x[col][b] if col == size else first[col])
+            rows.append(row)
+    return pd.DataFrame(rows)[columns]
 
 
 def lower_envelope(df: pd.DataFrame, x: str = "total_flops", y: str = "value",
@@ -109,20 +157,29 @@ class SizeLaw:
     n_points: int
     a_se: float = math.nan  # standard error of the slope (nan with 2 points)
     method: str = ""  # "frontier" (Approach 1) or "isoflop" (Approach 2, diagnostic)
+    a_lo: float = math.nan  # bootstrap interval of a (run-resampled frontiers; nan without)
+    a_hi: float = math.nan
 
     def predict(self, C: Any) -> np.ndarray:
         """Optimal size at compute C."""
         return self.K * np.power(np.asarray(C, dtype=float), self.a)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"K": self.K, "a": self.a, "n_points": self.n_points,
-                "a_se": None if math.isnan(self.a_se) else self.a_se, "method": self.method}
+        def clean(v: float) -> float | None:
+            return None if math.isnan(v) else v
+
+        return {"K": self.K, "a": self.a, "n_points": self.n_points, "a_se": clean(self.a_se),
+                "method": self.method, "a_lo": clean(self.a_lo), "a_hi": clean(self.a_hi)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SizeLaw:
-        a_se = data.get("a_se")
+        def value(key: str) -> float:
+            v = data.get(key)
+            return math.nan if v is None else float(v)
+
         return cls(K=float(data["K"]), a=float(data["a"]), n_points=int(data["n_points"]),
-                   a_se=math.nan if a_se is None else float(a_se), method=str(data.get("method", "")))
+                   a_se=value("a_se"), method=str(data.get("method", "")), a_lo=value("a_lo"),
+                   a_hi=value("a_hi"))
 
 
 def _size_law(c: np.ndarray, n: np.ndarray, method: str) -> SizeLaw | None:
@@ -147,19 +204,63 @@ class Frontier:
     law: PowerLaw | None  # y = E + A·C^(−α) on the frontier points; None if too few
     size_law: SizeLaw | None  # N_opt ∝ C^a over the frontier points; None with one size
     messages: tuple[str, ...] = ()
+    n_seeds: int = 1  # the fewest seeds behind any size's curve
+    interval_method: str | None = None  # "runs" (whole seeds resampled), else the point method
+
+
+def _pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Rows strictly below every row at smaller or equal x (`pareto_frontier` on arrays)."""
+    order = np.lexsort((y, x))
+    keep = np.zeros(len(x), dtype=bool)
+    best = math.inf
+    for i in order:
+        if y[i] < best:
+            keep[i] = True
+            best = y[i]
+    return keep
 
 
 def fit_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value", size: str = "params",
-                 **fit_kwargs: Any) -> Frontier:
-    """Approach 1: Pareto frontier over all runs of one sampler and metric, its power law and N_opt(C).
+                 *, bootstrap: int = 0, seed: int = 0, bootstrap_method: str = "auto",
+                 resampling: str = "pooled", **fit_kwargs: Any) -> Frontier:
+    """Approach 1: Pareto frontier over the sizes of one sampler and metric, its law and N_opt(C).
 
-    The law is fitted on the raw frontier points (not the interpolated envelope, whose points are
-    not independent). `fit_kwargs` go to `fit_power_law`."""
-    points = pareto_frontier(df, x, y)
+    The frontier is taken over each size's mean curve (`seed_means`: the geometric mean over
+    seeds at each budget), and the law is fitted on its points (not the interpolated envelope,
+    whose points are not independent). `bootstrap_method` "auto" resamples whole runs when a
+    size has several seeds ("runs": each draw rebuilds every mean curve from run-resampled
+    seeds, then the frontier, its law and N_opt(C)), else the frontier points' residuals
+    ("residual", which cannot include seed-to-seed variance). `resampling` is how "runs" draws
+    the mean curves (`analysis.runs.draw_means`). `fit_kwargs` go to `fit_power_law`.
+    """
+    means = seed_means(df, x, y, size)
+    points = pareto_frontier(means, x, y)
+    keys = _cell_keys(df, size)
+    curves = run_curves(_positive(df, [x, y], "fit_frontier"), keys, x=[x, size], y=y,
+                        budget=_budget_key(df, x)) if len(means) else []
+    n_seeds = min((c.num_runs for c in curves), default=1)
+    method = bootstrap_method
+    if method == "auto":
+        method = "runs" if pooled_dof(curves) > 0 else "residual"
     messages = []
+    if bootstrap > 0 and n_seeds < 2:
+        messages.append("one seed per size: the intervals resample that seed's points and cannot "
+                        "include seed-to-seed variance")
     law = None
+    draws: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    if method == "runs" and bootstrap > 0:
+        draws = _frontier_draws(curves, x, size, bootstrap, np.random.default_rng(seed),
+                                resampling)
     try:
-        law = fit_power_law(points[x].to_numpy(float), points[y].to_numpy(float), **fit_kwargs)
+        if method == "runs" and bootstrap > 0:
+            law = fit_power_law(points[x].to_numpy(float), points[y].to_numpy(float),
+                                bootstrap_method="runs", resamples=[(dx, dy) for dx, dy, _ in draws],
+                                **fit_kwargs)
+        else:
+            law = fit_power_law(points[x].to_numpy(float), points[y].to_numpy(float),
+                                bootstrap=bootstrap, seed=seed,
+                                bootstrap_method="residual" if method == "runs" else method,
+                                **fit_kwargs)
     except FitError as e:
         messages.append(f"frontier law not fitted: {e}")
     size_law = None
@@ -167,7 +268,31 @@ def fit_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value", siz
         size_law = _size_law(points[x].to_numpy(float), points[size].to_numpy(float), "frontier")
         if size_law is None:
             messages.append("N_opt(C) not fitted: the frontier has fewer than 2 sizes or budgets")
-    return Frontier(x=x, y=y, points=points, law=law, size_law=size_law, messages=tuple(messages))
+        elif draws:
+            slopes = [law_.a for dx, _, dn in draws
+                      if (law_ := _size_law(dx, dn, "frontier")) is not None]
+            if slopes:
+                level = law.ci_level if law is not None else 0.95
+                lo, hi = np.quantile(slopes, [(1 - level) / 2, (1 + level) / 2])
+                size_law = dataclasses.replace(size_law, a_lo=float(lo), a_hi=float(hi))
+    return Frontier(x=x, y=y, points=points, law=law, size_law=size_law, messages=tuple(messages),
+                    n_seeds=n_seeds, interval_method=method if bootstrap > 0 else None)
+
+
+def _frontier_draws(curves: list[RunCurve], x: str, size: str, num: int,
+                    rng: np.random.Generator, resampling: str = "pooled"
+                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`num` frontiers of run-resampled mean curves: (x, y, size) of each draw's Pareto points."""
+    xs = np.concatenate([c.x[x] for c in curves])
+    sizes = np.concatenate([c.x[size] for c in curves])
+    log_y = np.concatenate(draw_means(curves, num, rng, method=resampling), axis=1)
+    ok = np.isfinite(xs) & (xs > 0)
+    out = []
+    for row in log_y:
+        y = np.exp(row)
+        keep = ok & np.isfinite(y) & _pareto_mask(np.where(ok, xs, np.inf), y)
+        out.append((xs[keep], y[keep], sizes[keep]))
+    return out
 
 
 def _bucket_labels(c: np.ndarray, rel_tol: float) -> np.ndarray:

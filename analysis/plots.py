@@ -127,6 +127,24 @@ def _teacher_rows(records: pd.DataFrame) -> pd.DataFrame:
     return last.tail(1)
 
 
+def _seed_points(ax: Axes, pts: pd.DataFrame, x: str, y: str, *, color: Any, marker: str,
+                 size: float, label: str | None, **style: Any) -> None:
+    """One marker per compute: the geometric mean over seeds, with each seed as a faint dot and
+    the seeds' range as a bar (plain markers when there is one seed per point)."""
+    if "seed" not in pts.columns or pts.groupby(x)["seed"].nunique().max() <= 1:
+        ax.scatter(pts[x], pts[y], color=color, marker=marker, s=size, label=label, **style)
+        return
+    log = np.log(pts[y].astype(float))
+    stats = log.groupby(pts[x]).agg(["mean", "min", "max"])
+    xs = stats.index.to_numpy(float)
+    ax.scatter(pts[x], pts[y], color=color, marker=".", s=12, alpha=0.45, lw=0,
+               zorder=style.get("zorder", 3) - 0.5)
+    ax.vlines(xs, np.exp(stats["min"]), np.exp(stats["max"]), color=color, lw=1.0, alpha=0.8,
+              zorder=style.get("zorder", 3) - 0.5)
+    ax.scatter(xs, np.exp(stats["mean"]), color=color, marker=marker, s=size, label=label,
+               **style)
+
+
 def _draw_law(ax: Axes, law: PowerLaw, color: Any, *, level: float, extend: float,
               label: str | None = None) -> None:
     """Fitted curve: solid over the fitted range, dotted beyond it (extrapolation), CI band."""
@@ -221,9 +239,9 @@ def plot_compute_curves(records: pd.DataFrame, fits: Mapping[tuple[Any, ...], Po
         if pts.empty:
             continue
         c = colors[preset]
-        ax.scatter(pts[x], pts[y], color=c, marker=SAMPLER_STYLE.get(sampler, ("o", "-"))[0],
-                   s=28, edgecolor="black", linewidth=0.4, zorder=3,
-                   label=_preset_label(records, preset))
+        _seed_points(ax, pts, x, y, color=c, marker=SAMPLER_STYLE.get(sampler, ("o", "-"))[0],
+                     size=28, label=_preset_label(records, preset), edgecolor="black",
+                     linewidth=0.4, zorder=3)
         law = _law_for(fits, preset, sampler)
         if law is not None:
             _draw_law(ax, law, c, level=level, extend=extend)
@@ -286,11 +304,13 @@ def plot_frontier(records: pd.DataFrame, frontier: Frontier, *, ax: Axes | None 
     for preset in presets:
         p = pts[pts["preset"] == preset]
         if len(p):
-            ax.scatter(p[x], p[y], color=colors[preset], s=22, alpha=0.75, zorder=2,
-                       label=_preset_label(records, preset))
+            _seed_points(ax, p, x, y, color=colors[preset], marker="o", size=22,
+                         label=_preset_label(records, preset), alpha=0.75, zorder=2)
     fp = frontier.points
+    several = "n_seeds" in fp.columns and len(fp) and fp["n_seeds"].max() > 1
     ax.scatter(fp[x], fp[y], facecolor="none", edgecolor="crimson", s=90, lw=1.4, zorder=4,
-               label="frontier point (lowest value at ≤ its compute)")
+               label="frontier point (lowest " + ("seed mean" if several else "value")
+               + " at ≤ its compute)")
     if frontier.law is not None:
         law = frontier.law
         label = f"frontier fit: E + A·C^(−α), α = {law.alpha:.3g}"
@@ -312,8 +332,10 @@ def figure_frontier(records: pd.DataFrame, frontiers: Mapping[str, Frontier], *,
     axes = fig.subplots(1, max(len(names), 1), sharey=True, squeeze=False)[0]
     for ax, name in zip(axes, names, strict=False):
         plot_frontier(records, frontiers[name], ax=ax, level=level)
-    fig.suptitle("Compute-optimal frontier (Approach 1); shaded: bootstrap CI, dotted: extrapolation",
-                 fontsize=10)
+    several = any("n_seeds" in f.points.columns and len(f.points) and f.points["n_seeds"].max() > 1
+                  for f in frontiers.values())
+    fig.suptitle("Compute-optimal frontier (Approach 1); shaded: bootstrap CI, dotted: extrapolation"
+                 + ("; bars: range over seeds" if several else ""), fontsize=10)
     return fig
 
 

@@ -14,6 +14,7 @@ be recomputed.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,6 +194,7 @@ def fit_power_law(
     alpha_bounds: tuple[float, float] = DEFAULT_ALPHA_BOUNDS,
     grid_size: int = 48,
     num_starts: int = 5,
+    resamples: Sequence[tuple[Any, Any]] | None = None,
 ) -> PowerLaw:
     """Fit y = E + A·x^(−α) (E ≥ 0; E = 0 if `irreducible` is False) on log residuals.
 
@@ -203,7 +205,11 @@ def fit_power_law(
         bootstrap_method: "residual" resamples log residuals onto the fitted curve (the design stays
             fixed) with a chi-square scale factor per resample for the uncertainty of the noise
             level (see `_bootstrap_targets`); "residual_fixed" omits that factor (undercovers with
-            few points); "pairs" resamples points, or whole clusters (e.g. `clusters=df["run_id"]`).
+            few points); "pairs" resamples points, or whole clusters (e.g. `clusters=df["run_id"]`);
+            "runs" refits the caller's `resamples`.
+        resamples: with bootstrap_method "runs", the resampled data sets [(x*, y*), ...] to refit
+            (e.g. whole seeds resampled by `analysis.runs`; `bootstrap` is then ignored). Their
+            draws carry no noise draws: a new observation's scatter is the caller's to add.
         alpha_bounds: bounds of α for the grid and the refinement.
         grid_size, num_starts: exponent grid resolution and the number of L-BFGS-B starts.
 
@@ -226,9 +232,21 @@ def fit_power_law(
     problem = _Problem(log_u=np.log(xs / x_scale)[None, :], log_y=np.log(ys / y_scale),
                        irreducible=irreducible, loss=loss, delta=delta,
                        alpha_bounds=(float(alpha_bounds[0]), float(alpha_bounds[1])))
+    normalised = None
+    if resamples is not None:
+        normalised = []
+        for i, (rx, ry) in enumerate(resamples):
+            try:
+                checked = _check_inputs({"x": rx, "y": ry}, num_params, f"{where}: resamples[{i}]")
+            except FitError:  # e.g. a resampled frontier with too few points: a failed draw
+                normalised.append((np.empty((1, 0)), np.empty(0)))
+                continue
+            normalised.append((np.log(checked["x"] / x_scale)[None, :],
+                               np.log(checked["y"] / y_scale)))
+        bootstrap = len(normalised)
     fit = fit_problem(problem, where=where, bootstrap=bootstrap, method=bootstrap_method,
                       clusters=clusters, seed=seed, grid_size=grid_size, num_starts=num_starts,
-                      bootstrap_grid_size=max(12, grid_size // 3))
+                      bootstrap_grid_size=max(12, grid_size // 3), resamples=normalised)
     sol, status, messages = fit.solution, list(fit.status), list(fit.messages)
 
     def to_params(theta: np.ndarray) -> np.ndarray:
@@ -415,6 +433,7 @@ def fit_joint_power_law(
     alpha_bounds: tuple[float, float] = DEFAULT_ALPHA_BOUNDS,
     grid_size: int = 20,
     num_starts: int = 5,
+    resamples: Sequence[tuple[Any, Any, Any]] | None = None,
 ) -> JointPowerLaw:
     """Fit y = E + A/N^α + B/D^β (Chinchilla Approach 3) with the same estimator as `fit_power_law`.
 
@@ -422,6 +441,7 @@ def fit_joint_power_law(
     (E, A, B) at each. See `fit_power_law` for the other arguments. The bootstrap defaults to
     "pairs" here: on a 4 × 4 (N, D) grid with 1 % noise (scripts/powerlaw_coverage.py, 200 data
     sets) residual-bootstrap 95 % intervals covered 89.5–93 %, pairs intervals 96–98.5 %.
+    With bootstrap_method "runs", `resamples` holds the resampled data sets [(N*, D*, y*), ...].
 
     Raises:
         FitError: as `fit_power_law`, plus when N or D takes a single value or log N and log D are
@@ -445,9 +465,23 @@ def fit_joint_power_law(
     problem = _Problem(log_u=np.log(np.stack([ns / scales[0], ds / scales[1]])),
                        log_y=np.log(ys / y_scale), irreducible=irreducible, loss=loss, delta=delta,
                        alpha_bounds=(float(alpha_bounds[0]), float(alpha_bounds[1])))
+    normalised = None
+    if resamples is not None:
+        normalised = []
+        for i, (rn, rd, ry) in enumerate(resamples):
+            try:
+                checked = _check_inputs({"N": rn, "D": rd, "y": ry}, num_params,
+                                        f"{where}: resamples[{i}]")
+            except FitError:
+                normalised.append((np.empty((2, 0)), np.empty(0)))
+                continue
+            normalised.append((np.log(np.stack([checked["N"] / scales[0],
+                                                checked["D"] / scales[1]])),
+                               np.log(checked["y"] / y_scale)))
+        bootstrap = len(normalised)
     fit = fit_problem(problem, where=where, bootstrap=bootstrap, method=bootstrap_method,
                       clusters=clusters, seed=seed, grid_size=grid_size, num_starts=num_starts,
-                      bootstrap_grid_size=max(8, grid_size // 2))
+                      bootstrap_grid_size=max(8, grid_size // 2), resamples=normalised)
     sol, status, messages = fit.solution, list(fit.status), list(fit.messages)
 
     def to_params(theta: np.ndarray) -> np.ndarray:

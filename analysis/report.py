@@ -180,20 +180,22 @@ def _without_empty_variant(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _frontier_to_dict(f: Frontier) -> dict[str, Any]:
-    keep = [c for c in ("run_id", "preset", "params", "sampler", "metric", "images_seen", f.x, f.y)
-            if c in f.points.columns]
+    keep = [c for c in ("run_id", "preset", "params", "sampler", "metric", "images_seen", f.x, f.y,
+                        "n_seeds", f"{f.y}_min", f"{f.y}_max") if c in f.points.columns]
     points = f.points[keep].astype(object).where(f.points[keep].notna(), None)
     return {"x": f.x, "y": f.y, "points": points.to_dict("records"),
             "law": f.law.to_dict() if f.law is not None else None,
             "size_law": f.size_law.to_dict() if f.size_law is not None else None,
-            "messages": list(f.messages)}
+            "messages": list(f.messages), "n_seeds": f.n_seeds,
+            "interval_method": f.interval_method}
 
 
 def _frontier_from_dict(d: dict[str, Any]) -> Frontier:
     return Frontier(x=d["x"], y=d["y"], points=pd.DataFrame(d["points"]),
                     law=PowerLaw.from_dict(d["law"]) if d.get("law") else None,
                     size_law=SizeLaw.from_dict(d["size_law"]) if d.get("size_law") else None,
-                    messages=tuple(d.get("messages", ())))
+                    messages=tuple(d.get("messages", ())), n_seeds=int(d.get("n_seeds", 1)),
+                    interval_method=d.get("interval_method"))
 
 
 def _table_records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -221,8 +223,8 @@ def fits_inputs_key(records: pd.DataFrame, options: dict[str, Any]) -> str:
 
 def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flops",
               frontier_x: str = "total_flops", y: str = "value", bootstrap: int = 1000,
-              seed: int = 0, bootstrap_method: str = "residual",
-              joint_bootstrap_method: str = "pairs", reuse: bool = True, pool: bool = False,
+              seed: int = 0, bootstrap_method: str = "auto",
+              joint_bootstrap_method: str = "auto", reuse: bool = True, pool: bool = False,
               progress: Callable[[int, int], None] | None = None,
               **fit_kwargs: Any) -> SweepFits:
     """Load a sweep's records, fit everything, write results/<sweep>/_analysis/fits.{json,parquet}.
@@ -248,7 +250,10 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
         frontier_x: compute axis of the frontier across sizes. Default "total_flops": a bigger
             model also costs more to pretrain, so sizes compete on total compute.
         bootstrap_method, joint_bootstrap_method: resampling of the single-variable fits and of
-            the joint fit (their defaults are the ones that covered best in the coverage study).
+            the joint fit. "auto" (the default) resamples whole runs wherever a curve has
+            several seeds (`analysis.runs`: the intervals include seed-to-seed variance, as the
+            calibration study checked) and otherwise falls back to the residual (single-variable)
+            or pairs (joint) bootstrap, which cannot; the report says which applies.
     """
     results_dir = Path(results_dir)
     name = resolve_sweep(sweep)
@@ -281,6 +286,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
                                   **{**kw, "bootstrap_method": joint_bootstrap_method})
     # Pretraining vs tuning, only when the sweep splits compute between them (issue #17).
     split = fit_split(records, bootstrap=bootstrap, seed=seed) if has_split_axis(records) else None
+    seeds = _seed_summary(tune, y)
     meta = {
         "format_version": FITS_FORMAT_VERSION, "sweep": name, "x": x, "frontier_x": frontier_x,
         "y": y,
@@ -288,7 +294,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
         "joint_bootstrap_method": joint_bootstrap_method, "seed": seed,
         "num_records": len(records), "metrics": metrics, "inputs_key": inputs_key,
         "pool": pool, "pooled_configurations": pooled,
-        "cost_per_param_image": _cost_coefficient(records),
+        "cost_per_param_image": _cost_coefficient(records), **seeds,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git_sha": git_sha(), "git_dirty": git_dirty(),
     }
@@ -296,6 +302,35 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
                      isoflop_laws=isoflop_laws, backtest=bt, joint=joint, split=split)
     _write_fits(analysis_dir(results_dir, name), fits)
     return fits
+
+
+def _seed_summary(tune: pd.DataFrame, y: str) -> dict[str, Any]:
+    """Seeds behind the tuning curves: the fewest and most per curve, and the pooled seed-to-seed
+    standard deviation of log y (None with one seed everywhere)."""
+    from analysis.runs import run_curves, seed_spread
+
+    keys = [c for c in ("preset", VARIANT, "sampler", "metric") if c in tune.columns]
+    curves = run_curves(tune, keys, x=[], y=y) if len(tune) else []
+    spread = seed_spread(curves) if curves else math.nan
+    return {"n_seeds_min": min((c.num_runs for c in curves), default=0),
+            "n_seeds_max": max((c.num_runs for c in curves), default=0),
+            "seed_sd_log": None if math.isnan(spread) else spread,
+            "shared_teachers": _shared_teachers(tune)}
+
+
+def _shared_teachers(tune: pd.DataFrame) -> bool:
+    """Whether students of different seeds start from the same teacher run (from their configs)."""
+    if "config" not in tune.columns or "seed" not in tune.columns:
+        return False
+    teachers: dict[str, set[int]] = {}
+    for config, seed in tune[["config", "seed"]].drop_duplicates().itertuples(index=False):
+        try:
+            init = json.loads(config).get("init_run_id") if isinstance(config, str) else None
+        except json.JSONDecodeError:
+            init = None
+        if init:
+            teachers.setdefault(init, set()).add(int(seed))
+    return any(len(seeds) > 1 for seeds in teachers.values())
 
 
 def _label_configurations(records: pd.DataFrame, pool: bool) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -509,13 +544,17 @@ def _value_at_max(row: pd.Series | dict[str, Any]) -> str:
     return text
 
 
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
 def format_fit_table(curves: pd.DataFrame, *, markdown: bool = False) -> str:
     """Fits per preset and sampler with their intervals, as aligned text or a Markdown table.
 
     The fitted curve at the largest fitted compute stands in for A (whose FLOP units make it
     unreadable; it is in fits.parquet); the status says when an alpha interval ends at a bound."""
     variants = VARIANT in curves.columns and (curves[VARIANT].fillna("") != "").any()
-    header = ["preset", *([VARIANT] if variants else []), "sampler", "n", "E", "alpha",
+    header = ["preset", *([VARIANT] if variants else []), "sampler", "n", "seeds", "E", "alpha",
               "fit at largest C", "R² (log)", "status"]
     rows = []
     for _, r in curves.iterrows():
@@ -525,7 +564,8 @@ def format_fit_table(curves: pd.DataFrame, *, markdown: bool = False) -> str:
             status = ("" if status == "ok" else status + "; ") + "; ".join(flags)
         rows.append([str(r.get("preset")), *([str(r.get(VARIANT) or "–")] if variants else []),
                      str(r.get("sampler")), _fmt(r.get("n_points")),
-                     _with_ci(r, "E"), _with_ci(r, "alpha"), _value_at_max(r),
+                     _fmt(_int_or_none(r.get("n_seeds"))), _with_ci(r, "E"),
+                     _with_ci(r, "alpha"), _value_at_max(r),
                      _fmt(r.get("r2"), 4), status])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -549,10 +589,10 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
         f"of the frontier: `{meta['frontier_x']}` "
         f"({x_desc.get(meta['frontier_x'], meta['frontier_x'])}). "
         f"Fits: y = E + A·C^(−α) on log residuals (Huber δ = 1e-3, summed), "
-        f"{meta['bootstrap']} {meta['bootstrap_method']}-bootstrap resamples, {level} % "
+        f"{meta['bootstrap']} bootstrap resamples ({_method_words(meta)}), {level} % "
         f"percentile intervals in brackets. Fitted {meta['created_at']} at git "
         f"{(meta.get('git_sha') or 'unknown')[:12]}{' (dirty)' if meta.get('git_dirty') else ''}.",
-        "", "## Fits per preset and sampler", "",
+        "", *_seeds_section(meta), "## Fits per preset and sampler", "",
         format_fit_table(fits.curves, markdown=True), "",
     ]
     for preset, count in (meta.get("pooled_configurations") or {}).items():
@@ -576,11 +616,66 @@ def _report_lines(fits: SweepFits, figures_rel: str | None) -> list[str]:
     return lines
 
 
+# What the calibration study (scripts/interval_calibration.py, docs/interval_calibration.md)
+# measured on the digits demo design: how often a 95 % interval of the frontier exponent contained
+# another seed's estimate, for one-seed intervals (which resample one seed's points) and for
+# run-resampled intervals from several seeds.
+CALIBRATION = {
+    "doc": "docs/interval_calibration.md",
+    "one_seed": "one-seed 95 % intervals of the frontier exponent (residual bootstrap) contained "
+                "another seed's estimate in CAL_ONE of pairs of seeds",
+    "runs": "run-resampled intervals from CAL_K seeds per size contained other seeds' estimates "
+            "in CAL_RUNS",
+}
+
+
+def _method_words(meta: dict[str, Any]) -> str:
+    method = meta.get("bootstrap_method")
+    if method != "auto":
+        return f"{method} bootstrap"
+    return ("whole seeds resampled where a curve has several (`analysis.runs`), else the "
+            "residual bootstrap")
+
+
+def _seeds_section(meta: dict[str, Any]) -> list[str]:
+    """What the intervals can and cannot include, given the seeds behind the curves."""
+    lo, hi = meta.get("n_seeds_min", 1) or 1, meta.get("n_seeds_max", 1) or 1
+    cal = f"in the harness's calibration on the digits demo design ({CALIBRATION['doc']}), "
+    if hi <= 1:
+        text = ("**One seed per point.** Every interval below resamples that seed's points or "
+                "residuals and cannot include seed-to-seed variance: another seed's estimate may "
+                f"fall outside it ({cal}{CALIBRATION['one_seed']}; {CALIBRATION['runs']}). For "
+                "intervals that include it, give each curve seeds (`seed = [0, 1, 2]` in `[grid]`"
+                ", and `[pretrain] per_seed = true` so that each seed has its own teacher).")
+        return [text, ""]
+    sd = meta.get("seed_sd_log")
+    spread = (f"; seed-to-seed standard deviation of log {meta.get('y', 'y')} {sd:.3f} "
+              f"(a factor {math.exp(sd):.2f})" if sd is not None else "")
+    text = (f"**Seeds.** {lo}{f'-{hi}' if hi != lo else ''} seeds per curve{spread}. Each point "
+            "is the geometric mean over seeds, the frontier is built from those means (a lucky "
+            "seed does not make it), and every interval resamples whole runs: each draw moves "
+            "each curve's mean by a run-level shift, tilt and point scatter whose variances are "
+            "pooled over the curves of a sampler, with Student-t factors for how well a few "
+            f"seeds know them ({cal}{CALIBRATION['runs']}).")
+    lines = [text]
+    if lo <= 1:
+        lines.append("Curves with one seed keep their points: their intervals cannot include "
+                     "seed-to-seed variance.")
+    if meta.get("shared_teachers"):
+        lines.append("Students of different seeds share one teacher per size: the intervals "
+                     "include the tuning runs' seed-to-seed variance but not the teachers' "
+                     "(`[pretrain] per_seed = true` gives each seed its own teacher).")
+    return [" ".join(lines), ""]
+
+
 def _frontier_section(fits: SweepFits) -> list[str]:
     """The frontier law per family and the IsoFLOP diagnostic."""
     lines: list[str] = []
     lines += ["## Compute frontier (Approach 1)", "",
-              "| sampler | frontier points | E | α | N_opt ∝ C^a | notes |", "|---|---|---|---|---|---|"]
+              "The lowest FD at each total compute across sizes, taken over each size's mean curve "
+              "(the geometric mean over its seeds at each budget), and its law.", "",
+              "| sampler | frontier points | seeds per size | E | α | N_opt ∝ C^a | intervals | notes |",
+              "|---|---|---|---|---|---|---|---|"]
     for key, f in fits.frontiers.items():
         law = f.law
         e = _fmt(law.E) if law else "–"
@@ -588,9 +683,16 @@ def _frontier_section(fits: SweepFits) -> list[str]:
         if law is not None:
             ci = law.ci.get("alpha")
             alpha = _fmt(law.alpha) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "")
-        a = (f"a = {_fmt(f.size_law.a)}" if f.size_law else "–")
+        a = "–"
+        if f.size_law:
+            a = f"a = {_fmt(f.size_law.a)}"
+            if not math.isnan(f.size_law.a_lo):
+                a += f" [{_fmt(f.size_law.a_lo)}, {_fmt(f.size_law.a_hi)}]"
+        method = {"runs": "whole seeds resampled", "residual": "residuals of one seed"}.get(
+            str(f.interval_method), str(f.interval_method or "–"))
         notes = "; ".join(f.messages) or (law.status if law else "")
-        lines.append(f"| {key} | {len(f.points)} | {e} | {alpha} | {a} | {notes} |")
+        lines.append(f"| {key} | {len(f.points)} | {f.n_seeds} | {e} | {alpha} | {a} | {method} | "
+                     f"{notes} |")
     lines += ["", "IsoFLOP minima (Approach 2, a diagnostic only: biased when the surface is "
               "asymmetric; an argmin at the edge of the size grid is no optimum):", ""]
     for key, table in fits.isoflop.items():
@@ -624,33 +726,47 @@ def _joint_section(fits: SweepFits) -> list[str]:
 
 
 def _backtest_section(fits: SweepFits, level: int) -> list[str]:
-    """Each group's largest budget predicted from the others."""
+    """Each group's largest budget predicted from the others: other seeds' runs where a group has
+    three or more seeds, else the same runs' smaller budgets."""
     lines: list[str] = []
     lines += ["", "## Backtest: the largest budget predicted from the others", ""]
-    if len(fits.backtest):
-        lines += ["| preset | sampler | points fitted | held-out x | observed | predicted | "
-                  f"error | in {level} % PI | fit status |", "|---|---|---|---|---|---|---|---|---|"]
-        for _, r in fits.backtest.iterrows():
-            err = r.get("rel_error")
-            err_s = f"{100 * err:+.1f} %" if err is not None and pd.notna(err) else "–"
-            cov = r.get("covered")
-            cov_s = "–" if cov is None or pd.isna(cov) else ("yes" if cov else "no")
-            preset = curve_label(r.get("preset"), r.get(VARIANT))
-            lines.append(f"| {preset} | {r.get('sampler')} | {_fmt(r.get('n_fit'))} | "
-                         f"{_fmt(r.get('x'))} | {_fmt(r.get('y'))} | {_fmt(r.get('predicted'))} | "
-                         f"{err_s} | {cov_s} | {r.get('fit_status') or ''} |")
-        summary = summarize_backtest(fits.backtest).iloc[0]
-        covered = pd.to_numeric(fits.backtest["covered"], errors="coerce").dropna()
-        lines += ["", f"Absolute relative error over {int(summary['num_held_out'])} held-out points: "
-                  f"median {100 * summary['median_abs_rel_error']:.1f} %, mean "
-                  f"{100 * summary['mean_abs_rel_error']:.1f} %, max "
-                  f"{100 * summary['max_abs_rel_error']:.1f} %. "
-                  + (f"The observed value is inside the {level} % prediction interval (the fit's "
-                     f"bootstrap curves times its residual scatter) for {int(covered.sum())} of "
-                     f"{len(covered)}." if len(covered) else "No prediction intervals (no "
-                     "bootstrap, or no residual degrees of freedom).")]
-    else:
+    bt = fits.backtest
+    if not len(bt):
         lines.append("No group has two or more budgets; nothing to backtest.")
+        return lines
+    held = bt["held_out"] if "held_out" in bt.columns else pd.Series("budget", index=bt.index)
+    by_seed = held == "seed"
+    if by_seed.any():
+        lines += ["Leave one seed out: each seed's value at the largest budget is predicted by the "
+                  "law through the *other* seeds' mean curve at the smaller budgets; the prediction "
+                  "interval is that law's run-resampled curves times a new run's deviation (the "
+                  "seeds' spread at the largest budget, pooled over the sizes of a sampler).", ""]
+    if (~by_seed).any():
+        lines += ["Within runs: the largest budget is predicted from the same runs' smaller budgets"
+                  " (a group with fewer than three seeds); the run's own luck is in the fit and "
+                  "in the held-out value alike, so this cannot see seed-to-seed noise.", ""]
+    lines += ["| preset | sampler | held out | points fitted | held-out x | observed | predicted | "
+              f"error | in {level} % PI | fit status |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for i, r in bt.iterrows():
+        err = r.get("rel_error")
+        err_s = f"{100 * err:+.1f} %" if err is not None and pd.notna(err) else "–"
+        cov = r.get("covered")
+        cov_s = "–" if cov is None or pd.isna(cov) else ("yes" if cov else "no")
+        preset = curve_label(r.get("preset"), r.get(VARIANT))
+        what = (f"seed {_int_or_none(r.get('seed'))}" if held[i] == "seed" else "same runs")
+        lines.append(f"| {preset} | {r.get('sampler')} | {what} | {_fmt(r.get('n_fit'))} | "
+                     f"{_fmt(r.get('x'))} | {_fmt(r.get('y'))} | {_fmt(r.get('predicted'))} | "
+                     f"{err_s} | {cov_s} | {r.get('fit_status') or ''} |")
+    summary = summarize_backtest(bt).iloc[0]
+    covered = pd.to_numeric(bt["covered"], errors="coerce").dropna()
+    lines += ["", f"Absolute relative error over {int(summary['num_held_out'])} held-out points: "
+              f"median {100 * summary['median_abs_rel_error']:.1f} %, mean "
+              f"{100 * summary['mean_abs_rel_error']:.1f} %, max "
+              f"{100 * summary['max_abs_rel_error']:.1f} %. "
+              + (f"The observed value is inside its {level} % prediction interval for "
+                 f"{int(covered.sum())} of {len(covered)}." if len(covered) else
+                 "No prediction intervals (no bootstrap, or no residual degrees of freedom).")]
     return lines
 
 

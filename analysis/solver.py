@@ -25,7 +25,9 @@ from analysis import batched
 HUBER_DELTA = 1e-3  # on log residuals, i.e. ~0.1 % relative error (Hoffmann et al. 2022)
 DEFAULT_ALPHA_BOUNDS = (0.0, 5.0)
 LossName = Literal["huber", "squared"]
-BootstrapMethod = Literal["residual", "residual_fixed", "pairs"]
+BootstrapMethod = Literal["residual", "residual_fixed", "pairs", "runs"]
+# "runs": the caller resamples whole runs (seeds) and passes the resampled data sets
+# (`analysis.runs`); the solver only refits them.
 
 
 class FitError(ValueError):
@@ -285,10 +287,13 @@ def _r2_log(problem: _Problem, theta: np.ndarray) -> float:
 # Bootstrap
 
 
+Resample = tuple[np.ndarray, np.ndarray]  # (log_u [terms, n], log_y [n]) in normalised units
+
+
 def _bootstrap_targets(problem: _Problem, theta: np.ndarray, method: BootstrapMethod,
                        clusters: np.ndarray | None, num: int,
-                       rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Resampled (index, log_y*) pairs.
+                       rng: np.random.Generator) -> list[Resample]:
+    """Resampled (log_u*, log_y*) data sets.
 
     residual_fixed: y* = ŷ·exp(r*), r* drawn with replacement from the centred log residuals inflated
     by sqrt(n/(n − p)); the design (e.g. the compute budgets) stays fixed.
@@ -303,10 +308,9 @@ def _bootstrap_targets(problem: _Problem, theta: np.ndarray, method: BootstrapMe
         r = problem.residuals(theta)
         dof = n - problem.num_params
         r = (r - r.mean()) * math.sqrt(n / dof)
-        idx = np.arange(n)
         for _ in range(num):
             scale = math.sqrt(dof / rng.chisquare(dof)) if method == "residual" else 1.0
-            out.append((idx, fitted + scale * rng.choice(r, size=n, replace=True)))
+            out.append((problem.log_u, fitted + scale * rng.choice(r, size=n, replace=True)))
     else:
         labels = np.arange(n) if clusters is None else clusters
         uniq, inverse = np.unique(labels, return_inverse=True)
@@ -314,7 +318,7 @@ def _bootstrap_targets(problem: _Problem, theta: np.ndarray, method: BootstrapMe
         for _ in range(num):
             pick = rng.integers(0, len(uniq), size=len(uniq))
             idx = np.concatenate([members[k] for k in pick])
-            out.append((idx, problem.log_y[idx]))
+            out.append((problem.log_u[:, idx], problem.log_y[idx]))
     return out
 
 
@@ -335,30 +339,30 @@ def _noise_draws(problem: _Problem, theta: np.ndarray, method: BootstrapMethod, 
     return scale * rng.choice(r, size=num, replace=True)
 
 
-def _run_bootstrap(problem: _Problem, theta: np.ndarray, *, method: BootstrapMethod,
-                   clusters: np.ndarray | None, num: int, seed: int,
+def _run_bootstrap(problem: _Problem, theta: np.ndarray, targets: Sequence[Resample], *,
                    grid_size: int) -> tuple[np.ndarray, int]:
-    """Refit every resample (from the better of the full-data optimum and the best grid point);
-    returns the internal parameter vectors [num_ok, p] and the number of resamples that could not
-    be fitted.
+    """Refit every resampled data set (from the better of the full-data optimum and the best grid
+    point); returns the internal parameter vectors [num_ok, p] and the number of resamples that
+    could not be fitted.
 
     All resamples of one size are fitted together (`analysis.batched`); the few whose refinement
     does not pass the convergence test are refitted one by one with L-BFGS-B."""
-    rng = np.random.default_rng(seed)
-    targets = _bootstrap_targets(problem, theta, method, clusters, num, rng)
     fitted: list[np.ndarray | None] = [None] * len(targets)
     failed = 0
     by_size: dict[int, list[int]] = {}
-    for i, (idx, _) in enumerate(targets):
-        # A pairs resample can repeat one input value only; such a resample carries no slope.
-        if (any(np.ptp(row) == 0 for row in problem.log_u[:, idx])
-                or len(np.unique(idx)) < problem.num_params):
+    for i, (log_u, _) in enumerate(targets):
+        # A resample can repeat one input value only; such a resample carries no slope.
+        if log_u.shape[1] < problem.num_params:
             failed += 1
             continue
-        by_size.setdefault(len(idx), []).append(i)
+        distinct = len({tuple(col) for col in np.round(log_u.T, 12)})
+        if any(np.ptp(row) == 0 for row in log_u) or distinct < problem.num_params:
+            failed += 1
+            continue
+        by_size.setdefault(log_u.shape[1], []).append(i)
     for members in by_size.values():
         batch = batched.BatchProblem(
-            log_u=np.stack([problem.log_u[:, targets[i][0]] for i in members]),
+            log_u=np.stack([targets[i][0] for i in members]),
             log_y=np.stack([targets[i][1] for i in members]),
             irreducible=problem.irreducible, loss=problem.loss, delta=problem.delta,
             alpha_bounds=problem.alpha_bounds)
@@ -372,8 +376,8 @@ def _run_bootstrap(problem: _Problem, theta: np.ndarray, *, method: BootstrapMet
             if converged[j]:
                 fitted[i] = thetas[j]
                 continue
-            idx, log_y = targets[i]
-            sub = _Problem(log_u=problem.log_u[:, idx], log_y=log_y,
+            log_u, log_y = targets[i]
+            sub = _Problem(log_u=log_u, log_y=log_y,
                            irreducible=problem.irreducible, loss=problem.loss,
                            delta=problem.delta, alpha_bounds=problem.alpha_bounds)
             try:
@@ -418,9 +422,9 @@ def _check_options(loss: str, delta: float, bootstrap: int, method: str, ci_leve
         raise FitError(f"{where}: delta = {delta!r}: must be > 0")
     if bootstrap < 0:
         raise FitError(f"{where}: bootstrap = {bootstrap!r}: must be >= 0")
-    if method not in ("residual", "residual_fixed", "pairs"):
+    if method not in ("residual", "residual_fixed", "pairs", "runs"):
         raise FitError(f"{where}: bootstrap_method = {method!r}: unknown. "
-                       "Valid: 'residual', 'residual_fixed', 'pairs'")
+                       "Valid: 'residual', 'residual_fixed', 'pairs', 'runs' (with resamples)")
     if not 0 < ci_level < 1:
         raise FitError(f"{where}: ci_level = {ci_level!r}: must be in (0, 1)")
     lo, hi = alpha_bounds
@@ -440,16 +444,67 @@ class FitOutcome:
     num_failed_draws: int
 
 
+def degeneracy(problem: _Problem, sol: _Solution) -> str | None:
+    """Why a single-variable curve cannot identify its exponent, or None when it can.
+
+    Checked on the full-data fit, before any bootstrap: refitting a thousand resamples of a curve
+    that did not converge, ends at an exponent bound (saturated: it drops, then is flat; or
+    flat throughout) or whose fitted fall over the data is within the scatter of its points only
+    reproduces the bound, at the cost of every resample running to the iteration limit."""
+    if problem.num_terms != 1:
+        return None
+    if not sol.converged:
+        return "the fit did not converge"
+    _, _, alpha = problem.unpack(sol.theta)
+    lo, hi = problem.alpha_bounds
+    if alpha[0] >= hi - 1e-6:
+        return (f"the exponent is at its upper bound {hi:g}: the curve falls to its floor and "
+                "stays flat (saturated)")
+    if alpha[0] <= lo + 1e-6:
+        return f"the exponent is at its lower bound {lo:g}: the curve does not fall like a power"
+    r = problem.residuals(sol.theta)
+    fitted = problem.log_y - r
+    order = np.argsort(problem.log_u[0])
+    drop = float(fitted[order[0]] - fitted[order[-1]])
+    dof = problem.log_y.size - problem.num_params
+    scatter = math.sqrt(float(r @ r) / dof) if dof > 0 else 0.0
+    if drop <= 2.0 * scatter:
+        return (f"flat: the fitted fall over the data ({100 * (math.exp(drop) - 1):.1f} %) is "
+                f"within twice the points' scatter about it ({100 * scatter:.1f} %)")
+    return None
+
+
 def fit_problem(problem: _Problem, *, where: str, bootstrap: int, method: BootstrapMethod,
                 clusters: Any, seed: int, grid_size: int, num_starts: int,
-                bootstrap_grid_size: int) -> FitOutcome:
-    """Fit `problem` and, with `bootstrap` > 0, resample it; shared by every law's fit function."""
+                bootstrap_grid_size: int,
+                resamples: Sequence[Resample] | None = None) -> FitOutcome:
+    """Fit `problem` and, with `bootstrap` > 0, resample it; shared by every law's fit function.
+
+    With method "runs", `resamples` are the caller's resampled data sets (whole runs resampled,
+    `analysis.runs`), in the problem's normalised units; they are refitted as they are. A
+    single-variable curve that cannot identify its exponent (`degeneracy`) is reported with status
+    "degenerate" and not bootstrapped."""
     sol = _solve(problem, grid_size=grid_size, num_starts=num_starts)
     status, messages = list(sol.status), list(sol.messages)
     n = problem.log_y.size
     draws = noise = None
     failed = 0
-    if bootstrap > 0:
+    wants_draws = (bootstrap > 0 and method != "runs") or (method == "runs" and resamples)
+    reason = degeneracy(problem, sol) if wants_draws else None
+    if reason is not None:
+        status.append("degenerate")
+        messages.append(f"degenerate curve: {reason}; the exponent is not identified by these "
+                        "points, so no bootstrap was run and there are no intervals")
+    elif method == "runs":
+        if resamples is None:
+            raise FitError(f"{where}: bootstrap_method = 'runs' needs the resampled data sets "
+                           "(resamples=...; analysis.runs makes them)")
+        if len(resamples):
+            internal, failed = _run_bootstrap(problem, sol.theta, resamples,
+                                              grid_size=bootstrap_grid_size)
+            if len(internal):
+                draws = internal
+    elif bootstrap > 0:
         if method != "pairs" and n <= problem.num_params:
             status.append("no_residual_dof")
             messages.append(f"{n} points for {problem.num_params} parameters: the curve "
@@ -459,8 +514,9 @@ def fit_problem(problem: _Problem, *, where: str, bootstrap: int, method: Bootst
             cl = None if clusters is None else np.asarray(clusters)
             if cl is not None and len(cl) != n:
                 raise FitError(f"{where}: clusters has {len(cl)} labels for {n} points")
-            internal, failed = _run_bootstrap(problem, sol.theta, method=method, clusters=cl,
-                                              num=bootstrap, seed=seed,
+            targets = _bootstrap_targets(problem, sol.theta, method, cl, bootstrap,
+                                         np.random.default_rng(seed))
+            internal, failed = _run_bootstrap(problem, sol.theta, targets,
                                               grid_size=bootstrap_grid_size)
             messages += _few_dof_note(n, problem.num_params, method)
             if len(internal):

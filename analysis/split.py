@@ -9,12 +9,14 @@ per evaluated tuning budget. Everything here is computed on those curves, model-
 - a curve is the geometric mean of FD over seeds at each evaluated budget, interpolated linearly
   in log FD vs log total compute, **only inside its measured compute range** (no extrapolation);
 - the envelope is the lowest curve at each compute (Chinchilla Approach 1 across splits);
-- the bootstrap resamples each split's evaluation points (all seeds × budgets) with replacement
-  and rebuilds every curve; a draw that misses an end point of a curve extends the line through its
-  two nearest drawn points, but never beyond the curve's measured range. With one or two seeds
-  per point the draws understate run-to-run noise (intervals too narrow where a curve is flat),
-  and the interpolation's own bias between budgets (a few per cent in FLOPs on smooth laws with
-  budgets 2x apart) is in no interval.
+- with several seeds per split the bootstrap resamples whole runs (`analysis.runs`: each draw
+  rebuilds every split's mean curve from run-resampled seeds, the noise level pooled over the
+  splits of a sampler), so the intervals include seed-to-seed variance; with one seed it
+  resamples each split's evaluation points with replacement (a draw that misses an end point of a
+  curve extends the line through its two nearest drawn points, but never beyond the curve's
+  measured range), which cannot see run-to-run noise (intervals too narrow where a curve is
+  flat). The interpolation's own bias between budgets (a few per cent in FLOPs on smooth laws
+  with budgets 2x apart) is in no interval.
 
 `fit_split(records)` does it all and returns a `SplitFits` (stored in fits.json by
 `analysis.report.fit_sweep`); `split_section` renders it as Markdown and `analysis.split_plots`
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.runs import RunCurve, draw_means, pooled_dof, run_curves
 from harness.flops import TRAIN_PASSES
 
 __all__ = [
@@ -122,6 +125,7 @@ class _Curve:
     log_value: np.ndarray  # [n] log FD
     lo: float  # measured log-compute range
     hi: float
+    runs: RunCurve  # the same points by seed and budget (for run-level resampling)
 
 
 def _curves(points: pd.DataFrame) -> list[_Curve]:
@@ -129,10 +133,22 @@ def _curves(points: pd.DataFrame) -> list[_Curve]:
     for (preset, nimg, scratch), g in points.groupby(["preset", "pretrain_nimg", "is_scratch"],
                                                       sort=True):
         lc = np.log(g["total_flops"].to_numpy(float))
+        runs = run_curves(g, [], x=["total_flops"])[0]
         out.append(_Curve(str(preset), float(nimg), float(g["pretrain_flops"].median()),
                           bool(scratch), lc, np.log(g["value"].to_numpy(float)),
-                          float(lc.min()), float(lc.max())))
+                          float(lc.min()), float(lc.max()), runs))
     return out
+
+
+def _run_draws(curves: list[_Curve], bootstrap: int,
+               rng: np.random.Generator) -> dict[int, np.ndarray] | None:
+    """Run-resampled mean curves of every split with several seeds ({id(curve): [B, budgets]} of
+    log FD), the noise level pooled over `curves`; None when no split has two seeds."""
+    runs = [c.runs for c in curves]
+    if bootstrap <= 0 or pooled_dof(runs) == 0:
+        return None
+    draws = draw_means(runs, bootstrap, rng)
+    return {id(c): d for c, d in zip(curves, draws, strict=True) if c.runs.num_runs > 1}
 
 
 def _interpolate(log_compute: np.ndarray, log_value: np.ndarray, query: np.ndarray,
@@ -153,10 +169,19 @@ def _interpolate(log_compute: np.ndarray, log_value: np.ndarray, query: np.ndarr
 
 
 def _curve_draws(curve: _Curve, query: np.ndarray, bootstrap: int,
-                 rng: np.random.Generator) -> np.ndarray:
-    """[1 + bootstrap, len(query)] log FD: row 0 from the data, then one row per resample."""
+                 rng: np.random.Generator,
+                 run_draws: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """[1 + bootstrap, len(query)] log FD: row 0 from the data, then one row per resample (the
+    run-resampled mean curves of `run_draws` where the split has them, else points resampled)."""
     out = np.empty((1 + bootstrap, len(query)))
     out[0] = _interpolate(curve.log_compute, curve.log_value, query, curve.lo, curve.hi)
+    if run_draws is not None and id(curve) in run_draws:
+        runs = curve.runs
+        ok = np.isfinite(runs.mean)
+        log_x = np.log(runs.x["total_flops"][ok])
+        for b, draw in enumerate(run_draws[id(curve)]):
+            out[1 + b] = _interpolate(log_x, draw[ok], query, curve.lo, curve.hi)
+        return out
     n = len(curve.log_compute)
     for b in range(bootstrap):
         pick = rng.integers(0, n, n)
@@ -341,10 +366,12 @@ def optimal_share(points: pd.DataFrame, compute: Sequence[float] | None = None, 
     rows: list[dict[str, Any]] = []
     for (sampler, metric), family in points.groupby(["sampler", "metric"], sort=True):
         curves = _curves(family)
+        by_run = _run_draws(curves, bootstrap, rng)
         for scope, members in _scopes(curves):
             query = np.asarray(compute if compute is not None else _measured_compute(members),
                                float)
-            draws = {id(c): _curve_draws(c, np.log(query), bootstrap, rng) for c in members}
+            draws = {id(c): _curve_draws(c, np.log(query), bootstrap, rng, by_run)
+                     for c in members}
             rows += [{"sampler": sampler, "metric": metric, **r}
                      for r in _share_rows(scope, members, draws, query, level)]
     return pd.DataFrame(rows)
@@ -355,13 +382,14 @@ def optimal_share(points: pd.DataFrame, compute: Sequence[float] | None = None, 
 
 
 def _envelope_draws(curves: list[_Curve], grid: np.ndarray, bootstrap: int,
-                    rng: np.random.Generator) -> np.ndarray:
+                    rng: np.random.Generator,
+                    run_draws: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """[1 + B, G] log FD of the best curve reached by compute grid[g] (a running minimum over the
     grid; NaN until the first curve is measured)."""
     lowest = np.full((1 + bootstrap, len(grid)), np.inf)
     for c in curves:
-        lowest = np.fmin(lowest, np.where(np.isnan(d := _curve_draws(c, grid, bootstrap, rng)),
-                                          np.inf, d))
+        d = _curve_draws(c, grid, bootstrap, rng, run_draws)
+        lowest = np.fmin(lowest, np.where(np.isnan(d), np.inf, d))
     lowest = np.minimum.accumulate(lowest, axis=1)
     return np.where(np.isfinite(lowest), lowest, np.nan)
 
@@ -438,12 +466,15 @@ def savings_ratio(points: pd.DataFrame, levels: Sequence[float] | None = None, *
     rows: list[dict[str, Any]] = []
     for (sampler, metric), family in points.groupby(["sampler", "metric"], sort=True):
         curves = _curves(family)
+        by_run = _run_draws(curves, bootstrap, rng)
         for scope, members in _scopes(curves):
             lo = min(c.lo for c in members)
             hi = max(c.hi for c in members)
             grid = np.linspace(lo, hi, grid_size)
-            scratch = _envelope_draws([c for c in members if c.is_scratch], grid, bootstrap, rng)
-            tuned = _envelope_draws([c for c in members if not c.is_scratch], grid, bootstrap, rng)
+            scratch = _envelope_draws([c for c in members if c.is_scratch], grid, bootstrap, rng,
+                                      by_run)
+            tuned = _envelope_draws([c for c in members if not c.is_scratch], grid, bootstrap, rng,
+                                    by_run)
             fds = np.asarray(levels if levels is not None else _default_levels(scratch, tuned))
             for fd in fds:
                 rows.append({"sampler": sampler, "metric": metric, "scope": scope,
@@ -488,6 +519,7 @@ class SplitFits:
     level: float = 0.95
     num_points: int = 0
     teacher_budgets: dict[str, list[float]] = field(default_factory=dict)  # preset -> pretrain_nimg
+    n_seeds: int = 1  # the fewest seeds behind any split's curve
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN as None)."""
@@ -496,7 +528,8 @@ class SplitFits:
 
         return {"envelope": table(self.envelope), "share": table(self.share),
                 "savings": table(self.savings), "bootstrap": self.bootstrap, "level": self.level,
-                "num_points": self.num_points, "teacher_budgets": self.teacher_budgets}
+                "num_points": self.num_points, "teacher_budgets": self.teacher_budgets,
+                "n_seeds": self.n_seeds}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SplitFits:
@@ -507,7 +540,8 @@ class SplitFits:
         return cls(envelope=table(data["envelope"]), share=table(data["share"]),
                    savings=table(data["savings"]), bootstrap=int(data["bootstrap"]),
                    level=float(data["level"]), num_points=int(data["num_points"]),
-                   teacher_budgets={k: list(v) for k, v in data["teacher_budgets"].items()})
+                   teacher_budgets={k: list(v) for k, v in data["teacher_budgets"].items()},
+                   n_seeds=int(data.get("n_seeds", 1)))
 
 
 def fit_split(records: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0,
@@ -517,11 +551,14 @@ def fit_split(records: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0,
     points = split_points(records)
     budgets = {str(p): sorted(float(v) for v in g.unique())
                for p, g in points.groupby("preset")["pretrain_nimg"]}
+    seeds = (points.groupby(["sampler", "metric", "preset", "pretrain_nimg"])["seed"].nunique()
+             if len(points) else pd.Series([1]))
     return SplitFits(
         envelope=split_envelope(points),
         share=optimal_share(points, compute, bootstrap=bootstrap, seed=seed, level=level),
         savings=savings_ratio(points, fd_levels, bootstrap=bootstrap, seed=seed + 1, level=level),
-        bootstrap=bootstrap, level=level, num_points=len(points), teacher_budgets=budgets)
+        bootstrap=bootstrap, level=level, num_points=len(points), teacher_budgets=budgets,
+        n_seeds=int(seeds.min()))
 
 
 def _fmt(value: Any, spec: str = ".3g") -> str:
@@ -551,7 +588,11 @@ def split_section(split: SplitFits) -> list[str]:
                          for p, b in split.teacher_budgets.items()) + ". "
              "Each split's FD is interpolated in log-log between its measured points (geometric "
              "mean over seeds), never beyond them; intervals are percentiles of "
-             f"{split.bootstrap} point-resampling bootstrap draws ({pct}).", ""]
+             f"{split.bootstrap} bootstrap draws ({pct}) that "
+             + ("resample whole seeds (runs), so they include seed-to-seed variance."
+                if split.n_seeds > 1 else
+                "resample evaluation points: one seed per split, so they cannot include "
+                "seed-to-seed variance."), ""]
     lines += ["### Optimal pretraining share at a total compute", "",
               "| sampler | scope | total FLOPs | best split (preset, teacher images) | FD | share "
               f"| {pct} interval | agreement | between budgets | status |",
@@ -588,8 +629,12 @@ def split_section(split: SplitFits) -> list[str]:
               "were not measured at a compute (status 'partial'), one of them might be better.",
               "- A ratio is given only where both curves reach the FD inside their measured "
               "range; elsewhere the table says why instead of extrapolating.",
-              "- The bootstrap sees only the seeds measured: with one or two per point it "
-              "understates run-to-run noise, so the intervals are too narrow, most where a "
-              "curve is flat (near its best FD). Interpolating between budgets adds a bias of a "
-              "few per cent that no interval covers; denser budgets shrink it.", ""]
+              ("- The bootstrap resamples whole seeds; with few seeds per split their spread is "
+               "itself uncertain, which the intervals' Student-t factor carries."
+               if split.n_seeds > 1 else
+               "- One seed per split: the point-resampling bootstrap cannot see run-to-run noise, "
+               "so the intervals are too narrow, most where a curve is flat (near its best FD); "
+               "add seeds for intervals that include it."),
+              "- Interpolating between budgets adds a bias of a few per cent that no interval "
+              "covers; denser budgets shrink it.", ""]
     return lines

@@ -160,9 +160,19 @@ def stale_evaluations(p: Plan) -> list[StaleEvaluation]:
 
 
 def plan_notes(p: Plan) -> list[str]:
-    """What the plan table does not show: runs kept under their pre-#19 ids, and done runs
-    scored with other evaluation settings than the sweep's (with the command that rescores)."""
+    """What the plan table does not show: seeds that share teachers, runs kept under their pre-#19
+    ids, and done runs scored with other evaluation settings than the sweep's (with the command
+    that rescores)."""
     notes = []
+    tuning = [r for r in p.runs if r.kind == "tune" and r.teacher is not None]
+    seeds_of: dict[str, set[int]] = {}
+    for r in tuning:
+        seeds_of.setdefault(r.teacher, set()).add(r.job.run.seed)
+    if any(len(seeds) > 1 for seeds in seeds_of.values()):
+        notes.append("shared teachers: students of different seeds start from one teacher per "
+                     "preset, so the seeds replicate tuning only and the fitted intervals cannot "
+                     "include the teachers' seed-to-seed variance; `per_seed = true` in "
+                     "[pretrain] trains each seed its own teacher")
     if p.adopted:
         notes.append(f"kept ids: {len(p.adopted)} run(s) recorded before evaluation settings "
                      "left run ids keep the ids they were recorded under, with their folders "

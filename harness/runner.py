@@ -49,6 +49,55 @@ def jobs_cpu_seconds(runs_dir: Path, run_ids: list[str], since: dt.datetime) -> 
     return total
 
 
+PROFILE_PHASES = ("pretrain train", "pretrain eval", "tune train", "tune eval", "other")
+
+
+def cpu_profile(runs_dir: Path, run_ids: list[str], since: dt.datetime) -> dict[str, dict[str, float]]:
+    """Where the CPU seconds of the jobs that finished after `since` went: {preset: {phase:
+    seconds}} with phases `PROFILE_PHASES` ("other": imports, data, checkpoints; the job's CPU
+    seconds minus its training steps and evaluations), from each run's status.json."""
+    import json
+
+    from harness.sweepstate import read_run_status
+
+    out: dict[str, dict[str, float]] = {}
+    for rid in run_ids:
+        status = read_run_status(runs_dir, rid) or {}
+        cpu, updated = status.get("cpu_seconds"), status.get("updated_at")
+        if status.get("state") != "done" or not isinstance(cpu, dict) or not updated:
+            continue
+        if dt.datetime.fromisoformat(updated) < since:
+            continue
+        try:
+            config = json.loads((runs_dir / rid / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        kind, preset = str(config.get("kind")), str(config.get("preset"))
+        row = out.setdefault(preset, dict.fromkeys(PROFILE_PHASES, 0.0))
+        train, evaluate = float(cpu.get("train", 0.0)), float(cpu.get("eval", 0.0))
+        row[f"{kind} train"] += train
+        row[f"{kind} eval"] += evaluate
+        row["other"] += max(float(cpu.get("job", 0.0)) - train - evaluate, 0.0)
+    return out
+
+
+def format_profile(profile: dict[str, dict[str, float]]) -> str:
+    """The CPU profile as an aligned table, one row per preset and a total row."""
+    header = ["preset", *PROFILE_PHASES, "total"]
+    rows = [[p, *(f"{v[k]:.0f}" for k in PROFILE_PHASES), f"{sum(v.values()):.0f}"]
+            for p, v in sorted(profile.items(), key=lambda kv: sum(kv[1].values()))]
+    totals = {k: sum(v[k] for v in profile.values()) for k in PROFILE_PHASES}
+    rows.append(["total", *(f"{totals[k]:.0f}" for k in PROFILE_PHASES),
+                 f"{sum(totals.values()):.0f}"])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["CPU seconds of the jobs by preset and phase:",
+             "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in
+                       enumerate(zip(header, widths, strict=True)))]
+    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                        enumerate(zip(r, widths, strict=True))) for r in rows]
+    return "\n".join(lines)
+
+
 def utilisation_line(cpu_seconds: float, training_seconds: float, total_seconds: float,
                      cores: int) -> str:
     """How busy the machine's cores were with the jobs: CPU seconds / (wall seconds × cores)."""
@@ -162,5 +211,7 @@ def run_sweep(sweep_path: str | Path, cluster: str, *, results_dir: str | Path =
     if cluster == "local" and cpu > 0:
         out.write(utilisation_line(cpu, training_seconds, seconds,
                                    len(os.sched_getaffinity(0))) + "\n")
+    if profile := cpu_profile(runs_dir, [r.run_id for r in rows], since):
+        out.write(format_profile(profile) + "\n")
     return RunOutcome(report_path=report_path, figures=figures, states=states, seconds=seconds,
                       job_cpu_seconds=cpu, training_seconds=training_seconds)

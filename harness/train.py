@@ -303,6 +303,10 @@ class TrainState:
     # Since the last evaluation point: finite steps and their summed loss (records' train_loss).
     eval_interval_steps: int = 0
     eval_interval_loss: float = 0.0
+    # Process CPU seconds (all threads) in training steps and in evaluation, over all attempts:
+    # where a sweep's CPU time goes (`harness run` prints the profile).
+    cpu_train: float = 0.0
+    cpu_eval: float = 0.0
 
     def eval_interval_mean_loss(self) -> float | None:
         """Mean loss of the finite steps since the last evaluation point (None: no step yet)."""
@@ -541,7 +545,9 @@ def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
             # Evaluate.
             while pending and nimg >= pending[0]:
                 point = pending.pop(0)
+                cpu = time.process_time()
                 metrics = evaluator(_evaluated_networks(run, model), state, point)
+                state.cpu_eval += time.process_time() - cpu
                 evaluated = True
                 if rank == 0 and metrics:
                     update_status(run_dir, last_metrics=metrics, nimg=nimg)
@@ -563,9 +569,11 @@ def _loop(job: JobSpec, data: ImageData, model: _Model, state: TrainState,
             if nimg >= total:
                 break
             # Step.
+            cpu = time.process_time()
             train_step(run, model.net, model.ema, model.optimizer, model.loss_fn, images_all,
                        labels_all, state, rank, world, local_batch, model.autocast,
                        phemas=model.phemas)
+            state.cpu_train += time.process_time() - cpu
     except TrainingFailed as e:
         if rank == 0:
             update_status(run_dir, state="failed", error=str(e), nimg=state.nimg)
@@ -612,8 +620,10 @@ def _save_final(job: JobSpec, model: _Model, state: TrainState, fwd_flops: float
     _save_network(job, job.run_dir / "network-final.pt", model, state, fwd_flops, pretrain_flops)
     # The whole job process (imports, data, training, evaluation): `harness run` divides the
     # jobs' CPU seconds by wall seconds × cores to report how busy the machine was.
+    job_cpu = job_cpu_seconds()
     update_status(job.run_dir, state="done", nimg=state.nimg, total_nimg=run.train.total_nimg,
-                  job_cpu_seconds=job_cpu_seconds())
+                  job_cpu_seconds=job_cpu,
+                  cpu_seconds={"train": state.cpu_train, "eval": state.cpu_eval, "job": job_cpu})
 
 
 def train_step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.optim.Optimizer,

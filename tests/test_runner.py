@@ -27,6 +27,16 @@ def test_run_smoke_end_to_end_and_rerun(tmp_path):
     assert all(p.stat().st_size > 1000 for p in first.figures)
     assert "ect-digits-xs" in report.read_text()
     records = sorted(p.name for p in (results / "smoke").glob("*.parquet"))
+    # Where the CPU went: each job splits its CPU seconds into training, evaluation and the rest,
+    # and the run prints them by preset and phase.
+    for status_file in runs.glob("*/status.json"):
+        cpu = json.loads(status_file.read_text())["cpu_seconds"]
+        assert cpu["train"] > 0 and cpu["eval"] > 0 and cpu["job"] >= cpu["train"] + cpu["eval"]
+    assert "CPU seconds of the jobs by preset and phase:" in text
+    profile = text.split("CPU seconds of the jobs by preset and phase:")[1].splitlines()
+    assert profile[1].split()[:6] == ["preset", "pretrain", "train", "pretrain", "eval", "tune"]
+    assert any(line.startswith("ect-digits-xs") for line in profile)
+    assert any(line.startswith("total") for line in profile)
 
     # Re-running trains nothing, writes no record and rebuilds the report.
     out2 = io.StringIO()

@@ -651,3 +651,16 @@ def test_bad_per_seed_settings_are_clear_errors(tmp_path: Path, pretrain: str, m
     text = BASIC.replace('nimg = 6400\n"optim.lr" = 1e-3', pretrain)
     with pytest.raises(SweepError, match=message):
         load_sweep(write(tmp_path, text))
+
+
+def test_plan_notes_say_when_seeds_share_teachers(tmp_path: Path) -> None:
+    from harness.plan import plan, plan_notes
+
+    shared = plan(load_sweep(write(tmp_path, BASIC)), tmp_path / "results", tmp_path / "runs",
+                  check_data=False)
+    assert any(n.startswith("shared teachers:") and "per_seed = true" in n
+               for n in plan_notes(shared))
+    own = plan(load_sweep(write(tmp_path, BASIC.replace("nimg = 6400", "nimg = 6400\nper_seed = true"),
+                                "own.toml")), tmp_path / "results", tmp_path / "runs",
+               check_data=False)
+    assert not any(n.startswith("shared teachers:") for n in plan_notes(own))

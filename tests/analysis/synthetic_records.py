@@ -182,3 +182,41 @@ def write_split_sweep(results_dir: Path, sweep: str = "split", *, noise: float =
                         rows.append(row)
                     _write(folder, rows)
     return folder
+
+
+def write_seeded_sweep(results_dir: Path, sweep: str = "seeded", *, seeds: tuple[int, ...] = (0, 1, 2),
+                       run_noise: float = 0.15, point_noise: float = 0.02, seed: int = 0,
+                       presets: dict[str, int] | None = None, budgets: tuple[int, ...] = BUDGETS,
+                       per_seed_teachers: bool = True) -> Path:
+    """A sweep with several seeds per preset, each seed's run shifted as a whole: log y of a run
+    is the law plus one N(0, run_noise²) level for the run plus N(0, point_noise²) per point (the
+    structure the digits demo's seeds show: a worse run is worse at every budget). Each seed's
+    students start from their own teacher (`per_seed_teachers`) or all from seed 0's."""
+    rng = np.random.default_rng(seed)
+    folder = Path(results_dir) / sweep
+    presets = presets or {**PRESETS, "ect-synth-xl": 12_800_000}
+    for i, (preset, params) in enumerate(presets.items()):
+        for s in seeds:
+            teacher_seed = s if per_seed_teachers else seeds[0]
+            pre_config = {"kind": "pretrain", "preset": preset, "seed": teacher_seed}
+            pre_id = stable_hash({**pre_config, "sweep": sweep})
+            if s == teacher_seed:
+                teacher = TEACHER * (1 + 2.0 * (params / 2e5) ** -0.5) * float(
+                    np.exp(rng.normal(0.0, run_noise)))
+                _write(folder, [_row(sweep, pre_id, "pretrain", preset, params, PRETRAIN_IMAGES,
+                                     0, "heun", teacher, teacher_seed, f"20260101T00{i:02d}{s:02d}",
+                                     config=pre_config)])
+            config = {"kind": "tune", "preset": preset, "seed": s, "init_run_id": pre_id,
+                      "train": {"total_nimg": max(budgets), "batch": 32}}
+            run_id = stable_hash({**config, "sweep": sweep})
+            shift = {sampler: float(rng.normal(0.0, run_noise)) for sampler in LAW}
+            for j, images in enumerate(budgets):
+                rows = []
+                for sampler, (e, a, alpha, b, beta) in LAW.items():
+                    value = (e + a * params**-alpha + b * images**-beta) * float(
+                        np.exp(shift[sampler] + rng.normal(0.0, point_noise)))
+                    rows.append(_row(sweep, run_id, "tune", preset, params, images, images,
+                                     sampler, value, s, f"20260101T01{s:02d}{j:02d}",
+                                     config=config))
+                _write(folder, rows)
+    return folder
