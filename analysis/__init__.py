@@ -24,6 +24,10 @@ _EXPORTS = {
     "Frontier": "analysis.frontier",
     "SizeLaw": "analysis.frontier",
     "pareto_frontier": "analysis.frontier",
+    "seed_means": "analysis.frontier",
+    "run_curves": "analysis.runs",
+    "noise_model": "analysis.runs",
+    "draw_means": "analysis.runs",
     "lower_envelope": "analysis.frontier",
     "fit_frontier": "analysis.frontier",
     "isoflop_minima": "analysis.frontier",
@@ -58,6 +62,7 @@ __all__ = [
     "SweepFits",
     "backtest",
     "backtest_results",
+    "draw_means",
     "fit_frontier",
     "fit_isoflop_law",
     "fit_joint_power_law",
@@ -72,12 +77,15 @@ __all__ = [
     "joint_power_laws",
     "load_results",
     "lower_envelope",
+    "noise_model",
     "optimal_share",
     "pareto_frontier",
     "plot_sweep",
     "power_laws",
     "read_fits",
+    "run_curves",
     "savings_ratio",
+    "seed_means",
     "split_envelope",
     "split_points",
     "split_section",
@@ -102,6 +110,7 @@ if TYPE_CHECKING:
         isoflop_minima,
         lower_envelope,
         pareto_frontier,
+        seed_means,
     )
     from analysis.load import load_results
     from analysis.powerlaw import (
@@ -112,6 +121,7 @@ if TYPE_CHECKING:
         fit_power_law,
     )
     from analysis.report import SweepFits, fit_sweep, plot_sweep, read_fits, write_report
+    from analysis.runs import draw_means, noise_model, run_curves
     from analysis.split import (
         SplitFits,
         fit_split,

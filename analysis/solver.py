@@ -468,6 +468,8 @@ def degeneracy(problem: _Problem, sol: _Solution) -> str | None:
     drop = float(fitted[order[0]] - fitted[order[-1]])
     dof = problem.log_y.size - problem.num_params
     scatter = math.sqrt(float(r @ r) / dof) if dof > 0 else 0.0
+    if drop <= 1e-9:
+        return "the fitted curve does not fall with x (flat or rising over the data)"
     if drop <= 2.0 * scatter:
         return (f"flat: the fitted fall over the data ({100 * (math.exp(drop) - 1):.1f} %) is "
                 f"within twice the points' scatter about it ({100 * scatter:.1f} %)")

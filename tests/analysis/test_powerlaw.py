@@ -208,3 +208,25 @@ def test_round_trip_through_json() -> None:
     assert data["alpha_lo"] == fit.ci["alpha"][0]
     lean = fit.to_dict(include_draws=False)
     assert "draws_alpha" not in lean and PowerLaw.from_dict(lean).draws is None
+
+
+@pytest.mark.parametrize(("y", "reason"), [
+    (5.0 * np.exp(np.random.default_rng(0).normal(0, 0.01, len(X))), "flat"),
+    (np.linspace(5.0, 6.0, len(X)), "does not fall"),
+    (np.r_[40.0, np.full(len(X) - 1, 5.0)] * np.exp(np.random.default_rng(1).normal(
+        0, 0.001, len(X))), "upper bound"),
+])
+def test_degenerate_curves_are_reported_not_bootstrapped(y: np.ndarray, reason: str) -> None:
+    """A saturated, flat or rising curve cannot identify α: the fit says why and skips the bootstrap
+    (whose resamples would only run to the iteration limit and end at the same bound)."""
+    fit = fit_power_law(X, y, bootstrap=1000)
+    assert "degenerate" in fit.status.split(",")
+    assert fit.draws is None and fit.ci == {}
+    assert any(m.startswith("degenerate curve:") and reason in m for m in fit.messages), fit.messages
+    runs = fit_power_law(X, y, bootstrap_method="runs", resamples=[(X, y)] * 5)
+    assert "degenerate" in runs.status and runs.draws is None
+
+
+def test_a_well_identified_curve_is_not_degenerate() -> None:
+    fit = fit_power_law(X, noisy(3), bootstrap=50, seed=1)
+    assert "degenerate" not in fit.status and fit.draws is not None
