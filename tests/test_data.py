@@ -326,3 +326,22 @@ def test_xflip_is_checked_and_keeps_run_ids_when_off() -> None:
     # Left out of the identity while off: ids of runs recorded before the field existed hold.
     assert "xflip" not in _identity_section("data", off.data, "pretrain")
     assert off.run_id == base.run_id != on.run_id
+
+
+def test_digits_are_read_as_scikit_learn_loads_them_without_importing_it() -> None:
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from harness.data import _digits_cached
+
+    images, labels = _digits_cached()
+    bunch = load_digits()
+    assert np.array_equal(images[:, 0], np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8))
+    assert np.array_equal(labels, bunch.target)
+    # A job reads them without paying for scikit-learn's import.
+    code = ("import sys; from harness.data import _digits_cached; _digits_cached(); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
