@@ -74,7 +74,11 @@ def pareto_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value") 
 
 
 def _cell_keys(df: pd.DataFrame, size: str) -> list[str]:
-    return ["preset"] if "preset" in df.columns else [size]
+    """What one size's curve is: its preset, else its size, else (neither known) the whole frame."""
+    for key in ("preset", size):
+        if key in df.columns:
+            return [key]
+    return []
 
 
 def _budget_key(df: pd.DataFrame, x: str) -> str:
@@ -236,7 +240,8 @@ def fit_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value", siz
     means = seed_means(df, x, y, size)
     points = pareto_frontier(means, x, y)
     keys = _cell_keys(df, size)
-    curves = run_curves(_positive(df, [x, y], "fit_frontier"), keys, x=[x, size], y=y,
+    columns = [x, *([size] if size in df.columns else [])]
+    curves = run_curves(_positive(df, [x, y], "fit_frontier"), keys, x=columns, y=y,
                         budget=_budget_key(df, x)) if len(means) else []
     n_seeds = min((c.num_runs for c in curves), default=1)
     method = bootstrap_method
@@ -284,7 +289,7 @@ def _frontier_draws(curves: list[RunCurve], x: str, size: str, num: int,
                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """`num` frontiers of run-resampled mean curves: (x, y, size) of each draw's Pareto points."""
     xs = np.concatenate([c.x[x] for c in curves])
-    sizes = np.concatenate([c.x[size] for c in curves])
+    sizes = np.concatenate([c.x.get(size, np.full(len(c.budgets), np.nan)) for c in curves])
     log_y = np.concatenate(draw_means(curves, num, rng, method=resampling), axis=1)
     ok = np.isfinite(xs) & (xs > 0)
     out = []
