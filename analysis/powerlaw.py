@@ -464,7 +464,8 @@ def fit_joint_power_law(
     y_scale = _geomean(ys)
     problem = _Problem(log_u=np.log(np.stack([ns / scales[0], ds / scales[1]])),
                        log_y=np.log(ys / y_scale), irreducible=irreducible, loss=loss, delta=delta,
-                       alpha_bounds=(float(alpha_bounds[0]), float(alpha_bounds[1])))
+                       alpha_bounds=(float(alpha_bounds[0]), float(alpha_bounds[1])),
+                       term_names=("N", "D"))
     normalised = None
     if resamples is not None:
         normalised = []

@@ -24,6 +24,9 @@ from analysis import batched
 
 HUBER_DELTA = 1e-3  # on log residuals, i.e. ~0.1 % relative error (Hoffmann et al. 2022)
 DEFAULT_ALPHA_BOUNDS = (0.0, 5.0)
+# Below this α·ln(x_max/x_min) a power term cannot be told from a straight line in log x over the
+# data (the relative curvature of exp(−α·ln u) over the range is about half of it).
+MIN_BEND = 0.05
 LossName = Literal["huber", "squared"]
 BootstrapMethod = Literal["residual", "residual_fixed", "pairs", "runs"]
 # "runs": the caller resamples whole runs (seeds) and passes the resampled data sets
@@ -106,6 +109,7 @@ class _Problem:
     loss: LossName
     delta: float
     alpha_bounds: tuple[float, float]
+    term_names: tuple[str, ...] = ()  # the variable of each term, for messages (e.g. "N", "D")
 
     @property
     def num_terms(self) -> int:
@@ -445,34 +449,54 @@ class FitOutcome:
 
 
 def degeneracy(problem: _Problem, sol: _Solution) -> str | None:
-    """Why a single-variable curve cannot identify its exponent, or None when it can.
+    """Why a law's points cannot identify its exponents, or None when they can.
 
-    Checked on the full-data fit, before any bootstrap: refitting a thousand resamples of a curve
-    that did not converge, ends at an exponent bound (saturated: it drops, then is flat; or
-    flat throughout) or whose fitted fall over the data is within the scatter of its points only
-    reproduces the bound, at the cost of every resample running to the iteration limit."""
-    if problem.num_terms != 1:
-        return None
+    Checked on the full-data fit, before any bootstrap: refitting a thousand resamples of a law
+    that did not converge, has an exponent at its bound (saturated: it drops, then is flat; or
+    flat throughout) or whose fitted fall along one of its variables is within the scatter of
+    its points only reproduces the bound, at the cost of every resample running to the iteration
+    limit. For a law with several terms (y = E + A/N^α + B/D^β) each term is checked along its
+    own variable, the others held at the middle of the data."""
     if not sol.converged:
         return "the fit did not converge"
-    _, _, alpha = problem.unpack(sol.theta)
+    e, a, alpha = problem.unpack(sol.theta)
     lo, hi = problem.alpha_bounds
-    if alpha[0] >= hi - 1e-6:
-        return (f"the exponent is at its upper bound {hi:g}: the curve falls to its floor and "
-                "stays flat (saturated)")
-    if alpha[0] <= lo + 1e-6:
-        return f"the exponent is at its lower bound {lo:g}: the curve does not fall like a power"
+    variables = problem.term_names or tuple(f"variable {j + 1}" for j in range(problem.num_terms))
+    names = ["the exponent"] if problem.num_terms == 1 else [
+        f"the exponent of {v}" for v in variables]
+    for name, value in zip(names, alpha, strict=True):
+        if value >= hi - 1e-6:
+            return (f"{name} is at its upper bound {hi:g}: the curve falls to its floor and "
+                    "stays flat (saturated)")
+        if value <= lo + 1e-6:
+            return f"{name} is at its lower bound {lo:g}: the curve does not fall like a power"
     r = problem.residuals(sol.theta)
-    fitted = problem.log_y - r
-    order = np.argsort(problem.log_u[0])
-    drop = float(fitted[order[0]] - fitted[order[-1]])
     dof = problem.log_y.size - problem.num_params
     scatter = math.sqrt(float(r @ r) / dof) if dof > 0 else 0.0
-    if drop <= 1e-9:
-        return "the fitted curve does not fall with x (flat or rising over the data)"
-    if drop <= 2.0 * scatter:
-        return (f"flat: the fitted fall over the data ({100 * (math.exp(drop) - 1):.1f} %) is "
-                f"within twice the points' scatter about it ({100 * scatter:.1f} %)")
+    middle = np.median(problem.log_u, axis=1)
+    for j in range(problem.num_terms):
+        # The law along variable j from its smallest to its largest value, the others fixed.
+        ends = np.array([problem.log_u[j].min(), problem.log_u[j].max()])
+        others = sum(math.exp(a[k] - alpha[k] * middle[k]) for k in range(problem.num_terms)
+                     if k != j)
+        fitted = np.log(e + others + np.exp(a[j] - alpha[j] * ends))
+        drop = float(fitted[0] - fitted[1])
+        where = "" if problem.num_terms == 1 else f" along {variables[j]}"
+        if drop <= 1e-9:
+            return f"the fitted law does not fall{where} (flat or rising over the data)"
+        if drop <= 2.0 * scatter:
+            return (f"flat: the fitted fall over the data{where} "
+                    f"({100 * (math.exp(drop) - 1):.1f} %) is within twice the points' scatter "
+                    f"about it ({100 * scatter:.1f} %)")
+    for j, name in enumerate(names):
+        # A·u^(−α) = A·exp(−α·ln u): when α·(range of ln u) is small, the term is a straight line
+        # in ln u over the data (its curvature is second order in α·range), so any smaller α
+        # with a larger A fits as well and α is not identified.
+        bend = float(alpha[j] * np.ptp(problem.log_u[j]))
+        if bend < MIN_BEND:
+            return (f"{name} is not identified: α·ln(x_max/x_min) = {bend:.3g} < {MIN_BEND:g}, "
+                    "so over the data the power term is a straight line in log x that a "
+                    "smaller α with a larger A fits as well")
     return None
 
 

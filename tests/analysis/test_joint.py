@@ -96,3 +96,24 @@ def test_degenerate_joint_inputs(n: np.ndarray, d: np.ndarray, match: str) -> No
     y = np.ones(len(n))
     with pytest.raises(FitError, match=match):
         fit_joint_power_law(n, d, y[: len(n)] if len(n) == len(d) else np.ones(len(n)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_surface_flat_in_D_is_degenerate_not_bootstrapped(seed: int) -> None:
+    """Quality that does not depend on D cannot identify β: whether the fit puts β at a bound,
+    near 0 (a straight line in log D) or gives its term a fall within the scatter, it is reported
+    as degenerate, names D, and skips the bootstrap (whose draws would run to the iteration limit)."""
+    n, d = np.repeat([1e4, 1e5, 1e6], 4), np.tile([320.0, 640.0, 960.0, 1280.0], 3)
+    y = (50 + 3000 * n**-0.3) * np.exp(np.random.default_rng(seed).normal(0, 0.01, n.size))
+    fit = fit_joint_power_law(n, d, y, bootstrap=1000)
+    assert "degenerate" in fit.status.split(",")
+    assert fit.draws is None
+    reason = next(m for m in fit.messages if m.startswith("degenerate curve:"))
+    assert "of D" in reason or "along D" in reason, reason
+
+
+def test_a_surface_that_depends_on_both_is_not_degenerate() -> None:
+    rng = np.random.default_rng(0)
+    fit = fit_joint_power_law(N, D, surface(N, D) * np.exp(rng.normal(0, 0.01, N.size)),
+                              bootstrap=30)
+    assert "degenerate" not in fit.status and fit.draws is not None

@@ -227,6 +227,16 @@ def test_degenerate_curves_are_reported_not_bootstrapped(y: np.ndarray, reason: 
     assert "degenerate" in runs.status and runs.draws is None
 
 
+def test_a_straight_line_in_log_x_is_degenerate() -> None:
+    """Over a short range (x4) a gentle log-linear decline is fitted by α near 0 with a huge A:
+    no curvature in the data tells that α from any smaller one, so there is no interval to give."""
+    x = np.geomspace(1e16, 4e16, 6)
+    y = (1000 - 5 * np.log(x / x[0])) * np.exp(np.random.default_rng(0).normal(0, 0.001, 6))
+    fit = fit_power_law(x, y, bootstrap=1000)
+    assert "degenerate" in fit.status.split(",") and fit.draws is None
+    assert any("not identified: α·ln(x_max/x_min)" in m for m in fit.messages), fit.messages
+
+
 def test_a_well_identified_curve_is_not_degenerate() -> None:
     fit = fit_power_law(X, noisy(3), bootstrap=50, seed=1)
     assert "degenerate" not in fit.status and fit.draws is not None
