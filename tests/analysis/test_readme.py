@@ -6,11 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
-from synthetic_records import write_synthetic_sweep
+from synthetic_records import write_seeded_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_PRESETS = {"ect-digits-xs": 20_065, "ect-digits-s": 78_177, "ect-digits-m": 308_545,
-                "ect-digits-l": 1_077_901}
+                "ect-digits-ml": 691_105}
 
 
 def _snippets() -> list[str]:
@@ -25,7 +25,7 @@ def test_the_readme_has_python_snippets() -> None:
 @pytest.mark.parametrize("index", range(len(_snippets())))
 def test_readme_snippet_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    write_synthetic_sweep(tmp_path / "results", "digits-demo", presets=DEMO_PRESETS)
+    write_seeded_sweep(tmp_path / "results", "digits-seeds", seeds=(0, 1), presets=DEMO_PRESETS)
     monkeypatch.chdir(tmp_path)
     exec(compile(_snippets()[index], f"README.md python snippet {index + 1}", "exec"), {})
     assert capsys.readouterr().out.strip()  # every snippet prints what it computed
