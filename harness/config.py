@@ -486,7 +486,17 @@ def _identity_section(name: str, obj: Any, kind: str) -> dict[str, Any] | None:
     if (name == "network" and obj.family == "mp"
             and mp_attention_heads(obj) != mp_attention_heads(obj, layout="legacy")):
         d["attention_layout"] = "edm2"
+    # The DDPM++ stem became SongUNet's (3 -> model_channels; see CHANGELOG): only networks with
+    # channel_mult[0] != 1 changed; they get a new id so their old checkpoints never load into it.
+    if name == "network" and ddpmpp_stem_changed(obj):
+        d["stem"] = "edm"
     return d
+
+
+def ddpmpp_stem_changed(network: NetworkConfig) -> bool:
+    """Whether a DDPM++ network differs from its earlier form (its stem now maps to
+    model_channels, not model_channels · channel_mult[0])."""
+    return network.family == "ddpmpp" and network.channel_mult[0] != 1
 
 
 def _value_types(obj: Any) -> tuple[Any, ...]:

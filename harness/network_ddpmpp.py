@@ -150,7 +150,9 @@ class DDPMppUNet(nn.Module):
         for level, channels in enumerate(cblock):
             res = cfg.img_resolution >> level
             if level == 0:
-                cin, cout = cout, channels
+                # SongUNet's stem maps to model_channels, whatever channel_mult[0] is; the first
+                # block then widens (EDM networks.py; DDPM++ CIFAR-10: 3 -> 128 -> 256).
+                cin, cout = cout, cfg.model_channels
                 self.enc[f"{res}x{res}_conv"] = Conv2d(cin, cout, 3)
             else:
                 self.enc[f"{res}x{res}_down"] = block(cout, cout, res, resample="down",
