@@ -355,6 +355,33 @@ def _add_bench_command(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.set_defaults(func=_cmd_bench)
 
 
+def _cmd_import_teacher(args: argparse.Namespace) -> int:
+    from harness.official_pickle import OfficialPickleError
+    from harness.teachers import TeacherImportError, import_teacher
+
+    try:
+        report = import_teacher(args.source, args.out, ema=args.ema)
+    except (OfficialPickleError, TeacherImportError) as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
+    for line in report.lines():
+        print(line)
+    print(f"wrote {args.out} (load it with harness.teachers.load_teacher, or start runs from it "
+          "with [pretrain] checkpoint)")
+    return 0
+
+
+def _add_teacher_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("import-teacher", help="convert an official EDM or EDM2 network pickle "
+                       "into a harness network file without executing anything from it")
+    p.add_argument("source", metavar="SRC.pkl", help="the official network pickle")
+    p.add_argument("--out", required=True, metavar="DST.pt",
+                   help="the checkpoint to write (never overwritten)")
+    p.add_argument("--ema", default="ema", metavar="KEY",
+                   help="which network of the file to convert (default: ema)")
+    p.set_defaults(func=_cmd_import_teacher)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every `harness` sub-command."""
     from harness import __version__
@@ -378,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_results_command(sub)
     _add_analysis_commands(sub)
     _add_bench_command(sub)
+    _add_teacher_command(sub)
 
     return parser
 

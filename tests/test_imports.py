@@ -19,8 +19,8 @@ PACKAGES = ("harness", "analysis")
 # Training, networks, sampling and evaluation need torch; everything else must not load it.
 TORCH_MODULES = {f"harness.{m}" for m in ("bench", "digits_classifier", "dinov2", "dist", "ect",
                                           "evaluate", "network", "network_ddpmpp",
-                                          "network_parts", "sampling",
-                                          "train")}
+                                          "network_parts", "official_pickle", "sampling",
+                                          "teachers", "train")}
 
 
 def _modules() -> list[str]:
