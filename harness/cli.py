@@ -371,6 +371,36 @@ def _cmd_import_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fetch_teacher(args: argparse.Namespace) -> int:
+    from harness.teacher_catalog import OFFICIAL_TEACHERS, DownloadError, download
+
+    name = Path(args.name).name
+    teacher = OFFICIAL_TEACHERS.get(name)
+    if teacher is None and args.url is None:
+        print(f"harness: error: {args.name!r} is not a published teacher the harness knows "
+              f"(known: {', '.join(OFFICIAL_TEACHERS)}); give its address with --url",
+              file=sys.stderr)
+        return 2
+    url = args.url or teacher.url  # type: ignore[union-attr]
+    pickle_path = Path(args.download_dir) / name
+    out = Path(args.out) if args.out else Path(args.download_dir) / (Path(name).stem + ".pt")
+    if out.exists():
+        print(f"harness: error: {out}: exists; nothing to do (remove it to import again)",
+              file=sys.stderr)
+        return 2
+    if pickle_path.exists():
+        print(f"{pickle_path}: already downloaded")
+    else:
+        try:
+            download(url, pickle_path, progress=not args.quiet)
+        except DownloadError as e:
+            print(f"harness: error: {e}", file=sys.stderr)
+            return 2
+        print(f"downloaded {url} -> {pickle_path}")
+    args.source, args.out, args.ema = str(pickle_path), str(out), args.ema
+    return _cmd_import_teacher(args)
+
+
 def _add_teacher_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("import-teacher", help="convert an official EDM or EDM2 network pickle "
                        "into a harness network file without executing anything from it")
@@ -380,6 +410,20 @@ def _add_teacher_command(sub: argparse._SubParsersAction) -> None:  # type: igno
     p.add_argument("--ema", default="ema", metavar="KEY",
                    help="which network of the file to convert (default: ema)")
     p.set_defaults(func=_cmd_import_teacher)
+
+    p = sub.add_parser("fetch-teacher", help="download a published EDM/EDM2 teacher (resuming an "
+                       "interrupted download) and import it")
+    p.add_argument("name", metavar="NAME", help="its official file name, e.g. "
+                   "edm-cifar10-32x32-uncond-vp.pkl or edm2-img64-s-1073741-0.075.pkl")
+    p.add_argument("--out", default=None, metavar="DST.pt",
+                   help="the harness network file (default: DIR/<name>.pt)")
+    p.add_argument("--download-dir", default="teachers", metavar="DIR",
+                   help="where the pickle goes (default: teachers)")
+    p.add_argument("--url", default=None, help="download from this address instead")
+    p.add_argument("--ema", default="ema", metavar="KEY",
+                   help="which network of the file to convert (default: ema)")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=_cmd_fetch_teacher)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -287,7 +287,10 @@ def _check_inputs(sweep: Sweep, jobs: tuple[JobSpec, ...]) -> None:
                              + ", ".join(missing) + ". Install it, or drop the logger")
     for ckpt in sweep.pretrain.checkpoints():
         if not Path(ckpt).is_file():
-            raise SweepError(f"{sweep.path} [pretrain]: checkpoint = {ckpt!r}: no such file")
+            from harness.teacher_catalog import missing_teacher_hint
+
+            raise SweepError(f"{sweep.path} [pretrain]: checkpoint = {ckpt!r}: no such file; "
+                             + missing_teacher_hint(ckpt))
 
 
 def _dataset_checker() -> Any:

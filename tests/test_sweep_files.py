@@ -58,8 +58,22 @@ def test_the_expected_sweeps_exist() -> None:
         p.name for p in SWEEP_FILES}
 
 
+def stand_in_teachers(path: Path, root: Path) -> list[Path]:
+    """Empty files where a sweep names its `[pretrain] checkpoint` teachers (paths are relative
+    to the working directory, here `root`): the plan checks that they exist."""
+    made = []
+    for ckpt in load_sweep(path).pretrain.checkpoints():
+        made.append(root / ckpt)
+        made[-1].parent.mkdir(parents=True, exist_ok=True)
+        made[-1].touch()
+    return made
+
+
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
-def test_sweep_file_plans(path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sweep_file_plans(path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    stand_in_teachers(path, tmp_path)
     overrides = overrides_for(path, tmp_path)
     sweep = load_sweep(path, overrides)
     p = plan(sweep, tmp_path / "results", tmp_path / "runs")
@@ -76,8 +90,16 @@ def test_sweep_file_plans(path: Path, tmp_path: Path, capsys: pytest.CaptureFixt
 def test_cifar10_recipe() -> None:
     sweep = load_sweep(SWEEPS_DIR / "cifar10-ect.toml")
     p = plan(sweep, "unused", "unused", check_data=False)
-    (teacher,) = [r for r in p.runs if r.kind == "pretrain"]
+    assert not [r for r in p.runs if r.kind == "pretrain"]  # EDM's published teacher
     (run,) = [r for r in p.runs if r.kind == "tune"]  # 3 budgets share one run
+    assert run.job.run.init_checkpoint == "teachers/edm-cifar10-32x32-uncond-vp.pt"
+    # Pretraining the teacher here instead: the sweep's own alternative.
+    sweep = load_sweep(SWEEPS_DIR / "cifar10-ect.toml")
+    sweep = dataclasses.replace(sweep, pretrain=dataclasses.replace(
+        sweep.pretrain, checkpoint=None, nimg=200_000_000))
+    p = plan(sweep, "unused", "unused", check_data=False)
+    (teacher,) = [r for r in p.runs if r.kind == "pretrain"]
+    (run,) = [r for r in p.runs if r.kind == "tune"]
     cfg = run.job.run
     assert (cfg.train.batch, cfg.optim.optimizer, cfg.optim.lr) == (128, "radam", 1e-4)
     assert cfg.network.dropout == 0.2 and cfg.ect.q == 2.0
@@ -91,8 +113,20 @@ def test_cifar10_recipe() -> None:
     assert teacher.job.run.data == dataclasses.replace(cfg.data, xflip=True) and not cfg.data.xflip
 
 
-def test_imagenet64_scaling_recipe() -> None:
+def test_imagenet64_scaling_starts_from_the_edm2_teachers() -> None:
+    from harness.teacher_catalog import official_source
+
     sweep = load_sweep(SWEEPS_DIR / "imagenet64-scaling.toml")
+    p = plan(sweep, "unused", "unused", check_data=False)
+    assert not [r for r in p.runs if r.kind == "pretrain"]
+    for r in p.runs:
+        teacher = official_source(r.job.run.init_checkpoint)
+        assert teacher is not None and teacher.preset == r.job.run.preset
+
+
+@pytest.mark.parametrize("name", ["imagenet64-scaling", "imagenet64-scaling-pretrain"])
+def test_imagenet64_scaling_recipe(name: str) -> None:
+    sweep = load_sweep(SWEEPS_DIR / f"{name}.toml")
     p = plan(sweep, "unused", "unused", check_data=False)
     tune = [r for r in p.runs if r.kind == "tune"]
     assert sorted({r.job.run.preset for r in tune}) == [

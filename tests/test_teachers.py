@@ -433,3 +433,97 @@ def test_the_imagenet64_presets_are_edm2s_networks() -> None:
     for size, count in official.items():
         cfg = get_preset(f"ect-imagenet64-{size}").network
         assert measure_network_cost(cfg).params == count - 128, size
+
+
+class _RangeHandler:
+    """A file server on 127.0.0.1 that honours HTTP Range and can cut a response short."""
+
+    @staticmethod
+    def serve(payload: bytes, cut_first_at: int | None = None) -> tuple[Any, list[str | None]]:
+        import http.server
+        import threading
+
+        ranges: list[str | None] = []
+        state = {"cut": cut_first_at}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                asked = self.headers.get("Range")
+                ranges.append(asked)
+                start = int(asked.split("=")[1].split("-")[0]) if asked else 0
+                body = payload[start:]
+                self.send_response(206 if asked else 200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if state["cut"] is not None:  # announce everything, send a part, hang up
+                    self.wfile.write(body[: state["cut"]])
+                    state["cut"] = None
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server, ranges
+
+
+def test_fetch_teacher_resumes_an_interrupted_download_and_imports(
+        tmp_path: Path, marker: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fixture = tmp_path / "fixture.pkl"
+    net = write_official_file(fixture, SMALL, marker, precond="VPPrecond")
+    payload = fixture.read_bytes()
+    server, ranges = _RangeHandler.serve(payload, cut_first_at=len(payload) // 3)
+    url = f"http://127.0.0.1:{server.server_address[1]}/edm-cifar10-32x32-uncond-vp.pkl"
+    teachers = tmp_path / "teachers"
+    try:
+        argv = ["fetch-teacher", "edm-cifar10-32x32-uncond-vp.pkl", "--url", url,
+                "--download-dir", str(teachers), "--out", str(teachers / "small.pt")]
+        assert harness_main(argv) == 2  # the connection dropped after a third
+        assert "run again to resume" in capsys.readouterr().err
+        partial = teachers / "edm-cifar10-32x32-uncond-vp.pkl.partial"
+        assert partial.stat().st_size == len(payload) // 3
+        assert not (teachers / "edm-cifar10-32x32-uncond-vp.pkl").exists()
+        assert harness_main(argv) == 0
+    finally:
+        server.shutdown()
+    assert ranges == [None, f"bytes={len(payload) // 3}-"]
+    assert (teachers / "edm-cifar10-32x32-uncond-vp.pkl").read_bytes() == payload
+    assert "VPPrecond(SongUNet) -> ddpmpp U-Net" in capsys.readouterr().out
+    assert _compare(load_teacher(teachers / "small.pt"), net, SMALL) <= 1e-6
+    assert not marker.exists()
+
+
+def test_fetch_teacher_refuses_unknown_names_and_other_schemes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert harness_main(["fetch-teacher", "edm-mystery.pkl"]) == 2
+    assert "edm2-img64-s-1073741-0.075.pkl" in capsys.readouterr().err
+    assert harness_main(["fetch-teacher", "x.pkl", "--url", "file:///etc/passwd",
+                         "--download-dir", str(tmp_path)]) == 2
+    assert "only http:// and https://" in capsys.readouterr().err
+
+
+def test_a_missing_official_teacher_says_where_it_comes_from(tmp_path: Path) -> None:
+    """planning a sweep whose teacher file is missing names the file, the official file it is
+    imported from and the commands, before anything is submitted."""
+    from harness.plan import plan
+    from harness.sweep import SweepError, load_sweep
+
+    fake = tmp_path / "cifar" / "cifar-10-batches-py"
+    fake.mkdir(parents=True)
+    for i in range(1, 6):
+        (fake / f"data_batch_{i}").write_bytes(b"\x80\x04")
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text(
+        'name = "t"\n[grid]\npreset = ["ect-cifar10-l"]\nbudget_nimg = [1000]\n'
+        f'[base]\n"data.path" = "{fake.parent}"\n'
+        '[pretrain]\ncheckpoint = "teachers/edm-cifar10-32x32-uncond-vp.pt"\n')
+    with pytest.raises(SweepError) as e:
+        plan(load_sweep(sweep_file), tmp_path, tmp_path)
+    text = str(e.value)
+    assert "teachers/edm-cifar10-32x32-uncond-vp.pt" in text and "no such file" in text
+    assert "edm-cifar10-32x32-uncond-vp.pkl" in text and "nvlabs-fi-cdn" in text
+    assert "harness fetch-teacher edm-cifar10-32x32-uncond-vp.pkl" in text
+    assert "harness import-teacher edm-cifar10-32x32-uncond-vp.pkl" in text
