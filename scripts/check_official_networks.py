@@ -23,6 +23,7 @@ import pickle
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -44,6 +45,20 @@ CONFIGS = {
     "DDPM++ CIFAR-10 conditional": ("EDMPrecond", 32, 3, 10, dict(
         model_channels=128, channel_mult=[2, 2, 2], augment_dim=9, dropout=0.13)),
 }
+
+
+def report_pairs(name: str, pairs: Any, net: torch.nn.Module, report: Any) -> float:
+    """Print max |diff| / RMS of each (what, ours, official) pair and the parameter counts;
+    returns the largest."""
+    worst = 0.0
+    for what, a, b in pairs:
+        rel = float((a - b).abs().max() / b.pow(2).mean().sqrt())
+        worst = max(worst, rel)
+        print(f"{name:42s} {what:12s} max|diff|/RMS = {rel:.2e}")
+    print(f"{'':42s} parameters: official {sum(p.numel() for p in net.parameters()):,}, "
+          f"imported {report.num_parameters:,}; dropped: "
+          f"{'; '.join(d.split(':')[0] for d in report.dropped) or 'none'}")
+    return worst
 
 
 def main() -> None:
@@ -89,15 +104,9 @@ def main() -> None:
                     reference = net
                 d_official = reference(x, sigma, y)
                 d_ours = ours(x, sigma, y)
-            n_official = sum(p.numel() for p in net.parameters())
-            for what, a, b in (("F (raw)", raw_ours, raw_official), ("D (precond)", d_ours,
-                                                                      d_official)):
-                rel = float((a - b).abs().max() / b.pow(2).mean().sqrt())
-                worst = max(worst, rel)
-                print(f"{name:42s} {what:12s} max|diff|/RMS = {rel:.2e}")
-            print(f"{'':42s} parameters: official {n_official:,}, imported "
-                  f"{report.num_parameters:,}; dropped: "
-                  f"{'; '.join(d.split(':')[0] for d in report.dropped) or 'none'}")
+            worst = max(worst, report_pairs(name, (("F (raw)", raw_ours, raw_official),
+                                                   ("D (precond)", d_ours, d_official)),
+                                            net, report))
     if args.edm2_repo is not None:
         worst = max(worst, check_edm2(args.edm2_repo, args.batch))
     print(f"worst max|diff|/RMS: {worst:.2e} ({'ok' if worst <= 1e-4 else 'ABOVE 1e-4'})")
@@ -151,13 +160,7 @@ def check_edm2(repo: Path, batch: int) -> float:
                 c_noise = sigma.log() / 4
                 pairs = (("F (raw)", ours.unet(x, c_noise, y), reference.unet(x, c_noise, y)),
                          ("D (precond)", ours(x, sigma, y), reference(x, sigma, y)))
-            for what, a, b in pairs:
-                rel = float((a - b).abs().max() / b.pow(2).mean().sqrt())
-                worst = max(worst, rel)
-                print(f"{name:42s} {what:12s} max|diff|/RMS = {rel:.2e}")
-            print(f"{'':42s} parameters: official {sum(p.numel() for p in net.parameters()):,}, "
-                  f"imported {report.num_parameters:,}; dropped: "
-                  f"{'; '.join(d.split(':')[0] for d in report.dropped) or 'none'}")
+            worst = max(worst, report_pairs(name, pairs, net, report))
     return worst
 
 
