@@ -397,7 +397,7 @@ def _cmd_fetch_teacher(args: argparse.Namespace) -> int:
             print(f"harness: error: {e}", file=sys.stderr)
             return 2
         print(f"downloaded {url} -> {pickle_path}")
-    args.source, args.out, args.ema = str(pickle_path), str(out), args.ema
+    args.source, args.out = str(pickle_path), str(out)
     return _cmd_import_teacher(args)
 
 

@@ -49,17 +49,9 @@ class PersistentObject:
     modules: dict[str, Any] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
 
-    def named_tensors(self, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    def named_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Every parameter and buffer below this object, by its dotted `state_dict` name."""
-        yield from _named_tensors(self, prefix)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The tensors below this object by name, as `torch.nn.Module.state_dict` names them."""
-        return dict(self.named_tensors())
-
-    def num_parameters(self) -> int:
-        """Number of parameter elements below this object (buffers excluded)."""
-        return sum(t.numel() for _, t in _named_tensors(self, "", buffers=False))
+        yield from _named_tensors(self, "")
 
 
 @dataclass(frozen=True)
@@ -70,29 +62,18 @@ class ModuleContainer:
     modules: dict[str, Any]
 
 
-def _named_tensors(obj: Any, prefix: str, *, buffers: bool = True
-                   ) -> Iterator[tuple[str, torch.Tensor]]:
+def _named_tensors(obj: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
     if isinstance(obj, PersistentObject):
-        for name, tensor in obj.parameters.items():
+        for name, tensor in (*obj.parameters.items(), *obj.buffers.items()):
             if tensor is not None:
                 yield prefix + name, tensor
-        if buffers:
-            for name, tensor in obj.buffers.items():
-                if tensor is not None:
-                    yield prefix + name, tensor
     if isinstance(obj, PersistentObject | ModuleContainer):
         for name, child in obj.modules.items():
-            yield from _named_tensors(child, f"{prefix}{name}.", buffers=buffers)
+            yield from _named_tensors(child, f"{prefix}{name}.")
 
 
 class _EasyDict(dict):
-    """Stand-in for `dnnlib.util.EasyDict`: a dict whose keys also read as attributes."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    """Stand-in for `dnnlib.util.EasyDict` (a dict subclass): pickle rebuilds it as a dict."""
 
 
 class _ContainerStub:
@@ -245,7 +226,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def read_official_pickle(path: str | Path) -> Any:
     """The contents of an official EDM/EDM2 network pickle as plain data.
 
-    Dicts stay dicts (EDM2's `EasyDict` becomes a dict that also reads keys as attributes),
+    Dicts stay dicts (EDM2's `EasyDict` becomes a plain dict),
     persistent objects become `PersistentObject`, tensors stay tensors (on the CPU, in the
     file's dtype). Raises `OfficialPickleError` for a refused global, a truncated or non-pickle
     file, or a storage that cannot be read with `weights_only=True`."""

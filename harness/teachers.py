@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ class ImportReport:
     num_parameters: int
     dropped: tuple[str, ...] = ()  # "name: why it does not change the outputs"
     notes: tuple[str, ...] = ()
-    other_entries: tuple[str, ...] = field(default_factory=tuple)  # the file's other keys
+    other_entries: tuple[str, ...] = ()  # the file's other keys
 
     def lines(self) -> list[str]:
         """The report as the command prints it."""
@@ -121,27 +121,37 @@ def _pick_network(contents: Any, ema: str, source: str) -> tuple[PersistentObjec
     return net, sorted(str(k) for k in contents if k != ema)
 
 
-def _songunet_config(precond: PersistentObject, model: PersistentObject,
-                     source: str) -> tuple[NetworkConfig, dict[str, Any]]:
-    kw = {**_SONGUNET_DEFAULTS, **model.init_kwargs}
-    for name, wanted in _DDPMPP_SETTINGS.items():
-        value = list(kw[name]) if isinstance(kw[name], tuple) else kw[name]
-        if value != wanted:
-            raise TeacherImportError(
-                f"{source}: SongUNet {name} = {value!r}: only EDM's DDPM++ networks ({name} = "
-                f"{wanted!r}) are supported; NCSN++ (fourier embedding, residual encoder, "
-                "[1,3,3,1] resampling) is not")
-    if kw.get("in_channels") != kw.get("out_channels"):
-        raise TeacherImportError(f"{source}: in_channels {kw.get('in_channels')} != "
-                                 f"out_channels {kw.get('out_channels')}")
-    cfg = NetworkConfig(
-        family="ddpmpp", img_resolution=int(kw["img_resolution"]),
-        img_channels=int(kw["in_channels"]), label_dim=int(kw["label_dim"]),
+def _require(kw: dict[str, Any], wanted: dict[str, Any], what: str, source: str,
+             why: str) -> None:
+    """Every setting of `wanted` has its value in the file's kwargs `kw`, else the reason."""
+    for name, value in wanted.items():
+        got = list(kw[name]) if isinstance(kw[name], tuple) else kw[name]
+        if got != value:
+            raise TeacherImportError(f"{source}: {what} {name} = {got!r}: {why} ({name} = "
+                                     f"{value!r})")
+
+
+def _network_config(family: str, kw: dict[str, Any], img_channels: Any,
+                    **extra: Any) -> NetworkConfig:
+    """The project's NetworkConfig from an official network's init kwargs."""
+    return NetworkConfig(
+        family=family, img_resolution=int(kw["img_resolution"]),
+        img_channels=int(img_channels), label_dim=int(kw["label_dim"]),
         model_channels=int(kw["model_channels"]),
         channel_mult=tuple(int(m) for m in kw["channel_mult"]),
         num_blocks=int(kw["num_blocks"]),
         attn_resolutions=tuple(int(r) for r in kw["attn_resolutions"]),
-        dropout=float(kw["dropout"]), dropout_max_resolution=None)
+        dropout=float(kw["dropout"]), dropout_max_resolution=None, **extra)
+
+
+def _songunet_config(model: PersistentObject, source: str) -> NetworkConfig:
+    kw = {**_SONGUNET_DEFAULTS, **model.init_kwargs}
+    _require(kw, _DDPMPP_SETTINGS, "SongUNet", source, "only EDM's DDPM++ networks are "
+             "supported, not NCSN++ (fourier embedding, residual encoder, [1,3,3,1] resampling)")
+    if kw.get("in_channels") != kw.get("out_channels"):
+        raise TeacherImportError(f"{source}: in_channels {kw.get('in_channels')} != "
+                                 f"out_channels {kw.get('out_channels')}")
+    cfg = _network_config("ddpmpp", kw, kw["in_channels"])
     # EDM's GroupNorm takes min(32, C // 4) groups; the project's takes the largest count up to
     # that which divides C. They agree wherever EDM's count divides C, which its own
     # group_norm requires.
@@ -150,7 +160,14 @@ def _songunet_config(precond: PersistentObject, model: PersistentObject,
         if c % min(32, c // 4):
             raise TeacherImportError(f"{source}: GroupNorm over {c} channels with "
                                      f"{min(32, c // 4)} groups is not EDM's network")
-    return cfg, kw
+    return cfg
+
+
+def _check_sigma_data(precond: PersistentObject, source: str) -> None:
+    sigma_data = float(precond.init_kwargs.get("sigma_data", 0.5))
+    if sigma_data != 0.5:
+        raise TeacherImportError(f"{source}: sigma_data = {sigma_data}: the project's "
+                                 "preconditioning uses 0.5")
 
 
 def _walk(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -205,45 +222,35 @@ def _convert_songunet(model: PersistentObject, cfg: NetworkConfig, source: str
 
 def _edm2_config(unet: PersistentObject, source: str) -> NetworkConfig:
     kw = {**_EDM2_DEFAULTS, **unet.init_kwargs}
-    for name in _EDM2_FIXED:
-        value = list(kw[name]) if isinstance(kw[name], tuple) else kw[name]
-        if value != _EDM2_DEFAULTS[name]:
-            raise TeacherImportError(f"{source}: EDM2 UNet {name} = {value!r}: the project's mp "
-                                     f"family is EDM2's network with {name} = "
-                                     f"{_EDM2_DEFAULTS[name]!r}")
-    return NetworkConfig(
-        family="mp", img_resolution=int(kw["img_resolution"]),
-        img_channels=int(kw["img_channels"]), label_dim=int(kw["label_dim"]),
-        model_channels=int(kw["model_channels"]),
-        channel_mult=tuple(int(m) for m in kw["channel_mult"]),
-        num_blocks=int(kw["num_blocks"]),
-        attn_resolutions=tuple(int(r) for r in kw["attn_resolutions"]),
-        channels_per_head=int(kw["channels_per_head"]), dropout=float(kw["dropout"]),
-        dropout_max_resolution=None)
+    _require(kw, {name: _EDM2_DEFAULTS[name] for name in _EDM2_FIXED}, "EDM2 UNet", source,
+             "the project's mp family is EDM2's network with its defaults")
+    return _network_config("mp", kw, kw["img_channels"],
+                           channels_per_head=int(kw["channels_per_head"]))
 
 
 def _convert_edm2(precond: PersistentObject, source: str
                   ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """EDM2's Precond tensors: the U-Net's names are the project's; the uncertainty head goes."""
     state: dict[str, torch.Tensor] = {}
-    dropped: list[str] = []
+    dropped: dict[str, str] = {}  # one entry per dropped module
     for name, tensor in precond.named_tensors():
         if name.startswith("logvar_"):
-            if f"{name.split('.')[0]}:" not in " ".join(dropped):
-                dropped.append(f"{name.split('.')[0]}: EDM2's uncertainty head (log-variance "
-                               "per noise level), which only weights its training loss; "
-                               "D(x, sigma) never uses it")
+            module = name.split(".")[0]
+            dropped[module] = (f"{module}: EDM2's uncertainty head (log-variance per noise "
+                               "level), which only weights its training loss; D(x, sigma) never "
+                               "uses it")
             continue
         if not name.startswith("unet."):
             raise TeacherImportError(f"{source}: unexpected tensor {name} in EDM2's Precond")
         state[name] = tensor.detach().to(torch.float32).contiguous()
-    return state, dropped
+    return state, list(dropped.values())
 
 
 def convert_official(contents: Any, *, ema: str = "ema", source: str = "<file>"
                      ) -> tuple[dict[str, torch.Tensor], ImportReport]:
     """State dict of the project's preconditioned network and the report, from the plain data
-    `read_official_pickle` returned."""
+    `read_official_pickle` returned; the state is checked against the network, name by name and
+    shape by shape."""
     precond, others = _pick_network(contents, ema, source)
     kind = precond.class_name
     if kind not in _PRECONDS:
@@ -257,13 +264,10 @@ def convert_official(contents: Any, *, ema: str = "ema", source: str = "<file>"
         name = model.class_name if isinstance(model, PersistentObject) else type(model).__name__
         raise TeacherImportError(f"{source}: {kind} wraps {name}: only SongUNet (DDPM++) is "
                                  "supported")
-    cfg, _ = _songunet_config(precond, model, source)
+    cfg = _songunet_config(model, source)
     notes = []
     if kind == "EDMPrecond":
-        sigma_data = float(precond.init_kwargs.get("sigma_data", 0.5))
-        if sigma_data != 0.5:
-            raise TeacherImportError(f"{source}: sigma_data = {sigma_data}: the project's "
-                                     "preconditioning uses 0.5")
+        _check_sigma_data(precond, source)
     else:
         notes.append("VPPrecond file: its SongUNet weights are put under EDM's preconditioning "
                      "(sigma_data 0.5, c_noise = ln(sigma)/4 instead of VP's (M-1)*t(sigma)), as "
@@ -275,8 +279,8 @@ def convert_official(contents: Any, *, ema: str = "ema", source: str = "<file>"
     state, dropped = _convert_songunet(model, cfg, source)
     report = ImportReport(
         source=source, source_sha256="", official_class=f"{kind}(SongUNet)", network=cfg,
-        num_parameters=sum(t.numel() for k, t in state.items() if not k.endswith(".freqs")),
-        dropped=tuple(dropped), notes=tuple(notes), other_entries=tuple(others))
+        num_parameters=_check_against_network(state, cfg, source), dropped=tuple(dropped),
+        notes=tuple(notes), other_entries=tuple(others))
     return state, report
 
 
@@ -291,10 +295,7 @@ def _convert_edm2_file(contents: Any, precond: PersistentObject, others: list[st
         raise TeacherImportError(f"{source}: encoder {encoder.class_name}: the network works in "
                                  "that encoder's latent space (EDM2's ImageNet-512 models); the "
                                  "harness trains on pixels (StandardRGBEncoder, the img64 models)")
-    sigma_data = float(precond.init_kwargs.get("sigma_data", 0.5))
-    if sigma_data != 0.5:
-        raise TeacherImportError(f"{source}: sigma_data = {sigma_data}: the project's "
-                                 "preconditioning uses 0.5")
+    _check_sigma_data(precond, source)
     cfg = _edm2_config(unet, source)
     state, dropped = _convert_edm2(precond, source)
     notes = []
@@ -304,34 +305,35 @@ def _convert_edm2_file(contents: Any, precond: PersistentObject, others: list[st
                      "values are the file's, rounding included)")
     report = ImportReport(
         source=source, source_sha256="", official_class="Precond(UNet) [EDM2]", network=cfg,
-        num_parameters=sum(t.numel() for k, t in state.items()
-                           if not k.endswith((".freqs", ".phases"))),
-        dropped=tuple(dropped), notes=tuple(notes), other_entries=tuple(others))
+        num_parameters=_check_against_network(state, cfg, source), dropped=tuple(dropped),
+        notes=tuple(notes), other_entries=tuple(others))
     return state, report
 
 
 def _check_against_network(state: dict[str, torch.Tensor], cfg: NetworkConfig,
-                           source: str) -> None:
+                           source: str) -> int:
+    """`state` fits the project's network of `cfg` name by name and shape by shape; returns
+    that network's parameter count. The network is built on the meta device (shapes only: no
+    memory for its weights, a billion parameters for EDM2-XL)."""
     from harness.network import Precond
+    from harness.network_ddpmpp import PositionalEmbedding
 
-    expected = Precond(cfg).state_dict()
-    # EDM computes its positional frequencies in forward (same formula); the project keeps them
-    # as a buffer.
+    with torch.device("meta"):
+        net = Precond(cfg)
+    expected = net.state_dict()
     if cfg.family == "ddpmpp":
-        state.setdefault("unet.emb_noise.freqs", expected["unet.emb_noise.freqs"])
+        # EDM computes its positional frequencies in forward; the project keeps them as a buffer.
+        state.setdefault("unet.emb_noise.freqs", PositionalEmbedding(cfg.model_channels).freqs)
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise TeacherImportError(f"{source}: the converted weights do not fit the ddpmpp U-Net "
-                                 f"of {cfg}: missing {missing[:5]}, unexpected {extra[:5]}")
+        raise TeacherImportError(f"{source}: the converted weights do not fit the {cfg.family} "
+                                 f"U-Net of {cfg}: missing {missing[:5]}, unexpected {extra[:5]}")
     for name, tensor in expected.items():
         if state[name].shape != tensor.shape:
             raise TeacherImportError(f"{source}: {name} has shape {tuple(state[name].shape)}, "
                                      f"the network needs {tuple(tensor.shape)}")
-        if (cfg.family == "ddpmpp" and name.endswith(".freqs")
-                and not torch.allclose(state[name], tensor, rtol=1e-6)):
-            raise TeacherImportError(f"{source}: {name} differs from DDPM++'s positional "
-                                     "embedding frequencies")
+    return sum(p.numel() for p in net.parameters())
 
 
 def import_teacher(src: str | Path, dst: str | Path, *, ema: str = "ema") -> ImportReport:
@@ -345,7 +347,6 @@ def import_teacher(src: str | Path, dst: str | Path, *, ema: str = "ema") -> Imp
                                  "it or pick another --out)")
     contents = read_official_pickle(src)
     state, report = convert_official(contents, ema=ema, source=str(src))
-    _check_against_network(state, report.network, str(src))
     report = dataclasses.replace(report, source_sha256=_sha256(src))
     from harness.rundir import save_checkpoint
 

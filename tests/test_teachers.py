@@ -34,24 +34,29 @@ from harness.presets import get_preset
 from harness.teachers import TeacherImportError, import_teacher, load_teacher, read_teacher
 
 
+def _install_module(monkeypatch: pytest.MonkeyPatch, package: str, module: str,
+                    name: str, obj: Any) -> None:
+    """`package.module.name` = `obj`, importable (and so picklable by reference) in this test."""
+    obj.__module__, obj.__qualname__ = f"{package}.{module}", name
+    inner = types.ModuleType(f"{package}.{module}")
+    setattr(inner, name, obj)
+    outer = types.ModuleType(package)
+    setattr(outer, module, inner)
+    monkeypatch.setitem(sys.modules, package, outer)
+    monkeypatch.setitem(sys.modules, f"{package}.{module}", inner)
+
+
 @pytest.fixture
 def marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A `torch_utils.persistence` module for pickling fixtures; the marker file appears if
     anything ever reconstructs an object by running its module source."""
-    path = tmp_path / "EXECUTED"
-    persistence = types.ModuleType("torch_utils.persistence")
 
     def _reconstruct_persistent_obj(meta: dict[str, Any]) -> None:
         exec(meta["module_src"], {})  # what the official loader does: never reached here
 
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
-    package = types.ModuleType("torch_utils")
-    package.persistence = persistence  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "torch_utils", package)
-    monkeypatch.setitem(sys.modules, "torch_utils.persistence", persistence)
-    return path
+    _install_module(monkeypatch, "torch_utils", "persistence", "_reconstruct_persistent_obj",
+                    _reconstruct_persistent_obj)
+    return tmp_path / "EXECUTED"
 
 
 class _Persistent:
@@ -187,17 +192,11 @@ def write_official_file(path: Path, cfg: NetworkConfig, marker: Path, *, precond
 @pytest.fixture
 def dnnlib_util(monkeypatch: pytest.MonkeyPatch) -> type:
     """A `dnnlib.util` with EDM2's `EasyDict`, for pickling an EDM2-style file."""
-    util = types.ModuleType("dnnlib.util")
 
     class EasyDict(dict):
         pass
 
-    EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
-    util.EasyDict = EasyDict  # type: ignore[attr-defined]
-    package = types.ModuleType("dnnlib")
-    package.util = util  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "dnnlib", package)
-    monkeypatch.setitem(sys.modules, "dnnlib.util", util)
+    _install_module(monkeypatch, "dnnlib", "util", "EasyDict", EasyDict)
     return EasyDict
 
 
@@ -271,6 +270,8 @@ def test_an_official_file_imports_to_the_same_network_and_runs_nothing(
     assert report.other_entries == ("augment_pipe", "dataset_kwargs", "loss_fn")
     assert report.num_parameters == sum(p.numel() for p in net.parameters())
     assert _compare(load_teacher(dst), net, cfg) <= 1e-6
+    pickle.loads(src.read_bytes())  # the ordinary way runs the file's module source
+    assert marker.exists()
 
 
 def test_a_float16_file_imports_in_float32(tmp_path: Path, marker: Path) -> None:
