@@ -256,6 +256,11 @@ class TrainConfig:
     tf32: bool | None = None
     max_nonfinite_steps: int = 20  # consecutive non-finite steps before the run fails
     num_threads: int | None = None  # torch CPU threads; None = torch default
+    # Samples of the global batch drawn from one seed (noise levels, noise, x-flips, dropout
+    # masks; harness/draws.py); 0: the whole batch. Draws never depend on how the ranks are laid
+    # out; with many ranks, the per-rank batch (or a divisor of it) spares each rank drawing
+    # samples it then discards.
+    draw_group: int = 0
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -293,6 +298,9 @@ class TrainConfig:
                        "must be distinct at 3 decimals (they name the records' ema column)")
         if self.max_nonfinite_steps < 1:
             raise _err("train", "max_nonfinite_steps", self.max_nonfinite_steps, "must be >= 1")
+        if self.draw_group < 0:
+            raise _err("train", "draw_group", self.draw_group,
+                       "must be >= 0 (0: the whole batch is one draw group)")
 
 
 Sampler = Literal["1-step", "2-step", "heun"]
@@ -458,7 +466,7 @@ _ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,
                  ("eval", "dinov2_weights_path"): None, ("ect", "max_stage"): None,
                  ("train", "phema_stds"): [],  # compared with to_dict output: lists
                  ("train", "snapshot_nimg"): [], ("data", "xflip"): False,
-                 ("train", "tf32"): None}
+                 ("train", "tf32"): None, ("train", "draw_group"): 0}
 # Top-level RunConfig fields added after runs were recorded: left out of the hash at these values.
 _ADDED_TOP_FIELDS = {"init_nimg": None, "from_scratch": False}
 _NEVER_IDENTITY = {"legacy_id"}  # says which id a run has; cannot be part of it

@@ -32,6 +32,8 @@ from harness.runtime import stable_hash
 if TYPE_CHECKING:
     import torch
 
+    from harness.draws import RowStreams
+
 
 @dataclass(frozen=True)
 class ImageData:
@@ -586,15 +588,21 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images * 127.5 + 128).clip(0, 255).to(torch.uint8)
 
 
-def random_xflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each image of [N, C, H, W] mirrored left-right with probability 0.5 (draws from `generator`).
+def random_xflip(images: torch.Tensor, generator: torch.Generator | RowStreams) -> torch.Tensor:
+    """Each image of [N, C, H, W] mirrored left-right with probability 0.5 (draws from `generator`,
+    or one per sample from harness.draws streams).
 
     The x-flips of EDM's CIFAR-10 training (NVlabs/edm training/augment.py flips with probability
     0.5; its dataset option --xflip does the same), without conditioning the network on them.
     """
     import torch
 
-    flip = torch.rand(images.shape[0], generator=generator, device=generator.device) < 0.5
+    from harness.draws import RowStreams
+
+    if isinstance(generator, RowStreams):
+        flip = generator.rand() < 0.5
+    else:
+        flip = torch.rand(images.shape[0], generator=generator, device=generator.device) < 0.5
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 

@@ -6,11 +6,29 @@ submitit's TorchDistributedEnvironment on a cluster, or by a test that spawns pr
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 
 import torch
 import torch.distributed as torch_dist
+
+# How long a collective may wait for the other ranks (also joining the group). A rank that dies
+# closes its connections, which its peers notice at once; this bounds the wait on one that hangs.
+# Evaluation runs on rank 0 while the others wait in a barrier, so it must exceed an evaluation.
+DEFAULT_TIMEOUT_S = 3600
+
+
+def collective_timeout_s() -> float:
+    """Seconds a collective waits: $HARNESS_DIST_TIMEOUT_S, else DEFAULT_TIMEOUT_S."""
+    value = os.environ.get("HARNESS_DIST_TIMEOUT_S", "")
+    try:
+        timeout = float(value) if value else DEFAULT_TIMEOUT_S
+    except ValueError:
+        timeout = -1.0
+    if timeout <= 0:
+        raise ValueError(f"HARNESS_DIST_TIMEOUT_S = {value!r}: must be a positive number of seconds")
+    return timeout
 
 
 def init(device: torch.device) -> None:
@@ -18,7 +36,8 @@ def init(device: torch.device) -> None:
     if get_world_size_env() <= 1 or torch_dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
-    torch_dist.init_process_group(backend=backend)
+    torch_dist.init_process_group(backend=backend,
+                                  timeout=datetime.timedelta(seconds=collective_timeout_s()))
 
 
 def get_world_size_env() -> int:
@@ -31,6 +50,16 @@ def get_rank() -> int:
 
 def get_world_size() -> int:
     return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
+
+
+def num_nodes() -> int:
+    """Nodes this job's ranks span: world size over ranks per node (LOCAL_WORLD_SIZE, which
+    submitit exports), else SLURM's node count, else 1."""
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    if local.isdigit() and int(local) > 0:
+        return max(1, get_world_size() // int(local))
+    nodes = os.environ.get("SLURM_JOB_NUM_NODES", "")
+    return int(nodes) if nodes.isdigit() and int(nodes) > 0 and get_world_size() > 1 else 1
 
 
 def local_rank() -> int:
@@ -60,8 +89,9 @@ def broadcast_(tensors: list[torch.Tensor], src: int = 0) -> None:
     """Copy tensors from rank `src` to every rank (identical initial weights)."""
     if not torch_dist.is_initialized():
         return
-    for t in tensors:
-        torch_dist.broadcast(t, src)
+    with torch.no_grad():  # parameters: a copy, not part of any graph
+        for t in tensors:
+            torch_dist.broadcast(t, src)
 
 
 def destroy() -> None:
@@ -69,13 +99,14 @@ def destroy() -> None:
         torch_dist.destroy_process_group()
 
 
-def seed_step(seed: int, rank: int, nimg: int, stream: str = "") -> int:
-    """Seed of one training step: a stable hash of (seed, rank, images seen).
+def seed_step(seed: int, group: int, nimg: int, stream: str = "") -> int:
+    """Seed of one draw group of one training step: a stable hash of (seed, group, images seen).
 
     hashlib rather than Python's hash() so the value never depends on the interpreter; with it, a run
-    resumed at nimg draws exactly the noise an uninterrupted run draws there. A named `stream`
-    (e.g. "xflip") gives another, independent seed of the same step; "" is the loss's.
+    resumed at nimg draws exactly the noise an uninterrupted run draws there. `group` numbers the
+    draw groups of the global batch (harness.draws; 0 when the batch is one group). A named
+    `stream` (e.g. "xflip") gives another, independent seed of the same step; "" is the loss's.
     """
-    key = f"{seed},{rank},{nimg}" + (f",{stream}" if stream else "")
+    key = f"{seed},{group},{nimg}" + (f",{stream}" if stream else "")
     digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.config import DiffusionConfig, ECTConfig
+from harness.draws import RowSeeds, RowStreams
 
 # Noise level passed to the network where r = 0: its output is replaced by the clean image anyway,
 # but ln(0) = -inf would poison the forward pass with NaNs.
@@ -59,11 +60,13 @@ class ECTLoss:
         self.stage_nimg = stage_nimg
 
     def __call__(self, net: nn.Module, images: Tensor, labels: Tensor | None, nimg: int,
-                 generator: torch.Generator) -> Tensor:
-        """Per-sample loss [N] for a batch of clean images in [-1, 1] at training progress `nimg`."""
+                 generator: torch.Generator | RowStreams) -> Tensor:
+        """Per-sample loss [N] for a batch of clean images in [-1, 1] at training progress `nimg`.
+
+        `generator`: the step's draws for these N samples (harness.draws; a torch.Generator draws
+        the batch as one group)."""
         cfg = self.cfg
-        dev = images.device
-        t, eps, dropout_seed = _draw(images, cfg.P_mean, cfg.P_std, generator)  # eps: shared
+        t, eps, dropout = _draw(images, cfg.P_mean, cfg.P_std, generator)  # eps: shared
         r = r_from_t(t, stage_at(nimg, self.stage_nimg, cfg.max_stage), q=cfg.q, k=cfg.k, b=cfg.b,
                      mapping=cfg.mapping)
 
@@ -73,15 +76,15 @@ class ECTLoss:
         with torch.no_grad():
             if bool((r > 0).any()):
                 x_r = images + r.reshape(-1, 1, 1, 1) * eps
-                # Same seed -> the target pass sees the online pass's dropout mask.
+                # Same seeds -> the target pass sees the online pass's dropout mask.
                 D_r = net(x_r, r.clamp(min=_SIGMA_FLOOR), labels,
-                          dropout_generator=_generator(dev, dropout_seed))
+                          dropout_generator=dropout.streams())
                 target = torch.where((r > 0).reshape(-1, 1, 1, 1), D_r, images)
             else:
                 target = images
             target = torch.nan_to_num(target)
         x_t = images + t.reshape(-1, 1, 1, 1) * eps
-        D_t = net(x_t, t, labels, dropout_generator=_generator(dev, dropout_seed))
+        D_t = net(x_t, t, labels, dropout_generator=dropout.streams())
         dist = pseudo_huber(D_t - target, cfg.c)
         # 1/(t - r) follows from the differential consistency condition (Sec. 3.1); the ImageNet
         # recipe uses EDM's lambda(sigma) = 1/t^2 + 1/sigma_data^2 instead.
@@ -96,30 +99,27 @@ class EDMLoss:
         self.cfg = cfg
 
     def __call__(self, net: nn.Module, images: Tensor, labels: Tensor | None, nimg: int,
-                 generator: torch.Generator) -> Tensor:
+                 generator: torch.Generator | RowStreams) -> Tensor:
         """Per-sample loss [N] (mean over pixels), independent of `nimg`."""
         cfg = self.cfg
-        dev = images.device
-        sigma, eps, dropout_seed = _draw(images, cfg.P_mean, cfg.P_std, generator)
+        sigma, eps, dropout = _draw(images, cfg.P_mean, cfg.P_std, generator)
         weight = (sigma**2 + cfg.sigma_data**2) / (sigma * cfg.sigma_data) ** 2
         D = net(images + sigma.reshape(-1, 1, 1, 1) * eps, sigma, labels,
-                dropout_generator=_generator(dev, dropout_seed))
+                dropout_generator=dropout.streams())
         return weight * (D.to(torch.float32) - images).square().flatten(1).mean(dim=1)
 
 
-def _draw(images: Tensor, P_mean: float, P_std: float, generator: torch.Generator
-          ) -> tuple[Tensor, Tensor, int]:
-    """A step's random draws, in a fixed order: lognormal noise levels [N], noise like `images`,
-    and the seed of the step's dropout masks."""
-    dev = images.device
-    sigma = (torch.randn(images.shape[0], device=dev, generator=generator) * P_std + P_mean).exp()
-    eps = torch.randn(images.shape, device=dev, generator=generator)
-    dropout_seed = int(torch.randint(0, 2**62, (1,), device=dev, generator=generator).item())
-    return sigma, eps, dropout_seed
-
-
-def _generator(device: torch.device, seed: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
+def _draw(images: Tensor, P_mean: float, P_std: float,
+          generator: torch.Generator | RowStreams) -> tuple[Tensor, Tensor, RowSeeds]:
+    """A step's random draws, in a fixed order per draw group: lognormal noise levels [N], noise
+    like `images`, and the seeds of the step's dropout masks."""
+    streams = (generator if isinstance(generator, RowStreams)
+               else RowStreams.single(generator, images.shape[0]))
+    if streams.rows != images.shape[0]:
+        raise ValueError(f"draws for {streams.rows} samples, batch of {images.shape[0]}")
+    sigma = (streams.randn() * P_std + P_mean).exp()
+    eps = streams.randn(*images.shape[1:])
+    return sigma, eps, streams.fork()
 
 
 def make_loss(kind: str, diffusion: DiffusionConfig, ect: ECTConfig, stage_nimg: int) -> ECTLoss | EDMLoss:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.config import NetworkConfig, mp_attention_heads
-from harness.network_parts import SharedDropout, run_encoder_decoder
+from harness.network_parts import DropoutSource, SharedDropout, run_encoder_decoder
 
 
 def normalize(x: Tensor, dim: tuple[int, ...] | None = None, eps: float = 1e-4) -> Tensor:
@@ -136,7 +136,7 @@ class Block(nn.Module):
         self.attn_qkv = MPConv(out_channels, out_channels * 3, (1, 1)) if self.num_heads else None
         self.attn_proj = MPConv(out_channels, out_channels, (1, 1)) if self.num_heads else None
 
-    def forward(self, x: Tensor, emb: Tensor, dropout_generator: torch.Generator | None) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, dropout_generator: DropoutSource) -> Tensor:
         if not self.fused:
             return self.forward_reference(x, emb, dropout_generator)
         x = self._resample_and_normalize(x)
@@ -167,7 +167,7 @@ class Block(nn.Module):
         return x.clip(-self.clip_act, self.clip_act)
 
     def forward_reference(self, x: Tensor, emb: Tensor,
-                          dropout_generator: torch.Generator | None) -> Tensor:
+                          dropout_generator: DropoutSource) -> Tensor:
         """EDM2's literal op order: the definition `forward` must match up to rounding."""
         x = self._resample_and_normalize(x)
         y = self.conv_res0(mp_silu(x))
@@ -270,7 +270,7 @@ class UNet(nn.Module):
         self.channels_last = False  # see set_channels_last
 
     def forward(self, x: Tensor, noise_labels: Tensor, class_labels: Tensor | None = None,
-                dropout_generator: torch.Generator | None = None) -> Tensor:
+                dropout_generator: DropoutSource = None) -> Tensor:
         emb = self.emb_noise(self.emb_fourier(noise_labels))
         if self.emb_label is not None:
             assert class_labels is not None, "class-conditional network needs labels"
@@ -311,7 +311,7 @@ class Precond(nn.Module):
 
     def forward(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None, *,
                 sigma_min_shift: float = 0.0,
-                dropout_generator: torch.Generator | None = None) -> Tensor:
+                dropout_generator: DropoutSource = None) -> Tensor:
         sigma = sigma.to(torch.float32).reshape(-1, 1, 1, 1)  # [N, 1, 1, 1]
         sd = self.sigma_data
         c_skip = sd**2 / ((sigma - sigma_min_shift) ** 2 + sd**2)

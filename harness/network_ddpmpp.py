@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.config import NetworkConfig
-from harness.network_parts import SharedDropout, run_encoder_decoder
+from harness.network_parts import DropoutSource, SharedDropout, run_encoder_decoder
 
 # EDM's SongUNet constants: 1/sqrt(2) residual scaling, GroupNorm eps 1e-6 with at least 4 channels
 # per group, 4x wider embedding, 10,000 as the largest positional period.
@@ -96,7 +96,7 @@ class ResBlock(nn.Module):
         else:
             self.norm2 = self.qkv = self.proj = None  # type: ignore[assignment]
 
-    def forward(self, x: Tensor, emb: Tensor, dropout_generator: torch.Generator | None) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor, dropout_generator: DropoutSource) -> Tensor:
         orig = x
         x = self.conv0(F.silu(self.norm0(x)))
         x = F.silu(self.norm1(x + self.affine(emb)[:, :, None, None].to(x.dtype)))
@@ -180,7 +180,7 @@ class DDPMppUNet(nn.Module):
         self.channels_last = False  # see harness.network.set_channels_last
 
     def forward(self, x: Tensor, noise_labels: Tensor, class_labels: Tensor | None = None,
-                dropout_generator: torch.Generator | None = None) -> Tensor:
+                dropout_generator: DropoutSource = None) -> Tensor:
         emb = self.emb_noise(noise_labels)
         if self.emb_label is not None:
             assert class_labels is not None, "class-conditional network needs labels"

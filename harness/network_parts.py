@@ -9,7 +9,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SharedDropout", "run_encoder_decoder"]
+from harness.draws import RowStreams
+
+__all__ = ["DropoutSource", "SharedDropout", "run_encoder_decoder"]
+
+# Where dropout masks come from: a generator for the whole batch, per-sample streams, or none
+# (dropout off, or a network in eval mode).
+DropoutSource = torch.Generator | RowStreams | None
 
 
 class SharedDropout(nn.Module):
@@ -23,14 +29,23 @@ class SharedDropout(nn.Module):
         super().__init__()
         self.p = p
 
-    def keep_mask(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
-        """Boolean mask of the activations kept (None when dropout is off)."""
+    def keep_mask(self, x: Tensor, generator: DropoutSource) -> Tensor | None:
+        """Boolean mask of the activations kept (None when dropout is off).
+
+        `generator`: one torch.Generator for the whole batch, or per-sample streams
+        (harness.draws.RowStreams) so that a sample's mask does not depend on which rank holds it.
+        """
         if not self.training or self.p == 0:
             return None
-        keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+        if isinstance(generator, RowStreams):
+            if generator.rows != x.shape[0]:
+                raise ValueError(f"dropout draws for {generator.rows} samples, batch of {x.shape[0]}")
+            keep = generator.rand(*x.shape[1:])
+        else:
+            keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
         return keep >= self.p
 
-    def forward(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    def forward(self, x: Tensor, generator: DropoutSource) -> Tensor:
         keep = self.keep_mask(x, generator)
         if keep is None:
             return x
@@ -38,7 +53,7 @@ class SharedDropout(nn.Module):
 
 
 def run_encoder_decoder(enc: nn.ModuleDict, dec: nn.ModuleDict, x: Tensor, emb: Tensor,
-                        dropout_generator: torch.Generator | None,
+                        dropout_generator: DropoutSource,
                         join: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
     """The U-Net pass shared by both families: encoder outputs are kept as skips, and each decoder
     "block" joins the next skip (`join`: MP concatenation or a plain one) before it runs."""

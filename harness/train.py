@@ -36,6 +36,7 @@ from harness.config import (
     to_dict,
 )
 from harness.data import ImageData, batch_indices, load_dataset, random_xflip, to_model_range
+from harness.draws import rank_rows, step_streams
 from harness.ect import make_loss, stage_at
 from harness.flops import TRAIN_PASSES, network_cost
 from harness.job import JobSpec, read_job
@@ -632,21 +633,25 @@ def train_step(run: RunConfig, net: Precond, ema: Precond, optimizer: torch.opti
                autocast: bool, *, phemas: list[Precond] | tuple[()] = ()) -> None:
     """One optimiser step on one global batch; the only place weights change.
 
-    The batch and every random draw depend only on (seed, rank, state.nimg). A step whose loss or
+    The batch and every random draw depend only on (seed, state.nimg) and the sample's place in
+    the global batch (harness.draws), not on the rank that holds it. A step whose loss or
     gradients are not finite is skipped and counted; `run.train.max_nonfinite_steps` of them in a
     row raise TrainingFailed. `phemas`, the power-function EMAs of `run.train.phema_stds`, are
     updated with `ema`.
     """
     nimg = state.nimg
     device = images_all.device
-    idx = batch_indices(images_all.shape[0], run.seed, nimg, run.train.batch)
-    idx = idx[rank * local_batch:(rank + 1) * local_batch].to(device)
+    batch = run.train.batch
+    rows = rank_rows(batch, rank, world)
+    idx = batch_indices(images_all.shape[0], run.seed, nimg, batch)
+    idx = idx[rows[0]:rows[1]].to(device)
     images = to_model_range(images_all[idx])
     if run.data.xflip:  # unconditioned x-flips (EDM CIFAR-10); own stream: the loss's draws stay
-        flip_seed = dist.seed_step(run.seed, rank, nimg, stream="xflip")
-        images = random_xflip(images, torch.Generator(device=device).manual_seed(flip_seed))
+        images = random_xflip(images, step_streams(run.seed, nimg, batch, rows,
+                                                   run.train.draw_group, device, "xflip"))
     labels = labels_all[idx] if labels_all is not None else None
-    gen = torch.Generator(device=device).manual_seed(dist.seed_step(run.seed, rank, nimg))
+    # Per global sample, not per rank: any layout of the ranks draws the same noise and dropout.
+    gen = step_streams(run.seed, nimg, batch, rows, run.train.draw_group, device)
 
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -858,7 +863,8 @@ class EvaluationHook:
             "pretrain_flops": pre, "tune_flops": tune_flops,
             "total_flops": (pre + tune_flops) if pre is not None else None,
             "wall_seconds": state.wall_seconds, "device": device_name(self.device),
-            "num_devices": self.world, "train_loss": state.eval_interval_mean_loss(),
+            "num_devices": self.world, "world_size": self.world, "num_nodes": dist.num_nodes(),
+            "train_loss": state.eval_interval_mean_loss(),
             "nonfinite_steps": state.nonfinite_total,
         }
 

@@ -134,7 +134,7 @@ def test_ect_loss_equals_the_official_pass_order():
     # The official loss runs the online pass, then the target pass (locuslab/ect,
     # training/loss.py); ours runs the target pass first (a smaller memory footprint). Same
     # weights, noise and dropout mask, so the losses and gradients are bit-identical.
-    from harness.ect import _SIGMA_FLOOR, _draw, _generator
+    from harness.ect import _SIGMA_FLOOR, _draw
 
     net = _tiny_net(dropout=0.3)
     images = torch.rand(12, 1, 8, 8) * 2 - 1
@@ -143,13 +143,13 @@ def test_ect_loss_equals_the_official_pass_order():
     loss = ECTLoss(cfg, stage_nimg)(net, images, None, nimg, torch.Generator().manual_seed(7))
     grads = torch.autograd.grad(loss.sum(), list(net.parameters()))
 
-    t, eps, seed = _draw(images, cfg.P_mean, cfg.P_std, torch.Generator().manual_seed(7))
+    t, eps, masks = _draw(images, cfg.P_mean, cfg.P_std, torch.Generator().manual_seed(7))
     r = r_from_t(t, stage_at(nimg, stage_nimg), q=cfg.q)
     d_t = net(images + t.reshape(-1, 1, 1, 1) * eps, t, None,
-              dropout_generator=_generator(images.device, seed))
+              dropout_generator=masks.streams())
     with torch.no_grad():
         d_r = net(images + r.reshape(-1, 1, 1, 1) * eps, r.clamp(min=_SIGMA_FLOOR), None,
-                  dropout_generator=_generator(images.device, seed))
+                  dropout_generator=masks.streams())
         target = torch.nan_to_num(torch.where((r > 0).reshape(-1, 1, 1, 1), d_r, images))
     expected = pseudo_huber(d_t - target, cfg.c) * (1 / (t - r))
     assert torch.equal(loss, expected)

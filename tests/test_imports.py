@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("harness", "analysis")
 # Training, networks, sampling and evaluation need torch; everything else must not load it.
-TORCH_MODULES = {f"harness.{m}" for m in ("bench", "digits_classifier", "dinov2", "dist", "ect",
+TORCH_MODULES = {f"harness.{m}" for m in ("bench", "digits_classifier", "dinov2", "dist", "draws", "ect",
                                           "evaluate", "network", "network_ddpmpp",
                                           "network_parts", "official_pickle", "sampling",
                                           "teachers", "train")}

@@ -138,7 +138,7 @@ def test_changed_attention_layout_changes_run_id():
                              ("train", "tf32"), ("network", "family"),
                              ("network", "channels_per_head"), ("eval", "dinov2_weights_path"),
                              ("data", "xflip"), ("train", "phema_stds"),
-                             ("train", "snapshot_nimg")):
+                             ("train", "snapshot_nimg"), ("train", "draw_group")):
             d[section].pop(key)
         for key in ("init_nimg", "from_scratch", "legacy_id"):
             d.pop(key)

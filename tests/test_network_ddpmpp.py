@@ -108,6 +108,7 @@ def test_family_field_keeps_existing_run_ids() -> None:
     legacy["data"].pop("xflip")  # added later still
     legacy["train"].pop("phema_stds")
     legacy["train"].pop("snapshot_nimg")
+    legacy["train"].pop("draw_group")
     for name in ("init_nimg", "from_scratch", "legacy_id"):
         legacy.pop(name)
     assert run.network.family == "mp" and legacy_run_id(run) == stable_hash(legacy)

@@ -74,7 +74,8 @@ def test_zero_shift_keeps_existing_run_ids():
                           ("train", "tf32"), ("network", "family"),
                           ("network", "channels_per_head"), ("eval", "sigma_min_shift"),
                           ("eval", "dinov2_weights_path"), ("ect", "max_stage"),
-                          ("data", "xflip"), ("train", "phema_stds"), ("train", "snapshot_nimg")):
+                          ("data", "xflip"), ("train", "phema_stds"), ("train", "snapshot_nimg"),
+                          ("train", "draw_group")):
         legacy[section].pop(name)
     for name in ("init_nimg", "from_scratch", "legacy_id"):
         legacy.pop(name)

@@ -214,6 +214,17 @@ def test_ddp_two_processes_on_cpu(tmp_path):
 
     df = load_results(tmp_path / "results", "t")
     assert len(df) == 1 and df["num_devices"].iloc[0] == 2
+    assert (df["world_size"].iloc[0], df["num_nodes"].iloc[0]) == (2, 1)
+    # Each sample draws its noise and dropout by its place in the global batch, not by rank: one
+    # process trains the same run up to the summation order of the gradient.
+    single = make_job(tmp_path / "single", run)
+    train(single)
+    one = load_results(tmp_path / "single" / "results", "t")
+    assert one["world_size"].iloc[0] == 1
+    assert one["train_loss"].iloc[0] == pytest.approx(df["train_loss"].iloc[0], rel=1e-5)
+    two_ranks, one_process = _final_weights(job), _final_weights(single)
+    for name, weights in one_process.items():
+        torch.testing.assert_close(two_ranks[name], weights, rtol=1e-4, atol=1e-6)
 
 
 def test_second_training_of_a_running_run_is_refused(tmp_path):
