@@ -35,6 +35,7 @@ from harness.records import (
     INDEX_SCHEMA,
     SCHEMA,
     RecordError,
+    file_columns,
     looks_complete,
     parse_record_name,
     read_index,
@@ -182,7 +183,7 @@ def _read_files(files: list[Path], columns: list[str], prune: dict[str, list[Any
         try:
             # Threads inside one file cost more than they save on a few rows; files run in parallel.
             version, _ = schema_problem(parquet.schema_arrow)
-            own = [c for c in read_columns if c in parquet.schema_arrow.names]
+            own = file_columns(parquet.schema_arrow.names, read_columns)
             table = upgrade(parquet.read(columns=own, use_threads=False), version, read_columns)
         except (OSError, pa.ArrowException) as e:
             return file, f"unreadable data ({e})", None

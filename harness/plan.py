@@ -106,6 +106,7 @@ def plan(sweep: Sweep, results_dir: str | Path = "results", runs_dir: str | Path
                          f"with ${MAX_RUNS_ENV})")
     exp = expand_sweep(sweep, results_dir=results_dir, runs_dir=runs_dir,
                        share_prefixes=share_prefixes)
+    _check_layout(sweep, exp.jobs)
     if check_data:
         _check_inputs(sweep, exp.jobs)
     from harness.flops import TRAIN_PASSES, network_cost
@@ -262,6 +263,37 @@ def _unfinished_here(run_id: str, runs_dir: str | Path) -> bool:
         Path(runs_dir) / run_id / "network-final.pt").is_file()
 
 
+def _check_layout(sweep: Sweep, jobs: tuple[JobSpec, ...]) -> None:
+    """Every run's global batch splits evenly over the job's ranks (nodes x tasks_per_node)."""
+    cc = sweep.cluster
+    ranks = cc.nodes * cc.tasks_per_node
+    for job in jobs:
+        batch = job.run.train.batch
+        if batch % ranks:
+            raise SweepError(
+                f"{sweep.path}: train.batch = {batch} of {job.run.kind} run {job.display_name} "
+                f"does not split over the job's {ranks} ranks ([cluster] nodes = {cc.nodes} x "
+                f"tasks_per_node = {cc.tasks_per_node}): every rank trains an equal share of the "
+                f"global batch. Use a batch that is a multiple of {ranks}, or another layout")
+
+
+def layout_text(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
+    """How each job is laid out (nodes x tasks, GPUs) and the longest job's wall clock."""
+    cc = p.sweep.cluster
+    ranks = cc.nodes * cc.tasks_per_node
+    gpus_per_node = 1 if cc.gpus_per_node is None else cc.gpus_per_node
+    gpus = cc.nodes * gpus_per_node
+    text = (f"layout: each job spans {cc.nodes} node(s) x {cc.tasks_per_node} task(s) = {ranks} "
+            f"rank(s)")
+    if gpus == 0:
+        return text + " on CPUs (the GPU-hours above are what the same FLOPs take on GPUs)"
+    unset = " (gpus_per_node unset: 1 per node on SLURM)" if cc.gpus_per_node is None else ""
+    longest = max((r.train_flops for r in p.runs), default=0.0)
+    hours = longest / (gpus * tflops * 1e12) / 3600
+    return (text + f", {gpus} GPU(s){unset}; the longest job takes about {hours:.3g} h of wall "
+            f"clock at {tflops:g} TFLOP/s per GPU")
+
+
 def _check_inputs(sweep: Sweep, jobs: tuple[JobSpec, ...]) -> None:
     """Dataset and checkpoint paths exist; datasets pass the data module's own torch-free check."""
     checked: set[DataConfig] = set()
@@ -375,6 +407,7 @@ def format_plan(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
         + ", ".join(f"{counts[s]} {s}" for s in ("done", "running", "failed", "todo") if counts[s]),
         f"compute: {total:.3g} FLOPs = {hours:.3g} GPU-hours at {tflops:g} TFLOP/s sustained per "
         f"GPU; still to run: {todo:.3g} FLOPs = {todo / (tflops * 1e12) / 3600:.3g} GPU-hours",
+        layout_text(p, tflops),
     ]
     teachers = [r for r in p.runs if r.kind == "pretrain"]
     if any(len(r.budgets) > 1 for r in teachers):

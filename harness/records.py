@@ -33,7 +33,7 @@ from harness.runtime import atomic_write_bytes, canonical_json, git_dirty, git_s
 # 2: fp32 tuning by default, dataset-distributed eval labels (#16). 3: the `ema`, `init`,
 # `pretrain_nimg` and `teacher_value` columns (#16, #17), train_loss an interval mean (#19);
 # version-2 files read as version 3.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 METADATA_KEY = b"ect_harness.schema_version"  # also in the file footer: cheap to check
 
 # (name, type, nullable, meaning). Identity columns are the non-nullable ones.
@@ -61,6 +61,8 @@ _COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
     ("wall_seconds", pa.float64(), True, "training wall time so far"),
     ("device", pa.string(), True, "accelerator name, e.g. 'NVIDIA H100' or 'cpu'"),
     ("num_devices", pa.int32(), True, "devices used by the job"),
+    ("num_nodes", pa.int32(), True, "nodes the job spanned (version 3 and older: null)"),
+    ("world_size", pa.int32(), True, "data-parallel ranks of the job (version 3: num_devices)"),
     ("sampler", pa.string(), False, "'1-step', '2-step' or 'heun'"),
     ("ema", pa.string(), False, "weights evaluated: 'main' (the run's EMA, or its raw weights with "
      "eval.use_ema = false) or 'phema-<sigma_rel>' (a power-function EMA, train.phema_stds)"),
@@ -105,13 +107,27 @@ COLUMNS = tuple(SCHEMA.names)
 # read time (0.6 vs 1.2 ms per file measured); min/max statistics stay on for filter pruning.
 WRITE_OPTIONS: dict[str, Any] = {"compression": "none", "use_dictionary": False}
 IDENTITY = ("run_id", "images_seen", "sampler", "metric", "ema")  # latest eval_tag wins per key
-# Version-2 files lack these columns; they read as version 3 with these values.
-_V2_DEFAULTS: dict[str, Any] = {"ema": "main", "init": None, "pretrain_nimg": None,
-                                "teacher_value": None}
+# Columns each older version lacks, with the value its files read as: a string names the
+# column whose value is taken (version 3 counted ranks as num_devices).
+_ADDED_IN: dict[int, dict[str, Any]] = {
+    3: {"ema": "main", "init": None, "pretrain_nimg": None, "teacher_value": None},
+    4: {"num_nodes": None, "world_size": "num_devices"},
+}
+_COPIED = {"world_size"}  # the _ADDED_IN entries whose value names a column
 # Columns whose meaning changed in version 3: version-2 values read as null, never as the new one.
 _V2_CHANGED = ("train_loss",)
-SCHEMA_V2 = pa.schema([f for f in SCHEMA if f.name not in _V2_DEFAULTS],
-                      metadata={METADATA_KEY: b"2"})
+
+
+def _schema_of(version: int) -> pa.Schema:
+    """The columns of a version this harness reads (it drops what later versions added)."""
+    later = {name for v, added in _ADDED_IN.items() if v > version for name in added}
+    return pa.schema([f for f in SCHEMA if f.name not in later],
+                     metadata={METADATA_KEY: str(version).encode()})
+
+
+READABLE_VERSIONS = (2, 3, SCHEMA_VERSION)
+SCHEMAS = {v: _schema_of(v) for v in READABLE_VERSIONS}
+SCHEMA_V2, SCHEMA_V3 = SCHEMAS[2], SCHEMAS[3]
 FILLED = ("schema_version", "eval_tag", "git_sha", "git_dirty", "harness_version", "created_at")
 SAMPLERS = ("1-step", "2-step", "heun")
 STATUSES = ("ok", "failed")
@@ -256,12 +272,12 @@ def schema_problem(schema: pa.Schema) -> tuple[int | None, str]:
     version = (schema.metadata or {}).get(METADATA_KEY)
     if version is None:
         return None, "not a harness record (no ect_harness.schema_version in its metadata)"
-    expected = {str(SCHEMA_VERSION).encode(): SCHEMA, b"2": SCHEMA_V2}.get(version)
+    expected = {str(v).encode(): schema for v, schema in SCHEMAS.items()}.get(version)
     if expected is None:
         age = ("older" if version.decode().isdigit() and int(version) < SCHEMA_VERSION
                else "other")
         return None, (f"{age} schema_version {version.decode()!r}; this harness reads "
-                      f"{SCHEMA_VERSION} and 2")
+                      + ", ".join(map(str, sorted(READABLE_VERSIONS, reverse=True))))
     if not schema.equals(expected, check_metadata=False):
         missing = sorted(set(expected.names) - set(schema.names))
         extra = sorted(set(schema.names) - set(expected.names))
@@ -272,21 +288,34 @@ def schema_problem(schema: pa.Schema) -> tuple[int | None, str]:
     return int(version), ""
 
 
+def file_columns(file_names: list[str], columns: list[str]) -> list[str]:
+    """The columns to read from a record file holding `file_names` so that `upgrade` can give
+    `columns`: those it has, and those an older version's values are copied from."""
+    wanted = set(columns) | {_ADDED_IN[4][c] for c in _COPIED if c in columns}
+    return [c for c in file_names if c in wanted]
+
+
 def upgrade(table: pa.Table, version: int, columns: list[str]) -> pa.Table:
     """`columns` of a table read from a record file of `version` (the file's own columns that
-    are among them): a version-2 table gets the later columns with their `_V2_DEFAULTS`, and the
-    columns whose meaning changed (`_V2_CHANGED`) as nulls."""
+    are among them): an older table gets the later columns with their `_ADDED_IN` values, and
+    the columns whose meaning changed (`_V2_CHANGED`, for version 2) as nulls."""
     if version == SCHEMA_VERSION:
         return table.select(columns)
     n = len(table)
+    filled = {name: value for v, added in _ADDED_IN.items() if v > version
+              for name, value in added.items()}
     out = []
     for name in columns:
-        if name in _V2_CHANGED:
+        if version == 2 and name in _V2_CHANGED:
             out.append(pa.nulls(n, SCHEMA.field(name).type))
         elif name in table.column_names:
             out.append(table.column(name))
+        elif name in _COPIED and filled[name] in table.column_names:
+            out.append(table.column(filled[name]).cast(SCHEMA.field(name).type))
+        elif name in _COPIED:
+            out.append(pa.nulls(n, SCHEMA.field(name).type))
         else:
-            out.append(pa.array([_V2_DEFAULTS[name]] * n, type=SCHEMA.field(name).type))
+            out.append(pa.array([filled[name]] * n, type=SCHEMA.field(name).type))
     return pa.Table.from_arrays(out, names=columns)
 
 

@@ -57,16 +57,23 @@ CLUSTERS = tuple(BACKENDS)
 class TrainJob(submitit.helpers.Checkpointable):
     """What submitit runs: train (or resume) one run; on preemption, checkpoint and requeue."""
 
-    def __init__(self, job: JobSpec, *, tasks_per_node: int = 1, gpus_per_node: int = 0) -> None:
+    def __init__(self, job: JobSpec, *, tasks_per_node: int = 1, gpus_per_node: int = 0,
+                 nodes: int = 1) -> None:
         self.job = job
         self.tasks_per_node = tasks_per_node
         self.gpus_per_node = gpus_per_node
+        self.nodes = nodes
 
     def __call__(self) -> str:
-        if self.tasks_per_node > 1:
-            # One process per rank; with one GPU per rank each rank sees only its own device.
-            submitit.helpers.TorchDistributedEnvironment().export(
-                set_cuda_visible_devices=self.gpus_per_node >= self.tasks_per_node)
+        # Jobs pickled before `nodes` existed (a requeued one) span one node.
+        if self.tasks_per_node * getattr(self, "nodes", 1) > 1:
+            # One process per rank, ranks from the scheduler (SLURM_PROCID, SLURM_NTASKS); with
+            # one GPU per rank each rank sees only its own device. A MASTER_ADDR exported by the
+            # job's set-up lines wins over the first node's name.
+            env = submitit.helpers.TorchDistributedEnvironment()
+            env.master_addr = os.environ.get("MASTER_ADDR") or master_address(env.master_addr)
+            env.export(set_cuda_visible_devices=self.gpus_per_node >= self.tasks_per_node,
+                       overwrite=True)
         from harness.train import RunBusy, train
 
         try:
@@ -79,7 +86,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             # and not just "ended before the run finished". SystemExit (submitit's requeue exit)
             # is no Exception and passes through untouched.
             if _global_rank() == 0:
-                mark_run_failed(self.job.run_dir, f"{type(e).__name__}: {e}")
+                mark_run_failed(self.job.run_dir, failure_text(e))
             raise
         return self.job.run.run_id
 
@@ -89,6 +96,49 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         checkpoint_now()
         return submitit.helpers.DelayedSubmission(self)
+
+
+# What gloo and NCCL say when a peer's process or node went away in the middle of a collective.
+_PEER_LOST = ("closed by peer", "reset by peer", "Connection refused", "NCCL communicator was aborted",
+              "remote process exited")
+
+
+def failure_text(error: BaseException) -> str:
+    """The status.json error of a job that raised: the exception, and for a collective that lost
+    a peer, which is what happened (the peer's own log says why it stopped)."""
+    text = f"{type(error).__name__}: {error}"
+    if type(error).__name__ == "DistBackendError" or any(s in str(error) for s in _PEER_LOST):
+        return ("another rank of this job stopped (its process was killed or its node failed; "
+                f"its log says why); resubmit to resume from the last checkpoint. {text}")
+    return text
+
+
+def master_address(node: str) -> str:
+    """An address of the job's first node that the other ranks can reach.
+
+    submitit takes the first node *name*; where names do not resolve (SLURM's NodeName differs
+    from the host's DNS name, or several slurmd run on one machine), the node's NodeAddr from
+    `scontrol show node` is the address SLURM itself uses to reach it.
+    """
+    import socket
+    import subprocess
+
+    try:
+        socket.getaddrinfo(node, None)
+        return node
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["scontrol", "show", "node", "-o", node], capture_output=True,
+                             text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    for item in out.split():
+        if item.startswith("NodeAddr="):
+            return item.removeprefix("NodeAddr=")
+    raise RuntimeError(f"the job's first node {node!r} does not resolve and `scontrol show node "
+                       f"{node}` gives no NodeAddr: the ranks cannot find rank 0. Set MASTER_ADDR "
+                       "in [cluster] slurm_setup (e.g. \"export MASTER_ADDR=...\")")
 
 
 def _global_rank() -> int:
@@ -102,7 +152,7 @@ def _global_rank() -> int:
 def make_train_job(job: JobSpec, cluster: ClusterConfig) -> TrainJob:
     """The default job factory."""
     return TrainJob(job, tasks_per_node=cluster.tasks_per_node,
-                    gpus_per_node=cluster.gpus_per_node or 0)
+                    gpus_per_node=cluster.gpus_per_node or 0, nodes=cluster.nodes)
 
 
 @dataclass(kw_only=True)
@@ -147,6 +197,11 @@ def submit(sweep: Sweep, cluster: Cluster, *, results_dir: str | Path = "results
     backend = BACKENDS.get(cluster)
     if backend is None:
         raise ConfigError(f"--cluster = {cluster!r}: unknown. Valid: {', '.join(BACKENDS)}")
+    nodes = sweep.cluster.nodes
+    if backend.max_nodes is not None and nodes > backend.max_nodes:
+        raise ConfigError(f"{sweep.path}: [cluster] nodes = {nodes}: --cluster {cluster} runs each "
+                          f"job on this machine, at most {backend.max_nodes} node. Submit with "
+                          "--cluster slurm to span nodes, or set nodes = 1")
     runs_dir = Path(default_runs_dir() if runs_dir is None else runs_dir)
     report = SubmitReport(cluster=cluster, dry_run=dry_run)
     if dry_run:  # plan only: no lock, nothing written

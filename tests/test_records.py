@@ -208,3 +208,32 @@ def test_version_2_files_read_as_version_3(tmp_path: Path) -> None:
     # A newer version-3 evaluation of the same point supersedes it.
     write_evaluation(tmp_path / "s1", [make_row(images_seen=1024, value=2.0)])
     assert load_results(tmp_path, "s1", sampler="1-step")["value"].tolist() == [2.0]
+
+
+def test_version_3_files_read_with_their_layout(tmp_path: Path) -> None:
+    """Version-3 files lack num_nodes and world_size: the ranks they counted as num_devices are
+    their world size, the node count is unknown (null)."""
+    import datetime as dt
+
+    from analysis.load import load_results
+    from harness.records import SCHEMA_V3, record_path
+
+    row = {f.name: None for f in SCHEMA_V3}
+    row.update(schema_version=3, sweep="s1", run_id="abc123def456", images_seen=1024,
+               sampler="1-step", metric="fd_digits", value=3.5, status="ok", train_loss=0.25,
+               ema="main", num_devices=4, eval_tag="20260101T000000000000Z00000000",
+               created_at=dt.datetime.now(dt.UTC))
+    table = pa.Table.from_pylist([row], schema=SCHEMA_V3)
+    path = record_path(tmp_path / "s1", "abc123def456", 1024, row["eval_tag"])
+    path.parent.mkdir(parents=True)
+    pq.write_table(table, path)
+    df = load_results(tmp_path, "s1", strict=True)
+    assert df.loc[0, "world_size"] == 4 and df[["num_nodes"]].isna().all(axis=None)
+    assert df.loc[0, "train_loss"] == 0.25  # version 3 meant what version 4 means
+    # Asking for world_size alone reads num_devices too, where its value comes from.
+    from harness.records import file_columns, upgrade
+
+    own = file_columns(table.schema.names, ["run_id", "world_size"])
+    assert own == ["run_id", "num_devices"]
+    assert upgrade(table.select(own), 3, ["run_id", "world_size"]).column(
+        "world_size").to_pylist() == [4]

@@ -609,3 +609,78 @@ def test_status_table_fits_a_terminal() -> None:
     assert max(len(line) for line in table) <= 120, max(len(line) for line in table)
     assert "l-64000+80000…0+192000-seed0" in table[2]
     assert text.count(f" log: {log}") == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# Jobs across nodes (the live 2-node tests are in tests/slurm/test_multinode.py)
+
+
+@pytest.mark.parametrize("cluster", ["local", "debug"])
+def test_machine_backends_refuse_jobs_across_nodes(env: dict[str, Path], cluster: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    env["sweep"].write_text(env["sweep"].read_text().replace("[cluster]\n", "[cluster]\nnodes = 2\n"))
+    args = ["submit", str(env["sweep"]), "--cluster", cluster, "--results", str(env["results"]),
+            "--runs", str(env["runs"])]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (f"{env['sweep']}: [cluster] nodes = 2: --cluster {cluster} runs each job on this "
+            "machine, at most 1 node. Submit with --cluster slurm") in err, err
+    assert not env["runs"].exists()  # nothing written: no job files, no state
+
+
+def test_batch_that_does_not_split_over_the_ranks_is_refused(
+        env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    env["sweep"].write_text(env["sweep"].read_text().replace(
+        "[cluster]\n", "[cluster]\nnodes = 3\ntasks_per_node = 2\n"))
+    assert main(["plan", str(env["sweep"]), "--results", str(env["results"]),
+                 "--runs", str(env["runs"])]) == 2
+    err = capsys.readouterr().err
+    assert "train.batch = 128 of pretrain run pretrain-tiny does not split over the job's 6 ranks " \
+           "([cluster] nodes = 3 x tasks_per_node = 2)" in err, err
+    assert "Use a batch that is a multiple of 6" in err
+
+
+def test_plan_shows_the_layout_and_wall_clock(env: dict[str, Path],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    env["sweep"].write_text(env["sweep"].read_text().replace(
+        "[cluster]\n", "[cluster]\nnodes = 2\ntasks_per_node = 4\ngpus_per_node = 4\n"))
+    assert main(["plan", str(env["sweep"]), "--results", str(env["results"]),
+                 "--runs", str(env["runs"])]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("layout:"))
+    assert line.startswith("layout: each job spans 2 node(s) x 4 task(s) = 8 rank(s), 8 GPU(s); "
+                           "the longest job takes about "), line
+    from harness.plan import plan
+
+    p = plan(load_sweep(env["sweep"]), env["results"], env["runs"])
+    longest = max(r.train_flops for r in p.runs) / (8 * 100e12) / 3600
+    assert f"about {longest:.3g} h of wall clock at 100 TFLOP/s per GPU" in line
+
+
+def test_lost_peer_is_named_in_the_failure() -> None:
+    from harness.submit import failure_text
+
+    gloo = RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+                        "[127.0.0.1]:23236")
+    assert failure_text(gloo).startswith("another rank of this job stopped (its process was "
+                                         "killed or its node failed; its log says why)")
+    assert failure_text(gloo).endswith("RuntimeError: " + str(gloo))
+    assert failure_text(ValueError("bad teacher")) == "ValueError: bad teacher"
+
+
+def test_master_address_falls_back_to_the_node_address(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    """A node name that does not resolve (several slurmd on one machine, or NodeName unlike the
+    DNS name): the address SLURM reaches it at, from `scontrol show node`."""
+    from harness.submit import master_address
+
+    assert master_address("localhost") == "localhost"
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text("#!/bin/sh\necho 'NodeName=n1 Arch=x86_64 NodeAddr=10.1.2.3 "
+                        "NodeHostName=vm Port=6818'\n")
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert master_address("n1.invalid") == "10.1.2.3"
+    scontrol.write_text("#!/bin/sh\nexit 1\n")
+    with pytest.raises(RuntimeError, match=r"'n1.invalid' does not resolve .* Set MASTER_ADDR"):
+        master_address("n1.invalid")

@@ -32,6 +32,8 @@ class Backend(Protocol):
     cluster_params: Mapping[str, Any]
     # [cluster] keys it refuses, with what to set instead
     refused_params: Mapping[str, str]
+    # nodes one job may span (None: as many as the scheduler gives)
+    max_nodes: int | None
 
     def submit(self, sub: Submission) -> AfterLock | None:
         """Submit (or queue) `sub.todo` and record each in `sub.state.runs`, under the sweep's lock.

@@ -25,6 +25,7 @@ class DebugBackend:
     name = "debug"
     cluster_params: Mapping[str, Any] = MappingProxyType({})
     refused_params: Mapping[str, str] = MappingProxyType({})
+    max_nodes: int | None = 1  # runs on this machine
 
     def submit(self, sub: Submission) -> AfterLock | None:
         """Record the runs as running here; they run once the sweep's lock is released."""

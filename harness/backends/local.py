@@ -57,6 +57,7 @@ class LocalBackend:
     # its own keys (max_concurrent_local, local_setup, ...) are ClusterConfig fields
     cluster_params: Mapping[str, Any] = MappingProxyType({})
     refused_params: Mapping[str, str] = MappingProxyType({})
+    max_nodes: int | None = 1  # runs on this machine
 
     def submit(self, sub: Submission) -> AfterLock | None:
         """Queue the runs; start the scheduler (or run it after the lock with `wait`)."""

@@ -57,6 +57,7 @@ class SlurmBackend:
     name = "slurm"
     cluster_params = SLURM_PARAMS
     refused_params = SLURM_REDIRECTS
+    max_nodes: int | None = None
 
     def submit(self, sub: Submission) -> AfterLock | None:
         """Submit one array per stage; the jobs run on the cluster, nothing is left to run here."""

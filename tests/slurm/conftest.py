@@ -1,9 +1,10 @@
 """Fixtures for tests against a live SLURM cluster (marker `slurm`, deselected by default).
 
 `slurm_cluster` (session) uses the cluster that `$SLURM_CONF` points at when it answers; otherwise
-it starts a throw-away single-node cluster with `tests/slurm/start-slurm.sh` and stops it at the
-end of the session. Where no cluster can start (no root, no apt, a port busy, ...) the tests are
-skipped with the script's reason, or fail when `SLURM_CI_REQUIRED=1` (set that in CI).
+it starts a throw-away cluster of two node names on this machine (`$SLURM_CI_NODES`, default 2)
+with `tests/slurm/start-slurm.sh` and stops it at the end of the session. Where no cluster can
+start (no root, no apt, a port busy, ...) the tests are skipped with the script's reason, or fail
+when `SLURM_CI_REQUIRED=1` (set that in CI).
 `make_slurm_executor` builds submitit executors in a fresh folder and cancels, after the test,
 any job still queued from that folder.
 """
@@ -54,6 +55,7 @@ class SlurmCluster:
     conf_path: Path  # slurm.conf the clients use (exported as SLURM_CONF for the session)
     partitions: tuple[str, ...]  # all partitions; the default one first
     num_cpus: int  # CPUs of the smallest node: a job asking for these fills that node
+    num_nodes: int  # nodes of the default partition
     has_accounting: bool  # sacct works, so job state, cancel and requeue are observable
     can_preempt: bool  # partition `urgent` preempts `debug` by REQUEUE with the user signal
     started_here: bool  # this session started it and stops it at the end
@@ -64,12 +66,22 @@ class SlurmCluster:
         """The partition jobs land in without --partition."""
         return self.partitions[0]
 
-    def require(self, *, accounting: bool = False, preempt: bool = False) -> None:
-        """Skip the calling test when the cluster lacks accounting or preemption."""
+    def require(self, *, accounting: bool = False, preempt: bool = False, nodes: int = 1) -> None:
+        """Skip the calling test when the cluster lacks accounting, preemption or nodes."""
+        if self.num_nodes < nodes:
+            pytest.skip(f"needs {nodes} nodes, the cluster has {self.num_nodes}; start it with "
+                        f"SLURM_CI_NODES={nodes}")
         if accounting and not self.has_accounting:
             pytest.skip("needs SLURM accounting (sacct); start the cluster with SLURM_CI_ACCT=1")
         if preempt and not self.can_preempt:
             pytest.skip("needs partition `urgent` preempting `debug`; use SLURM_CI_PREEMPT=1")
+
+    def nodes_of(self, job_id: str) -> str:
+        """The node list of a running job (e.g. 'n1' or 'n[1-2]'), for jobs that must share it."""
+        result = _client("squeue", "-h", "-j", str(job_id), "-o", "%N")
+        nodes = result.stdout.strip()
+        assert result.returncode == 0 and nodes, f"squeue -j {job_id}: {result.stderr.strip()}"
+        return nodes
 
     def sacct_states(self, job_id: str) -> list[str]:
         """Every state sacct recorded for the job, oldest first (a requeue adds a row)."""
@@ -102,16 +114,19 @@ class SlurmCluster:
 
 def _probe(conf_path: Path, *, started_here: bool, ci_dir: Path | None) -> SlurmCluster | None:
     """Describe the cluster `conf_path` configures, or None when its controller does not answer."""
-    nodes = _client("sinfo", "-h", "-o", "%P %c", conf_path=conf_path)
+    nodes = _client("sinfo", "-h", "-o", "%P %c %D", conf_path=conf_path)
     if nodes.returncode != 0 or not nodes.stdout.strip():
         return None
     partitions: list[str] = []
     cpus: list[int] = []
+    num_nodes = 1
     for line in nodes.stdout.split("\n"):
         if not line.strip():
             continue
-        name, num_cpus = line.split()
+        name, num_cpus, count = line.split()
         cpus.append(int(num_cpus.rstrip("+")))
+        if name.endswith("*"):
+            num_nodes = int(count)
         # sinfo marks the default partition with '*'; put it first.
         if name.endswith("*"):
             partitions.insert(0, name.rstrip("*"))
@@ -128,6 +143,7 @@ def _probe(conf_path: Path, *, started_here: bool, ci_dir: Path | None) -> Slurm
         conf_path=conf_path,
         partitions=tuple(dict.fromkeys(partitions)),
         num_cpus=min(cpus),
+        num_nodes=num_nodes,
         has_accounting=has_accounting,
         can_preempt=can_preempt,
         started_here=started_here,
@@ -158,7 +174,8 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
                 patch.setenv("SLURM_CONF", str(conf_path))
                 yield cluster
             return
-    env = {**os.environ, "SLURM_CI_DIR": str(ci_dir)}
+    env = {**os.environ, "SLURM_CI_DIR": str(ci_dir),
+           "SLURM_CI_NODES": os.environ.get("SLURM_CI_NODES", "2")}
     try:
         start = subprocess.run(
             [str(SCRIPT_DIR / "start-slurm.sh")],

@@ -34,7 +34,8 @@ alive() {
 # ours <pid> <name>: alive and still the daemon we recorded (guards against PID reuse).
 ours() {
     local comm
-    alive "$1" && { comm=$(<"/proc/$1/comm"); } 2>/dev/null && [[ $comm == "$2" ]]
+    # Several slurmd are recorded as slurmd-<node>; their process name is slurmd.
+    alive "$1" && { comm=$(<"/proc/$1/comm"); } 2>/dev/null && [[ $comm == "${2%%-*}" ]]
 }
 pid_of() { awk -v n="$1" '$1 == n { print $2 }' "$D/pids"; }
 

@@ -105,6 +105,7 @@ class Sweeps:
               pretrain: str = PRETRAIN) -> Path:
         """A sweep file: BASE, `pretrain`, CLUSTER plus extra [cluster] lines, and this grid."""
         path = self.root / f"{name}.toml"
+        self.root.mkdir(parents=True, exist_ok=True)
         path.write_text(f'name = "{name}"\n' + BASE + textwrap.dedent(pretrain) + CLUSTER
                         + cluster + "\n\n[grid]\n" + textwrap.dedent(grid))
         return path
@@ -422,8 +423,10 @@ def test_preempted_tuning_job_resumes_with_identical_records(
     nimg_at_preemption = wait_for("the tuning run to pass 960 images", lambda: (
         n := progress()) >= 960 and n, 120, explain(sweep, sweeps), poll_s=0.1)
     assert nimg_at_preemption < 3840, "the run ended before it could be preempted"
+    # On the tuning job's node: on a cluster of several nodes another one would take it at once.
     urgent = subprocess.run(
         ["sbatch", "--parsable", "--partition=urgent", "--cpus-per-task=1",
+         f"--nodelist={slurm_cluster.nodes_of(str(tune.job_id))}",
          f"--output={sweeps.root / 'urgent.out'}", "--wrap", "sleep 1"],
         check=True, capture_output=True, text=True, timeout=30).stdout.strip()
 

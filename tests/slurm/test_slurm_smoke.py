@@ -116,7 +116,9 @@ def test_preempted_checkpointable_resumes(
         assert time.monotonic() < deadline, f"job {job.job_id} made no progress in 60 s"
         time.sleep(0.2)
 
-    urgent = make_slurm_executor("urgent", slurm_partition="urgent")
+    # On the low job's node: on a cluster of several nodes another one would take it at once.
+    urgent = make_slurm_executor("urgent", slurm_partition="urgent",
+                                 slurm_nodelist=slurm_cluster.nodes_of(job.job_id))
     urgent_job = urgent.submit(_add_in_job, 1, 2)
     assert slurm_cluster.result(urgent_job, timeout_s=60)[::2] == (3, "urgent")
 
