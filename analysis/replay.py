@@ -190,7 +190,8 @@ def replay(records: pd.DataFrame, target_preset: str, *, design: str, target_nim
         rows_seen = observations(obs, state, min_nimg=min_nimg)
         fit = fit_observed(rows_seen)
         row = {"design": design, "seed": seed, "step": step, "cost": spent,
-               "fraction": spent / total, "points": len(rows_seen), "truth": truth,
+               "fraction": spent / total, "points": len(rows_seen), "target_nimg": target_nimg,
+               "truth": truth,
                "prediction": math.nan, "lo": math.nan, "hi": math.nan, "rel_error": math.nan}
         if fit is not None:
             pred = fit.target(target, obs.sizes, level)
@@ -209,3 +210,51 @@ def replay(records: pd.DataFrame, target_preset: str, *, design: str, target_nim
         state = state_after(state, obs.sizes, chosen)
         step += 1
     return pd.DataFrame(rows)
+
+
+def at_fractions(trajectory: pd.DataFrame, fractions: Sequence[float]) -> pd.DataFrame:
+    """The state of one replayed design at each compute fraction: the latest fitted step whose
+    spending is at most that fraction (NaN before the first fit). One row per fraction."""
+    rows = []
+    fitted = trajectory.dropna(subset=["prediction"]).sort_values("fraction")
+    for f in fractions:
+        upto = fitted[fitted["fraction"] <= f + 1e-12]
+        if upto.empty:
+            rows.append({"fraction": f, "prediction": math.nan, "lo": math.nan, "hi": math.nan,
+                         "rel_error": math.nan, "spent": math.nan})
+        else:
+            last = upto.iloc[-1]
+            rows.append({"fraction": f, "prediction": last["prediction"], "lo": last["lo"],
+                         "hi": last["hi"], "rel_error": last["rel_error"],
+                         "spent": last["fraction"]})
+    return pd.DataFrame(rows)
+
+
+def reached_full(trajectory: pd.DataFrame, full: pd.Series) -> float:
+    """The least compute fraction from which a design's prediction stays inside the full grid's
+    95 % interval (`full`: the full grid's last row, with lo and hi); NaN if it never does."""
+    fitted = trajectory.dropna(subset=["prediction"]).sort_values("fraction")
+    if fitted.empty:
+        return math.nan
+    inside = ((fitted["prediction"] >= full["lo"]) & (fitted["prediction"] <= full["hi"])).to_numpy()
+    return _stays(fitted, inside)
+
+
+def reached_error(trajectory: pd.DataFrame, full: pd.Series, tolerance: float = 0.05) -> float:
+    """The least compute fraction from which a design's |error| stays at most the full grid's
+    |error| + `tolerance` (a stricter reading of "reaches the full grid's error"); NaN if never."""
+    fitted = trajectory.dropna(subset=["prediction"]).sort_values("fraction")
+    if fitted.empty:
+        return math.nan
+    ok = (fitted["rel_error"].abs() <= abs(full["rel_error"]) + tolerance).to_numpy()
+    return _stays(fitted, ok)
+
+
+def _stays(fitted: pd.DataFrame, ok: np.ndarray) -> float:
+    """The fraction of the first step from which `ok` holds to the end."""
+    # From the last failing step on, every step holds.
+    outside = np.flatnonzero(~ok)
+    first = 0 if outside.size == 0 else int(outside[-1]) + 1
+    if first >= len(fitted):
+        return math.nan
+    return float(fitted["fraction"].iloc[first])
