@@ -388,3 +388,22 @@ def test_suggest_writes_a_new_file_each_time(sweep_file: Path, tmp_path: Path, c
     assert main(args) == 2  # never overwritten
     assert "exists; not overwritten" in capsys.readouterr().err
     assert out.read_text() == before
+
+
+def test_frontier_target_is_the_lowest_affordable_prediction():
+    names = {"a": 2e4, "b": 5e4, "c": 1e5}
+    fit = fit_law(make_data(_rows(names, [320, 640, 960], noise=0.01)))
+    sizes = [Size(name=k, preset=k, params=v, tune_flops_per_img=720 * 4 * v,
+                  pretrain_flops=720 * 3 * v * 640, budgets=(320, 640, 960),
+                  budget_values=(320.0, 640.0, 960.0), seeds=(0,)) for k, v in names.items()]
+    flops = 720 * 4 * 1e5 * 2000 + 720 * 3 * 1e5 * 640
+    frontier = fit.target(Target(kind="frontier", flops=flops), sizes)
+    # Each size spending all of `flops` on its teacher and tuning is a point under the frontier.
+    for s in sizes:
+        nimg = (flops - s.pretrain_flops) / s.tune_flops_per_img
+        assert frontier.value <= fit.predict(s.params, nimg) * (1 + 1e-9)
+    design = choose_batch(fit, Target(kind="frontier", flops=flops), sizes,
+                          PoolState(trained={(k, 0): 960 for k in names}), batch=2)
+    assert design.chosen and design.var_after <= design.var_before
+    with pytest.raises(TargetError, match="below the cost"):
+        fit.target(Target(kind="frontier", flops=1.0), sizes)
