@@ -125,7 +125,8 @@ def _size_of(sizes: Sequence[Size], row: dict[str, Any]) -> Size | None:
     for s in sizes:
         if s.preset != row.get("preset"):
             continue
-        if all(str(row.get(k)) == str(v) for k, v in s.settings):
+        # Records carry a run's swept values as `swept.<name>` columns (analysis.load).
+        if all(str(row.get(f"swept.{k}", row.get(k))) == str(v) for k, v in s.settings):
             return s
     return None
 
