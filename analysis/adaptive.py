@@ -298,6 +298,7 @@ class Mode:
     cov: np.ndarray  # [(5 + R), (5 + R)]
     weight: float
     loss: float
+    form: str = "additive"  # which law (`FORMS`)
 
 
 @dataclass(frozen=True)
@@ -312,21 +313,16 @@ class LawFit:
     run_keys: tuple[tuple[str, int], ...]
     n_points: int
 
-    def _grad(self, theta: np.ndarray, params: np.ndarray, nimg: np.ndarray
+    def _grad(self, mode: Mode, params: np.ndarray, nimg: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray]:
-        """log ŷ and its gradient in θ at (params, nimg): [P], [P, 5]."""
-        logE, logA, alpha, logB, beta = theta
+        """log ŷ and its gradient in θ at (params, nimg) under one mode: [P], [P, 5]."""
         ln = np.log(np.asarray(params, float) / self.n0)
         ld = np.log(np.asarray(nimg, float) / self.d0)
-        te, ta, tb = math.exp(logE), np.exp(logA - alpha * ln), np.exp(logB - beta * ld)
-        m = te + ta + tb
-        grad = np.column_stack([np.full_like(m, te) / m, ta / m, -ta * ln / m, tb / m,
-                                -tb * ld / m])
-        return np.log(m), grad
+        return law_terms(mode.theta, ln, ld, mode.form)
 
     def predict(self, params: float, nimg: float) -> float:
         """The mixture's mean prediction of y (geometric: exp of the weighted mean log)."""
-        logs = [self._grad(m.theta, np.array([params]), np.array([nimg]))[0][0]
+        logs = [self._grad(m, np.array([params]), np.array([nimg]))[0][0]
                 for m in self.modes]
         return float(np.exp(np.dot([m.weight for m in self.modes], logs)))
 
@@ -336,11 +332,11 @@ class LawFit:
         envelope theorem: the gradient at the minimising size."""
         if target.kind == "preset":
             size = next(s for s in sizes if s.preset == target.preset)
-            value, grad = self._grad(mode.theta, np.array([size.params]),
+            value, grad = self._grad(mode, np.array([size.params]),
                                      np.array([float(target.nimg)]))
             return float(value[0]), grad[0]
         params, nimg = frontier_grid(target.flops, sizes)
-        values, grads = self._grad(mode.theta, params, nimg)
+        values, grads = self._grad(mode, params, nimg)
         best = int(np.argmin(values))
         return float(values[best]), grads[best]
 
@@ -421,24 +417,44 @@ def frontier_grid(flops: float, sizes: Sequence[Size], num: int = 200
     return np.exp(grid[keep]), nimg[keep]
 
 
+def law_terms(theta: np.ndarray, ln: np.ndarray, ld: np.ndarray, form: str
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """log ŷ and its gradient in θ = (log E, log A, α, log B, β) at normalised log N, log D.
+
+    "additive": ŷ = E + A·n^(−α) + B·d^(−β) (Chinchilla's Approach 3). "separable":
+    ŷ = (E + A·n^(−α))·(1 + B·d^(−β)): each size falls with D towards its own floor by the same
+    factor, as the digits curves do (from 64k to 256k images every size but the largest loses
+    39-42 % of its FD, docs/demo_design.md), where the additive form makes the fall in absolute
+    units the same for every size."""
+    logE, logA, alpha, logB, beta = theta
+    te, ta, tb = math.exp(logE), np.exp(logA - alpha * ln), np.exp(logB - beta * ld)
+    if form == "additive":
+        m = te + ta + tb
+        grad = np.column_stack([np.full_like(m, te) / m, ta / m, -ta * ln / m, tb / m,
+                                -tb * ld / m])
+        return np.log(m), grad
+    size, data = te + ta, 1.0 + tb
+    grad = np.column_stack([np.full_like(size, te) / size, ta / size, -ta * ln / size,
+                            tb / data, -tb * ld / data])
+    return np.log(size) + np.log(data), grad
+
+
+FORMS = ("additive", "separable")
+
+
 def _residuals(phi: np.ndarray, data: Data, ln: np.ndarray, ld: np.ndarray, sigma: float,
-               tau: float, prior: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    logE, logA, alpha, logB, beta = phi[:5]
+               tau: float, prior: tuple[np.ndarray, np.ndarray], form: str) -> np.ndarray:
     u = phi[5:]
-    m = np.exp(logE) + np.exp(logA - alpha * ln) + np.exp(logB - beta * ld)
-    r = (data.log_y - np.log(m) - u[data.run]) / sigma
+    logm, _ = law_terms(phi[:5], ln, ld, form)
+    r = (data.log_y - logm - u[data.run]) / sigma
     return np.concatenate([r, u / tau, (phi[:5] - prior[0]) / prior[1]])
 
 
 def _jacobian(phi: np.ndarray, data: Data, ln: np.ndarray, ld: np.ndarray, sigma: float,
-              tau: float, prior: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    logE, logA, alpha, logB, beta = phi[:5]
-    te, ta, tb = math.exp(logE), np.exp(logA - alpha * ln), np.exp(logB - beta * ld)
-    m = te + ta + tb
+              tau: float, prior: tuple[np.ndarray, np.ndarray], form: str) -> np.ndarray:
     n, runs = len(data.log_y), len(phi) - 5
     jac = np.zeros((n + runs + 5, len(phi)))
-    jac[:n, :5] = -np.column_stack([np.full(n, te) / m, ta / m, -ta * ln / m, tb / m,
-                                    -tb * ld / m]) / sigma
+    jac[:n, :5] = -law_terms(phi[:5], ln, ld, form)[1] / sigma
     jac[np.arange(n), 5 + data.run] = -1.0 / sigma
     jac[n + np.arange(runs), 5 + np.arange(runs)] = 1.0 / tau
     jac[n + runs + np.arange(5), np.arange(5)] = 1.0 / prior[1]
@@ -446,9 +462,13 @@ def _jacobian(phi: np.ndarray, data: Data, ln: np.ndarray, ld: np.ndarray, sigma
 
 
 def fit_law(data: Data, *, tau2: float | None = None, seeds_dof: int = 0,
-            seeds_ss: float = 0.0, starts: int = 3) -> LawFit:
+            seeds_ss: float = 0.0, starts: int = 3, forms: Sequence[str] = FORMS) -> LawFit:
     """Fit the joint law with run effects (penalised least squares, multi-start) and its Laplace
     covariance per mode.
+
+    Each of `forms` (`law_terms`) is fitted from the same starts; their optima are modes of one
+    mixture, weighted like local optima of one form by exp(−Δloss/2) (same parameter count, so
+    BIC weights): the data say which form describes them, the target never enters.
 
     τ² (the run-level variance) is given, or the inverse-gamma posterior mean from the prior
     `PRIOR_RUN_SD` (a0 = 2) and the replicate seeds' level deviations (`seeds_ss`: the summed
@@ -470,57 +490,73 @@ def fit_law(data: Data, *, tau2: float | None = None, seeds_dof: int = 0,
     ymin, ymed = float(np.exp(data.log_y.min())), float(np.exp(np.median(data.log_y)))
     # A weak prior keeps flat directions finite (the Laplace covariance of a law whose floor the
     # data cannot pin would be singular): exponents about 1 ± 3, logs about the data ± 10.
-    prior = (np.array([math.log(0.5 * ymin), math.log(0.5 * ymed), 1.0, math.log(0.5 * ymed), 1.0]),
-             np.array([10.0, 10.0, 3.0, 10.0, 3.0]))
+    unknown = [f for f in forms if f not in FORMS]
+    if unknown or not forms:
+        raise ValueError(f"fit_law: forms = {list(forms)!r}: each must be one of {FORMS}")
+    priors = {f: (np.array([math.log(0.5 * ymin), math.log(0.5 * ymed), 1.0,
+                            math.log(0.5 * ymed) if f == "additive" else 0.0, 1.0]),
+                  np.array([10.0, 10.0, 3.0, 10.0, 3.0])) for f in forms}
     lower = np.r_[math.log(ymin) - 12, -np.inf, _EXP_BOUNDS[0], -np.inf, _EXP_BOUNDS[0],
                   np.full(runs, -np.inf)]
     upper = np.r_[math.log(ymin) + 1e-9, np.inf, _EXP_BOUNDS[1], np.inf, _EXP_BOUNDS[1],
                   np.full(runs, np.inf)]
     grid = np.geomspace(0.2, 2.0, starts) if starts > 1 else np.array([0.7])
-    sigma2 = PRIOR_POINT_SD ** 2
-    solutions: list[tuple[float, np.ndarray]] = []
-    for _ in range(2):  # σ² from the residuals of the first pass, then refit
-        sigma, tau = math.sqrt(sigma2), math.sqrt(tau2)
+    sigma2 = dict.fromkeys(forms, PRIOR_POINT_SD ** 2)
+    solutions: list[tuple[float, np.ndarray, str]] = []
+    for _ in range(2):  # each form's σ² from the residuals of its first pass, then refit
         solutions = []
-        for a0 in grid:
-            for b0 in grid:
-                phi0 = np.r_[math.log(0.5 * ymin), math.log(0.3 * ymed), a0,
-                             math.log(0.3 * ymed), b0, np.zeros(runs)]
-                phi0 = np.clip(phi0, lower + 1e-9, upper - 1e-9)
-                res = least_squares(_residuals, phi0, jac=_jacobian, bounds=(lower, upper),
-                                    args=(data, ln, ld, sigma, tau, prior), method="trf",
-                                    x_scale="jac", max_nfev=200)
-                solutions.append((2 * float(res.cost), res.x))
-        _best_loss, best = min(solutions, key=lambda s: s[0])
-        r = _residuals(best, data, ln, ld, 1.0, 1.0, prior)[: len(data.log_y)]
-        b0 = PRIOR_POINT_SD ** 2 * (PRIOR_SHAPE - 1)
-        sigma2 = (b0 + float(r @ r) / 2) / (PRIOR_SHAPE + len(r) / 2 - 1)
-    modes = _modes(solutions, data, ln, ld, math.sqrt(sigma2), math.sqrt(tau2), prior, n0, d0)
-    return LawFit(modes=modes, sigma2=sigma2, tau2=tau2, n0=n0, d0=d0, run_keys=data.run_keys,
+        for form in forms:
+            sigma, tau = math.sqrt(sigma2[form]), math.sqrt(tau2)
+            log_b = math.log(0.3 * ymed) if form == "additive" else 0.0
+            found = []
+            for a0 in grid:
+                for b0 in grid:
+                    phi0 = np.r_[math.log(0.5 * ymin), math.log(0.3 * ymed), a0, log_b, b0,
+                                 np.zeros(runs)]
+                    phi0 = np.clip(phi0, lower + 1e-9, upper - 1e-9)
+                    res = least_squares(_residuals, phi0, jac=_jacobian, bounds=(lower, upper),
+                                        args=(data, ln, ld, sigma, tau, priors[form], form),
+                                        method="trf", x_scale="jac", max_nfev=200)
+                    # −2 log posterior up to a constant common to the forms: the normalising
+                    # n·log σ² makes forms with their own noise levels comparable.
+                    found.append((2 * float(res.cost) + len(data.log_y) * math.log(sigma ** 2),
+                                  res.x, form))
+            solutions += found
+            best = min(found, key=lambda s: s[0])[1]
+            r = _residuals(best, data, ln, ld, 1.0, 1.0, priors[form], form)[: len(data.log_y)]
+            b0 = PRIOR_POINT_SD ** 2 * (PRIOR_SHAPE - 1)
+            sigma2[form] = (b0 + float(r @ r) / 2) / (PRIOR_SHAPE + len(r) / 2 - 1)
+    modes = _modes(solutions, data, ln, ld, sigma2, math.sqrt(tau2), priors)
+    main = max(modes, key=lambda m: m.weight).form
+    return LawFit(modes=modes, sigma2=sigma2[main], tau2=tau2, n0=n0, d0=d0, run_keys=data.run_keys,
                   n_points=len(data.log_y))
 
 
-def _modes(solutions: list[tuple[float, np.ndarray]], data: Data, ln: np.ndarray,
-           ld: np.ndarray, sigma: float, tau: float, prior: tuple[np.ndarray, np.ndarray],
-           n0: float, d0: float) -> tuple[Mode, ...]:
-    """Distinct optima within 1.5x of the best loss (active-sl's rule), weighted by
-    exp(−Δloss/2): the losses are −2 log posterior of one model size, so this is the BIC
-    weighting up to the common parameter-count term."""
+def _modes(solutions: list[tuple[float, np.ndarray, str]], data: Data, ln: np.ndarray,
+           ld: np.ndarray, sigma2: Mapping[str, float], tau: float,
+           priors: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> tuple[Mode, ...]:
+    """Distinct optima weighted by exp(−Δloss/2): the losses are −2 log posterior of models
+    with the same number of parameters, so this is the BIC weighting up to the common
+    parameter-count term. Optima more than 20 above the best (weight below e^−10) are dropped
+    (active-sl keeps fits within 1.5x of the best MSE; its losses have no common offset, these
+    hold n·log σ²)."""
     best = min(s[0] for s in solutions)
-    kept: list[tuple[float, np.ndarray]] = []
-    for loss, phi in sorted(solutions, key=lambda s: s[0]):
-        if loss > 1.5 * best + 1e-9:
+    kept: list[tuple[float, np.ndarray, str]] = []
+    for loss, phi, form in sorted(solutions, key=lambda s: s[0]):
+        if loss - best > 20.0:
             break
-        if any(np.allclose(phi[:5], k[1][:5], atol=1e-3, rtol=1e-3) for k in kept):
+        if any(form == k[2] and np.allclose(phi[:5], k[1][:5], atol=1e-3, rtol=1e-3)
+               for k in kept):
             continue
-        kept.append((loss, phi))
+        kept.append((loss, phi, form))
     weights = np.exp(-0.5 * (np.array([k[0] for k in kept]) - best))
     weights /= weights.sum()
     modes = []
-    for (loss, phi), w in zip(kept, weights, strict=True):
-        jac = _jacobian(phi, data, ln, ld, sigma, tau, prior)
+    for (loss, phi, form), w in zip(kept, weights, strict=True):
+        jac = _jacobian(phi, data, ln, ld, math.sqrt(sigma2[form]), tau, priors[form], form)
         cov = np.linalg.pinv(jac.T @ jac)
-        modes.append(Mode(theta=phi[:5], effects=phi[5:], cov=cov, weight=float(w), loss=loss))
+        modes.append(Mode(theta=phi[:5], effects=phi[5:], cov=cov, weight=float(w), loss=loss,
+                          form=form))
     return tuple(modes)
 
 
@@ -540,11 +576,11 @@ class Design:
     var_after: float
 
 
-def _candidate_rows(fit: LawFit, mode_theta: np.ndarray, cand: Candidate, size: Size,
+def _candidate_rows(fit: LawFit, mode: Mode, cand: Candidate, size: Size,
                     run_index: int | None, dim: int) -> np.ndarray:
     """Jacobian rows (in the augmented (θ, u) space of dimension `dim`) of the points a
     candidate records."""
-    _, grad = fit._grad(mode_theta, np.full(len(cand.points), size.params),
+    _, grad = fit._grad(mode, np.full(len(cand.points), size.params),
                         np.array(cand.points, dtype=float))
     rows = np.zeros((len(cand.points), dim))
     rows[:, :5] = grad
@@ -597,7 +633,7 @@ def choose_batch(fit: LawFit, target: Target, sizes: Sequence[Size], state: Pool
                     cov = np.pad(cov, ((0, 1), (0, 1)))
                     cov[-1, -1] = fit.tau2
                     g = _pad(g, len(cov))
-                rows = _candidate_rows(fit, mode.theta, cand, by_name[cand.size], idx, len(cov))
+                rows = _candidate_rows(fit, mode, cand, by_name[cand.size], idx, len(cov))
                 gain, new = _gain(cov, g[: len(cov)], rows, fit.sigma2)
                 total += w * gain
                 updated.append(new)

@@ -33,7 +33,8 @@ from analysis.adaptive import (
 )
 from analysis.runs import noise_model, run_curves
 
-__all__ = ["DESIGNS", "Observations", "fit_observed", "observations", "records_pool", "replay",
+__all__ = ["DESIGNS", "Observations", "at_fractions", "fit_observed", "observations",
+           "reached_error", "reached_full", "reached_width", "records_pool", "replay",
            "start_design"]
 
 DESIGNS = ("adaptive", "cheapest", "random", "full")
@@ -230,28 +231,44 @@ def at_fractions(trajectory: pd.DataFrame, fractions: Sequence[float]) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def reached_full(trajectory: pd.DataFrame, full: pd.Series) -> float:
+def reached_full(trajectory: pd.DataFrame, full: pd.Series, *, stay: bool = True) -> float:
     """The least compute fraction from which a design's prediction stays inside the full grid's
     95 % interval (`full`: the full grid's last row, with lo and hi); NaN if it never does."""
     fitted = trajectory.dropna(subset=["prediction"]).sort_values("fraction")
     if fitted.empty:
         return math.nan
     inside = ((fitted["prediction"] >= full["lo"]) & (fitted["prediction"] <= full["hi"])).to_numpy()
-    return _stays(fitted, inside)
+    return _stays(fitted, inside, stay)
 
 
-def reached_error(trajectory: pd.DataFrame, full: pd.Series, tolerance: float = 0.05) -> float:
+def reached_error(trajectory: pd.DataFrame, full: pd.Series, tolerance: float = 0.05, *,
+                  stay: bool = True) -> float:
     """The least compute fraction from which a design's |error| stays at most the full grid's
     |error| + `tolerance` (a stricter reading of "reaches the full grid's error"); NaN if never."""
     fitted = trajectory.dropna(subset=["prediction"]).sort_values("fraction")
     if fitted.empty:
         return math.nan
     ok = (fitted["rel_error"].abs() <= abs(full["rel_error"]) + tolerance).to_numpy()
-    return _stays(fitted, ok)
+    return _stays(fitted, ok, stay)
 
 
-def _stays(fitted: pd.DataFrame, ok: np.ndarray) -> float:
-    """The fraction of the first step from which `ok` holds to the end."""
+def reached_width(trajectory: pd.DataFrame, full: pd.Series, *, stay: bool = True) -> float:
+    """The least compute fraction from which a design's interval is at most as wide (hi / lo) as
+    the full grid's: the precision the grid buys, which is what the design optimises; NaN if
+    never."""
+    fitted = trajectory.dropna(subset=["prediction"]).sort_values("fraction")
+    if fitted.empty:
+        return math.nan
+    ok = (fitted["hi"] / fitted["lo"] <= full["hi"] / full["lo"] * (1 + 1e-9)).to_numpy()
+    return _stays(fitted, ok, stay)
+
+
+def _stays(fitted: pd.DataFrame, ok: np.ndarray, stay: bool = True) -> float:
+    """The fraction of the first step from which `ok` holds to the end (`stay`), or of the first
+    step where it holds."""
+    if not stay:
+        hits = np.flatnonzero(ok)
+        return float(fitted["fraction"].iloc[hits[0]]) if hits.size else math.nan
     # From the last failing step on, every step holds.
     outside = np.flatnonzero(~ok)
     first = 0 if outside.size == 0 else int(outside[-1]) + 1

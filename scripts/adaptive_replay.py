@@ -26,7 +26,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.load import load_results
-from analysis.replay import at_fractions, reached_error, reached_full, replay
+from analysis.replay import at_fractions, reached_error, reached_full, reached_width, replay
 from analysis.replay_plots import figure_replay
 
 FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
@@ -56,62 +56,83 @@ def main() -> None:
     randoms = [replay(records, target, design="random", seed=s, **kw) for s in range(args.random)]
     full = runs["full"].iloc[-1]
     grid = sorted({*FRACTIONS, *np.linspace(0, 1, 201)})
-    curves, table = [], {}
-    for name in ("adaptive", "adaptive-batch", "cheapest"):
-        at = at_fractions(runs[name], grid).assign(design=name)
-        curves.append(at)
-        table[name] = at_fractions(runs[name], FRACTIONS)["rel_error"].tolist()
-    random_at = [at_fractions(r, grid)["rel_error"].to_numpy() for r in randoms]
-    stack = np.vstack(random_at)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # fractions where no order has a fit yet
-        med = np.nanmedian(stack, axis=0)
-        q25, q75 = np.nanquantile(stack, 0.25, axis=0), np.nanquantile(stack, 0.75, axis=0)
-    # Before a random order can fit the law, its error is undefined: the median is taken over
-    # the orders that can, and shown only where at least half of them can.
-    enough = np.isfinite(stack).sum(axis=0) >= len(randoms) / 2
-    curves.append(pd.DataFrame({"design": "random", "fraction": grid,
-                                "rel_error": np.where(enough, med, np.nan),
-                                "q25": np.where(enough, q25, np.nan),
-                                "q75": np.where(enough, q75, np.nan)}))
     frac_index = [grid.index(f) for f in FRACTIONS]
-    table["random"] = [(float(med[i]) if enough[i] else float("nan"),
-                        float(q25[i]), float(q75[i])) for i in frac_index]
-    reached = {name: reached_full(runs[name], full)
-               for name in ("adaptive", "adaptive-batch", "cheapest")}
-    random_reached = [reached_full(r, full) for r in randoms]
-    reached["random"] = float(np.nanmedian(random_reached)) if any(
-        np.isfinite(random_reached)) else float("nan")
-    strict = {name: reached_error(runs[name], full)
-              for name in ("adaptive", "adaptive-batch", "cheapest")}
-    random_strict = [reached_error(r, full) for r in randoms]
-    strict["random"] = float(np.nanmedian(random_strict)) if any(
-        np.isfinite(random_strict)) else float("nan")
-
+    designs = ("adaptive", "adaptive-batch", "cheapest")
+    curves, table = [], {}
+    for name in designs:
+        at = at_fractions(runs[name], grid).assign(design=name)
+        at["factor"] = np.sqrt(at["hi"] / at["lo"])
+        curves.append(at)
+        table[name] = {"rel_error": at["rel_error"].iloc[frac_index].tolist(),
+                       "factor": at["factor"].iloc[frac_index].tolist()}
+    at_random = [at_fractions(r, grid) for r in randoms]
+    random_curve: dict[str, object] = {"design": "random", "fraction": grid}
+    table["random"] = {}
+    for column in ("rel_error", "factor"):
+        stack = np.vstack([(a["rel_error"] if column == "rel_error"
+                            else np.sqrt(a["hi"] / a["lo"])).to_numpy() for a in at_random])
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # fractions where no order has a fit
+            med = np.nanmedian(stack, axis=0)
+            q25, q75 = np.nanquantile(stack, 0.25, axis=0), np.nanquantile(stack, 0.75, axis=0)
+        # Before a random order can fit the law its error is undefined: medians are over the
+        # orders that can, shown where at least half of them can.
+        enough = np.isfinite(stack).sum(axis=0) >= len(randoms) / 2
+        random_curve[column] = np.where(enough, med, np.nan)
+        random_curve[f"{column}_q25"] = np.where(enough, q25, np.nan)
+        random_curve[f"{column}_q75"] = np.where(enough, q75, np.nan)
+        table["random"][column] = [[float(v[i]) for v in (random_curve[column],
+                                                           random_curve[f"{column}_q25"],
+                                                           random_curve[f"{column}_q75"])]
+                                   for i in frac_index]
+    curves.append(pd.DataFrame(random_curve))
+    criteria = {"inside the full grid's interval": reached_full,
+                "|error| within the full grid's + 5 points": reached_error,
+                "interval as narrow as the full grid's": reached_width}
+    reached: dict[str, dict[str, list[float]]] = {}
+    for label, rule in criteria.items():
+        reached[label] = {}
+        for name in designs:
+            reached[label][name] = [rule(runs[name], full, stay=False), rule(runs[name], full)]
+        # An order that never gets there counts as needing the whole grid.
+        reached[label]["random"] = [float(np.median([v if np.isfinite(v) else 1.0 for v in
+                                                     (rule(r, full, stay=stay) for r in randoms)]))
+                                    for stay in (False, True)]
+    factor_full = float(np.sqrt(full["hi"] / full["lo"]))
     print(f"target: {target} {args.sampler} at {int(full['target_nimg'])} images "
           f"(measured {full['truth']:.4g}); full grid: {full['prediction']:.4g} "
-          f"[{full['lo']:.4g}, {full['hi']:.4g}], error {100 * full['rel_error']:+.1f} %; "
-          f"grid budgets from {args.min_nimg} images; {args.random} random orders")
-    header = ["compute spent", "adaptive", f"adaptive, {args.batch} per round", "cheapest first",
-              f"random (median [25-75 %] of {args.random})"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
+          f"[{full['lo']:.4g}, {full['hi']:.4g}] (95 %: ×/÷ {factor_full:.2f}), error "
+          f"{100 * full['rel_error']:+.1f} %; grid budgets from {args.min_nimg} images; "
+          f"{args.random} random orders")
 
     def pct(v: float) -> str:
         return "no fit yet" if not np.isfinite(v) else f"{100 * v:+.1f} %"
 
-    for i, f in enumerate(FRACTIONS):
-        m, lo, hi = table["random"][i]
-        rnd = ("no fit yet" if not np.isfinite(m) else
-               f"{100 * m:+.1f} % [{100 * lo:+.1f}, {100 * hi:+.1f}]")
-        print(f"| {100 * f:.0f} % | {pct(table['adaptive'][i])} | {pct(table['adaptive-batch'][i])}"
-              f" | {pct(table['cheapest'][i])} | {rnd} |")
-    print("\nleast compute from which the prediction stays inside the full grid's 95 % interval"
-          " / from which its |error| stays within the full grid's |error| + 5 points:")
-    for name, v in reached.items():
-        def show(x: float) -> str:
-            return "never" if not np.isfinite(x) else f"{100 * x:.1f} %"
-        print(f"  {name}: {show(v)} / {show(strict[name])} of the grid")
+    def times(v: float) -> str:
+        return "no fit yet" if not np.isfinite(v) else f"×/÷ {v:.2f}"
+
+    for column, fmt, what in (("rel_error", pct, "prediction / measured − 1"),
+                              ("factor", times, "the law's 95 % interval, as a ×/÷ factor")):
+        print(f"\n{what}:")
+        header = ["compute spent", "adaptive", f"adaptive, {args.batch} per round",
+                  "cheapest first", f"random (median [25-75 %] of {args.random})"]
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for i, f in enumerate(FRACTIONS):
+            m, lo, hi = table["random"][column][i]
+            rnd = "no fit yet" if not np.isfinite(m) else f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]"
+            print(f"| {100 * f:.0f} % | {fmt(table['adaptive'][column][i])} | "
+                  f"{fmt(table['adaptive-batch'][column][i])} | "
+                  f"{fmt(table['cheapest'][column][i])} | {rnd} |")
+    print("\nleast compute (% of the grid) at which a design first is / from which it stays "
+          "(random: median over the orders; one that never gets there counts as 100 %):")
+
+    def share(v: float) -> str:
+        return "never" if not np.isfinite(v) else f"{100 * v:.1f} %"
+
+    for label, values in reached.items():
+        print(f"  {label}: " + "; ".join(f"{k} {share(a)} / {share(b)}"
+                                         for k, (a, b) in values.items()))
     print("\nadaptive, step by step:")
     cols = ["step", "fraction", "points", "prediction", "lo", "hi", "rel_error", "next"]
     print(runs["adaptive"][[c for c in cols if c in runs["adaptive"]]].to_string(
@@ -123,8 +144,6 @@ def main() -> None:
                "full": {k: float(full[k]) for k in ("prediction", "lo", "hi", "truth",
                                                      "rel_error")},
                "fractions": list(FRACTIONS), "table": table, "reached": reached,
-               "random_reached": random_reached, "reached_error": strict,
-               "random_reached_error": random_strict,
                "trajectories": {k: v.to_dict("records") for k, v in runs.items()}}
         Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
         print(f"wrote {args.json}")
