@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.adaptive import (
+    FORMS,
     Candidate,
     LawFit,
     PoolState,
@@ -111,14 +112,16 @@ def seed_levels(rows: Sequence[tuple[str, int, float, int, float]]) -> tuple[flo
     return model.level * model.level_dof, model.level_dof
 
 
-def fit_observed(rows: Sequence[tuple[str, int, float, int, float]]) -> LawFit | None:
+def fit_observed(rows: Sequence[tuple[str, int, float, int, float]], *,
+                 forms: Sequence[str] = FORMS, tau2: float | None = None) -> LawFit | None:
     """The law with run effects through `rows` (None while it cannot be fitted: fewer than 3
-    sizes or 2 budgets)."""
+    sizes or 2 budgets). `forms` and `tau2` as `analysis.adaptive.fit_law` (for sensitivity
+    studies; the defaults are what `harness suggest` uses)."""
     data = make_data(rows)
     if len(np.unique(data.params)) < 3 or len(np.unique(data.nimg)) < 2:
         return None
     ss, dof = seed_levels(rows)
-    return fit_law(data, seeds_ss=ss, seeds_dof=dof)
+    return fit_law(data, seeds_ss=ss, seeds_dof=dof, forms=forms, tau2=tau2)
 
 
 def start_design(sizes: Sequence[Size], state: PoolState, *, exclude: Sequence[str] = (),
@@ -156,7 +159,8 @@ def _pick(design: str, fit: LawFit | None, target: Target, sizes: Sequence[Size]
 
 def replay(records: pd.DataFrame, target_preset: str, *, design: str, target_nimg: int | None = None,
            sampler: str = "2-step", min_nimg: int = 0, batch: int = 1, seed: int = 0,
-           max_fraction: float = 1.0, level: float = 0.95) -> pd.DataFrame:
+           max_fraction: float = 1.0, level: float = 0.95, forms: Sequence[str] = FORMS,
+           tau2: float | None = None) -> pd.DataFrame:
     """Walk one design over a finished sweep's records, `target_preset` held out of the pool.
 
     The target is `target_preset`'s `sampler` value at `target_nimg` (default: its largest
@@ -165,7 +169,8 @@ def replay(records: pd.DataFrame, target_preset: str, *, design: str, target_nim
     `cost` (FLOPs spent, teachers included), `fraction` (of the grid without the target's size),
     chosen candidates, `prediction` with the law's interval `lo`/`hi`, `truth` and
     `rel_error` = prediction / truth − 1 (NaN while the law cannot be fitted). Replay ends when
-    nothing is left to buy or `max_fraction` of the grid is spent."""
+    nothing is left to buy or `max_fraction` of the grid is spent. `forms`, `tau2`: the law's
+    forms and a fixed run-level variance (`fit_observed`)."""
     if design not in DESIGNS:
         raise ValueError(f"replay: design = {design!r}: must be one of {', '.join(DESIGNS)}")
     obs = records_pool(records, sampler=sampler, min_nimg=min_nimg)
@@ -189,7 +194,7 @@ def replay(records: pd.DataFrame, target_preset: str, *, design: str, target_nim
     state, spent, rows, step = PoolState(), 0.0, [], 0
     while True:
         rows_seen = observations(obs, state, min_nimg=min_nimg)
-        fit = fit_observed(rows_seen)
+        fit = fit_observed(rows_seen, forms=forms, tau2=tau2)
         row = {"design": design, "seed": seed, "step": step, "cost": spent,
                "fraction": spent / total, "points": len(rows_seen), "target_nimg": target_nimg,
                "truth": truth,

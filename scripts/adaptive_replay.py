@@ -41,6 +41,11 @@ def main() -> None:
     parser.add_argument("--min-nimg", type=int, default=0)
     parser.add_argument("--batch", type=int, default=3, help="runs per round of the batch design")
     parser.add_argument("--random", type=int, default=20, help="random orders")
+    parser.add_argument("--forms", default="additive,separable",
+                        help="law forms fitted and mixed (sensitivity; default both)")
+    parser.add_argument("--tau", type=float, default=None,
+                        help="fix the run-level sd (log) instead of its prior and seeds "
+                        "(sensitivity: 0.001 is the i.i.d.-points model)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--figure", default=None)
     args = parser.parse_args()
@@ -48,7 +53,9 @@ def main() -> None:
     records = load_results(args.results, sweep=args.sweep)
     tune = records[records["kind"] == "tune"]
     target = args.target or str(tune.sort_values("params")["preset"].iloc[-1])
-    kw = {"sampler": args.sampler, "min_nimg": args.min_nimg}
+    kw = {"sampler": args.sampler, "min_nimg": args.min_nimg,
+          "forms": tuple(args.forms.split(",")),
+          "tau2": None if args.tau is None else args.tau ** 2}
     runs = {"full": replay(records, target, design="full", **kw),
             "adaptive": replay(records, target, design="adaptive", **kw),
             "adaptive-batch": replay(records, target, design="adaptive", batch=args.batch, **kw),
@@ -140,7 +147,8 @@ def main() -> None:
     print(f"\n{time.monotonic() - t0:.0f} s")
     if args.json:
         out = {"sweep": args.sweep, "target": target, "sampler": args.sampler,
-               "min_nimg": args.min_nimg, "random_orders": args.random, "batch": args.batch,
+               "min_nimg": args.min_nimg, "forms": args.forms, "tau": args.tau,
+               "random_orders": args.random, "batch": args.batch,
                "full": {k: float(full[k]) for k in ("prediction", "lo", "hi", "truth",
                                                      "rel_error")},
                "fractions": list(FRACTIONS), "table": table, "reached": reached,
