@@ -101,8 +101,8 @@ def _adaptive_options(p: argparse.ArgumentParser) -> None:
                    help="grid budgets below N images are neither candidates nor data of the law "
                    "(e.g. 64k on digits, where the ECT curriculum's fast phase ends; default 0)")
     p.add_argument("--no-holdout", dest="holdout", action="store_false",
-                   help="let the design buy runs of the target's own preset (default: the "
-                   "target's size is predicted, not measured)")
+                   help="let the design buy runs of the target's own preset and fit its "
+                   "records (default: the target's size is predicted, not measured)")
 
 
 def _nimg_arg(text: str) -> int:

@@ -204,9 +204,9 @@ def suggest(sweep: Sweep, *, results_dir: str | Path = "results", runs_dir: str 
             sampler: str = "2-step", min_nimg: int = 0, holdout: bool = True,
             repeat_seeds: bool = True) -> Suggestion:
     """The next `batch` runs of `sweep` for the target, within `budget_flops` (marginal FLOPs of
-    the batch). `holdout` keeps a preset target's own size out of the pool: the study predicts
-    it, it does not measure it. Without enough records to fit the law (3 sizes, 2 budgets), the
-    batch is the starting design (`analysis.replay.start_design`)."""
+    the batch). `holdout` keeps a preset target's own size out of the pool and its records out
+    of the fit: the study predicts it, it does not measure it. Without enough records to fit the
+    law (3 sizes, 2 budgets), the batch is the starting design (`analysis.replay.start_design`)."""
     from analysis.replay import fit_observed, start_design
 
     if batch < 1:
@@ -226,7 +226,9 @@ def suggest(sweep: Sweep, *, results_dir: str | Path = "results", runs_dir: str 
             raise SweepError(f"--sampler = {sampler!r}: not recorded in {sweep.name}. "
                              f"Recorded: {', '.join(sorted(recorded))}")
     state = pool_state(sizes, records)
-    rows = observed_rows(sizes, records, sampler=sampler, min_nimg=min_nimg)
+    # A held-out size is predicted, not measured: its records (if any) stay out of the fit too.
+    rows = [r for r in observed_rows(sizes, records, sampler=sampler, min_nimg=min_nimg)
+            if not any(r[0] == s.name and s.preset in exclude for s in sizes)]
     fit = fit_observed(rows)
     grid_cost = pool_cost(sizes, exclude=exclude)
     prediction = design = None

@@ -252,25 +252,52 @@ def _synthetic_records(noise: float = 0.01, run_sd: float = 0.02) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def test_replay_designs_on_a_synthetic_frame():
+@pytest.fixture(scope="module")
+def replays() -> dict[str, pd.DataFrame]:
+    """The designs replayed once on the synthetic frame (each replay refits after every step)."""
     df = _synthetic_records()
-    full = replay(df, "p4", design="full")
+    return {"full": replay(df, "p4", design="full"),
+            "cheapest": replay(df, "p4", design="cheapest"),
+            "adaptive": replay(df, "p4", design="adaptive"),
+            "random": replay(df, "p4", design="random", seed=3)}
+
+
+def test_replay_designs_on_a_synthetic_frame(replays: dict[str, pd.DataFrame]):
+    full = replays["full"]
     assert list(full["fraction"]) == [0.0, 1.0]
     last = full.iloc[-1]
     assert abs(last["rel_error"]) < 0.2 and last["lo"] < last["truth"] < last["hi"]
-    cheap = replay(df, "p4", design="cheapest")
+    cheap = replays["cheapest"]
     assert cheap["cost"].is_monotonic_increasing and cheap["fraction"].iloc[-1] == 1.0
     # Every design ends at the full grid, with the full grid's prediction.
     assert cheap["prediction"].iloc[-1] == pytest.approx(full["prediction"].iloc[-1], rel=1e-6)
-    adaptive = replay(df, "p4", design="adaptive")
+    adaptive = replays["adaptive"]
     assert adaptive["fraction"].iloc[-1] == pytest.approx(1.0)
     assert adaptive["rel_error"].notna().sum() >= 2
-    one = replay(df, "p4", design="random", seed=3)
-    assert one.equals(replay(df, "p4", design="random", seed=3))
+    df = _synthetic_records()
+    assert replays["random"].equals(replay(df, "p4", design="random", seed=3, max_fraction=2.0))
     with pytest.raises(ValueError, match="no 2-step record at 99 images"):
         replay(df, "p4", design="full", target_nimg=99)
     with pytest.raises(ValueError, match="design = 'best'"):
         replay(df, "p4", design="best")
+
+
+def test_replay_summaries_and_figure(replays: dict[str, pd.DataFrame], tmp_path: Path):
+    from analysis.replay import at_fractions, reached_error, reached_full, reached_width
+    from analysis.replay_plots import figure_replay
+
+    full, cheap = replays["full"].iloc[-1], replays["cheapest"]
+    at = at_fractions(cheap, [0.0, 0.5, 1.0])
+    assert np.isnan(at["prediction"].iloc[0])  # nothing fitted before anything is bought
+    assert at["prediction"].iloc[-1] == pytest.approx(full["prediction"])
+    for rule in (reached_full, reached_error, reached_width):
+        first, stays = rule(cheap, full, stay=False), rule(cheap, full)
+        assert 0 < first <= stays <= 1.0
+    curves = at_fractions(cheap, np.linspace(0, 1, 11)).assign(design="cheapest")
+    curves["factor"] = np.sqrt(curves["hi"] / curves["lo"])
+    fig = figure_replay(curves, full, title="synthetic")
+    fig.savefig(tmp_path / "replay.png")
+    assert (tmp_path / "replay.png").stat().st_size > 1000
 
 
 # --------------------------------------------------------------------------------------------------
@@ -407,3 +434,4 @@ def test_frontier_target_is_the_lowest_affordable_prediction():
     assert design.chosen and design.var_after <= design.var_before
     with pytest.raises(TargetError, match="below the cost"):
         fit.target(Target(kind="frontier", flops=1.0), sizes)
+
