@@ -16,13 +16,15 @@ error per cost^0.4, buy the best, refit. Two things differ here:
   run's luck, a point on a new run buys information about θ the run's own points cannot, and a
   repeated seed is a candidate the design can buy when run-to-run variance limits the target.
 
-The law is the joint law y = E + A·n^(−α) + B·d^(−β) (n, d: params and tuning images over their
-geometric means in the data; Hoffmann et al. 2022, Approach 3) of `analysis.powerlaw`, fitted in
+The law is the joint law in two forms (`law_terms`; n, d: params and tuning images over their
+geometric means in the data): additive y = E + A·n^(−α) + B·d^(−β) (Hoffmann et al. 2022,
+Approach 3, as `analysis.powerlaw`) and separable y = (E + A·n^(−α))·(1 + B·d^(−β)), fitted in
 log space. Its uncertainty is a Laplace approximation (the inverse Gauss-Newton Hessian of the
 penalised least squares, including the run effects) at each of the distinct local optima of a
-multi-start fit, weighted by exp(−ΔBIC/2) (active-sl keeps fits within 1.5x of the best loss and
-weights their modes by BIC; its between-mode score term is not implemented here: modes enter the
-score through their weighted within-mode gains, and the mixture spread enters the interval).
+multi-start fit of both forms, weighted by exp(−ΔBIC/2) (active-sl keeps fits within 1.5x of the
+best loss and weights their modes by BIC; its between-mode score term is not implemented here:
+modes enter the score through their weighted within-mode gains, and the mixture spread enters
+the interval).
 
 Pure numpy/scipy: no torch, no files. `harness.suggest` builds the candidate pool from a sweep and
 its records; `analysis.replay` evaluates designs on finished sweeps.
@@ -40,6 +42,7 @@ from scipy.optimize import least_squares
 
 __all__ = [
     "COST_EXPONENT",
+    "FORMS",
     "Candidate",
     "Design",
     "LawFit",
@@ -50,6 +53,8 @@ __all__ = [
     "candidates",
     "choose_batch",
     "fit_law",
+    "law_terms",
+    "make_data",
     "parse_target",
     "pool_cost",
     "state_after",
