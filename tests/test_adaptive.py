@@ -435,3 +435,18 @@ def test_frontier_target_is_the_lowest_affordable_prediction():
     with pytest.raises(TargetError, match="below the cost"):
         fit.target(Target(kind="frontier", flops=1.0), sizes)
 
+
+
+def test_suggest_replay_cli_on_recorded_runs(sweep_file: Path, tmp_path: Path, capsys):
+    results, runs = tmp_path / "r", tmp_path / "runs"
+    FakeRuns(results, runs)(load_sweep(sweep_file))  # the whole grid, as `harness run` records it
+    code = main(["suggest", str(sweep_file), "--replay", "--results", str(results)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "target ect-digits-l" in out and "held out" in out
+    for design in ("full:", "cheapest:", "adaptive:"):
+        assert design in out
+    assert not (results / "ad" / "_adaptive").exists()  # a replay writes nothing
+    code = main(["suggest", str(sweep_file), "--replay", "--results", str(results), "--target",
+                 "ect-digits-l@flops=1e9"])
+    assert code == 2 and "a replay's target is PRESET or PRESET@nimg=N" in capsys.readouterr().err
