@@ -198,8 +198,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.adaptive:
         return _cmd_run_adaptive(args)
-    if args.budget_flops is not None:
-        print("harness: error: --budget-flops: only with --adaptive (a plain run trains the whole "
+    given = [name for name, value, default in (
+        ("--budget-flops", args.budget_flops, None), ("--target", args.target, None),
+        ("--batch", args.batch, 1), ("--min-nimg", args.min_nimg, 0),
+        ("--no-holdout", args.holdout, True), ("--max-width", args.max_width, None),
+        ("--max-rounds", args.max_rounds, 50)) if value != default]
+    if given:
+        print(f"harness: error: {given[0]}: only with --adaptive (a plain run trains the whole "
               "grid)", file=sys.stderr)
         return 2
     outcome = run_sweep(args.sweep, args.cluster, results_dir=args.results, runs_dir=args.runs,

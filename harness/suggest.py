@@ -76,6 +76,11 @@ def sweep_sizes(sweep: Sweep, *, results_dir: str | Path = "results",
         run = job.run
         if run.kind != "tune":
             continue
+        if "pretrain_nimg" in job.swept:
+            axis = list(sweep.pretrain.budgets_for(str(run.preset), sweep.path) or ())
+            raise SweepError(f"{sweep.path} [pretrain]: nimg = {axis}: a teacher-budget axis; "
+                             "harness suggest prices one teacher per size (or seed) and does not "
+                             "choose teacher budgets. Give [pretrain] nimg one value")
         settings = tuple(sorted((k, _plain(v)) for k, v in job.swept.items()
                                 if k not in _RUN_AXES and k != "pretrain_nimg"))
         g = groups.setdefault((str(run.preset), settings), {

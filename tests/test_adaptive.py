@@ -450,3 +450,27 @@ def test_suggest_replay_cli_on_recorded_runs(sweep_file: Path, tmp_path: Path, c
     code = main(["suggest", str(sweep_file), "--replay", "--results", str(results), "--target",
                  "ect-digits-l@flops=1e9"])
     assert code == 2 and "a replay's target is PRESET or PRESET@nimg=N" in capsys.readouterr().err
+
+
+def test_flops_budgets_round_trip_and_unsupported_sweeps(tmp_path: Path, capsys):
+    flops = tmp_path / "fl.toml"
+    flops.write_text(textwrap.dedent(SWEEP).replace("budget_nimg = [320, 640, 960, 1280]",
+                                                    "budget_flops = [1e11, 2e11, 4e11]"))
+    sweep = load_sweep(flops)
+    sizes = sweep_sizes(sweep, results_dir=tmp_path / "r", runs_dir=tmp_path / "runs")
+    s = next(z for z in sizes if z.preset == "ect-digits-s")
+    assert s.budget_values == (1e11, 2e11, 4e11)
+    chosen = [c for c in candidates(sizes, PoolState()) if c.size == s.name
+              and c.nimg == s.budgets[-1]]
+    path = tmp_path / "next.toml"
+    path.write_text(suggestion_toml(sweep, chosen, sizes))
+    (run,) = [j.run for j in expand_sweep(load_sweep(path)).jobs if j.run.kind == "tune"]
+    assert run.eval_points() == s.budgets  # the planner turns the FLOPs into the same images
+    axis = tmp_path / "axis.toml"
+    axis.write_text(textwrap.dedent(SWEEP).replace(
+        "nimg = 640", 'nimg = [1280, 2560]\n"train.batch" = 32'))
+    with pytest.raises(SweepError, match="teacher-budget axis"):
+        sweep_sizes(load_sweep(axis), results_dir=tmp_path / "r", runs_dir=tmp_path / "runs")
+    code = main(["run", str(flops), "--target", "ect-digits-l@nimg=1", "--results",
+                 str(tmp_path / "r"), "--runs", str(tmp_path / "runs")])
+    assert code == 2 and "--target: only with --adaptive" in capsys.readouterr().err
