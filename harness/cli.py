@@ -129,6 +129,7 @@ def _flops_arg(text: str) -> float:
 
 def _cmd_suggest(args: argparse.Namespace) -> int:
     from analysis.adaptive import TargetError
+    from harness.job import default_runs_dir
     from harness.suggest import default_out, format_suggestion, suggest, suggestion_toml, write_new
     from harness.sweep import load_sweep
 
@@ -142,7 +143,7 @@ def _cmd_suggest(args: argparse.Namespace) -> int:
             return 2
     sweep = load_sweep(args.sweep, args.overrides)
     try:
-        s = suggest(sweep, results_dir=args.results, runs_dir=args.runs or "runs",
+        s = suggest(sweep, results_dir=args.results, runs_dir=args.runs or default_runs_dir(),
                     target=args.target, budget_flops=args.budget_flops or math.inf,
                     batch=args.batch, sampler=args.sampler, min_nimg=args.min_nimg,
                     holdout=args.holdout)
