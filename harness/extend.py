@@ -18,6 +18,7 @@ into the new run's empty folder. Torch-free.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -36,11 +37,22 @@ def _budget_independent(cfg: RunConfig) -> bool:
     return independent(cfg)
 
 
-def training_key(cfg: RunConfig, total_nimg: int) -> str:
-    """The run id `cfg` would have with `total_nimg` images and no extra evaluation points: equal
+def training_key(cfg: RunConfig) -> str:
+    """The run id `cfg` would have at a fixed length and without extra evaluation points: equal
     for two runs exactly when one is a prefix of the other (for budget-independent runs)."""
-    train = dataclasses.replace(cfg.train, total_nimg=total_nimg, eval_nimg=())
+    # Any common length will do; whole batches keep the config valid.
+    train = dataclasses.replace(cfg.train, total_nimg=cfg.train.batch * 2**20, eval_nimg=())
     return run_id(dataclasses.replace(cfg, train=train, legacy_id=None))
+
+
+@functools.lru_cache(maxsize=65536)
+def _folder_key(config_json: str, mtime_ns: int) -> str | None:
+    """`training_key` of a run folder's tuning config (None for other kinds or unreadable ones);
+    cached by file and time, since config.json is written once (`harness.rundir`)."""
+    stored = stored_config(Path(config_json).parent)
+    if stored is None or stored.kind != "tune":
+        return None
+    return training_key(stored)
 
 
 def prefix_checkpoint(job: JobSpec) -> tuple[Path, int] | None:
@@ -52,16 +64,16 @@ def prefix_checkpoint(job: JobSpec) -> tuple[Path, int] | None:
         return None
     runs_dir = Path(job.runs_dir)
     total = run.train.total_nimg
-    want = training_key(run, total)
+    want = training_key(run)
     best: tuple[Path, int] | None = None
     for folder in runs_dir.iterdir() if runs_dir.is_dir() else ():
         if folder.name == run.run_id or not folder.is_dir():
             continue
         ckpts = find_checkpoints(folder)
-        if not ckpts:
+        config = folder / "config.json"
+        if not ckpts or not config.is_file():
             continue
-        stored = stored_config(folder)
-        if stored is None or stored.kind != "tune" or training_key(stored, total) != want:
+        if _folder_key(str(config), config.stat().st_mtime_ns) != want:
             continue
         for path in ckpts:
             m = _CKPT_RE.fullmatch(path.name)
