@@ -248,6 +248,8 @@ def suggest(sweep: Sweep, *, results_dir: str | Path = "results", runs_dir: str 
         chosen = tuple(kept)
         note = ("too few records to fit the law (it needs 3 sizes and 2 budgets): the starting "
                 "design, the 3 cheapest sizes to their second budget")
+        if not chosen:
+            note += f"; none of it fits within --budget-flops {budget_flops:.3g}"
     else:
         prediction = fit.target(tgt, sizes)
         design = choose_batch(fit, tgt, sizes, state, batch=batch, budget_left=budget_flops,
