@@ -428,9 +428,9 @@ def law_terms(theta: np.ndarray, ln: np.ndarray, ld: np.ndarray, form: str
 
     "additive": ŷ = E + A·n^(−α) + B·d^(−β) (Chinchilla's Approach 3). "separable":
     ŷ = (E + A·n^(−α))·(1 + B·d^(−β)): each size falls with D towards its own floor by the same
-    factor, as the digits curves do (from 64k to 256k images every size but the largest loses
-    39-42 % of its FD, docs/demo_design.md), where the additive form makes the fall in absolute
-    units the same for every size."""
+    factor, about as the digits curves do (from 64k to 256k images tiny, s and m lose 39-42 % of
+    their FD, xs 26 %: docs/demo_design.md's table), where the additive form makes the fall in
+    absolute units the same for every size."""
     logE, logA, alpha, logB, beta = theta
     te, ta, tb = math.exp(logE), np.exp(logA - alpha * ln), np.exp(logB - beta * ld)
     if form == "additive":
