@@ -22,7 +22,10 @@ VARIANT = "variant"
 # evaluation, not a training run), cadence and threads, and identities derived from the rest.
 _IGNORED_PREFIXES = ("eval.",)
 # A run's start (init_nimg, from_scratch) is told by the records' pretrain_nimg instead.
-_IGNORED = {"train.total_nimg", "seed", "train.status_every_nimg", "train.ckpt_every_nimg",
+# train.eval_nimg only says where a run is scored: an adaptive study's runs of one size differ in
+# it (each round extends a run to new budgets) and still draw one curve.
+_IGNORED = {"train.total_nimg", "train.eval_nimg", "seed", "train.status_every_nimg",
+            "train.ckpt_every_nimg",
             "init_nimg", "from_scratch", "train.snapshot_nimg",
             "train.num_threads", "train.keep_eval_networks", "train.loggers", "init_run_id",
             "init_checkpoint", "legacy_id", "preset", "kind"}

@@ -32,6 +32,7 @@ from harness.backends.local import (
 )
 from harness.backends.slurm import slurm_job_states
 from harness.config import ConfigError
+from harness.extend import link_prefix
 from harness.job import JobSpec, default_runs_dir, write_job
 from harness.plan import Plan, PlannedRun, plan
 from harness.runtime import TEMP_MAX_AGE_S, atomic_write_text, remove_stale_temp_files
@@ -216,6 +217,7 @@ def submit(sweep: Sweep, cluster: Cluster, *, results_dir: str | Path = "results
         if not todo:
             return report
         for r in todo:
+            link_prefix(r.job)  # a longer run of a finished one goes on from its checkpoint
             write_job(r.job.run_dir / "job.json", r.job)
             copy = r.job.run_dir / "sweep.toml"
             if sweep.source and not copy.exists():  # provenance: the file the run came from
