@@ -78,14 +78,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _minutes(text: str) -> float:
+def _positive(text: str, what: str) -> float:
+    """A finite number > 0 from an option's text; else argparse's error naming `what`."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of minutes")
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of {what}")
     return value
+
+
+def _minutes(text: str) -> float:
+    return _positive(text, "minutes")
 
 
 def _adaptive_options(p: argparse.ArgumentParser) -> None:
@@ -118,13 +123,7 @@ def _nimg_arg(text: str) -> int:
 
 
 def _flops_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of FLOPs, e.g. 2e13")
-    return value
+    return _positive(text, "FLOPs, e.g. 2e13")
 
 
 def _cmd_suggest(args: argparse.Namespace) -> int:
