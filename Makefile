@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint
+.PHONY: install demo test test-all lint typecheck
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,3 +29,7 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check harness analysis tests scripts
+
+# Type-check harness/, analysis/ and scripts/ (settings in pyproject.toml [tool.mypy]).
+typecheck: install
+	$(BIN)/mypy
