@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from harness.config import ARCHITECTURE_FIELDS, ConfigError, NetworkConfig, RunConfig, TrainConfig
+from harness.eval_hashed_runs import EvalHashedRuns
 from harness.job import JobSpec
-from harness.legacy_runs import LegacyRuns
 from harness.sweep import BUDGET_KEYS, SPECIAL_KEYS, Sweep, SweepError, check_value
 
 _SECTIONS: dict[str, type] = {}  # RunConfig section name -> its dataclass (filled on first use)
@@ -176,7 +176,7 @@ class _Expander:
     def __init__(self, sweep: Sweep, results_dir: str, runs_dir: str) -> None:
         self.sweep, self.results_dir, self.runs_dir = sweep, results_dir, runs_dir
         self.builder = _Builder()
-        self.legacy = LegacyRuns(runs_dir, Path(results_dir) / sweep.name)
+        self.legacy = EvalHashedRuns(runs_dir, Path(results_dir) / sweep.name)
         self.presets: dict[str, _PresetInfo] = {}
         self.costs: dict[NetworkConfig, float] = {}
         self.teachers: dict[str, JobSpec] = {}  # pretraining run_id -> its job

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import NetworkConfig, ddpmpp_stem_changed, mp_attention_heads, to_dict
+from harness.config import NetworkConfig, to_dict
 from harness.runtime import atomic_write_text, stable_hash
 
 # Forward-pass equivalents per training image: diffusion = fwd + bwd (3F); ECT adds one no-grad
@@ -40,10 +40,8 @@ def network_key(cfg: NetworkConfig) -> str:
         arch.pop("channels_per_head")
     if arch["family"] == "mp":  # the only family before the field existed: keep cached keys valid
         arch.pop("family")
-        if mp_attention_heads(cfg) != mp_attention_heads(cfg, layout="legacy"):
-            arch["attention_layout"] = "edm2"  # a new network: never reuse a cached legacy cost
-    if ddpmpp_stem_changed(cfg):
-        arch["stem"] = "edm"  # likewise for the DDPM++ stem (harness.config.ddpmpp_stem_changed)
+    # A network that changed form is a new network: never reuse the cost cached for the old one.
+    arch.update(cfg.form_markers())
     return stable_hash(arch)
 
 

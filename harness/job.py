@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, RunConfig, recorded_as, run_config_from_dict
+from harness.config import ConfigError, RunConfig, run_config_from_dict
+from harness.identity import recorded_as
 from harness.runtime import atomic_write_text, folder_name_problem
 
 JOB_FORMAT_VERSION = 1

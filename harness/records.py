@@ -20,15 +20,17 @@ import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness import __version__
 from harness.config import EvalConfig, eval_differences
-from harness.job import JobSpec
 from harness.runtime import atomic_write_bytes, canonical_json, git_dirty, git_sha
+
+if TYPE_CHECKING:
+    from harness.job import JobSpec
 
 # 2: fp32 tuning by default, dataset-distributed eval labels (#16). 3: the `ema`, `init`,
 # `pretrain_nimg` and `teacher_value` columns (#16, #17), train_loss an interval mean (#19);

@@ -20,7 +20,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, RunConfig, run_config_from_dict, run_id
+from harness.config import ConfigError, RunConfig, run_config_from_dict
+from harness.identity import run_id
 from harness.job import JobSpec, write_job
 from harness.runtime import atomic_write_bytes, atomic_write_text
 

@@ -316,7 +316,8 @@ def test_the_flip_stream_leaves_the_step_seed_as_it_was() -> None:
 
 
 def test_xflip_is_checked_and_keeps_run_ids_when_off() -> None:
-    from harness.config import RunConfig, _identity_section
+    from harness.config import RunConfig
+    from harness.identity import identity_section
 
     with pytest.raises(ConfigError, match="xflip"):
         DataConfig(xflip=1)  # type: ignore[arg-type]
@@ -324,7 +325,7 @@ def test_xflip_is_checked_and_keeps_run_ids_when_off() -> None:
     off = dataclasses.replace(base, data=DataConfig(xflip=False))
     on = dataclasses.replace(base, data=DataConfig(xflip=True))
     # Left out of the identity while off: ids of runs recorded before the field existed hold.
-    assert "xflip" not in _identity_section("data", off.data, "pretrain")
+    assert "xflip" not in identity_section("data", off.data, "pretrain")
     assert off.run_id == base.run_id != on.run_id
 
 
