@@ -40,10 +40,13 @@ from harness.config import (
     to_dict,
 )
 from harness.data import load_dataset
+from harness.device import cpu_threads, device_name, uses_bf16_autocast
 from harness.ect import make_loss
 from harness.flops import TRAIN_PASSES, network_cost
 from harness.network import Precond, make_network, param_count, set_channels_last, set_fused_ops
+from harness.optim import make_optimizer
 from harness.presets import get_preset, recipe
+from harness.state import Model, TrainState
 
 # Presets and per-device batches: (digits, CIFAR-size, main); `quick` keeps the test run to seconds.
 _PRESETS = {
@@ -163,7 +166,7 @@ def _make_model(run: RunConfig, device: torch.device, *, fused: bool = True,
         set_channels_last(net)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     net.train().requires_grad_(True)
-    optimizer = train_mod.make_optimizer(run, list(net.parameters()))
+    optimizer = make_optimizer(run, list(net.parameters()))
     return _Model(net=net, ema=ema, optimizer=optimizer, callable_net=net)
 
 
@@ -186,12 +189,12 @@ def _step_fn(run: RunConfig, model: _Model, images: torch.Tensor, labels: torch.
     """One call = one real training step (harness.train.train_step) of `run.kind`."""
     loss_fn = make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg())
     # Tuning from stage 3 on: r > 0 for (nearly) every sample, so the target pass runs in full.
-    state = train_mod.TrainState(nimg=3 * run.stage_nimg() if run.kind == "tune" else 0)
-    net = model.callable_net if compiled else model.net
+    state = TrainState(nimg=3 * run.stage_nimg() if run.kind == "tune" else 0)
+    step_model = Model(net=model.callable_net if compiled else model.net, ema=model.ema,
+                       optimizer=model.optimizer, loss_fn=loss_fn, autocast=autocast)
 
     def step() -> None:
-        train_mod.train_step(run, net, model.ema, model.optimizer, loss_fn, images, labels, state,
-                             0, 1, run.train.batch, autocast)
+        train_mod.train_step(run, step_model, state, images, labels)
 
     return step
 
@@ -217,7 +220,7 @@ def measure_training(preset: str, batch: int, device: torch.device, clock: Clock
     runs = {kind: bench_run_config(preset, kind, batch, threads) for kind in ("pretrain", "tune")}
     images, labels = _training_images(runs["pretrain"], device)
     # Each kind in its recipe's precision on this device (tuning is fp32, as the official ECT).
-    autocast = {kind: train_mod.uses_bf16_autocast(run, device) for kind, run in runs.items()}
+    autocast = {kind: uses_bf16_autocast(run, device) for kind, run in runs.items()}
     fused = _make_model(runs["pretrain"], device)
     steps: dict[str, Callable[[], None]] = {
         kind: _step_fn(run, fused, images, labels, autocast=autocast[kind])
@@ -497,7 +500,7 @@ def _environment(device: torch.device, threads: int, clock: Clock, opts: BenchOp
     from harness import __version__
     from harness.runtime import git_dirty, git_sha
 
-    return {"device": device.type, "device_name": train_mod.device_name(device),
+    return {"device": device.type, "device_name": device_name(device),
             "torch_version": torch.__version__, "harness_version": __version__,
             "threads": threads, "cpu_count": len(os.sched_getaffinity(0)), "clock": clock.kind,
             "quick": opts.quick, "load_average_1m_start": os.getloadavg()[0],
@@ -517,7 +520,7 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> d
         raise ConfigError("bench: device = 'cuda': CUDA is not available here. Valid: cpu")
     use_cuda = opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
-    threads = opts.threads or train_mod.cpu_threads(bench_run_config("ect-digits-tiny",
+    threads = opts.threads or cpu_threads(bench_run_config("ect-digits-tiny",
                                                                       "pretrain", 16), 1)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)

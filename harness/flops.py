@@ -105,18 +105,16 @@ def train_flops(kind: str, fwd_flops: float, nimg: int) -> float:
     return TRAIN_PASSES[kind] * fwd_flops * nimg
 
 
+def run_flops(kind: str, fwd_flops: float, nimg: int, pretrain_flops: float | None
+              ) -> tuple[float | None, float]:
+    """(pretraining FLOPs behind a run's weights, its own tuning FLOPs) after `nimg` images: a
+    pretraining run's pretraining is itself; a tuning run's is its start's (None: unknown)."""
+    if kind == "pretrain":
+        return train_flops("pretrain", fwd_flops, nimg), 0.0
+    return pretrain_flops, train_flops("tune", fwd_flops, nimg)
+
+
 def nimg_for_budget(kind: str, fwd_flops: float, budget_flops: float, batch: int) -> int:
     """Images that fit in a FLOP budget, rounded to whole batches (0 if below half a batch)."""
     per_batch = TRAIN_PASSES[kind] * fwd_flops * batch
     return round(budget_flops / per_batch) * batch
-
-
-def refresh_cost_cache() -> dict[str, Cost]:
-    """Measure every preset and rewrite the shipped cache (maintainers run this after editing presets)."""
-    from harness.presets import PRESETS
-
-    costs = {name: measure_network_cost(p.network) for name, p in PRESETS.items()}
-    cache = {network_key(p.network): {"params": costs[n].params, "fwd_flops": costs[n].fwd_flops}
-             for n, p in PRESETS.items()}
-    atomic_write_text(_COST_FILE, json.dumps(cache, indent=1, sort_keys=True) + "\n")
-    return costs

@@ -74,7 +74,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             env.master_addr = os.environ.get("MASTER_ADDR") or master_address(env.master_addr)
             env.export(set_cuda_visible_devices=self.gpus_per_node >= self.tasks_per_node,
                        overwrite=True)
-        from harness.train import RunBusy, train
+        from harness.rundir import RunBusy
+        from harness.train import train
 
         try:
             train(self.job)

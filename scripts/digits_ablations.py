@@ -28,8 +28,9 @@ from harness.evaluate import Evaluator
 from harness.job import JobSpec
 from harness.network import make_network
 from harness.presets import get_preset, recipe
+from harness.rundir import load_checkpoint
 from harness.sampling import generate
-from harness.train import load_checkpoint, train
+from harness.train import train
 
 # EMA half-lives in images of a per-step decay beta at batch 128: 128 * ln(0.5) / ln(beta).
 HALFLIFE_0995 = 17_700
