@@ -318,10 +318,10 @@ def measure_family_cost(presets: Sequence[str], batch: int, device: torch.device
     median = {name: statistics.median(t) / batch for name, t in times.items()}
     for preset in presets:
         for kind in ("pretrain", "tune"):
-            new, old = median[f"{preset}:{kind}"], median[f"{preset}-mp:{kind}"]
-            out[f"{kind}_seconds_per_image_{preset}"] = new
-            out[f"{kind}_seconds_per_image_{preset}-mp"] = old
-            out[f"{kind}_per_image_vs_mp_{preset}"] = new / old
+            new_s, old_s = median[f"{preset}:{kind}"], median[f"{preset}-mp:{kind}"]
+            out[f"{kind}_seconds_per_image_{preset}"] = new_s
+            out[f"{kind}_seconds_per_image_{preset}-mp"] = old_s
+            out[f"{kind}_per_image_vs_mp_{preset}"] = new_s / old_s
     return out
 
 

@@ -487,7 +487,7 @@ def dotted_fields(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             out.update(dotted_fields(tp, f"{prefix}{f.name}."))
         else:
             out[f"{prefix}{f.name}"] = tp
@@ -540,7 +540,7 @@ def coerce(tp: Any, value: Any, where: str, name: str) -> Any:
             raise _err(where, name, value, f"must be a list of {len(args)} values")
         pairs = enumerate(zip(args, value, strict=True))
         return tuple(coerce(a, v, where, f"{name}[{i}]") for i, (a, v) in pairs)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):

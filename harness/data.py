@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -134,12 +135,12 @@ def _cifar_batches_dir(path: Path) -> Path | None:
 # crafted "dataset" cannot run code (SECURITY.md). Bare pickle.load would call whatever it names.
 
 
-def _numpy_reconstruct() -> Any:
+def numpy_reconstruct() -> Any:
+    """numpy's array-unpickling function (numpy._core in numpy >= 2, numpy.core in numpy 1)."""
     try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
-    except ImportError:  # numpy 1
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
+        return importlib.import_module("numpy._core.multiarray")._reconstruct
+    except ImportError:
+        return importlib.import_module("numpy.core.multiarray")._reconstruct
 
 
 def _latin1_bytes(text: Any, encoding: Any) -> bytes:
@@ -151,8 +152,8 @@ def _latin1_bytes(text: Any, encoding: Any) -> bytes:
 
 
 _CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),  # the official files
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),  # re-pickled by numpy 2
+    ("numpy.core.multiarray", "_reconstruct"): numpy_reconstruct(),  # the official files
+    ("numpy._core.multiarray", "_reconstruct"): numpy_reconstruct(),  # re-pickled by numpy 2
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_bytes,  # bytes in protocol 2 when Python 3 wrote the file
@@ -214,9 +215,9 @@ def _load_cifar10(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
             for member in tar:
                 name = member.name.rsplit("/", 1)[-1]
                 if member.isfile() and name in CIFAR10_TRAIN_BATCHES:
-                    f = tar.extractfile(member)
-                    assert f is not None
-                    parts[name] = _read_cifar_batch(f, f"{path}:{member.name}", cfg)
+                    member_file = tar.extractfile(member)
+                    assert member_file is not None
+                    parts[name] = _read_cifar_batch(member_file, f"{path}:{member.name}", cfg)
     missing = [n for n in CIFAR10_TRAIN_BATCHES if n not in parts]
     if missing:
         raise _path_error(cfg, f"missing CIFAR-10 batches {missing}",
@@ -274,9 +275,7 @@ def _image_to_chw(data: bytes, name: str, cfg: DataConfig) -> np.ndarray:
     import PIL.Image
 
     with PIL.Image.open(io.BytesIO(data)) as img:
-        if img.mode not in ("L", "RGB"):
-            img = img.convert("RGB")
-        array = np.asarray(img, dtype=np.uint8)
+        array = np.asarray(img if img.mode in ("L", "RGB") else img.convert("RGB"), dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
     if array.shape[0] != array.shape[1]:

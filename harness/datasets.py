@@ -58,7 +58,7 @@ class DatasetSpec:
         if ref is None:
             raise LookupError(f"dataset {self.name!r} has no {role}")
         module, _, attr = ref.partition(":")
-        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), attr)
 
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (

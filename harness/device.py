@@ -64,6 +64,9 @@ def job_cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+_HANDLER_NAME = "harness"  # marks the handlers setup_logging added, to replace them on a rerun
+
+
 def setup_logging(run_dir: Path, rank: int) -> None:
     """Rank 0 logs to log.txt and stdout; the other ranks log warnings only."""
     if rank != 0:
@@ -73,14 +76,14 @@ def setup_logging(run_dir: Path, rank: int) -> None:
     logger.setLevel(logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     for handler in list(logger.handlers):
-        if getattr(handler, "_harness", False):
+        if handler.get_name() == _HANDLER_NAME:
             logger.removeHandler(handler)
             handler.close()
     file_handler = logging.FileHandler(run_dir / "log.txt")
     stream_handler = logging.StreamHandler(sys.stdout)
     for h in (file_handler, stream_handler):
         h.setFormatter(fmt)
-        h._harness = True  # type: ignore[attr-defined]
+        h.set_name(_HANDLER_NAME)
         logger.addHandler(h)
     logger.propagate = False
 

@@ -30,7 +30,7 @@ FEATURE_LAYER = "penultimate"
 INPUT_RESOLUTION = 8
 
 # Everything that changes the trained weights; part of the cache key.
-RECIPE = {
+RECIPE: dict[str, Any] = {
     "seed": 0,
     "test_fraction": 0.2,  # held out from training to measure accuracy
     "epochs": 20,

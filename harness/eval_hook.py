@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ class EvaluationHook:
     def samplers(self) -> tuple[str, ...]:
         return ("heun",) if self.job.run.kind == "pretrain" else tuple(self.eval.samplers)
 
-    def __call__(self, nets: list[tuple[str, nn.Module]], state: TrainState, point: int
+    def __call__(self, nets: Sequence[tuple[str, nn.Module]], state: TrainState, point: int
                  ) -> dict[str, float]:
         """Evaluate each (ema label, network) of `nets` at `point` with each sampler (rank 0,
         unless already recorded) and write one record file; returns {sampler: metric value} of

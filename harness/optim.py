@@ -44,7 +44,7 @@ def lr_at(run: RunConfig, nimg: int) -> float:
 
 def ema_beta(run: RunConfig, nimg: int) -> float:
     """Per-step EMA decay from a half-life in images (with EDM's ramp-up for short runs)."""
-    halflife = run.train.ema_halflife_nimg
+    halflife: float = run.train.ema_halflife_nimg
     if run.train.ema_rampup_ratio is not None:
         halflife = min(halflife, nimg * run.train.ema_rampup_ratio)
     if halflife <= 0:

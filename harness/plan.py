@@ -168,7 +168,7 @@ def plan_notes(p: Plan) -> list[str]:
     tuning = [r for r in p.runs if r.kind == "tune" and r.teacher is not None]
     seeds_of: dict[str, set[int]] = {}
     for r in tuning:
-        seeds_of.setdefault(r.teacher, set()).add(r.job.run.seed)
+        seeds_of.setdefault(str(r.teacher), set()).add(r.job.run.seed)
     if any(len(seeds) > 1 for seeds in seeds_of.values()):
         notes.append("shared teachers: students of different seeds start from one teacher per "
                      "preset, so the seeds replicate tuning only and the fitted intervals cannot "

@@ -199,7 +199,8 @@ def run_sweep(sweep_path: str | Path, cluster: str, *, results_dir: str | Path =
     for r in rows:
         if r.state in ("failed", "blocked"):
             out.write(f"{r.state}: {r.name} ({r.run_id}): {r.error}\n  log: {r.log}\n")
-    report_path, figures = None, []
+    report_path: Path | None = None
+    figures: list[Path] = []
     if any(r.state == "done" for r in rows):
         report_path, figures = build_report(sweep.name, results_dir, bootstrap=bootstrap, out=out)
         out.write(f"report: {report_path}\nfigures: {report_path.parent / 'figures'}/\n")

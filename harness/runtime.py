@@ -22,9 +22,13 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-@functools.cache
 def field_names(cls: type) -> tuple[str, ...]:
     """Field names of a dataclass, in declaration order (cached: hashing runs calls it often)."""
+    return _field_names(cls)
+
+
+@functools.cache
+def _field_names(cls: Any) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 

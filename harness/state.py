@@ -62,7 +62,7 @@ class TrainState:
 class Model:
     """What the loop trains: the network, its EMA, the optimiser and the loss."""
 
-    net: Precond | torch.nn.Module  # the trained network (bench may pass a compiled one)
+    net: Precond  # the trained network (bench may pass its torch.compile wrapper)
     ema: Precond
     optimizer: torch.optim.Optimizer
     loss_fn: Any  # harness.ect.make_loss: (net, images, labels, nimg, generator) -> [N] losses

@@ -275,6 +275,7 @@ def sweep_status(sweep: Sweep, results_dir: str | Path = "results",
         entry = state.runs.get(r.run_id)
         job_state = slurm_states.get(entry.job_id or "") if entry is not None else None
         status = read_run_status(runs_dir, r.run_id) or {}
+        st: str  # the run's state in the table
         if r.status == "running" and r.liveness is not None:
             st = r.liveness  # queued, running, preempted or unknown
         elif r.status == "todo" and entry is not None and entry.blocked:

@@ -347,6 +347,7 @@ def sweep_from_dict(data: Mapping[str, Any], *, where: str = "sweep",
     if problem is not None:
         raise SweepError(f"{where}: name = {name!r}: required; {problem}. It names the folders "
                          "results/<name>/ and runs/.sweeps/<name>/, which must stay inside them")
+    assert isinstance(name, str)  # folder_name_problem accepts nothing else
     share = data.get("share_prefixes", True)
     if not isinstance(share, bool):
         raise SweepError(f"{where}: share_prefixes = {share!r}: must be true or false")

@@ -24,7 +24,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -131,7 +131,7 @@ def _require(kw: dict[str, Any], wanted: dict[str, Any], what: str, source: str,
                                      f"{value!r})")
 
 
-def _network_config(family: str, kw: dict[str, Any], img_channels: Any,
+def _network_config(family: Literal["mp", "ddpmpp"], kw: dict[str, Any], img_channels: Any,
                     **extra: Any) -> NetworkConfig:
     """The project's NetworkConfig from an official network's init kwargs."""
     return NetworkConfig(

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from harness import dist
 from harness.config import RunConfig, phema_label
@@ -44,7 +43,7 @@ from harness.eval_hook import EvaluationHook
 from harness.flops import TRAIN_PASSES, network_cost
 from harness.job import JobSpec, read_job
 from harness.loggers import Curves
-from harness.network import make_network
+from harness.network import Precond, make_network
 from harness.optim import ema_beta, lr_at, make_optimizer, phema_beta
 from harness.rundir import (
     Checkpointer,
@@ -291,7 +290,7 @@ def _loop(job: JobSpec, data: ImageData, model: Model, state: TrainState,
         raise
 
 
-def _evaluated_networks(run: RunConfig, model: Model) -> list[tuple[str, nn.Module]]:
+def _evaluated_networks(run: RunConfig, model: Model) -> list[tuple[str, Precond]]:
     """(records' `ema` value, network) of each network an evaluation point scores."""
     main = model.ema if run.eval.use_ema else model.net
     return [("main", main)] + [(phema_label(std), phema) for std, phema
@@ -362,7 +361,7 @@ def train_step(run: RunConfig, model: Model, state: TrainState, images_all: torc
             net.normalize_weights_()
             beta = ema_beta(run, nimg)
             with torch.no_grad():
-                weights = list(net.parameters())
+                weights: list[torch.Tensor] = list(net.parameters())
                 torch._foreach_lerp_(list(ema.parameters()), weights, 1 - beta)
                 for std, phema in zip(run.train.phema_stds, model.phemas, strict=True):
                     phema_decay = phema_beta(std, nimg + run.train.batch, run.train.batch)
