@@ -17,10 +17,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/harness run sweeps/digits.toml --cluster local
 
-# The default test run (lint, then the CPU-only tests; SLURM tests start a throw-away cluster or
-# skip with a reason).
+# The default test run (lint, type check, then the CPU-only tests; SLURM tests start a throw-away
+# cluster or skip with a reason).
 test: install
 	$(BIN)/ruff check harness analysis tests scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not slow and not gpu"
 
 # Everything, slow tests included.

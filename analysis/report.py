@@ -117,6 +117,7 @@ def resolve_sweep(sweep: str | Path) -> str:
         if (problem := folder_name_problem(name)) is not None:
             raise AnalysisError(f"{text}: name = {name!r}: a sweep file needs a top-level "
                                 f"name = \"...\" (the results/ subfolder); {problem}")
+        assert isinstance(name, str)  # folder_name_problem accepts nothing else
         return name
     if (problem := folder_name_problem(text)) is not None:  # fits and reports are written there
         raise AnalysisError(f"sweep = {text!r}: a sweep name (the results/ subfolder) {problem}, "
@@ -534,6 +535,7 @@ def _value_at_max(row: pd.Series | dict[str, Any]) -> str:
     x_max, e, a, alpha = (row.get(k) for k in ("x_max", "E", "A", "alpha"))
     if any(v is None or pd.isna(v) for v in (x_max, e, a, alpha)):
         return "–"
+    assert x_max is not None and e is not None and a is not None and alpha is not None
     text = f"{_fmt(e + a * x_max ** -alpha)} @ {x_max:.2g}"
     draws = [row.get(f"draws_{k}") for k in ("E", "A", "alpha")]
     if all(d is not None and np.ndim(d) and len(d) for d in draws):
@@ -697,10 +699,11 @@ def _frontier_section(fits: SweepFits) -> list[str]:
     lines += ["", "IsoFLOP minima (Approach 2, a diagnostic only: biased when the surface is "
               "asymmetric; an argmin at the edge of the size grid is no optimum):", ""]
     for key, table in fits.isoflop.items():
-        law = fits.isoflop_laws.get(key)
+        size_law = fits.isoflop_laws.get(key)
         inner = int(table["interior"].sum()) if len(table) else 0
         lines.append(f"- {key}: {len(table)} compute buckets, {inner} with an interior optimum"
-                     + (f"; N* ∝ C^{_fmt(law.a)}" if law else "; no N*(C) law (need 2 interior)"))
+                     + (f"; N* ∝ C^{_fmt(size_law.a)}" if size_law
+                        else "; no N*(C) law (need 2 interior)"))
     return lines
 
 

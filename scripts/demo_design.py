@@ -55,6 +55,8 @@ def score(records: pd.DataFrame, sizes: list[str], budgets: list[int], bootstrap
     for sampler in ("1-step", "2-step"):
         law = fit_frontier(tune[tune["sampler"] == sampler], x="total_flops",
                            bootstrap=bootstrap).law
+        if law is None:
+            raise SystemExit(f"the {sampler} frontier of the demo design has no fit")
         lo, hi = law.ci["alpha"]
         half = max(law.alpha - lo, hi - law.alpha) / law.alpha
         out[f"{sampler} frontier alpha"] = f"{law.alpha:.2f} [{lo:.2f}, {hi:.2f}] (±{100 * half:.0f} %)"

@@ -209,7 +209,8 @@ def main() -> None:
         pre = build("pretrain", preset, {"train.total_nimg": args.pretrain_nimg,
                                          **changes["pre"], **common})
         t0 = time.process_time()
-        job = dict(sweep="ablations", results_dir=str(work / "results"), runs_dir=str(work / "runs"))
+        job: dict[str, Any] = dict(sweep="ablations", results_dir=str(work / "results"),
+                                   runs_dir=str(work / "runs"))
         train(JobSpec(run=pre, **job))
         pre_s = time.process_time() - t0
         quarter = args.tune_nimg // 4
