@@ -52,7 +52,8 @@ from harness.runtime import (
 )
 
 __all__ = ["SweepFits", "analysis_dir", "default_figures_dir", "fit_sweep", "format_fit_table",
-           "legacy_note", "legacy_outputs", "plot_sweep", "read_fits", "resolve_sweep", "write_report"]
+           "outputs_beside_records", "outputs_beside_records_note", "plot_sweep", "read_fits",
+           "resolve_sweep", "write_report"]
 
 FITS_JSON = "fits.json"
 FITS_PARQUET = "fits.parquet"
@@ -82,8 +83,9 @@ def default_figures_dir(results_dir: str | Path, sweep: str) -> Path:
     return analysis_dir(results_dir, sweep) / FIGURES_DIR
 
 
-def legacy_outputs(results_dir: str | Path, sweep: str) -> list[Path]:
-    """Analysis outputs of the old layout (beside the records, before #19) that still exist.
+def outputs_beside_records(results_dir: str | Path, sweep: str) -> list[Path]:
+    """Analysis outputs written beside the records (the layout before `_analysis/`) that still
+    exist.
 
     They are never read, moved or deleted: the loader skips their names and new outputs go to
     `analysis_dir`; the user removes them when they wish."""
@@ -91,9 +93,10 @@ def legacy_outputs(results_dir: str | Path, sweep: str) -> list[Path]:
     return [folder / n for n in ANALYSIS_FILES if (folder / n).exists()]
 
 
-def legacy_note(results_dir: str | Path, sweep: str) -> str | None:
-    """One line for `harness fit`/`run` when old-layout outputs exist; None when there are none."""
-    old = legacy_outputs(results_dir, sweep)
+def outputs_beside_records_note(results_dir: str | Path, sweep: str) -> str | None:
+    """One line for `harness fit`/`run` when outputs beside the records exist; None when there
+    are none."""
+    old = outputs_beside_records(results_dir, sweep)
     if not old:
         return None
     return (f"old-layout outputs left in place, no longer read or updated: "
@@ -157,7 +160,7 @@ class SweepFits:
     backtest: pd.DataFrame = field(repr=False)  # backtest_results table (largest budget held out)
     joint: pd.DataFrame = field(repr=False)  # fit_joint_results table (may be empty)
     reused: bool = False  # read back from fits.json: the same records, options and analysis code
-    split: SplitFits | None = field(default=None, repr=False)  # pretraining vs tuning (#17)
+    split: SplitFits | None = field(default=None, repr=False)  # pretraining vs tuning
 
     @property
     def laws(self) -> dict[tuple[Any, ...], PowerLaw]:
@@ -285,7 +288,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
     if with_joint:
         joint = fit_joint_results(records, y=y, by=("sampler", VARIANT), progress=tick,
                                   **{**kw, "bootstrap_method": joint_bootstrap_method})
-    # Pretraining vs tuning, only when the sweep splits compute between them (issue #17).
+    # Pretraining vs tuning, only when the sweep splits compute between them.
     split = fit_split(records, bootstrap=bootstrap, seed=seed) if has_split_axis(records) else None
     seeds = _seed_summary(tune, y)
     meta = {

@@ -288,7 +288,7 @@ def measure_training(preset: str, batch: int, device: torch.device, clock: Clock
     return out
 
 
-# The magnitude-preserving digits presets that the DDPM++ ones replaced (#13), at the same sizes:
+# The magnitude-preserving digits presets that the DDPM++ ones replaced (CHANGELOG), at the same sizes:
 # preset -> the network it had. `harness bench` times both in one run (CPU seconds per image).
 MP_PREDECESSORS: dict[str, NetworkConfig] = {
     "ect-digits-m": NetworkConfig(family="mp", img_resolution=8, img_channels=1, model_channels=16,

@@ -227,7 +227,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         analysis_dir,
         fit_sweep,
         format_fit_table,
-        legacy_note,
+        outputs_beside_records_note,
     )
 
     try:
@@ -249,7 +249,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             print(f"frontier ({key}, vs {args.frontier_x}): alpha = {law.alpha:.3g}{ci_text}, "
                   f"E = {law.E:.3g}, {len(frontier.points)} points")
     folder = analysis_dir(args.results, fits.sweep)
-    if (note := legacy_note(args.results, fits.sweep)) is not None:
+    if (note := outputs_beside_records_note(args.results, fits.sweep)) is not None:
         print(note)
     if fits.reused:
         print(f"unchanged records, options and analysis code: reused {folder / FITS_JSON} "

@@ -238,7 +238,7 @@ class TrainConfig:
     ema_halflife_nimg: int = 500_000  # EMA half-life in images (0.9999 per step at batch 128 ~ 887k)
     ema_rampup_ratio: float | None = 0.05  # half-life <= ratio * images seen (EDM); None = off
     # Pretraining: images after which the EMA network is also saved as a snapshot
-    # (network-<images:012d>.pt) for students to start from (a teacher-budget axis, #17).
+    # (network-<images:012d>.pt) for students to start from (a teacher-budget axis).
     snapshot_nimg: tuple[int, ...] = ()
     # Save the networks scored at each evaluation point (network-<images:012d>.pt: the EMA, the
     # power-function EMAs and the loop state), so that `harness eval` can score them again with

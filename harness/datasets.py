@@ -83,11 +83,6 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
 )}
 
 
-def dataset_names() -> tuple[str, ...]:
-    """The registered dataset names, in registry order."""
-    return tuple(DATASETS)
-
-
 def unknown_dataset_rule() -> str:
     """The rule an unknown dataset name breaks, listing the valid names."""
     return "must be one of " + ", ".join(repr(n) for n in DATASETS)

@@ -95,11 +95,6 @@ def broadcast_(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
             torch_dist.broadcast(t, src)
 
 
-def destroy() -> None:
-    if torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
-
-
 def seed_step(seed: int, group: int, nimg: int, stream: str = "") -> int:
     """Seed of one draw group of one training step: a stable hash of (seed, group, images seen).
 

@@ -32,9 +32,9 @@ from harness.runtime import atomic_write_bytes, canonical_json, git_dirty, git_s
 if TYPE_CHECKING:
     from harness.job import JobSpec
 
-# 2: fp32 tuning by default, dataset-distributed eval labels (#16). 3: the `ema`, `init`,
-# `pretrain_nimg` and `teacher_value` columns (#16, #17), train_loss an interval mean (#19);
-# version-2 files read as version 3.
+# 2: fp32 tuning by default, dataset-distributed eval labels. 3: the `ema`, `init`,
+# `pretrain_nimg` and `teacher_value` columns, train_loss an interval mean; version-2 files read
+# as version 3. Each change is in CHANGELOG.md.
 SCHEMA_VERSION = 4
 METADATA_KEY = b"ect_harness.schema_version"  # also in the file footer: cheap to check
 
@@ -43,7 +43,7 @@ _COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
     ("schema_version", pa.int32(), False, "version of this schema"),
     ("sweep", pa.string(), False, "sweep name (the results/ subfolder)"),
     ("run_id", pa.string(), False, "hash of the run config without its evaluation settings "
-     "(runs recorded before #19: the older hash, which included them)"),
+     "(runs recorded under the eval-hashed scheme keep that hash, which included them)"),
     ("display_name", pa.string(), True, "human name, e.g. 's-1e15-seed0'"),
     ("kind", pa.string(), True, "'pretrain' or 'tune'"),
     ("preset", pa.string(), True, "network preset name"),

@@ -270,8 +270,8 @@ def update_status(run_dir: str | Path, unless_failed: bool = False, **fields: An
 
 
 def _same_training(stored: RunConfig | None, run: RunConfig) -> bool:
-    """Whether `stored` (a folder's config.json) trains what `run` trains; a folder of the older
-    id scheme holds its config without `legacy_id`."""
+    """Whether `stored` (a folder's config.json) trains what `run` trains; a folder of the
+    eval-hashed id scheme holds its config without `legacy_id`."""
     if stored is None:
         return False
     return run_id(dataclasses.replace(stored, legacy_id=None)) == run_id(

@@ -154,7 +154,7 @@ def build_report(sweep_name: str, results_dir: Path, *, bootstrap: int = 1000,
         default_figures_dir,
         fit_sweep,
         format_fit_table,
-        legacy_note,
+        outputs_beside_records_note,
         plot_sweep,
         write_report,
     )
@@ -164,7 +164,7 @@ def build_report(sweep_name: str, results_dir: Path, *, bootstrap: int = 1000,
     figures = plot_sweep(results_dir, sweep_name, figures_dir)
     report = write_report(results_dir, sweep_name, figures_dir=figures_dir)
     out.write(format_fit_table(fits.curves) + "\n")
-    if (note := legacy_note(results_dir, sweep_name)) is not None:
+    if (note := outputs_beside_records_note(results_dir, sweep_name)) is not None:
         out.write(note + "\n")
     return report, figures
 

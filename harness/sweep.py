@@ -49,7 +49,7 @@ _PLANNER_OWNED = {
     "init_nimg": "list the teacher budgets in [pretrain] nimg = [...] instead",
     "from_scratch": "put 0 in [pretrain] nimg = [0, ...] instead",
     "train.total_nimg": "set budget_nimg or budget_flops instead",
-    "legacy_id": "the planner keeps the id a run was recorded under before #19",
+    "legacy_id": "the planner keeps the eval-hashed id a run was recorded under",
 }
 _TOP_LEVEL = ("name", "share_prefixes", "base", "grid", "zip", "pretrain", "cluster")
 
@@ -167,7 +167,7 @@ class PretrainSpec:
     """[pretrain]: a teacher per (preset, data) trained for `nimg` images, or a checkpoint file.
 
     Either may be one value for all presets or a table `{preset = value}` (sizes differ). `nimg`
-    may also be a list, an axis of teacher budgets (#17): one teacher per preset trained to the
+    may also be a list, an axis of teacher budgets: one teacher per preset trained to the
     largest, its EMA saved at each; each budget's students start from that snapshot, and 0 means
     students trained from random initialisation (no teacher).
     """

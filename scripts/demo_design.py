@@ -3,7 +3,7 @@
 A design is a set of sizes and a set of tuning budgets. From the records of
 `sweeps/digits-dense.toml` (17 budgets per size, shared-prefix runs, so any subset of budgets is
 exactly what a sweep with those budgets would have recorded, up to the evaluation noise), this
-script reports for each design what issue #14 asks of the demo: the backtest (largest budget of
+script reports for each design what the demo must show: the backtest (largest budget of
 each preset and sampler predicted from the others: median and max |error|, share of held-out
 values inside the 95 % prediction interval) and the frontier law's alpha with its 95 % interval.
 

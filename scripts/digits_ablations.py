@@ -36,7 +36,7 @@ from harness.train import train
 HALFLIFE_0995 = 17_700
 HALFLIFE_099 = 8_830
 
-_MP_OLD = {  # the magnitude-preserving recipe these ablations started from (before #13)
+_MP_OLD = {  # the magnitude-preserving recipe these ablations started from (before DDPM++)
     "pre": {"network.family": "mp", "network.num_blocks": 2, "optim.optimizer": "adam",
             "optim.lr": 2e-3, "optim.betas": [0.9, 0.99], "optim.lr_schedule": "inv_sqrt",
             "optim.lr_decay_nimg": 64_000, "optim.lr_rampup_nimg": 0,

@@ -135,7 +135,7 @@ BAD_INPUTS = [
     ("planner-owned", '"eval.num_samples" = 100', '"train.total_nimg" = 100',
      ["train.total_nimg = 100", "not settable", "budget_nimg or budget_flops"]),
     ("planner-owned id", '"eval.num_samples" = 100', 'legacy_id = "0123456789ab"',
-     ["legacy_id", "not settable", "recorded under before #19"]),
+     ["legacy_id", "not settable", "eval-hashed id a run was recorded under"]),
     ("evaluation axis", "seed = [0, 1]", '"eval.num_samples" = [2000, 5000]',
      ["s.toml [grid]", "eval.num_samples", "cannot be an axis", "harness eval"]),
     ("evaluation zip axis", "[pretrain]", '[zip]\n"eval.metric" = ["fd_digits"]\n[pretrain]',
@@ -479,7 +479,7 @@ def _resolved_runs(tmp_path: Path, presets: list[str], data_path: str, pretrain_
     return {(j.run.preset, j.run.kind): j.run for j in jobs}
 
 
-# Teachers follow the official pretraining code, students ECT's tuning scripts (issue #16, item 3):
+# Teachers follow the official pretraining code, students ECT's tuning scripts (locuslab/ect, NVlabs/edm):
 # EDM's CIFAR-10 run (NVlabs/edm train.py defaults; training/training_loop.py lr_rampup_kimg 10000,
 # ema_halflife_kimg 500, ema_rampup_ratio 0.05) and EDM2's img64 presets (NVlabs/edm2 train_edm2.py
 # config_presets; training/training_loop.py learning_rate_schedule rampup_Mimg 10). ECT tunes
@@ -555,7 +555,7 @@ def test_sweep_module_does_not_import_expand() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# A teacher-budget axis (#17)
+# A teacher-budget axis
 
 SPLIT = BASIC.replace("nimg = 6400", "nimg = [0, 3200, 6400]")
 

@@ -407,7 +407,7 @@ def test_power_function_emas_are_scored_beside_the_main_ema(tmp_path, pretrained
 
 
 def test_a_teacher_snapshot_is_the_final_network_of_a_shorter_teacher(tmp_path):
-    """The teacher-budget axis (#17) shares one pretraining run: its snapshot after n images must
+    """The teacher-budget axis shares one pretraining run: its snapshot after n images must
     be what a run with budget n ends with (the schedule is a function of images seen)."""
     long = make_job(tmp_path / "long", make_run("pretrain", 6, **{"train.snapshot_nimg": [2 * BATCH]}))
     short = make_job(tmp_path / "short", make_run("pretrain", 2))
