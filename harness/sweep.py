@@ -23,14 +23,9 @@ from typing import Any
 
 from harness.backends import BACKENDS, cluster_params
 from harness.backends import slurm as _slurm
-from harness.config import (
-    ConfigError,
-    RunConfig,
-    coerce,
-    dotted_fields,
-    unknown_key_error,
-)
+from harness.config import RunConfig, dotted_fields
 from harness.runtime import folder_name_problem, parse_nimg
+from harness.strict import ConfigError, coerce, unknown_key_error
 
 
 class SweepError(ConfigError):
