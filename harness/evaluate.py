@@ -27,13 +27,8 @@ from torch.utils.data import Dataset
 
 from harness import digits_classifier, dinov2
 from harness.config import ConfigError, RunConfig
-from harness.data import (
-    ImageData,
-    content_hash,
-    dataset_fingerprint,
-    load_arrays,
-    numpy_reconstruct,
-)
+from harness.data import ImageData, content_hash, load_arrays
+from harness.data_formats import dataset_fingerprint, numpy_reconstruct
 from harness.runtime import atomic_write_bytes, atomic_write_text, file_sha256
 
 INCEPTION_NAME = "inception-v3-compat"  # torch-fidelity's TF-compatible Inception-v3

@@ -326,12 +326,12 @@ def _check_inputs(sweep: Sweep, jobs: tuple[JobSpec, ...]) -> None:
 
 
 def _dataset_checker() -> Any:
-    """harness.data.check_dataset (torch-free), if the data module provides it."""
+    """harness.data_formats.check_dataset (torch-free), if the module provides it."""
     try:
-        from harness import data
+        from harness import data_formats
     except ImportError:
         return None
-    return getattr(data, "check_dataset", None)
+    return getattr(data_formats, "check_dataset", None)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -486,7 +486,8 @@ def test_crafted_cifar_batch_cannot_misuse_allowed_globals(tmp_path: Path) -> No
 
 def test_imagenet_npz_with_pickled_labels_is_refused(tmp_path: Path) -> None:
     """ImageNet-64 batches are .npz: an object array inside is a pickle, which is never loaded."""
-    from harness.data import DataConfig, dataset_shape, load_dataset
+    from harness.data import DataConfig, load_dataset
+    from harness.data_formats import dataset_shape
 
     marker = tmp_path / "marker"
     folder = tmp_path / "in64"
