@@ -19,7 +19,7 @@ from harness.data import ImageData
 from harness.device import device_name
 from harness.flops import run_flops
 from harness.job import JobSpec
-from harness.records import evaluation_row
+from harness.record_rows import evaluation_row
 from harness.start import Start
 from harness.state import TrainState
 
@@ -109,7 +109,7 @@ class EvaluationHook:
         return result
 
     def _progress(self, state: TrainState) -> dict[str, Any]:
-        """The record columns of how far training got (see records.evaluation_row)."""
+        """The record columns of how far training got (see record_rows.evaluation_row)."""
         run = self.job.run
         nimg = state.nimg
         pre, tune_flops = run_flops(run.kind, self.fwd_flops, nimg, self.start.pretrain_flops)

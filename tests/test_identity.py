@@ -24,7 +24,8 @@ from harness.expand import expand_sweep
 from harness.identity import eval_hashed_run_id
 from harness.job import JobSpec
 from harness.plan import format_plan, plan
-from harness.records import run_columns, write_evaluation
+from harness.record_rows import run_columns
+from harness.records import write_evaluation
 from harness.rundir import ConfigMismatch, write_run_files
 from harness.sweep import load_sweep
 
