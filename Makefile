@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint
+.PHONY: install demo test test-all lint typecheck
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/harness run sweeps/digits.toml --cluster local
 
-# The default test run (lint, then the CPU-only tests; SLURM tests start a throw-away cluster or
-# skip with a reason).
+# The default test run (lint, type check, then the CPU-only tests; SLURM tests start a throw-away
+# cluster or skip with a reason).
 test: install
 	$(BIN)/ruff check harness analysis tests scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not slow and not gpu"
 
 # Everything, slow tests included.
@@ -29,3 +30,7 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check harness analysis tests scripts
+
+# Type-check harness/, analysis/ and scripts/ (settings in pyproject.toml [tool.mypy]).
+typecheck: install
+	$(BIN)/mypy

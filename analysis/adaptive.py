@@ -99,6 +99,7 @@ class Target:
     def label(self) -> str:
         """How the target is printed, e.g. `ect-digits-l @ 256k images (2-step)`."""
         if self.kind == "preset":
+            assert self.nimg is not None, "a preset target is resolved to images before printing"
             return f"{self.preset} @ {self.nimg / 1e3:g}k images ({self.sampler})"
         return f"frontier @ {self.flops:.3g} FLOPs ({self.sampler})"
 
@@ -336,10 +337,12 @@ class LawFit:
         """(log prediction, gradient in θ) of the target under one mode. For the frontier, the
         envelope theorem: the gradient at the minimising size."""
         if target.kind == "preset":
+            assert target.nimg is not None, "a preset target is resolved to images first"
             size = next(s for s in sizes if s.preset == target.preset)
             value, grad = self._grad(mode, np.array([size.params]),
                                      np.array([float(target.nimg)]))
             return float(value[0]), grad[0]
+        assert target.flops is not None, "a frontier target is at a compute"
         params, nimg = frontier_grid(target.flops, sizes)
         values, grads = self._grad(mode, params, nimg)
         best = int(np.argmin(values))

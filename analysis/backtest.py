@@ -225,7 +225,7 @@ def _seed_backtest(curve: RunCurve, family_curves: list[RunCurve], x: str, cut: 
             continue
         pred = law.predict(frame["x"].to_numpy(float))
         lo = hi = np.full(len(frame), np.nan)
-        if law.has_draws and len(frame):
+        if law.draws is not None and law.has_draws and len(frame):
             sigma2, dof = _new_run_variance(rest, above, spread, family, curve)
             if dof > 0:
                 num = len(law.draws)

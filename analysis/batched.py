@@ -171,6 +171,7 @@ def refine(problem: BatchProblem, theta: np.ndarray, *, max_iter: int = 1000
     count, p = theta.shape
     damping = np.full(count, 1e-3)
     loss, grad, gn, _ = problem.evaluate(theta, jacobian=True)
+    assert grad is not None and gn is not None  # jacobian=True returns them
     active = np.isfinite(loss)
     eye = np.eye(p)
     for _ in range(max_iter):
@@ -191,6 +192,7 @@ def refine(problem: BatchProblem, theta: np.ndarray, *, max_iter: int = 1000
         step = np.where(np.isfinite(step), step, 0.0)
         trial = np.clip(th + step, lo, hi)
         trial_loss, trial_grad, trial_gn, _ = problem.take(idx).evaluate(trial, jacobian=True)
+        assert trial_grad is not None and trial_gn is not None
         better = trial_loss < loss[idx]
         keep = idx[better]
         theta[keep], loss[keep] = trial[better], trial_loss[better]

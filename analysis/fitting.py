@@ -11,13 +11,14 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from analysis.powerlaw import FitError, JointPowerLaw, PowerLaw, fit_joint_power_law, fit_power_law
 from analysis.runs import NoiseModel, RunCurve, draw_means, noise_model, pooled_dof, run_curves
+from analysis.solver import BootstrapMethod
 
 __all__ = [
     "fit_joint_results",
@@ -167,8 +168,8 @@ def fit_results(
                         and "clusters" not in kwargs):
                     kwargs["clusters"] = group[cluster].astype(str).to_numpy()
                 law = fit_power_law(group[x].to_numpy(float), group[y].to_numpy(float),
-                                    bootstrap=bootstrap, seed=seed, bootstrap_method=method,
-                                    **kwargs)
+                                    bootstrap=bootstrap, seed=seed,
+                                    bootstrap_method=cast(BootstrapMethod, method), **kwargs)
         except FitError as e:
             row |= {"status": "error", "messages": str(e), "converged": False}
             rows.append(row)
@@ -301,7 +302,8 @@ def fit_joint_results(
             else:
                 law = fit_joint_power_law(group[N].to_numpy(float), group[D].to_numpy(float),
                                           group[y].to_numpy(float), bootstrap=bootstrap, seed=seed,
-                                          bootstrap_method=method, **fit_kwargs)
+                                          bootstrap_method=cast(BootstrapMethod, method),
+                                          **fit_kwargs)
         except FitError as e:
             row |= {"status": "error", "messages": str(e), "converged": False}
             rows.append(row)

@@ -18,13 +18,14 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from analysis.powerlaw import FitError, PowerLaw, fit_power_law
 from analysis.runs import RunCurve, draw_means, pooled_dof, run_curves
+from analysis.solver import BootstrapMethod
 
 __all__ = [
     "Frontier",
@@ -264,7 +265,8 @@ def fit_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value", siz
         else:
             law = fit_power_law(points[x].to_numpy(float), points[y].to_numpy(float),
                                 bootstrap=bootstrap, seed=seed,
-                                bootstrap_method="residual" if method == "runs" else method,
+                                bootstrap_method=cast(BootstrapMethod,
+                                                      "residual" if method == "runs" else method),
                                 **fit_kwargs)
     except FitError as e:
         messages.append(f"frontier law not fitted: {e}")

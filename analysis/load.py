@@ -183,6 +183,7 @@ def _read_files(files: list[Path], columns: list[str], prune: dict[str, list[Any
         try:
             # Threads inside one file cost more than they save on a few rows; files run in parallel.
             version, _ = schema_problem(parquet.schema_arrow)
+            assert version is not None  # _open_record returned files with a readable schema only
             own = file_columns(parquet.schema_arrow.names, read_columns)
             table = upgrade(parquet.read(columns=own, use_threads=False), version, read_columns)
         except (OSError, pa.ArrowException) as e:

@@ -452,8 +452,8 @@ def plot_backtest(table: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
     for key, g in groups:
         key = key if isinstance(key, tuple) else (key,)
         info = dict(zip(keys, key, strict=True))
-        color = colors.get(info.get("preset"), None)
-        marker = SAMPLER_STYLE.get(info.get("sampler"), ("o", "-"))[0]
+        color = colors.get(str(info.get("preset")), None)
+        marker = SAMPLER_STYLE.get(str(info.get("sampler")), ("o", "-"))[0]
         yerr = None
         if g["lo"].notna().any():
             lo = 100 * (g["lo"] - g["y"]) / g["y"]

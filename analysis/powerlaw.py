@@ -98,7 +98,7 @@ class PowerLaw:
 
     def interval(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
         """Bootstrap percentile interval of each parameter ({} without draws)."""
-        if not self.has_draws:
+        if self.draws is None or not self.has_draws:
             return {}
         lo, hi = _quantiles(self.draws, level)
         return {name: (float(lo[i]), float(hi[i])) for i, name in enumerate(self.param_names)}
@@ -110,7 +110,7 @@ class PowerLaw:
 
     def predict_draws(self, x: Any) -> np.ndarray:
         """Predictions of every bootstrap draw, [B, len(x)]."""
-        if not self.has_draws:
+        if self.draws is None or not self.has_draws:
             raise ValueError("predict_draws: this fit has no bootstrap draws; fit with bootstrap > 0")
         x = np.atleast_1d(np.asarray(x, dtype=float))
         e, a, alpha = (self.draws[:, i, None] for i in range(3))
@@ -123,12 +123,13 @@ class PowerLaw:
 
     @property
     def has_noise(self) -> bool:
-        return self.noise is not None and self.has_draws and len(self.noise) == len(self.draws)
+        return (self.noise is not None and self.draws is not None and self.has_draws
+                and len(self.noise) == len(self.draws))
 
     def prediction_interval(self, x: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """Percentile interval of a *new observation* at x: the curve's uncertainty and the
         points' scatter about it (each draw's curve times the exponential of its log noise)."""
-        if not self.has_noise:
+        if self.noise is None or not self.has_noise:
             raise ValueError("prediction_interval: this fit has no noise draws; fit with "
                              "bootstrap > 0 and more points than parameters")
         # A draw far from the data may overflow to inf: it widens the interval, as it should.
@@ -148,10 +149,10 @@ class PowerLaw:
         }
         for name, (lo, hi) in self.ci.items():
             out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
-        if include_draws and self.has_draws:
+        if include_draws and self.draws is not None and self.has_draws:
             for i, name in enumerate(self.param_names):
                 out[f"draws_{name}"] = [float(v) for v in self.draws[:, i]]
-            if self.has_noise:
+            if self.noise is not None and self.has_noise:
                 out["draws_noise"] = [float(v) for v in self.noise]
         return out
 
@@ -323,7 +324,7 @@ class JointPowerLaw:
 
     def interval(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
         """Bootstrap percentile interval of each parameter ({} without draws)."""
-        if not self.has_draws:
+        if self.draws is None or not self.has_draws:
             return {}
         lo, hi = _quantiles(self.draws, level)
         return {name: (float(lo[i]), float(hi[i])) for i, name in enumerate(self.param_names)}
@@ -335,7 +336,7 @@ class JointPowerLaw:
     def predict_interval(self, N: Any, D: Any,
                          level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """Percentile confidence band of the fitted surface at (N, D)."""
-        if not self.has_draws:
+        if self.draws is None or not self.has_draws:
             raise ValueError("predict_interval: this fit has no bootstrap draws; fit with bootstrap > 0")
         n, d = np.broadcast_arrays(np.atleast_1d(np.asarray(N, dtype=float)),
                                    np.atleast_1d(np.asarray(D, dtype=float)))
@@ -371,7 +372,7 @@ class JointPowerLaw:
     def allocation_interval(self, C: Any, flops_per_param_image: float,
                             level: float = 0.95) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Bootstrap percentile intervals of N*(C) and D*(C): {"N": (lo, hi), "D": (lo, hi)}."""
-        if not self.has_draws:
+        if self.draws is None or not self.has_draws:
             raise ValueError("allocation_interval: this fit has no bootstrap draws")
         c = np.atleast_1d(np.asarray(C, dtype=float))
         n, d = self._allocate(self.draws, c[None, :], flops_per_param_image)
@@ -390,7 +391,7 @@ class JointPowerLaw:
         }
         for name, (lo, hi) in self.ci.items():
             out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
-        if include_draws and self.has_draws:
+        if include_draws and self.draws is not None and self.has_draws:
             for i, name in enumerate(self.param_names):
                 out[f"draws_{name}"] = [float(v) for v in self.draws[:, i]]
         return out

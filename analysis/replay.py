@@ -68,7 +68,8 @@ def records_pool(records: pd.DataFrame, *, sampler: str = "2-step", min_nimg: in
         raise ValueError(f"records_pool: sampler = {sampler!r}: no tuning records. "
                          f"Samplers recorded: {samplers}")
     tune = tune.assign(seed=tune["seed"] if "seed" in tune.columns else 0)
-    sizes, values = [], {}
+    sizes: list[Size] = []
+    values: dict[tuple[str, int], dict[int, float]] = {}
     for preset, group in tune.groupby("preset", sort=False):
         budgets = sorted(int(b) for b in group["images_seen"].unique() if b >= min_nimg)
         if not budgets:

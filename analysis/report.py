@@ -52,7 +52,8 @@ from harness.runtime import (
 )
 
 __all__ = ["SweepFits", "analysis_dir", "default_figures_dir", "fit_sweep", "format_fit_table",
-           "legacy_note", "legacy_outputs", "plot_sweep", "read_fits", "resolve_sweep", "write_report"]
+           "outputs_beside_records", "outputs_beside_records_note", "plot_sweep", "read_fits",
+           "resolve_sweep", "write_report"]
 
 FITS_JSON = "fits.json"
 FITS_PARQUET = "fits.parquet"
@@ -82,8 +83,9 @@ def default_figures_dir(results_dir: str | Path, sweep: str) -> Path:
     return analysis_dir(results_dir, sweep) / FIGURES_DIR
 
 
-def legacy_outputs(results_dir: str | Path, sweep: str) -> list[Path]:
-    """Analysis outputs of the old layout (beside the records, before #19) that still exist.
+def outputs_beside_records(results_dir: str | Path, sweep: str) -> list[Path]:
+    """Analysis outputs written beside the records (the layout before `_analysis/`) that still
+    exist.
 
     They are never read, moved or deleted: the loader skips their names and new outputs go to
     `analysis_dir`; the user removes them when they wish."""
@@ -91,9 +93,10 @@ def legacy_outputs(results_dir: str | Path, sweep: str) -> list[Path]:
     return [folder / n for n in ANALYSIS_FILES if (folder / n).exists()]
 
 
-def legacy_note(results_dir: str | Path, sweep: str) -> str | None:
-    """One line for `harness fit`/`run` when old-layout outputs exist; None when there are none."""
-    old = legacy_outputs(results_dir, sweep)
+def outputs_beside_records_note(results_dir: str | Path, sweep: str) -> str | None:
+    """One line for `harness fit`/`run` when outputs beside the records exist; None when there
+    are none."""
+    old = outputs_beside_records(results_dir, sweep)
     if not old:
         return None
     return (f"old-layout outputs left in place, no longer read or updated: "
@@ -117,6 +120,7 @@ def resolve_sweep(sweep: str | Path) -> str:
         if (problem := folder_name_problem(name)) is not None:
             raise AnalysisError(f"{text}: name = {name!r}: a sweep file needs a top-level "
                                 f"name = \"...\" (the results/ subfolder); {problem}")
+        assert isinstance(name, str)  # folder_name_problem accepts nothing else
         return name
     if (problem := folder_name_problem(text)) is not None:  # fits and reports are written there
         raise AnalysisError(f"sweep = {text!r}: a sweep name (the results/ subfolder) {problem}, "
@@ -156,7 +160,7 @@ class SweepFits:
     backtest: pd.DataFrame = field(repr=False)  # backtest_results table (largest budget held out)
     joint: pd.DataFrame = field(repr=False)  # fit_joint_results table (may be empty)
     reused: bool = False  # read back from fits.json: the same records, options and analysis code
-    split: SplitFits | None = field(default=None, repr=False)  # pretraining vs tuning (#17)
+    split: SplitFits | None = field(default=None, repr=False)  # pretraining vs tuning
 
     @property
     def laws(self) -> dict[tuple[Any, ...], PowerLaw]:
@@ -284,7 +288,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
     if with_joint:
         joint = fit_joint_results(records, y=y, by=("sampler", VARIANT), progress=tick,
                                   **{**kw, "bootstrap_method": joint_bootstrap_method})
-    # Pretraining vs tuning, only when the sweep splits compute between them (issue #17).
+    # Pretraining vs tuning, only when the sweep splits compute between them.
     split = fit_split(records, bootstrap=bootstrap, seed=seed) if has_split_axis(records) else None
     seeds = _seed_summary(tune, y)
     meta = {
@@ -534,6 +538,7 @@ def _value_at_max(row: pd.Series | dict[str, Any]) -> str:
     x_max, e, a, alpha = (row.get(k) for k in ("x_max", "E", "A", "alpha"))
     if any(v is None or pd.isna(v) for v in (x_max, e, a, alpha)):
         return "–"
+    assert x_max is not None and e is not None and a is not None and alpha is not None
     text = f"{_fmt(e + a * x_max ** -alpha)} @ {x_max:.2g}"
     draws = [row.get(f"draws_{k}") for k in ("E", "A", "alpha")]
     if all(d is not None and np.ndim(d) and len(d) for d in draws):
@@ -697,10 +702,11 @@ def _frontier_section(fits: SweepFits) -> list[str]:
     lines += ["", "IsoFLOP minima (Approach 2, a diagnostic only: biased when the surface is "
               "asymmetric; an argmin at the edge of the size grid is no optimum):", ""]
     for key, table in fits.isoflop.items():
-        law = fits.isoflop_laws.get(key)
+        size_law = fits.isoflop_laws.get(key)
         inner = int(table["interior"].sum()) if len(table) else 0
         lines.append(f"- {key}: {len(table)} compute buckets, {inner} with an interior optimum"
-                     + (f"; N* ∝ C^{_fmt(law.a)}" if law else "; no N*(C) law (need 2 interior)"))
+                     + (f"; N* ∝ C^{_fmt(size_law.a)}" if size_law
+                        else "; no N*(C) law (need 2 interior)"))
     return lines
 
 

@@ -130,8 +130,9 @@ class _Problem:
         return np.concatenate([[e], pairs]) if self.irreducible else pairs
 
     def bounds(self) -> list[tuple[float | None, float | None]]:
-        per_term = [(-200.0, 200.0), self.alpha_bounds] * self.num_terms
-        return ([(0.0, None)] if self.irreducible else []) + per_term
+        per_term: list[tuple[float | None, float | None]] = [(-200.0, 200.0), self.alpha_bounds]
+        first: list[tuple[float | None, float | None]] = [(0.0, None)] if self.irreducible else []
+        return first + per_term * self.num_terms
 
     def objective(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """Summed loss of the log residuals and its gradient (the hot loop of every fit).
@@ -200,7 +201,7 @@ def _grid_starts(problem: _Problem, grid_size: int, num_starts: int) -> tuple[li
     for axis in range(problem.num_terms):
         for shift in (-1, 1):
             neighbour = np.roll(grid_loss, shift, axis=axis)
-            edge = [slice(None)] * problem.num_terms
+            edge: list[slice | int] = [slice(None)] * problem.num_terms
             edge[axis] = 0 if shift == 1 else -1  # np.roll wraps around; the edge has no neighbour
             neighbour[tuple(edge)] = np.inf
             is_min &= grid_loss <= neighbour

@@ -1,5 +1,5 @@
 """How to split compute between diffusion pretraining and ECT tuning, and what tuning from a teacher
-saves over consistency training from scratch (issue #17).
+saves over consistency training from scratch.
 
 A sweep with a `[pretrain] nimg = [0, n1, n2, ...]` axis has, per preset, one *split* per teacher
 budget: the students tuned from the teacher snapshot at `pretrain_nimg` images (0 = from scratch,

@@ -14,21 +14,22 @@ from typing import Any
 
 import pandas as pd
 
+from harness.identity import not_hashed_fields
+
 __all__ = ["VARIANT", "curve_label", "curve_labels", "variant_settings", "with_variants"]
 
 VARIANT = "variant"
 # Settings that do not define a curve: the budget (train.total_nimg: the x axis, or the shared run's
 # end), the seed (aggregated by the fits as noise), evaluation settings (they identify an
-# evaluation, not a training run), cadence and threads, and identities derived from the rest.
+# evaluation, not a training run), what no run id hashes (cadence, threads: harness.identity),
+# and identities derived from the rest.
 _IGNORED_PREFIXES = ("eval.",)
 # A run's start (init_nimg, from_scratch) is told by the records' pretrain_nimg instead.
 # train.eval_nimg only says where a run is scored: an adaptive study's runs of one size differ in
 # it (each round extends a run to new budgets) and still draw one curve.
-_IGNORED = {"train.total_nimg", "train.eval_nimg", "seed", "train.status_every_nimg",
-            "train.ckpt_every_nimg",
-            "init_nimg", "from_scratch", "train.snapshot_nimg",
-            "train.num_threads", "train.keep_eval_networks", "train.loggers", "init_run_id",
-            "init_checkpoint", "legacy_id", "preset", "kind"}
+_IGNORED = not_hashed_fields() | {
+    "train.total_nimg", "train.eval_nimg", "seed", "init_nimg", "from_scratch",
+    "train.snapshot_nimg", "init_run_id", "init_checkpoint", "preset", "kind"}
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:

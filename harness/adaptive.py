@@ -114,7 +114,7 @@ def submit_and_watch(cluster: str, *, results_dir: str | Path, runs_dir: str | P
         report = submit(sweep, cluster, results_dir=results_dir, runs_dir=runs_dir,
                         wait=cluster == "debug")
         out.write(report.summary() + "\n")
-        rows = watch(sweep, results_dir, Path(runs_dir), poll_s=poll_s, out=out)
+        rows = watch(sweep, Path(results_dir), Path(runs_dir), poll_s=poll_s, out=out)
         for r in rows:
             if r.state in ("failed", "blocked"):
                 out.write(f"{r.state}: {r.name} ({r.run_id}): {r.error}\n  log: {r.log}\n")

@@ -15,13 +15,11 @@ import contextlib
 import copy
 import dataclasses
 import datetime
-import json
 import math
 import os
 import shutil
 import statistics
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,19 +29,26 @@ from typing import Any, Literal
 import torch
 
 from harness import train as train_mod
+from harness.bench_planning import measure_loading, measure_planning
+
+# `harness bench`'s output lives in bench_report; the CLI imports it from here.
+from harness.bench_report import format_bench as format_bench
+from harness.bench_report import write_json as write_json
 from harness.config import (
     ConfigError,
-    NetworkConfig,
     RunConfig,
     run_config_from_dict,
     set_dotted,
     to_dict,
 )
 from harness.data import load_dataset
+from harness.device import cpu_threads, device_name, uses_bf16_autocast
 from harness.ect import make_loss
 from harness.flops import TRAIN_PASSES, network_cost
 from harness.network import Precond, make_network, param_count, set_channels_last, set_fused_ops
-from harness.presets import get_preset, recipe
+from harness.optim import make_optimizer
+from harness.presets import MP_PREDECESSORS, get_preset, recipe
+from harness.state import Model, TrainState
 
 # Presets and per-device batches: (digits, CIFAR-size, main); `quick` keeps the test run to seconds.
 _PRESETS = {
@@ -52,8 +57,6 @@ _PRESETS = {
              "main": ("ect-imagenet64-m", 32)},
     "quick": {"digits": ("ect-digits-tiny", 16), "cifar": ("ect-cifar10-tiny", 4)},
 }
-TARGETS = {"ect_over_diffusion_step": 1.40, "mfu_cpu": 0.30, "mfu_gpu": 0.35,
-           "plan_10k_seconds": 1.0, "load_1m_rows_seconds": 1.0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,7 +166,7 @@ def _make_model(run: RunConfig, device: torch.device, *, fused: bool = True,
         set_channels_last(net)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     net.train().requires_grad_(True)
-    optimizer = train_mod.make_optimizer(run, list(net.parameters()))
+    optimizer = make_optimizer(run, list(net.parameters()))
     return _Model(net=net, ema=ema, optimizer=optimizer, callable_net=net)
 
 
@@ -186,12 +189,12 @@ def _step_fn(run: RunConfig, model: _Model, images: torch.Tensor, labels: torch.
     """One call = one real training step (harness.train.train_step) of `run.kind`."""
     loss_fn = make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg())
     # Tuning from stage 3 on: r > 0 for (nearly) every sample, so the target pass runs in full.
-    state = train_mod.TrainState(nimg=3 * run.stage_nimg() if run.kind == "tune" else 0)
-    net = model.callable_net if compiled else model.net
+    state = TrainState(nimg=3 * run.stage_nimg() if run.kind == "tune" else 0)
+    step_model = Model(net=model.callable_net if compiled else model.net, ema=model.ema,
+                       optimizer=model.optimizer, loss_fn=loss_fn, autocast=autocast)
 
     def step() -> None:
-        train_mod.train_step(run, net, model.ema, model.optimizer, loss_fn, images, labels, state,
-                             0, 1, run.train.batch, autocast)
+        train_mod.train_step(run, step_model, state, images, labels)
 
     return step
 
@@ -217,7 +220,7 @@ def measure_training(preset: str, batch: int, device: torch.device, clock: Clock
     runs = {kind: bench_run_config(preset, kind, batch, threads) for kind in ("pretrain", "tune")}
     images, labels = _training_images(runs["pretrain"], device)
     # Each kind in its recipe's precision on this device (tuning is fp32, as the official ECT).
-    autocast = {kind: train_mod.uses_bf16_autocast(run, device) for kind, run in runs.items()}
+    autocast = {kind: uses_bf16_autocast(run, device) for kind, run in runs.items()}
     fused = _make_model(runs["pretrain"], device)
     steps: dict[str, Callable[[], None]] = {
         kind: _step_fn(run, fused, images, labels, autocast=autocast[kind])
@@ -285,16 +288,6 @@ def measure_training(preset: str, batch: int, device: torch.device, clock: Clock
     return out
 
 
-# The magnitude-preserving digits presets that the DDPM++ ones replaced (#13), at the same sizes:
-# preset -> the network it had. `harness bench` times both in one run (CPU seconds per image).
-MP_PREDECESSORS: dict[str, NetworkConfig] = {
-    "ect-digits-m": NetworkConfig(family="mp", img_resolution=8, img_channels=1, model_channels=16,
-                                  channel_mult=(1, 2, 2), num_blocks=2, dropout=0.1),
-    "ect-digits-l": NetworkConfig(family="mp", img_resolution=8, img_channels=1, model_channels=24,
-                                  channel_mult=(1, 2, 2), num_blocks=2, dropout=0.1),
-}
-
-
 def measure_family_cost(presets: Sequence[str], batch: int, device: torch.device, clock: Clock, *,
                         warmup: int, repeats: int) -> dict[str, Any]:
     """Seconds per training image (pretraining and tuning steps) of each digits preset and of the
@@ -315,10 +308,10 @@ def measure_family_cost(presets: Sequence[str], batch: int, device: torch.device
     median = {name: statistics.median(t) / batch for name, t in times.items()}
     for preset in presets:
         for kind in ("pretrain", "tune"):
-            new, old = median[f"{preset}:{kind}"], median[f"{preset}-mp:{kind}"]
-            out[f"{kind}_seconds_per_image_{preset}"] = new
-            out[f"{kind}_seconds_per_image_{preset}-mp"] = old
-            out[f"{kind}_per_image_vs_mp_{preset}"] = new / old
+            new_s, old_s = median[f"{preset}:{kind}"], median[f"{preset}-mp:{kind}"]
+            out[f"{kind}_seconds_per_image_{preset}"] = new_s
+            out[f"{kind}_seconds_per_image_{preset}-mp"] = old_s
+            out[f"{kind}_per_image_vs_mp_{preset}"] = new_s / old_s
     return out
 
 
@@ -394,101 +387,6 @@ def _blas_threads(threads: int) -> contextlib.AbstractContextManager[Any] | None
 
 
 # --------------------------------------------------------------------------------------------------
-# Planning and loading (torch-free code paths)
-
-
-def _timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
-    """(median wall seconds, median CPU seconds, last result) of `repeats` calls."""
-    wall, cpu, result = [], [], None
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        result = fn()
-        wall.append(time.perf_counter() - w0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(wall), statistics.median(cpu), result
-
-
-def measure_planning(num_seeds: int, num_lr: int, repeats: int) -> dict[str, Any]:
-    """Time to expand, check and plan a grid of 100 * num_seeds * num_lr tuning runs (+ 2 teachers)."""
-    from harness.plan import plan
-    from harness.sweep import load_sweep
-
-    seeds = list(range(num_seeds))
-    lrs = [round(1e-4 * 1.5**i, 8) for i in range(num_lr)]
-    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
-        path = Path(tmp) / "bench.toml"
-        path.write_text(textwrap.dedent(f"""
-            name = "bench"
-            share_prefixes = false
-            [grid]
-            preset = ["ect-digits-tiny", "ect-digits-xs"]
-            budget_flops = [1e11, 2e11, 4e11, 8e11, 1.6e12]
-            seed = {seeds}
-            "ect.q" = [1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0]
-            "optim.lr" = {lrs}
-            [pretrain]
-            nimg = 6400
-            """))
-
-        def run() -> int:
-            return len(plan(load_sweep(path), Path(tmp) / "results", Path(tmp) / "runs",
-                            allow_large=True).runs)
-
-        wall, cpu, num_runs = _timed(run, repeats)
-    tune_runs = 100 * num_seeds * num_lr
-    return {"plan_runs": num_runs, "plan_seconds": wall, "plan_cpu_seconds": cpu,
-            "plan_10k_seconds": wall if tune_runs == 10_000 else None}
-
-
-def write_synthetic_records(root: Path, num_files: int, rows_per_file: int) -> int:
-    """Record files of two sweeps and five presets, written straight with pyarrow; returns rows."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from harness.records import SCHEMA, new_eval_tag, record_path
-
-    presets = [f"ect-digits-{s}" for s in ("xs", "s", "m", "l", "xl")]
-    rng = np.random.default_rng(0)
-    now = datetime.datetime.now(datetime.UTC)
-    n = rows_per_file
-    for i in range(num_files):
-        sweep, preset, tag = f"sweep{i % 2}", presets[(i // 2) % 5], new_eval_tag()
-        columns = {f.name: pa.nulls(n, f.type) for f in SCHEMA}
-        columns.update(
-            schema_version=pa.array(np.ones(n, np.int32)), sweep=pa.array([sweep] * n),
-            run_id=pa.array([f"run{i:05d}"] * n), preset=pa.array([preset] * n),
-            images_seen=pa.array(np.arange(n, dtype=np.int64) * 1000),
-            total_flops=pa.array(rng.random(n) * 1e15), sampler=pa.array(["1-step"] * n),
-            ema=pa.array(["main"] * n),
-            metric=pa.array(["fd_digits"] * n), value=pa.array(rng.random(n)),
-            status=pa.array(["ok"] * n), eval_tag=pa.array([tag] * n),
-            swept=pa.array([json.dumps({"preset": preset, "seed": i % 3})] * n),
-            config=pa.array([json.dumps({"preset": preset, "pad": "x" * 1000})] * n),
-            created_at=pa.array([now] * n, pa.timestamp("us", tz="UTC")))
-        path = record_path(root / sweep, f"run{i:05d}", 0, tag)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pydict(columns, schema=SCHEMA), path, compression="zstd")
-    return num_files * rows_per_file
-
-
-def measure_loading(num_files: int, rows_per_file: int, repeats: int) -> dict[str, Any]:
-    """Time analysis.load_results over synthetic records: one sweep filtered by preset (as
-    tests/analysis/test_load.py's 1M-row test) and every row unfiltered."""
-    from analysis.load import load_results
-
-    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
-        root = Path(tmp)
-        rows = write_synthetic_records(root, num_files, rows_per_file)
-        wall, cpu, df = _timed(lambda: load_results(root, "sweep0", preset="ect-digits-s"), repeats)
-        all_wall, _, df_all = _timed(lambda: load_results(root), repeats)
-    assert len(df_all) == rows, f"loaded {len(df_all)} of {rows} rows"  # type: ignore[arg-type]
-    return {"load_rows": rows, "load_rows_kept": len(df),  # type: ignore[arg-type]
-            "load_seconds": wall, "load_cpu_seconds": cpu, "load_unfiltered_seconds": all_wall,
-            "load_1m_rows_seconds": wall if rows == 1_000_000 else None}
-
-
-# --------------------------------------------------------------------------------------------------
 # The whole benchmark
 
 
@@ -497,7 +395,7 @@ def _environment(device: torch.device, threads: int, clock: Clock, opts: BenchOp
     from harness import __version__
     from harness.runtime import git_dirty, git_sha
 
-    return {"device": device.type, "device_name": train_mod.device_name(device),
+    return {"device": device.type, "device_name": device_name(device),
             "torch_version": torch.__version__, "harness_version": __version__,
             "threads": threads, "cpu_count": len(os.sched_getaffinity(0)), "clock": clock.kind,
             "quick": opts.quick, "load_average_1m_start": os.getloadavg()[0],
@@ -517,7 +415,7 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> d
         raise ConfigError("bench: device = 'cuda': CUDA is not available here. Valid: cpu")
     use_cuda = opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
-    threads = opts.threads or train_mod.cpu_threads(bench_run_config("ect-digits-tiny",
+    threads = opts.threads or cpu_threads(bench_run_config("ect-digits-tiny",
                                                                       "pretrain", 16), 1)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -589,101 +487,6 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] | None = None) -> d
     return out
 
 
-# --------------------------------------------------------------------------------------------------
-# Output
-
-
-def _fmt(value: Any, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if unit == "%":
-        return f"{100 * value:.1f} %"
-    if unit == "x":
-        return f"{value:.3f}x"
-    if unit == "s":
-        return f"{value:.3g} s" if value >= 1e-3 else f"{value * 1e3:.3g} ms"
-    if unit == "flops":
-        return f"{value / 1e9:.4g} GFLOP/s"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def format_bench(res: Mapping[str, Any]) -> str:
-    """The results as a fixed-width table (quantity, value, target)."""
-    from harness.plan import format_table
-
-    gpu = res.get("device") == "cuda"
-    mfu_target = f">= {100 * TARGETS['mfu_gpu' if gpu else 'mfu_cpu']:.0f} %"
-    rows: list[list[str]] = []
-
-    def row(label: str, key: str, unit: str = "", target: str = "", note: str = "") -> None:
-        if key in res:
-            rows.append([label, _fmt(res[key], unit), target, note])
-
-    main = f"{res.get('main_preset')} b{res.get('main_batch')}"
-    row("matmul peak (measured)", "matmul_peak_flops", "flops",
-        note=f"{'bf16' if gpu else 'fp32'} GEMM {res.get('matmul_size')}^2, interleaved with steps")
-    row("  ... timed alone", "matmul_peak_flops_alone", "flops")
-    row("diffusion step", "pretrain_step_seconds", "s", note=main)
-    row("ECT step", "tune_step_seconds", "s", note=main)
-    row("ECT / diffusion step", "ect_over_diffusion_step", "x",
-        f"<= {TARGETS['ect_over_diffusion_step']:.2f}", "limit 4/3")
-    row("  ... reference ops", "ect_over_diffusion_step_reference", "x")
-    row("MFU, ECT step (mfu)", "mfu", "%", mfu_target, main)
-    row("MFU, diffusion step", "mfu_pretrain", "%")
-    row("MFU, ECT step, reference ops", "mfu_reference", "%")
-    row("MFU largest digits, ECT", "mfu_digits_largest", "%", "" if gpu else mfu_target,
-        f"{res.get('digits_preset')} b{res.get('digits_batch')}")
-    row("MFU CIFAR-size, ECT", "mfu_cifar", "%", "", f"{res.get('cifar_preset')} "
-        f"b{res.get('cifar_batch')}")
-    row("MFU CIFAR-size, diffusion", "mfu_cifar_pretrain", "%")
-    row("fused ops speed-up, diffusion", "fused_ops_speedup", "x", note="vs EDM2 op order")
-    row("fused ops speed-up, ECT", "fused_ops_speedup_tune", "x")
-    row("channels-last speed-up", "channels_last_speedup", "x")
-    row("flush-denormal speed-up", "flush_denormal_speedup", "x", note="on vs off")
-    row("bf16 autocast speed-up (CPU)", "cpu_bf16_speedup", "x", note="not the CPU default")
-    row("torch.compile speed-up", "compile_speedup", "x")
-    row("  ... ECT step", "compile_speedup_tune", "x")
-    row("  ... compile time", "compile_seconds", "s")
-    row("torch.compile failed", "compile_error")
-    for role in ("digits", "cifar", "main"):
-        row(f"{role} training failed", f"{role}_error")
-    for preset in MP_PREDECESSORS:
-        for kind, label in (("pretrain", "diffusion"), ("tune", "ECT")):
-            row(f"{preset} {label} s/image vs MP", f"{kind}_per_image_vs_mp_{preset}", "x",
-                "<= 1.00x",
-                f"{_fmt(res.get(f'{kind}_seconds_per_image_{preset}'), 's')} vs "
-                f"{_fmt(res.get(f'{kind}_seconds_per_image_{preset}-mp'), 's')} "
-                f"({res.get(f'params_{preset}', 0):,} vs {res.get(f'params_{preset}-mp', 0):,} params)")
-    row("sampling 1-step", "sample_1step_images_per_s", note="images/s")
-    row("sampling 2-step", "sample_2step_images_per_s", note="images/s")
-    row("sampling 1-step, reference ops", "sample_1step_images_per_s_reference", note="images/s")
-    row("FD evaluation, cold cache", "fid_cold_seconds", "s", note=f"{res.get('fid_num_images')} "
-        "images")
-    row("FD evaluation, warm cache", "fid_warm_seconds", "s")
-    row("  ... numpy BLAS threads = torch's", "fid_warm_blas_limited_seconds", "s")
-    row("plan grid (plan_runs runs)".replace("plan_runs", str(res.get("plan_runs"))),
-        "plan_seconds", "s", "< 1 s" if res.get("plan_10k_seconds") is not None else "",
-        f"{_fmt(res.get('plan_cpu_seconds'), 's')} CPU")
-    row(f"load + filter {res.get('load_rows'):,} rows" if "load_rows" in res else "load",
-        "load_seconds", "s", "< 1 s" if res.get("load_1m_rows_seconds") is not None else "",
-        f"{_fmt(res.get('load_cpu_seconds'), 's')} CPU; all rows unfiltered "
-        f"{_fmt(res.get('load_unfiltered_seconds'), 's')}")
-    head = (f"harness bench on {res.get('device_name')} ({res.get('threads')} thread(s), "
-            f"{res.get('clock')} clock, load average {res.get('load_average_1m_start', 0):.2f} -> "
-            f"{res.get('load_average_1m_end', 0):.2f}){' [quick]' if res.get('quick') else ''}")
-    return head + "\n" + format_table(rows, ["quantity", "value", "target", "note"], right={1})
-
-
-def write_json(res: Mapping[str, Any], path: Path) -> None:
-    """The flat results object as JSON (atomic write)."""
-    from harness.runtime import atomic_write_text
-
-    atomic_write_text(Path(path), json.dumps(dict(res), indent=1, sort_keys=True) + "\n")
-
-
 __all__ = ["BenchOptions", "Clock", "bench_run_config", "format_bench", "matmul_fn", "matmul_peak_flops",
            "measure_evaluation", "measure_loading", "measure_planning", "measure_sampling",
-           "measure_training", "run_bench", "time_interleaved", "write_json",
-           "write_synthetic_records"]
+           "measure_training", "run_bench", "time_interleaved", "write_json"]

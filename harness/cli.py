@@ -245,7 +245,7 @@ def _cmd_run_adaptive(args: argparse.Namespace) -> int:
     return 1 if outcome.stopped.startswith("round") else 0
 
 
-def _add_sweep_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from harness.backends import BACKENDS
     from harness.plan import ASSUMED_TFLOPS, DEFAULT_MAX_RUNS
     from harness.runtime import TEMP_MAX_AGE_S
@@ -365,7 +365,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_results_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_results_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("results", help="print a sweep's records (latest evaluation of each point) "
                        "as a table or CSV")
     p.add_argument("sweep", help="sweep name (the folder under --results) or sweep file")
@@ -404,7 +404,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         analysis_dir,
         fit_sweep,
         format_fit_table,
-        legacy_note,
+        outputs_beside_records_note,
     )
 
     try:
@@ -426,7 +426,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             print(f"frontier ({key}, vs {args.frontier_x}): alpha = {law.alpha:.3g}{ci_text}, "
                   f"E = {law.E:.3g}, {len(frontier.points)} points")
     folder = analysis_dir(args.results, fits.sweep)
-    if (note := legacy_note(args.results, fits.sweep)) is not None:
+    if (note := outputs_beside_records_note(args.results, fits.sweep)) is not None:
         print(note)
     if fits.reused:
         print(f"unchanged records, options and analysis code: reused {folder / FITS_JSON} "
@@ -451,7 +451,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_analysis_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("fit", help="fit power laws (per preset and sampler, frontier, backtest) "
                        "to a sweep's records; print them with CIs and write fits.json/.parquet to "
                        "RESULTS/<sweep>/_analysis/")
@@ -514,7 +514,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_bench_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="measure training step times, MFU, ECT/diffusion step ratio, "
                        "sampling, FD evaluation, planning and record loading on this machine")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None,
@@ -578,7 +578,7 @@ def _cmd_fetch_teacher(args: argparse.Namespace) -> int:
     return _cmd_import_teacher(args)
 
 
-def _add_teacher_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_teacher_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("import-teacher", help="convert an official EDM or EDM2 network pickle "
                        "into a harness network file without executing anything from it")
     p.add_argument("source", metavar="SRC.pkl", help="the official network pickle")

@@ -1,32 +1,26 @@
 """Frozen run configuration: every knob a pretraining or ECT tuning run needs, loaded strictly.
 
-A run's identity (`run_id`) is a hash of the parts of its resolved config that change what it computes.
+A run's identity (`RunConfig.run_id`) is a hash of the parts of its resolved config that change
+what it computes; harness.identity decides which parts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
-import hashlib
-import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from harness.datasets import DATASETS, DatasetName, unknown_dataset_rule
-from harness.runtime import canonical_json, folder_name_problem
+from harness.identity import EVAL_CONSISTENCY_ONLY, run_id
+from harness.runtime import folder_name_problem, to_dict
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration error: says where, which field, the bad value and what is allowed."""
-
-
-def _err(where: str, name: str, value: Any, rule: str) -> ConfigError:
-    return ConfigError(f"{where}: {name} = {value!r}: {rule}")
-
+# Loading errors are defined with the strict loader; every caller imports them from here.
+from harness.strict import ConfigError as ConfigError
+from harness.strict import config_error as _err
+from harness.strict import from_dict, unknown_key_error
 
 # --------------------------------------------------------------------------------------------------
 # Sections
@@ -79,6 +73,21 @@ class NetworkConfig:
         must equal its student's (ECT tunes CIFAR-10 at dropout 0.2 from a teacher trained at 0.13)."""
         return {name: to_dict(getattr(self, name)) for name in ARCHITECTURE_FIELDS}
 
+    def form_markers(self) -> dict[str, str]:
+        """Markers of the network forms that changed under an unchanged config, so that its run
+        id and cost-cache key differ from those of the network it built before (and old
+        checkpoints never load into the new one): "attention_layout" where EDM2's attention layout
+        differs from the every-block one (mp_attention_heads), "stem" where the DDPM++ stem now
+        maps to model_channels as SongUNet's does (NVlabs/edm training/networks.py), not to
+        model_channels * channel_mult[0]."""
+        markers = {}
+        if self.family == "mp" and (mp_attention_heads(self)
+                                    != mp_attention_heads(self, layout="every-block")):
+            markers["attention_layout"] = "edm2"
+        if self.family == "ddpmpp" and self.channel_mult[0] != 1:
+            markers["stem"] = "edm"
+        return markers
+
     def __post_init__(self) -> None:
         if self.img_resolution < 4 or self.img_resolution & (self.img_resolution - 1):
             raise _err("network", "img_resolution", self.img_resolution, "must be a power of 2 >= 4")
@@ -104,8 +113,9 @@ def mp_attention_heads(cfg: NetworkConfig, *, layout: str = "edm2") -> dict[str,
     and decoder's `block{i}` at resolutions in attn_resolutions and always the decoder's first block
     `in0` at the lowest resolution, never the down/up-sampling blocks or `in1`; heads =
     channels // channels_per_head, so a block narrower than one head has no attention.
-    "legacy" is this harness's layout before that fix (every block at a listed resolution, in0 only
-    when listed, at least one head); it is kept only to tell which configs' networks changed.
+    "every-block" is the layout this harness used first (every block at a listed resolution, in0
+    only when listed, at least one head); it is kept only to tell which configs' networks changed
+    (NetworkConfig.form_markers).
     """
     cblock = [cfg.model_channels * m for m in cfg.channel_mult]
     names: list[tuple[str, int, int, bool]] = []  # (name, resolution, channels, edm2 attention)
@@ -128,10 +138,10 @@ def mp_attention_heads(cfg: NetworkConfig, *, layout: str = "edm2") -> dict[str,
     for name, res, channels, edm2 in names:
         if layout == "edm2":
             heads[name] = channels // cfg.channels_per_head if edm2 else 0
-        elif layout == "legacy":
+        elif layout == "every-block":
             heads[name] = max(channels // 64, 1) if res in cfg.attn_resolutions else 0
         else:
-            raise ValueError(f"layout = {layout!r}: must be 'edm2' or 'legacy'")
+            raise ValueError(f"layout = {layout!r}: must be 'edm2' or 'every-block'")
     return heads
 
 
@@ -221,7 +231,7 @@ class TrainConfig:
     ema_halflife_nimg: int = 500_000  # EMA half-life in images (0.9999 per step at batch 128 ~ 887k)
     ema_rampup_ratio: float | None = 0.05  # half-life <= ratio * images seen (EDM); None = off
     # Pretraining: images after which the EMA network is also saved as a snapshot
-    # (network-<images:012d>.pt) for students to start from (a teacher-budget axis, #17).
+    # (network-<images:012d>.pt) for students to start from (a teacher-budget axis).
     snapshot_nimg: tuple[int, ...] = ()
     # Save the networks scored at each evaluation point (network-<images:012d>.pt: the EMA, the
     # power-function EMAs and the loop state), so that `harness eval` can score them again with
@@ -350,8 +360,6 @@ class EvalConfig:
 # Evaluation settings that leave a score as it is: batching (noise is drawn per image seed),
 # sample grids, and where the feature extractor's weights lie (its hash is in every record).
 EVAL_UNSCORED = ("batch", "save_grid", "inception_weights_path", "dinov2_weights_path")
-# Settings of the consistency samplers: a teacher is scored with Heun only.
-EVAL_CONSISTENCY_ONLY = ("samplers", "mid_t", "sigma_min_shift")
 
 
 def eval_differences(recorded: dict[str, Any], current: EvalConfig, kind: str
@@ -392,9 +400,10 @@ class RunConfig:
     # pretraining run's), with the same ECT objective and curriculum; no teacher.
     from_scratch: bool = False
     seed: int = 0
-    # The id this run was first recorded under, when ids still hashed the evaluation settings
-    # (harness 0.1.0 before #19): its folder, records and students keep that id. Set by planning
-    # when it adopts such a run (harness.legacy_runs); never part of any id. None: the hash.
+    # The eval-hashed id this run was first recorded under, when ids still hashed the evaluation
+    # settings (harness 0.1.0): its folder, records and students keep that id. Set by planning
+    # when it adopts such a run (harness.identity.EvalHashedRuns); never part of any id. The name
+    # stays as config.json files on disk spell it. None: the hash.
     legacy_id: str | None = None
 
     def __post_init__(self) -> None:
@@ -432,7 +441,8 @@ class RunConfig:
     def run_id(self) -> str:
         """Stable 12-hex-digit id over the fields that change what the run trains (the
         evaluation settings are not among them): its folder runs/<run_id>/ and its records'
-        `run_id`. A run adopted from an older id scheme keeps the id it was recorded under."""
+        `run_id`. A run adopted from the eval-hashed id scheme keeps the id it was recorded
+        under (harness.identity)."""
         return self.legacy_id or run_id(self)
 
     def stage_nimg(self) -> int:
@@ -455,149 +465,8 @@ class RunConfig:
         return to_dict(self)
 
 
-# Fields that never change what is computed: cadence of logs/checkpoints and how many threads run it.
-_IDENTITY_EXCLUDED = {("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
-                      ("train", "num_threads"), ("train", "keep_eval_networks"),
-                      ("train", "loggers")}
-
-
-_ADDED_FIELDS = {("network", "family"): "mp", ("eval", "sigma_min_shift"): 0.0,
-                 ("network", "channels_per_head"): 64,
-                 ("eval", "dinov2_weights_path"): None, ("ect", "max_stage"): None,
-                 ("train", "phema_stds"): [],  # compared with to_dict output: lists
-                 ("train", "snapshot_nimg"): [], ("data", "xflip"): False,
-                 ("train", "tf32"): None, ("train", "draw_group"): 0}
-# Top-level RunConfig fields added after runs were recorded: left out of the hash at these values.
-_ADDED_TOP_FIELDS = {"init_nimg": None, "from_scratch": False}
-_NEVER_IDENTITY = {"legacy_id"}  # says which id a run has; cannot be part of it
-
-
-def _identity_section(name: str, obj: Any, kind: str) -> dict[str, Any] | None:
-    """The part of one RunConfig section that identifies a run; None: the section is left out."""
-    if name == ("ect" if kind == "pretrain" else "diffusion"):
-        return None  # the objective section a run does not use
-    d = to_dict(obj)
-    if name == "eval" and kind == "pretrain":
-        # The teacher is always evaluated with Heun; consistency-sampler settings do not matter.
-        for field_name in ("mid_t", "samplers", "sigma_min_shift"):
-            d.pop(field_name)
-    for section, field_name in _IDENTITY_EXCLUDED:
-        if section == name:
-            d.pop(field_name)
-    # Fields added after runs were recorded leave the hash at their original value, so the ids of
-    # those runs (and their records and checkpoints) stay valid.
-    for (section, field_name), original in _ADDED_FIELDS.items():
-        if section == name and d.get(field_name) == original:
-            d.pop(field_name)
-    # The MP U-Net's attention layout became EDM2's (CHANGELOG, #16): a config whose network it
-    # changed gets a new id, so its old checkpoints and records are never mistaken for the new one.
-    if (name == "network" and obj.family == "mp"
-            and mp_attention_heads(obj) != mp_attention_heads(obj, layout="legacy")):
-        d["attention_layout"] = "edm2"
-    # The DDPM++ stem became SongUNet's (3 -> model_channels; see CHANGELOG): only networks with
-    # channel_mult[0] != 1 changed; they get a new id so their old checkpoints never load into it.
-    if name == "network" and ddpmpp_stem_changed(obj):
-        d["stem"] = "edm"
-    return d
-
-
-def ddpmpp_stem_changed(network: NetworkConfig) -> bool:
-    """Whether a DDPM++ network differs from its earlier form (its stem now maps to
-    model_channels, not model_channels · channel_mult[0])."""
-    return network.family == "ddpmpp" and network.channel_mult[0] != 1
-
-
-def _value_types(obj: Any) -> tuple[Any, ...]:
-    """Types of a section's values (and of their tuples' items): 0 == 0.0 and hash alike, but
-    their JSON differs, so the cache below must not hand one's text to the other."""
-    return tuple(tuple(map(type, v)) if type(v) is tuple else type(v) for v in vars(obj).values())
-
-
-def _identity_section_json(name: str, obj: Any, kind: str) -> str | None:
-    # Planning hashes thousands of configs that share their (frozen, hashable) sections.
-    return _cached_section_json(name, obj, kind, _value_types(obj))
-
-
-@functools.lru_cache(maxsize=4096)
-def _cached_section_json(name: str, obj: Any, kind: str, types: tuple[Any, ...]) -> str | None:
-    d = _identity_section(name, obj, kind)
-    return None if d is None else canonical_json(d)
-
-
-def run_id(cfg: RunConfig) -> str:
-    """Hash of what a run trains: the resolved config without its evaluation settings (they
-    identify an evaluation, which `harness eval` can repeat, not a training run; #19), without
-    the objective section the run does not use, and without `legacy_id`.
-
-    Equal to `stable_hash` of the identity dict: the canonical JSON is assembled from the
-    sections' canonical JSON (sorted keys, no whitespace), each computed once per distinct section."""
-    return _identity_hash(cfg, with_eval=False)
-
-
-def legacy_run_id(cfg: RunConfig) -> str:
-    """The id `cfg` had before #19, when the evaluation settings were part of it (harness 0.1.0
-    up to then). Run folders and records written then carry it; planning finds them by it."""
-    return _identity_hash(cfg, with_eval=True)
-
-
-def recorded_as(cfg: RunConfig, recorded_id: str) -> RunConfig | None:
-    """`cfg` as the run recorded under `recorded_id` (a folder name, a job file's run_id): `cfg`
-    when that is its id; `cfg` adopting it as `legacy_id` when it is its id under the older
-    scheme; None when `recorded_id` is not an id of this config."""
-    plain = dataclasses.replace(cfg, legacy_id=None) if cfg.legacy_id else cfg
-    if recorded_id == plain.run_id:
-        return plain
-    if recorded_id == legacy_run_id(plain):
-        return dataclasses.replace(plain, legacy_id=recorded_id)
-    return None
-
-
-def _identity_hash(cfg: RunConfig, *, with_eval: bool) -> str:
-    pieces: dict[str, str] = {}
-    for name in _field_names(RunConfig):
-        if name in _NEVER_IDENTITY or (name == "eval" and not with_eval):
-            continue
-        value = getattr(cfg, name)
-        if dataclasses.is_dataclass(value):
-            try:
-                text = _identity_section_json(name, value, cfg.kind)
-            except TypeError:  # a section with an unhashable value: no caching
-                d = _identity_section(name, value, cfg.kind)
-                text = None if d is None else canonical_json(d)
-            if text is None:
-                continue
-        elif name in _ADDED_TOP_FIELDS and value == _ADDED_TOP_FIELDS[name]:
-            continue
-        else:
-            text = canonical_json(to_dict(value))
-        pieces[name] = text
-    body = ",".join(f'"{k}":{pieces[k]}' for k in sorted(pieces))  # field names need no escaping
-    return hashlib.sha256(("{" + body + "}").encode()).hexdigest()[:12]
-
-
 # --------------------------------------------------------------------------------------------------
-# Strict conversion between dicts and dataclasses
-
-
-@functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
-def to_dict(obj: Any) -> Any:
-    """Recursively convert dataclasses/tuples to plain JSON-able dicts/lists."""
-    if obj is None or isinstance(obj, str | int | float):  # most leaves: skip the checks below
-        return obj
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {name: to_dict(getattr(obj, name)) for name in _field_names(type(obj))}
-    if isinstance(obj, tuple | list):
-        return [to_dict(v) for v in obj]
-    return obj
-
-
-def valid_keys(cls: type) -> list[str]:
-    """Field names of a config dataclass."""
-    return [f.name for f in dataclasses.fields(cls)]
+# Loading runs from plain dicts (strictly: harness.strict)
 
 
 def dotted_fields(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
@@ -606,106 +475,11 @@ def dotted_fields(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             out.update(dotted_fields(tp, f"{prefix}{f.name}."))
         else:
             out[f"{prefix}{f.name}"] = tp
     return out
-
-
-def unknown_key_error(where: str, key: str, valid: list[str]) -> ConfigError:
-    """Error for a key that is not a field: lists valid keys and the closest match."""
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"{where}: unknown key {key!r}.{hint} Valid keys: {', '.join(sorted(valid))}")
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def coerce(tp: Any, value: Any, where: str, name: str) -> Any:
-    """Check `value` against annotation `tp` (strictly: no str->int, no bool->int) and normalise it."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        if value not in typing.get_args(tp) or isinstance(value, bool):
-            raise _err(where, name, value, f"must be {_type_name(tp)}")
-        return value
-    if origin in (types.UnionType, typing.Union):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise _err(where, name, value, f"must not be empty; expected {_type_name(tp)}")
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(arg, value, where, name)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise _err(where, name, value, "expected " + " or ".join(
-            _type_name(a) for a in args if a is not type(None)) + " or null")
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise _err(where, name, value, "must be a list")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(coerce(args[0], v, where, f"{name}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise _err(where, name, value, f"must be a list of {len(args)} values")
-        pairs = enumerate(zip(args, value, strict=True))
-        return tuple(coerce(a, v, where, f"{name}[{i}]") for i, (a, v) in pairs)
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise _err(where, name, value, "must be a table of settings")
-        return from_dict(tp, value, where=f"{where} [{name}]" if name else where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _err(where, name, value, "must be true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool):
-            raise _err(where, name, value, "must be an integer")
-        if isinstance(value, float) and value.is_integer() and abs(value) < 2**62:
-            return int(value)  # TOML users write 1e6 for a million images
-        if not isinstance(value, int):
-            raise _err(where, name, value, "must be an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _err(where, name, value, "must be a number")
-        # nan/inf (TOML allows them) would break run ids (canonical JSON) and every formula.
-        if (isinstance(value, int) and abs(value) > 2**1000) or not math.isfinite(value):
-            raise _err(where, name, value, "must be a finite number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise _err(where, name, value, "must be a string")
-        return value
-    raise TypeError(f"unsupported annotation {tp!r} for {name}")  # programming error
-
-
-def from_dict(cls: type, data: dict[str, Any], *, where: str = "config") -> Any:
-    """Build config dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a table of settings, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = valid_keys(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise unknown_key_error(where, key, names)
-        kwargs[key] = coerce(hints[key], value, where, key)
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
 
 
 def run_config_from_dict(data: dict[str, Any], *, where: str = "run config") -> RunConfig:

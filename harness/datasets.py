@@ -1,10 +1,10 @@
 """The dataset registry: one entry per dataset the harness can train on. Torch-free.
 
-Config validation (`DataConfig.name`), presets and the data module all read this table, so adding a
-dataset is one `DatasetSpec` here plus its reader and checker in harness/data.py (and a recipe and
-presets in harness/presets.py if it has any). The readers, checkers and shape readers are named as
-"module:function" and imported only when called: config and planning never import harness.data's
-readers, and nothing here imports torch.
+Config validation (`DataConfig.name`), presets and the data modules all read this table, so adding a
+dataset is one `DatasetSpec` here plus its reader and checker in harness/data_formats.py (and a
+recipe and presets in harness/presets.py if it has any). The readers, checkers and shape readers
+are named as "module:function" and imported only when called: config and planning never import
+the readers, and nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -58,34 +58,29 @@ class DatasetSpec:
         if ref is None:
             raise LookupError(f"dataset {self.name!r} has no {role}")
         module, _, attr = ref.partition(":")
-        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), attr)
 
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     # sklearn's 8x8 digits (1797 images, pixel values 0..16 mapped to 0..255), embedded.
-    DatasetSpec(name="digits", reader="harness.data:_digits", channels=1, resolution=8,
+    DatasetSpec(name="digits", reader="harness.data_formats:_digits", channels=1, resolution=8,
                 num_classes=10, default_metric="fd_digits"),
-    DatasetSpec(name="cifar10", reader="harness.data:_load_cifar10",
-                checker="harness.data:_check_cifar10",
+    DatasetSpec(name="cifar10", reader="harness.data_formats:_load_cifar10",
+                checker="harness.data_formats:_check_cifar10",
                 expected="cifar-10-python.tar.gz or its extracted folder cifar-10-batches-py "
                          "(with data_batch_1..5)",
                 channels=3, resolution=32, num_classes=10),
-    DatasetSpec(name="image_folder", reader="harness.data:_load_image_folder",
-                checker="harness.data:_check_image_folder",
+    DatasetSpec(name="image_folder", reader="harness.data_formats:_load_image_folder",
+                checker="harness.data_formats:_check_image_folder",
                 expected="EDM-style dataset: a .zip or folder of PNG images with optional "
                          "dataset.json",
-                shape="harness.data:_image_folder_shape"),
-    DatasetSpec(name="imagenet64", reader="harness.data:_load_imagenet64",
-                checker="harness.data:_check_imagenet64",
+                shape="harness.data_formats:_image_folder_shape"),
+    DatasetSpec(name="imagenet64", reader="harness.data_formats:_load_imagenet64",
+                checker="harness.data_formats:_check_imagenet64",
                 expected="downsampled ImageNet: a folder of train_data_batch_<i>.npz or a single "
                          ".npz with keys 'data' and 'labels'",
-                shape="harness.data:_imagenet64_shape"),
+                shape="harness.data_formats:_imagenet64_shape"),
 )}
-
-
-def dataset_names() -> tuple[str, ...]:
-    """The registered dataset names, in registry order."""
-    return tuple(DATASETS)
 
 
 def unknown_dataset_rule() -> str:

@@ -22,7 +22,8 @@ from torch import nn
 from torch_fidelity import FeatureExtractorBase, register_feature_extractor
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from harness.data import _digits, content_hash
+from harness.data import content_hash
+from harness.data_formats import _digits
 from harness.runtime import atomic_write_bytes, file_sha256, stable_hash
 
 EXTRACTOR_NAME = "harness-digits-cnn"  # the torch-fidelity registry name
@@ -30,7 +31,7 @@ FEATURE_LAYER = "penultimate"
 INPUT_RESOLUTION = 8
 
 # Everything that changes the trained weights; part of the cache key.
-RECIPE = {
+RECIPE: dict[str, Any] = {
     "seed": 0,
     "test_fraction": 0.2,  # held out from training to measure accuracy
     "epochs": 20,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as torch_dist
@@ -71,7 +72,7 @@ def barrier() -> None:
         torch_dist.barrier()
 
 
-def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
+def all_reduce_mean_(tensors: Sequence[torch.Tensor]) -> None:
     """Average tensors across ranks in place with one flat all-reduce (one message, not one per tensor)."""
     if not torch_dist.is_initialized() or not tensors:
         return
@@ -85,18 +86,13 @@ def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
         offset += n
 
 
-def broadcast_(tensors: list[torch.Tensor], src: int = 0) -> None:
+def broadcast_(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
     """Copy tensors from rank `src` to every rank (identical initial weights)."""
     if not torch_dist.is_initialized():
         return
     with torch.no_grad():  # parameters: a copy, not part of any graph
         for t in tensors:
             torch_dist.broadcast(t, src)
-
-
-def destroy() -> None:
-    if torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
 
 
 def seed_step(seed: int, group: int, nimg: int, stream: str = "") -> int:

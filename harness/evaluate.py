@@ -15,10 +15,10 @@ import math
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -27,7 +27,8 @@ from torch.utils.data import Dataset
 
 from harness import digits_classifier, dinov2
 from harness.config import ConfigError, RunConfig
-from harness.data import ImageData, content_hash, dataset_fingerprint, load_arrays
+from harness.data import ImageData, content_hash, load_arrays
+from harness.data_formats import dataset_fingerprint, numpy_reconstruct
 from harness.runtime import atomic_write_bytes, atomic_write_text, file_sha256
 
 INCEPTION_NAME = "inception-v3-compat"  # torch-fidelity's TF-compatible Inception-v3
@@ -260,8 +261,9 @@ def _calculate(input1: Dataset, input2: Dataset, extractor: str, weights: Path, 
     if reference_cache_name is not None:
         kwargs["input2_cache_name"] = reference_cache_name
     if run.eval.kid:
-        n2 = num_reference if num_reference is not None else len(input2)
-        kwargs["kid_subset_size"] = min(KID_SUBSET_SIZE, len(input1), n2)
+        # Both inputs are this module's image datasets, which have a length (Dataset's stub has none).
+        n2 = num_reference if num_reference is not None else len(cast(Sized, input2))
+        kwargs["kid_subset_size"] = min(KID_SUBSET_SIZE, len(cast(Sized, input1)), n2)
     # The Frechet distance's eigendecomposition runs in numpy: give BLAS the job's thread budget.
     # With numpy's default threads on a busy 2-core machine a 128x128 eigvals took 0.9-2.1 s
     # instead of 4-23 ms (harness bench: warm FD 1.82 s -> 0.144 s).
@@ -281,12 +283,8 @@ def _calculate(input1: Dataset, input2: Dataset, extractor: str, weights: Path, 
 
 def _numpy_array_globals() -> list[Any]:
     """What unpickling a numeric numpy array needs (torch-fidelity caches mu and sigma so)."""
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
-    except ImportError:  # numpy 1
-        from numpy.core.multiarray import _reconstruct
     dtypes = [type(np.dtype(code)) for code in "?bhilqBHILQefdg"]
-    return [_reconstruct, np.ndarray, np.dtype, *dtypes]
+    return [numpy_reconstruct(), np.ndarray, np.dtype, *dtypes]
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from harness.config import ARCHITECTURE_FIELDS, ConfigError, NetworkConfig, RunConfig, TrainConfig
+from harness.eval_hashed_runs import EvalHashedRuns
 from harness.job import JobSpec
-from harness.legacy_runs import LegacyRuns
 from harness.sweep import BUDGET_KEYS, SPECIAL_KEYS, Sweep, SweepError, check_value
 
 _SECTIONS: dict[str, type] = {}  # RunConfig section name -> its dataclass (filled on first use)
@@ -125,8 +125,8 @@ class Expansion:
     budgets: dict[str, tuple[Any, ...]]  # run_id -> the budget values it covers (ascending nimg)
     budget_nimg: dict[str, tuple[int, ...]]  # run_id -> images at which each budget is reached
     separate_nimg: dict[str, int]  # tuning run_id -> images if each budget were its own run
-    # Runs that keep the id they were recorded under before #19: legacy id -> the other recorded
-    # ids of the same training, not used.
+    # Runs that keep the eval-hashed id they were recorded under (harness.eval_hashed_runs): that
+    # id -> the other recorded ids of the same training, not used.
     adopted: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
@@ -176,7 +176,7 @@ class _Expander:
     def __init__(self, sweep: Sweep, results_dir: str, runs_dir: str) -> None:
         self.sweep, self.results_dir, self.runs_dir = sweep, results_dir, runs_dir
         self.builder = _Builder()
-        self.legacy = LegacyRuns(runs_dir, Path(results_dir) / sweep.name)
+        self.eval_hashed = EvalHashedRuns(runs_dir, Path(results_dir) / sweep.name)
         self.presets: dict[str, _PresetInfo] = {}
         self.costs: dict[NetworkConfig, float] = {}
         self.teachers: dict[str, JobSpec] = {}  # pretraining run_id -> its job
@@ -291,12 +291,12 @@ class _Expander:
                      "kind": "pretrain", "preset": info.name,
                      "train.total_nimg": sweep.pretrain.nimg_for(info.name, sweep.path)}
         snapshots = tuple(n for n in sweep.pretrain.budgets_for(info.name, sweep.path) or () if n)
-        if snapshots:  # a teacher-budget axis: one teacher, saved at each budget (#17)
+        if snapshots:  # a teacher-budget axis: one teacher, saved at each budget
             overrides["train.snapshot_nimg"] = snapshots
         tcfg = _build(self.builder, info.pretrain, overrides, t_where)
         _check_teacher_matches(tcfg.network, cfg.network, t_where)
         # A teacher recorded under an older id keeps it; its students then start from that folder.
-        tcfg = self.legacy.adopt(tcfg)
+        tcfg = self.eval_hashed.adopt(tcfg)
         rid = tcfg.run_id
         self.teacher_keys[key] = rid
         swept: dict[str, Any] = {"preset": info.name}
@@ -331,7 +331,7 @@ class _TuningJobs:
         self.sweep, self.swept = expander.sweep, expander.swept
         self.budget_key = expander.budget_key
         self.results_dir, self.runs_dir = expander.results_dir, expander.runs_dir
-        self.legacy = expander.legacy
+        self.eval_hashed = expander.eval_hashed
         self.jobs: list[JobSpec] = []
         self.ids: list[str] = []
         self.teacher_of: dict[str, str | None] = {}
@@ -342,7 +342,7 @@ class _TuningJobs:
 
     def add(self, preset: str, run_members: list[GridPoint]) -> None:
         """Add the run that trains to the last member's budget, evaluated at every member's."""
-        cfg = self.legacy.adopt(_with_budget_evals(run_members))
+        cfg = self.eval_hashed.adopt(_with_budget_evals(run_members))
         nimgs = tuple(m.nimg for m in run_members)
         rid = cfg.run_id
         budget_values = tuple(m.budget for m in run_members)
@@ -392,7 +392,7 @@ class _TuningJobs:
         return Expansion(jobs=(*teachers.values(), *self.jobs), run_ids=(*teachers, *self.ids),
                          teacher=self.teacher_of, budgets=self.budgets,
                          budget_nimg=self.budget_nimg, separate_nimg=self.separate,
-                         adopted=dict(self.legacy.adopted))
+                         adopted=dict(self.eval_hashed.adopted))
 
 
 def _with_budget_evals(run_members: list[GridPoint]) -> RunConfig:

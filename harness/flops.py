@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import NetworkConfig, ddpmpp_stem_changed, mp_attention_heads, to_dict
+from harness.config import NetworkConfig, to_dict
 from harness.runtime import atomic_write_text, stable_hash
 
 # Forward-pass equivalents per training image: diffusion = fwd + bwd (3F); ECT adds one no-grad
@@ -40,10 +40,8 @@ def network_key(cfg: NetworkConfig) -> str:
         arch.pop("channels_per_head")
     if arch["family"] == "mp":  # the only family before the field existed: keep cached keys valid
         arch.pop("family")
-        if mp_attention_heads(cfg) != mp_attention_heads(cfg, layout="legacy"):
-            arch["attention_layout"] = "edm2"  # a new network: never reuse a cached legacy cost
-    if ddpmpp_stem_changed(cfg):
-        arch["stem"] = "edm"  # likewise for the DDPM++ stem (harness.config.ddpmpp_stem_changed)
+    # A network that changed form is a new network: never reuse the cost cached for the old one.
+    arch.update(cfg.form_markers())
     return stable_hash(arch)
 
 
@@ -107,18 +105,16 @@ def train_flops(kind: str, fwd_flops: float, nimg: int) -> float:
     return TRAIN_PASSES[kind] * fwd_flops * nimg
 
 
+def run_flops(kind: str, fwd_flops: float, nimg: int, pretrain_flops: float | None
+              ) -> tuple[float | None, float]:
+    """(pretraining FLOPs behind a run's weights, its own tuning FLOPs) after `nimg` images: a
+    pretraining run's pretraining is itself; a tuning run's is its start's (None: unknown)."""
+    if kind == "pretrain":
+        return train_flops("pretrain", fwd_flops, nimg), 0.0
+    return pretrain_flops, train_flops("tune", fwd_flops, nimg)
+
+
 def nimg_for_budget(kind: str, fwd_flops: float, budget_flops: float, batch: int) -> int:
     """Images that fit in a FLOP budget, rounded to whole batches (0 if below half a batch)."""
     per_batch = TRAIN_PASSES[kind] * fwd_flops * batch
     return round(budget_flops / per_batch) * batch
-
-
-def refresh_cost_cache() -> dict[str, Cost]:
-    """Measure every preset and rewrite the shipped cache (maintainers run this after editing presets)."""
-    from harness.presets import PRESETS
-
-    costs = {name: measure_network_cost(p.network) for name, p in PRESETS.items()}
-    cache = {network_key(p.network): {"params": costs[n].params, "fwd_flops": costs[n].fwd_flops}
-             for n, p in PRESETS.items()}
-    atomic_write_text(_COST_FILE, json.dumps(cache, indent=1, sort_keys=True) + "\n")
-    return costs

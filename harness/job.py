@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, RunConfig, recorded_as, run_config_from_dict
+from harness.config import ConfigError, RunConfig, run_config_from_dict
+from harness.identity import recorded_as
 from harness.runtime import atomic_write_text, folder_name_problem
 
 JOB_FORMAT_VERSION = 1
@@ -66,8 +67,8 @@ class JobSpec:
         run = run_config_from_dict(data["run"], where=f"{where} [run]")
         recorded = data.get("run_id")
         if recorded is not None and recorded != run.run_id:
-            # A job file written before #19 names the run by the id that hashed its evaluation
-            # settings too: the run keeps that id (and its folder).
+            # A job file written under the eval-hashed scheme names the run by the id that hashed
+            # its evaluation settings too: the run keeps that id (and its folder).
             adopted = recorded_as(run, str(recorded))
             if adopted is None:
                 raise ConfigError(f"{where}: run_id = {recorded!r}: does not match its config "

@@ -1,5 +1,6 @@
-"""Optional experiment loggers for a run's curves (`train.loggers`): TensorBoard, and W&B or MLflow
-offline, each only if its package is installed. Off by default; stats.jsonl is always written.
+"""A run's curves: stats.jsonl lines (`Curves`), and the optional experiment loggers of
+`train.loggers`: TensorBoard, and W&B or MLflow offline, each only if its package is installed.
+Off by default; stats.jsonl is always written.
 
 Every scalar is logged at its step in images seen (the harness's unit of progress), the same
 numbers as the run's stats.jsonl lines: interval-mean loss, gradient norm, learning rate, timing,
@@ -10,10 +11,15 @@ inside the run folder: `tensorboard/`, `wandb/`, `mlruns/`.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from harness.job import JobSpec
+from harness.rundir import update_status
+from harness.state import TrainingFailed
 
 # The module each logger of train.loggers needs, and how to install it.
 _PACKAGES = {"tensorboard": ("tensorboard", "pip install tensorboard"),
@@ -108,3 +114,32 @@ class _MLflow:
 
     def close(self) -> None:
         self.mlflow.end_run()
+
+
+class Curves:
+    """A run's curves: stats.jsonl lines and the optional loggers of `train.loggers` (rank 0)."""
+
+    def __init__(self, job: JobSpec, rank: int) -> None:
+        run = job.run
+        self.path = job.run_dir / "stats.jsonl"
+        self.rank = rank
+        if missing := missing_packages(run.train.loggers):
+            error = (f"train.loggers = {list(run.train.loggers)}: not installed: "
+                     + ", ".join(missing))
+            if rank == 0:
+                update_status(job.run_dir, state="failed", error=error)
+            raise TrainingFailed(error)
+        self.loggers = RunLoggers(run.train.loggers, job.run_dir, run.run_id, run.to_dict(),
+                                  rank=rank)
+
+    def write(self, stats: dict[str, Any], nimg: int) -> None:
+        """One stats.jsonl line (with `nimg`) and the same numbers to the loggers."""
+        if self.rank != 0:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"nimg": nimg, **stats}) + "\n")
+        self.loggers.log(stats, nimg)
+
+    def close(self) -> None:
+        """Flush and close the loggers."""
+        self.loggers.close()

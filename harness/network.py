@@ -14,6 +14,7 @@ EDM2 op order is kept as `Block.forward_reference`, and `set_fused_ops(net, Fals
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from torch import Tensor, nn
 
 from harness.config import NetworkConfig, mp_attention_heads
 from harness.network_parts import DropoutSource, SharedDropout, run_encoder_decoder
+
+if TYPE_CHECKING:
+    from harness.network_ddpmpp import DDPMppUNet
 
 
 def normalize(x: Tensor, dim: tuple[int, ...] | None = None, eps: float = 1e-4) -> Tensor:
@@ -71,6 +75,9 @@ class MPFourier(nn.Module):
         phases = torch.rand(num_channels, generator=gen, device="cpu")
         self.register_buffer("freqs", 2 * np.pi * freqs * bandwidth)
         self.register_buffer("phases", 2 * np.pi * phases)
+
+    freqs: Tensor  # buffers, registered in __init__
+    phases: Tensor
 
     def forward(self, x: Tensor) -> Tensor:  # x: [N] -> [N, C]
         y = x.to(torch.float32).ger(self.freqs.to(torch.float32)) + self.phases.to(torch.float32)
@@ -252,8 +259,8 @@ class UNet(nn.Module):
 
         # Decoder.
         self.dec = nn.ModuleDict()
-        skips = [block.out_channels if isinstance(block, MPConv) else block.conv_res1.out_channels
-                 for block in self.enc.values()]
+        skips = [block.out_channels if isinstance(block, MPConv)
+                 else cast(Block, block).conv_res1.out_channels for block in self.enc.values()]
         for level, channels in reversed(list(enumerate(cblock))):
             res = cfg.img_resolution >> level
             if level == len(cblock) - 1:
@@ -307,7 +314,7 @@ class Precond(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.sigma_data = sigma_data
-        self.unet = make_unet(cfg)
+        self.unet: UNet | DDPMppUNet = make_unet(cfg)
 
     def forward(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None, *,
                 sigma_min_shift: float = 0.0,
@@ -326,7 +333,7 @@ class Precond(nn.Module):
         self.unet.normalize_weights_()
 
 
-def make_unet(cfg: NetworkConfig) -> nn.Module:
+def make_unet(cfg: NetworkConfig) -> UNet | DDPMppUNet:
     """The raw network F of the config's family (see NetworkConfig.family)."""
     if cfg.family == "ddpmpp":
         from harness.network_ddpmpp import DDPMppUNet  # deferred: most runs use one family
@@ -360,7 +367,8 @@ def set_channels_last(net: nn.Module, enabled: bool = True) -> None:
     net.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
     for module in net.modules():
         if hasattr(module, "channels_last"):
-            module.channels_last = enabled
+            # nn.Module types attributes it does not know as Tensor | Module.
+            module.channels_last = enabled  # type: ignore[assignment]
 
 
 def param_count(net: nn.Module) -> int:

@@ -15,6 +15,7 @@ There is no forced weight normalisation: `normalize_weights_` is a no-op.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -46,9 +47,10 @@ class Conv2d(nn.Conv2d):
         super().__init__(cin, cout, kernel, padding=kernel // 2)
         self.resample = resample
         _xavier_(self.weight, cin * kernel * kernel, cout * kernel * kernel, init_gain)
+        assert self.bias is not None  # built with bias=True
         nn.init.zeros_(self.bias)
 
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor) -> Tensor:
         # resample_filter=[1,1]: the transposed box filter is nearest upsampling, the strided one
         # 2x2 average pooling; EDM applies it before the convolution.
         if self.resample == "up":
@@ -120,6 +122,8 @@ class PositionalEmbedding(nn.Module):
         freqs = torch.arange(half, dtype=torch.float32, device="cpu") / max(half - 1, 1)
         self.register_buffer("freqs", (1 / _MAX_POSITIONS) ** freqs)
 
+    freqs: Tensor  # a buffer, registered in __init__
+
     def forward(self, x: Tensor) -> Tensor:
         y = x.to(torch.float32).ger(self.freqs.to(torch.float32))
         return torch.cat([y.cos(), y.sin()], dim=1)
@@ -162,7 +166,7 @@ class DDPMppUNet(nn.Module):
                 self.enc[f"{res}x{res}_block{idx}"] = block(cin, cout, res)
 
         self.dec = nn.ModuleDict()
-        skips = [b.out_channels for b in self.enc.values()]
+        skips = [cast(int, b.out_channels) for b in self.enc.values()]
         for level, channels in reversed(list(enumerate(cblock))):
             res = cfg.img_resolution >> level
             if level == len(cblock) - 1:

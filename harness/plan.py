@@ -68,8 +68,8 @@ class Plan:
     runs: tuple[PlannedRun, ...]
     results_dir: str
     runs_dir: str
-    # Runs that keep the id they were recorded under before #19: legacy id -> the other recorded
-    # ids of the same training, not used.
+    # Runs that keep the eval-hashed id they were recorded under (harness.eval_hashed_runs): that
+    # id -> the other recorded ids of the same training, not used.
     adopted: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def by_id(self) -> dict[str, PlannedRun]:
@@ -161,14 +161,14 @@ def stale_evaluations(p: Plan) -> list[StaleEvaluation]:
 
 
 def plan_notes(p: Plan) -> list[str]:
-    """What the plan table does not show: seeds that share teachers, runs kept under their pre-#19
-    ids, and done runs scored with other evaluation settings than the sweep's (with the command
+    """What the plan table does not show: seeds that share teachers, runs kept under their
+    eval-hashed ids, and done runs scored with other evaluation settings than the sweep's (with the command
     that rescores)."""
     notes = []
     tuning = [r for r in p.runs if r.kind == "tune" and r.teacher is not None]
     seeds_of: dict[str, set[int]] = {}
     for r in tuning:
-        seeds_of.setdefault(r.teacher, set()).add(r.job.run.seed)
+        seeds_of.setdefault(str(r.teacher), set()).add(r.job.run.seed)
     if any(len(seeds) > 1 for seeds in seeds_of.values()):
         notes.append("shared teachers: students of different seeds start from one teacher per "
                      "preset, so the seeds replicate tuning only and the fitted intervals cannot "
@@ -177,7 +177,7 @@ def plan_notes(p: Plan) -> list[str]:
     if p.adopted:
         notes.append(f"kept ids: {len(p.adopted)} run(s) recorded before evaluation settings "
                      "left run ids keep the ids they were recorded under, with their folders "
-                     "and records (see CHANGELOG, #19)")
+                     "and records (see CHANGELOG, harness 0.2.0)")
         others = [o for passed_over in p.adopted.values() for o in passed_over]
         if others:
             notes.append(f"  {len(others)} other folder(s) hold one of those trainings with other "
@@ -326,12 +326,12 @@ def _check_inputs(sweep: Sweep, jobs: tuple[JobSpec, ...]) -> None:
 
 
 def _dataset_checker() -> Any:
-    """harness.data.check_dataset (torch-free), if the data module provides it."""
+    """harness.data_formats.check_dataset (torch-free), if the module provides it."""
     try:
-        from harness import data
+        from harness import data_formats
     except ImportError:
         return None
-    return getattr(data, "check_dataset", None)
+    return getattr(data_formats, "check_dataset", None)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -212,3 +212,13 @@ def recipe(dataset: str, kind: str) -> dict[str, Any]:
     except KeyError:
         raise ConfigError(f"recipe: (dataset, kind) = ({dataset!r}, {kind!r}): unknown. Valid: "
                           + ", ".join(f"{d}/{k}" for d, k in _RECIPES)) from None
+
+
+# The magnitude-preserving digits presets that the DDPM++ ones replaced (CHANGELOG), at the same sizes:
+# preset -> the network it had. `harness bench` times both in one run (CPU seconds per image).
+MP_PREDECESSORS: dict[str, NetworkConfig] = {
+    "ect-digits-m": NetworkConfig(family="mp", img_resolution=8, img_channels=1, model_channels=16,
+                                  channel_mult=(1, 2, 2), num_blocks=2, dropout=0.1),
+    "ect-digits-l": NetworkConfig(family="mp", img_resolution=8, img_channels=1, model_channels=24,
+                                  channel_mult=(1, 2, 2), num_blocks=2, dropout=0.1),
+}

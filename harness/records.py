@@ -9,7 +9,6 @@ Torch-free.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import json
@@ -17,7 +16,6 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,12 +25,11 @@ import pyarrow.parquet as pq
 
 from harness import __version__
 from harness.config import EvalConfig, eval_differences
-from harness.job import JobSpec
 from harness.runtime import atomic_write_bytes, canonical_json, git_dirty, git_sha
 
-# 2: fp32 tuning by default, dataset-distributed eval labels (#16). 3: the `ema`, `init`,
-# `pretrain_nimg` and `teacher_value` columns (#16, #17), train_loss an interval mean (#19);
-# version-2 files read as version 3.
+# 2: fp32 tuning by default, dataset-distributed eval labels. 3: the `ema`, `init`,
+# `pretrain_nimg` and `teacher_value` columns, train_loss an interval mean; version-2 files read
+# as version 3. Each change is in CHANGELOG.md.
 SCHEMA_VERSION = 4
 METADATA_KEY = b"ect_harness.schema_version"  # also in the file footer: cheap to check
 
@@ -41,7 +38,7 @@ _COLUMNS: list[tuple[str, pa.DataType, bool, str]] = [
     ("schema_version", pa.int32(), False, "version of this schema"),
     ("sweep", pa.string(), False, "sweep name (the results/ subfolder)"),
     ("run_id", pa.string(), False, "hash of the run config without its evaluation settings "
-     "(runs recorded before #19: the older hash, which included them)"),
+     "(runs recorded under the eval-hashed scheme keep that hash, which included them)"),
     ("display_name", pa.string(), True, "human name, e.g. 's-1e15-seed0'"),
     ("kind", pa.string(), True, "'pretrain' or 'tune'"),
     ("preset", pa.string(), True, "network preset name"),
@@ -506,65 +503,3 @@ def schema_doc() -> str:
     lines += [f"| {name} | {tp} | {'yes' if nullable else 'no'} | {doc} |"
               for name, tp, nullable, doc in _COLUMNS]
     return "\n".join(lines)
-
-
-def run_columns(job: JobSpec, *, encode: Callable[[Any], str] = canonical_json) -> dict[str, Any]:
-    """The columns a job's config determines (identity, hyper-parameters, swept axes, config).
-
-    `encode` writes the swept axes and the config as JSON text.
-    """
-    run = job.run
-    return {
-        "sweep": job.sweep,
-        "run_id": run.run_id,
-        "display_name": job.display_name,
-        "kind": run.kind,
-        "preset": run.preset,
-        "dataset": run.data.name,
-        "seed": run.seed,
-        "batch": run.train.batch,
-        "lr": run.optim.lr,
-        "ect_q": run.ect.q if run.kind == "tune" else None,
-        "stage_nimg": run.stage_nimg() if run.kind == "tune" else None,
-        "dropout": run.network.dropout,
-        "ema_halflife_nimg": run.train.ema_halflife_nimg,
-        "swept": encode(job.swept),
-        "config": encode(run.to_dict()),
-    }
-
-
-# MetricResult fields that are not record columns.
-_NOT_RECORDED = frozenset({"seconds"})
-
-
-def metric_columns(result: Any) -> dict[str, Any]:
-    """The columns of an `evaluate.MetricResult`: every field of it (duck-typed, so this module
-    stays torch-free). A new field needs a column in _COLUMNS, or a place in _NOT_RECORDED."""
-    names = [f.name for f in dataclasses.fields(result) if f.name not in _NOT_RECORDED]
-    if missing := [n for n in names if n not in COLUMNS]:
-        raise RecordError(f"records: MetricResult fields {missing} have no column; add them to "
-                          "_COLUMNS (and bump SCHEMA_VERSION) or to _NOT_RECORDED")
-    return {name: getattr(result, name) for name in names}
-
-
-def _training_json(obj: Any) -> str:
-    # Training has always written the swept and config columns this way (with spaces); kept so
-    # that re-evaluations hold the same text as earlier records.
-    return json.dumps(obj, sort_keys=True)
-
-
-def evaluation_row(job: JobSpec, progress: dict[str, Any], sampler: str, *,
-                   nfe: int | None = None, result: Any = None, metric: str | None = None,
-                   error: str | None = None) -> dict[str, Any]:
-    """One record row of a training job: the single place where rows are assembled.
-
-    `progress` holds the columns of how far training got (images_seen, FLOPs, wall time, device,
-    train_loss, ...). With `result` (an `evaluate.MetricResult`) the row is 'ok'; without it, the
-    row says that the run failed with `error`, for the metric named by `metric`.
-    """
-    row = {**run_columns(job, encode=_training_json), **progress, "sampler": sampler, "nfe": nfe}
-    if result is not None:
-        row.update(metric_columns(result), value=float(result.value), status="ok", error=None)
-    else:
-        row.update(metric=metric, value=None, status="failed", error=error)
-    return row

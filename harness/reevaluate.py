@@ -52,20 +52,16 @@ def reevaluate(sweep: Sweep, *, results_dir: str | Path = "results",
     import torch
 
     from harness.data import load_dataset
+    from harness.device import device_name
+    from harness.eval_hook import EvaluationHook
     from harness.expand import expand
     from harness.flops import network_cost
     from harness.network import make_network
     from harness.plan import default_runs_dir
     from harness.records import latest_record_files, scored_differently
-    from harness.rundir import load_checkpoint
-    from harness.train import (
-        EvaluationHook,
-        TrainingFailed,
-        TrainState,
-        device_name,
-        run_start,
-        snapshot_path,
-    )
+    from harness.rundir import load_checkpoint, snapshot_path
+    from harness.start import run_start
+    from harness.state import TrainingFailed, TrainState
 
     runs_dir = default_runs_dir() if runs_dir is None else runs_dir
     report = ReevaluationReport()

@@ -1,4 +1,5 @@
-"""The run folder runs/<run_id>/: its lock, checkpoint files, status.json, config.json and job.json.
+"""The run folder runs/<run_id>/: its lock, checkpoint files, saved networks, status.json,
+config.json and job.json.
 
 Everything that reads or writes a run folder goes through here, so the file formats live in one
 place. Torch is imported only inside the checkpoint functions: the planning side (sweepstate,
@@ -18,15 +19,21 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.config import ConfigError, RunConfig, run_config_from_dict, run_id
+from harness.config import ConfigError, RunConfig, phema_label, run_config_from_dict, to_dict
+from harness.flops import run_flops
+from harness.identity import run_id
 from harness.job import JobSpec, write_job
 from harness.runtime import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from harness.state import Model, TrainState
 
 log = logging.getLogger("harness.rundir")
 
 STATUS_FILE = "status.json"
+KEEP_CHECKPOINTS = 2  # the newest checkpoints kept; older ones are deleted after each save
 _CKPT_MAGIC = b"ECTCKPT1"
 
 
@@ -79,7 +86,7 @@ _CONVERT_HINT = ("Checkpoints written by this harness never hold such objects. I
                  "file yourself and trust its source, convert it: load it with torch.load(path, "
                  "weights_only=False) in a separate session, keep only tensors, dicts, lists, "
                  "str, bytes, int, float, bool and None, and write it again with "
-                 "harness.train.save_checkpoint(path, state)")
+                 "harness.rundir.save_checkpoint(path, state)")
 
 
 def _not_plain(obj: Any, key: str, leaves: tuple[type, ...]) -> str | None:
@@ -185,6 +192,51 @@ def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+def snapshot_path(run_dir: Path, nimg: int) -> Path:
+    """Where a run saves its EMA network after `nimg` images (train.snapshot_nimg, and each
+    evaluation point with train.keep_eval_networks)."""
+    return Path(run_dir) / f"network-{nimg:012d}.pt"
+
+
+class Checkpointer:
+    """Saves the loop's checkpoints (rank 0 writes; every rank remembers what was saved)."""
+
+    def __init__(self, job: JobSpec, model: Model, state: TrainState, rank: int,
+                 last_saved: int) -> None:
+        self.job, self.model, self.state, self.rank = job, model, state, rank
+        self.last_saved = last_saved  # images seen at the last checkpoint (-1: none)
+
+    def save(self) -> None:
+        """Write a checkpoint of the current state and keep the newest KEEP_CHECKPOINTS."""
+        nimg = self.state.nimg
+        self.last_saved = nimg
+        if self.rank != 0:
+            return
+        m = self.model
+        save_checkpoint(checkpoint_path(self.job.run_dir, nimg), {
+            "net": m.net.state_dict(), "ema": m.ema.state_dict(),
+            "phema": [p.state_dict() for p in m.phemas],
+            "optimizer": m.optimizer.state_dict(), "state": self.state.to_dict(),
+            "run_id": self.job.run.run_id})
+        prune_checkpoints(self.job.run_dir, KEEP_CHECKPOINTS)
+
+
+def save_network(job: JobSpec, path: Path, model: Model, state: TrainState, fwd_flops: float,
+                 pretrain_flops: float | None) -> None:
+    """Save the EMA network with what a run starting from it records: images seen, the
+    pretraining FLOPs behind it (`train_flops`) and, for tuning runs, their own FLOPs."""
+    run = job.run
+    pre, tune_flops = run_flops(run.kind, fwd_flops, state.nimg, pretrain_flops)
+    save_checkpoint(path, {
+        "ema": model.ema.state_dict(), "network": to_dict(run.network),
+        "phema": {phema_label(std): p.state_dict()
+                  for std, p in zip(run.train.phema_stds, model.phemas, strict=True)},
+        "state": state.to_dict(),
+        "run_id": run.run_id, "kind": run.kind, "nimg": state.nimg,
+        "train_flops": pre or 0.0, "tune_flops": tune_flops,
+        "wall_seconds": state.wall_seconds})
+
+
 # --------------------------------------------------------------------------------------------------
 # status.json: what the run is doing (state, images seen, error, last metrics), for `harness status`
 
@@ -218,8 +270,8 @@ def update_status(run_dir: str | Path, unless_failed: bool = False, **fields: An
 
 
 def _same_training(stored: RunConfig | None, run: RunConfig) -> bool:
-    """Whether `stored` (a folder's config.json) trains what `run` trains; a folder of the older
-    id scheme holds its config without `legacy_id`."""
+    """Whether `stored` (a folder's config.json) trains what `run` trains; a folder of the
+    eval-hashed id scheme holds its config without `legacy_id`."""
     if stored is None:
         return False
     return run_id(dataclasses.replace(stored, legacy_id=None)) == run_id(

@@ -154,7 +154,7 @@ def build_report(sweep_name: str, results_dir: Path, *, bootstrap: int = 1000,
         default_figures_dir,
         fit_sweep,
         format_fit_table,
-        legacy_note,
+        outputs_beside_records_note,
         plot_sweep,
         write_report,
     )
@@ -164,7 +164,7 @@ def build_report(sweep_name: str, results_dir: Path, *, bootstrap: int = 1000,
     figures = plot_sweep(results_dir, sweep_name, figures_dir)
     report = write_report(results_dir, sweep_name, figures_dir=figures_dir)
     out.write(format_fit_table(fits.curves) + "\n")
-    if (note := legacy_note(results_dir, sweep_name)) is not None:
+    if (note := outputs_beside_records_note(results_dir, sweep_name)) is not None:
         out.write(note + "\n")
     return report, figures
 
@@ -199,7 +199,8 @@ def run_sweep(sweep_path: str | Path, cluster: str, *, results_dir: str | Path =
     for r in rows:
         if r.state in ("failed", "blocked"):
             out.write(f"{r.state}: {r.name} ({r.run_id}): {r.error}\n  log: {r.log}\n")
-    report_path, figures = None, []
+    report_path: Path | None = None
+    figures: list[Path] = []
     if any(r.state == "done" for r in rows):
         report_path, figures = build_report(sweep.name, results_dir, bootstrap=bootstrap, out=out)
         out.write(f"report: {report_path}\nfigures: {report_path.parent / 'figures'}/\n")

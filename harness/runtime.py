@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -18,6 +20,27 @@ from typing import Any
 _REPO_DIR = Path(__file__).resolve().parent.parent
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """Field names of a dataclass, in declaration order (cached: hashing runs calls it often)."""
+    return _field_names(cls)
+
+
+@functools.cache
+def _field_names(cls: Any) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def to_dict(obj: Any) -> Any:
+    """Recursively convert dataclasses/tuples to plain JSON-able dicts/lists."""
+    if obj is None or isinstance(obj, str | int | float):  # most leaves: skip the checks below
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {name: to_dict(getattr(obj, name)) for name in field_names(type(obj))}
+    if isinstance(obj, tuple | list):
+        return [to_dict(v) for v in obj]
+    return obj
 
 
 def canonical_json(obj: Any) -> str:

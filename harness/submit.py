@@ -75,7 +75,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             env.master_addr = os.environ.get("MASTER_ADDR") or master_address(env.master_addr)
             env.export(set_cuda_visible_devices=self.gpus_per_node >= self.tasks_per_node,
                        overwrite=True)
-        from harness.train import RunBusy, train
+        from harness.rundir import RunBusy
+        from harness.train import train
 
         try:
             train(self.job)
@@ -276,6 +277,7 @@ def sweep_status(sweep: Sweep, results_dir: str | Path = "results",
         entry = state.runs.get(r.run_id)
         job_state = slurm_states.get(entry.job_id or "") if entry is not None else None
         status = read_run_status(runs_dir, r.run_id) or {}
+        st: str  # the run's state in the table
         if r.status == "running" and r.liveness is not None:
             st = r.liveness  # queued, running, preempted or unknown
         elif r.status == "todo" and entry is not None and entry.blocked:

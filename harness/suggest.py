@@ -195,6 +195,7 @@ def resolve_target(spec: str | None, sizes: Sequence[Size], *, sampler: str) -> 
     target = parse_target(spec, [s.preset for s in sizes], default_preset=largest.preset,
                           default_nimg=largest.budgets[-1], sampler=sampler)
     if target.kind == "preset" and target.nimg is None:
+        assert target.flops is not None, "a preset target gives images or FLOPs"
         size = next(s for s in sizes if s.preset == target.preset)
         nimg = round(target.flops / size.tune_flops_per_img)
         if nimg < 1:
@@ -223,7 +224,7 @@ def suggest(sweep: Sweep, *, results_dir: str | Path = "results", runs_dir: str 
         raise SweepError(f"{sweep.path}: {len(sizes)} size(s) in the grid: the joint law needs 3 "
                          "sizes to learn from" + (" besides the target's" if holdout else ""))
     tgt = resolve_target(target, sizes, sampler=sampler)
-    exclude = (tgt.preset,) if holdout and tgt.kind == "preset" else ()
+    exclude: tuple[str, ...] = (tgt.preset,) if holdout and tgt.preset is not None else ()
     records = _load_records(results_dir, sweep.name)
     if not records.empty and "sampler" in records.columns:
         recorded = set(records.loc[records["kind"] == "tune", "sampler"].dropna())

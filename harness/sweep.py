@@ -23,14 +23,9 @@ from typing import Any
 
 from harness.backends import BACKENDS, cluster_params
 from harness.backends import slurm as _slurm
-from harness.config import (
-    ConfigError,
-    RunConfig,
-    coerce,
-    dotted_fields,
-    unknown_key_error,
-)
+from harness.config import RunConfig, dotted_fields
 from harness.runtime import folder_name_problem, parse_nimg
+from harness.strict import ConfigError, coerce, unknown_key_error
 
 
 class SweepError(ConfigError):
@@ -49,7 +44,7 @@ _PLANNER_OWNED = {
     "init_nimg": "list the teacher budgets in [pretrain] nimg = [...] instead",
     "from_scratch": "put 0 in [pretrain] nimg = [0, ...] instead",
     "train.total_nimg": "set budget_nimg or budget_flops instead",
-    "legacy_id": "the planner keeps the id a run was recorded under before #19",
+    "legacy_id": "the planner keeps the eval-hashed id a run was recorded under",
 }
 _TOP_LEVEL = ("name", "share_prefixes", "base", "grid", "zip", "pretrain", "cluster")
 
@@ -167,7 +162,7 @@ class PretrainSpec:
     """[pretrain]: a teacher per (preset, data) trained for `nimg` images, or a checkpoint file.
 
     Either may be one value for all presets or a table `{preset = value}` (sizes differ). `nimg`
-    may also be a list, an axis of teacher budgets (#17): one teacher per preset trained to the
+    may also be a list, an axis of teacher budgets: one teacher per preset trained to the
     largest, its EMA saved at each; each budget's students start from that snapshot, and 0 means
     students trained from random initialisation (no teacher).
     """
@@ -347,6 +342,7 @@ def sweep_from_dict(data: Mapping[str, Any], *, where: str = "sweep",
     if problem is not None:
         raise SweepError(f"{where}: name = {name!r}: required; {problem}. It names the folders "
                          "results/<name>/ and runs/.sweeps/<name>/, which must stay inside them")
+    assert isinstance(name, str)  # folder_name_problem accepts nothing else
     share = data.get("share_prefixes", True)
     if not isinstance(share, bool):
         raise SweepError(f"{where}: share_prefixes = {share!r}: must be true or false")

@@ -24,7 +24,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -35,6 +35,9 @@ from harness.official_pickle import (
     PersistentObject,
     read_official_pickle,
 )
+
+if TYPE_CHECKING:
+    from harness.network import Precond
 
 TEACHER_FORMAT = "ect-harness teacher"
 TEACHER_VERSION = 1
@@ -131,7 +134,7 @@ def _require(kw: dict[str, Any], wanted: dict[str, Any], what: str, source: str,
                                      f"{value!r})")
 
 
-def _network_config(family: str, kw: dict[str, Any], img_channels: Any,
+def _network_config(family: Literal["mp", "ddpmpp"], kw: dict[str, Any], img_channels: Any,
                     **extra: Any) -> NetworkConfig:
     """The project's NetworkConfig from an official network's init kwargs."""
     return NetworkConfig(
@@ -382,7 +385,7 @@ def read_teacher(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_teacher(path: str | Path) -> torch.nn.Module:
+def load_teacher(path: str | Path) -> Precond:
     """The imported network, preconditioned as EDM's: `net(x, sigma, class_labels)` with
     one-hot labels (or None), in eval mode on the CPU."""
     from harness.config import from_dict

@@ -19,6 +19,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,7 +74,7 @@ def main() -> None:
         table[name] = {"rel_error": at["rel_error"].iloc[frac_index].tolist(),
                        "factor": at["factor"].iloc[frac_index].tolist()}
     at_random = [at_fractions(r, grid) for r in randoms]
-    random_curve: dict[str, object] = {"design": "random", "fraction": grid}
+    random_curve: dict[str, Any] = {"design": "random", "fraction": grid}
     table["random"] = {}
     for column in ("rel_error", "factor"):
         stack = np.vstack([(a["rel_error"] if column == "rel_error"

@@ -112,7 +112,7 @@ def main() -> None:
     print(f"worst max|diff|/RMS: {worst:.2e} ({'ok' if worst <= 1e-4 else 'ABOVE 1e-4'})")
 
 
-EDM2_CONFIGS = {
+EDM2_CONFIGS: dict[str, tuple[int, int, dict[str, Any]]] = {
     # name: (resolution, label_dim, UNet kwargs)
     "EDM2 small, 10 classes": (16, 10, dict(model_channels=16, attn_resolutions=[8, 4],
                                             channels_per_head=8)),

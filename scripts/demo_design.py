@@ -3,7 +3,7 @@
 A design is a set of sizes and a set of tuning budgets. From the records of
 `sweeps/digits-dense.toml` (17 budgets per size, shared-prefix runs, so any subset of budgets is
 exactly what a sweep with those budgets would have recorded, up to the evaluation noise), this
-script reports for each design what issue #14 asks of the demo: the backtest (largest budget of
+script reports for each design what the demo must show: the backtest (largest budget of
 each preset and sampler predicted from the others: median and max |error|, share of held-out
 values inside the 95 % prediction interval) and the frontier law's alpha with its 95 % interval.
 
@@ -55,6 +55,8 @@ def score(records: pd.DataFrame, sizes: list[str], budgets: list[int], bootstrap
     for sampler in ("1-step", "2-step"):
         law = fit_frontier(tune[tune["sampler"] == sampler], x="total_flops",
                            bootstrap=bootstrap).law
+        if law is None:
+            raise SystemExit(f"the {sampler} frontier of the demo design has no fit")
         lo, hi = law.ci["alpha"]
         half = max(law.alpha - lo, hi - law.alpha) / law.alpha
         out[f"{sampler} frontier alpha"] = f"{law.alpha:.2f} [{lo:.2f}, {hi:.2f}] (±{100 * half:.0f} %)"

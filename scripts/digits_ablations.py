@@ -28,14 +28,15 @@ from harness.evaluate import Evaluator
 from harness.job import JobSpec
 from harness.network import make_network
 from harness.presets import get_preset, recipe
+from harness.rundir import load_checkpoint
 from harness.sampling import generate
-from harness.train import load_checkpoint, train
+from harness.train import train
 
 # EMA half-lives in images of a per-step decay beta at batch 128: 128 * ln(0.5) / ln(beta).
 HALFLIFE_0995 = 17_700
 HALFLIFE_099 = 8_830
 
-_MP_OLD = {  # the magnitude-preserving recipe these ablations started from (before #13)
+_MP_OLD = {  # the magnitude-preserving recipe these ablations started from (before DDPM++)
     "pre": {"network.family": "mp", "network.num_blocks": 2, "optim.optimizer": "adam",
             "optim.lr": 2e-3, "optim.betas": [0.9, 0.99], "optim.lr_schedule": "inv_sqrt",
             "optim.lr_decay_nimg": 64_000, "optim.lr_rampup_nimg": 0,
@@ -208,7 +209,8 @@ def main() -> None:
         pre = build("pretrain", preset, {"train.total_nimg": args.pretrain_nimg,
                                          **changes["pre"], **common})
         t0 = time.process_time()
-        job = dict(sweep="ablations", results_dir=str(work / "results"), runs_dir=str(work / "runs"))
+        job: dict[str, Any] = dict(sweep="ablations", results_dir=str(work / "results"),
+                                   runs_dir=str(work / "runs"))
         train(JobSpec(run=pre, **job))
         pre_s = time.process_time() - t0
         quarter = args.tune_nimg // 4

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 from analysis.load import load_results
-from harness.config import run_config_from_dict, set_dotted, to_dict
+from harness.config import RunConfig, run_config_from_dict, set_dotted, to_dict
 from harness.job import JobSpec
 from harness.presets import get_preset, recipe
 from harness.train import train
 
 
-def build(kind: str, preset: str, values: dict) -> object:
+def build(kind: str, preset: str, values: dict) -> RunConfig:
     data: dict = {"kind": kind, "preset": preset, "network": to_dict(get_preset(preset).network)}
     for key, value in {**recipe("digits", kind), **values}.items():
         set_dotted(data, key, value, where=f"{kind} overrides")

@@ -1,4 +1,4 @@
-"""One prepared GPU check (issue #16): bench, ECT steps in fp32 vs bf16 with the target error, FD_DINOv2.
+"""One prepared GPU check: bench, ECT steps in fp32 vs bf16 with the target error, FD_DINOv2.
 
 Usage: python scripts/gpu_check.py [--device cuda] [--out DIR] [--dinov2-weights FILE] [--small]
 

@@ -46,7 +46,7 @@ import pandas as pd
 from analysis.fitting import select_points
 from analysis.frontier import fit_frontier, pareto_frontier
 from analysis.load import load_results
-from analysis.powerlaw import FitError, fit_power_law
+from analysis.powerlaw import FitError, PowerLaw, fit_power_law
 
 METHODS = ("old", "pooled", "multiplier")
 
@@ -54,6 +54,7 @@ METHODS = ("old", "pooled", "multiplier")
 def frontier_alpha(points: pd.DataFrame, method: str, bootstrap: int,
                    seed: int) -> tuple[float, float, float]:
     """(alpha, lo, hi) of the frontier law of `points` (one sampler) under `method`."""
+    law: PowerLaw | None
     try:
         if method == "old":
             front = pareto_frontier(points)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from analysis.powerlaw import fit_joint_power_law, fit_power_law
+from analysis.solver import BootstrapMethod
 
 # Single law: an FID-like curve over 3 decades of compute, floor 2, FID 22 at the smallest budget.
 SINGLE_TRUTH = {"E": 2.0, "A": 20.0 * 1e16**0.5, "alpha": 0.5}
@@ -61,7 +62,8 @@ def _tally(truth: float) -> Tally:
     return Tally(truth=truth, estimates=[], hits=[], widths=[])
 
 
-def single_study(*, reps: int, bootstrap: int, num_points: int, sigma: float, method: str,
+def single_study(*, reps: int, bootstrap: int, num_points: int, sigma: float,
+                 method: BootstrapMethod,
                  seed: int = 0) -> dict[str, dict[str, float]]:
     """Coverage of `fit_power_law` intervals for E, A, α, ŷ(x_max) and ŷ(10·x_max)."""
     rng = np.random.default_rng(seed)
@@ -80,12 +82,12 @@ def single_study(*, reps: int, bootstrap: int, num_points: int, sigma: float, me
         for name, (lo, hi) in fit.ci.items():
             tallies[name].add(getattr(fit, name), lo, hi)
         for k, v in targets.items():
-            lo, hi = fit.predict_interval([v])
-            tallies[f"y({k})"].add(float(fit.predict(v)), float(lo[0]), float(hi[0]))
+            y_lo, y_hi = fit.predict_interval([v])
+            tallies[f"y({k})"].add(float(fit.predict(v)), float(y_lo[0]), float(y_hi[0]))
     return {k: tl.row() for k, tl in tallies.items()}
 
 
-def joint_study(*, reps: int, bootstrap: int, sigma: float, method: str,
+def joint_study(*, reps: int, bootstrap: int, sigma: float, method: BootstrapMethod,
                 seed: int = 0) -> dict[str, dict[str, float]]:
     """Coverage of `fit_joint_power_law` intervals for the parameters and N*(C), D*(C)."""
     rng = np.random.default_rng(seed)

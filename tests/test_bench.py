@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import bench
+from harness import bench, bench_planning
 from harness.cli import main as harness_main
 from harness.config import ConfigError
 
@@ -130,7 +130,7 @@ def test_cuda_unavailable_is_a_config_error() -> None:
 def test_write_synthetic_records_are_valid_records(tmp_path: Path) -> None:
     from analysis.load import load_results
 
-    assert bench.write_synthetic_records(tmp_path, 4, 10) == 40
+    assert bench_planning.write_synthetic_records(tmp_path, 4, 10) == 40
     df = load_results(tmp_path, strict=True)
     assert len(df) == 40 and set(df["sweep"]) == {"sweep0", "sweep1"}
     assert sorted(set(df["preset"])) == ["ect-digits-s", "ect-digits-xs"]

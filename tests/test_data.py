@@ -18,7 +18,8 @@ import PIL.Image
 import pytest
 
 from harness.config import ConfigError, DataConfig
-from harness.data import _split, check_dataset, dataset_fingerprint, dataset_shape, load_dataset
+from harness.data import _split, load_dataset
+from harness.data_formats import check_dataset, dataset_fingerprint, dataset_shape
 
 RNG = np.random.default_rng(0)
 
@@ -184,7 +185,7 @@ def test_checks_are_torch_free(tmp_path: Path) -> None:
     code = f"""
 import sys
 from harness.config import DataConfig
-from harness.data import check_dataset, dataset_shape
+from harness.data_formats import check_dataset, dataset_shape
 for name, path in [("cifar10", {str(tmp_path / "c")!r}),
                    ("image_folder", {str(tmp_path / "ds.zip")!r}),
                    ("imagenet64", {str(tmp_path / "in64")!r}), ("digits", None)]:
@@ -281,7 +282,8 @@ def test_presets_and_recipes_name_registered_datasets() -> None:
 
 def test_registry_and_config_import_without_torch() -> None:
     code = ("import sys\nimport harness.config, harness.datasets, harness.presets\n"
-            "assert 'torch' not in sys.modules and 'harness.data' not in sys.modules")
+            "assert 'torch' not in sys.modules and 'harness.data' not in sys.modules\n"
+            "assert 'harness.data_formats' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -316,7 +318,8 @@ def test_the_flip_stream_leaves_the_step_seed_as_it_was() -> None:
 
 
 def test_xflip_is_checked_and_keeps_run_ids_when_off() -> None:
-    from harness.config import RunConfig, _identity_section
+    from harness.config import RunConfig
+    from harness.identity import identity_section
 
     with pytest.raises(ConfigError, match="xflip"):
         DataConfig(xflip=1)  # type: ignore[arg-type]
@@ -324,7 +327,7 @@ def test_xflip_is_checked_and_keeps_run_ids_when_off() -> None:
     off = dataclasses.replace(base, data=DataConfig(xflip=False))
     on = dataclasses.replace(base, data=DataConfig(xflip=True))
     # Left out of the identity while off: ids of runs recorded before the field existed hold.
-    assert "xflip" not in _identity_section("data", off.data, "pretrain")
+    assert "xflip" not in identity_section("data", off.data, "pretrain")
     assert off.run_id == base.run_id != on.run_id
 
 
@@ -334,14 +337,14 @@ def test_digits_are_read_as_scikit_learn_loads_them_without_importing_it() -> No
 
     from sklearn.datasets import load_digits
 
-    from harness.data import _digits_cached
+    from harness.data_formats import _digits_cached
 
     images, labels = _digits_cached()
     bunch = load_digits()
     assert np.array_equal(images[:, 0], np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8))
     assert np.array_equal(labels, bunch.target)
     # A job reads them without paying for scikit-learn's import.
-    code = ("import sys; from harness.data import _digits_cached; _digits_cached(); "
+    code = ("import sys; from harness.data_formats import _digits_cached; _digits_cached(); "
             "print('sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

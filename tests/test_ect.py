@@ -66,7 +66,8 @@ def test_stage_is_pure_function_of_images():
 
 
 def test_max_stage_keeps_run_ids_and_is_checked():
-    from harness.config import ConfigError, ECTConfig, RunConfig, run_id
+    from harness.config import ConfigError, ECTConfig, RunConfig
+    from harness.identity import run_id
 
     base = RunConfig(init_run_id="teacher")
     capped = dataclasses.replace(base, ect=dataclasses.replace(base.ect, max_stage=7))

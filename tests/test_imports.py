@@ -17,10 +17,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("harness", "analysis")
 # Training, networks, sampling and evaluation need torch; everything else must not load it.
-TORCH_MODULES = {f"harness.{m}" for m in ("bench", "digits_classifier", "dinov2", "dist", "draws", "ect",
-                                          "evaluate", "network", "network_ddpmpp",
-                                          "network_parts", "official_pickle", "sampling",
-                                          "teachers", "train")}
+TORCH_MODULES = {f"harness.{m}" for m in ("bench", "device", "digits_classifier", "dinov2", "dist",
+                                          "draws", "ect", "eval_hook", "evaluate", "network",
+                                          "network_ddpmpp", "network_parts", "official_pickle",
+                                          "optim", "sampling", "teachers", "train")}
 
 
 def _modules() -> list[str]:

@@ -119,33 +119,19 @@ def test_no_attention_below_one_head():
 
 
 def test_changed_attention_layout_changes_run_id():
-    from harness.config import RunConfig, legacy_run_id, mp_attention_heads
-    from harness.runtime import stable_hash
+    from identity_reference import eval_hashed_id_by_hand
+
+    from harness.config import RunConfig, mp_attention_heads
+    from harness.identity import eval_hashed_run_id
 
     same = NetworkConfig(img_resolution=16, model_channels=16, channel_mult=(1, 2), num_blocks=1)
     changed = NetworkConfig(img_resolution=16, model_channels=32, channel_mult=(1, 2),
                             num_blocks=1)  # 64 channels at 8x8: in0 gains a head
-    assert mp_attention_heads(same) == mp_attention_heads(same, layout="legacy")
-    assert mp_attention_heads(changed) != mp_attention_heads(changed, layout="legacy")
-
-    def legacy_id(run: RunConfig) -> str:
-        """The id the run had before EDM2's layout (and its new fields)."""
-        d = run.to_dict()
-        d.pop("ect")
-        for section, key in (("eval", "mid_t"), ("eval", "samplers"), ("eval", "sigma_min_shift"),
-                             ("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
-                             ("train", "num_threads"), ("train", "keep_eval_networks"), ("train", "loggers"),
-                             ("train", "tf32"), ("network", "family"),
-                             ("network", "channels_per_head"), ("eval", "dinov2_weights_path"),
-                             ("data", "xflip"), ("train", "phema_stds"),
-                             ("train", "snapshot_nimg"), ("train", "draw_group")):
-            d[section].pop(key)
-        for key in ("init_nimg", "from_scratch", "legacy_id"):
-            d.pop(key)
-        return stable_hash(d)
+    assert mp_attention_heads(same) == mp_attention_heads(same, layout="every-block")
+    assert mp_attention_heads(changed) != mp_attention_heads(changed, layout="every-block")
 
     kept = RunConfig(kind="pretrain", network=same)
     moved = RunConfig(kind="pretrain", network=changed)
-    # The scheme of that time hashed evaluation settings too (legacy_run_id, before #19).
-    assert legacy_run_id(kept) == legacy_id(kept)
-    assert legacy_run_id(moved) != legacy_id(moved)
+    # The ids runs had before EDM2's layout were eval-hashed: only the changed network moves.
+    assert eval_hashed_run_id(kept) == eval_hashed_id_by_hand(kept)
+    assert eval_hashed_run_id(moved) != eval_hashed_id_by_hand(moved)

@@ -87,30 +87,12 @@ def test_unknown_family_is_a_clear_error() -> None:
 
 def test_family_field_keeps_existing_run_ids() -> None:
     # Runs recorded before the field existed were all "mp": their ids must not change.
-    from harness.config import legacy_run_id
-    from harness.runtime import stable_hash
+    from identity_reference import eval_hashed_id_by_hand
+
+    from harness.identity import eval_hashed_run_id
 
     # A network whose attention layout EDM2's did not change (see test_network.py for those).
     run = RunConfig(kind="pretrain", network=NetworkConfig(model_channels=16))
-    legacy = to_dict(run)
-    legacy.pop("ect" if run.kind == "pretrain" else "diffusion")
-    if run.kind == "pretrain":
-        legacy["eval"].pop("mid_t")
-        legacy["eval"].pop("samplers")
-        legacy["eval"].pop("sigma_min_shift")  # added later; never part of a teacher's id
-    for section, name in (("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
-                          ("train", "num_threads"), ("train", "keep_eval_networks"), ("train", "tf32"),
-                          ("train", "loggers")):
-        legacy[section].pop(name)
-    legacy["network"].pop("family")
-    legacy["network"].pop("channels_per_head")  # added later still
-    legacy["eval"].pop("dinov2_weights_path")
-    legacy["data"].pop("xflip")  # added later still
-    legacy["train"].pop("phema_stds")
-    legacy["train"].pop("snapshot_nimg")
-    legacy["train"].pop("draw_group")
-    for name in ("init_nimg", "from_scratch", "legacy_id"):
-        legacy.pop(name)
-    assert run.network.family == "mp" and legacy_run_id(run) == stable_hash(legacy)
+    assert run.network.family == "mp" and eval_hashed_run_id(run) == eval_hashed_id_by_hand(run)
     other = dataclasses.replace(run, network=dataclasses.replace(run.network, family="ddpmpp"))
-    assert other.run_id != run.run_id and legacy_run_id(other) != legacy_run_id(run)
+    assert other.run_id != run.run_id and eval_hashed_run_id(other) != eval_hashed_run_id(run)

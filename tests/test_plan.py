@@ -193,19 +193,19 @@ def test_output_into_a_closed_pipe_is_not_an_error() -> None:
 
 def _reference_run_id(cfg: Any, *, with_eval: bool = False) -> str:
     """run_id written out plainly: the canonical JSON of the whole identity dict, hashed; with
-    the evaluation settings, the id scheme before #19 (legacy_run_id)."""
-    from harness.config import _ADDED_TOP_FIELDS, _field_names, _identity_section
-    from harness.runtime import stable_hash
+    the evaluation settings, the eval-hashed scheme (eval_hashed_run_id)."""
+    from harness.identity import ADDED_FIELDS, RECORDED_ID_FIELD, identity_section
+    from harness.runtime import field_names, stable_hash
 
     d = {}
-    for name in _field_names(type(cfg)):
-        if name == "legacy_id" or (name == "eval" and not with_eval):
+    for name in field_names(type(cfg)):
+        if name == RECORDED_ID_FIELD or (name == "eval" and not with_eval):
             continue
         value = getattr(cfg, name)
-        if name in _ADDED_TOP_FIELDS and value == _ADDED_TOP_FIELDS[name]:
+        if name in ADDED_FIELDS and value == ADDED_FIELDS[name]:
             continue  # added after runs were recorded: their ids stay
         if dataclasses.is_dataclass(value):
-            section = _identity_section(name, value, cfg.kind)
+            section = identity_section(name, value, cfg.kind)
             if section is not None:
                 d[name] = section
         else:
@@ -214,7 +214,8 @@ def _reference_run_id(cfg: Any, *, with_eval: bool = False) -> str:
 
 
 def test_cached_run_id_equals_the_plain_hash_of_the_identity_dict() -> None:
-    from harness.config import NetworkConfig, RunConfig, legacy_run_id, run_id
+    from harness.config import NetworkConfig, RunConfig
+    from harness.identity import eval_hashed_run_id, run_id
     from harness.presets import PRESETS, recipe
 
     for preset in PRESETS.values():
@@ -231,7 +232,7 @@ def test_cached_run_id_equals_the_plain_hash_of_the_identity_dict() -> None:
                 set_dotted(data, key, value, where="test")
             cfg = run_config_from_dict(data, where="test")
             assert run_id(cfg) == _reference_run_id(cfg), preset.name
-            assert legacy_run_id(cfg) == _reference_run_id(cfg, with_eval=True), preset.name
+            assert eval_hashed_run_id(cfg) == _reference_run_id(cfg, with_eval=True), preset.name
             assert run_id(cfg) == run_id(run_config_from_dict(to_dict(cfg), where="again"))
     # Equal values of another type (0 == 0.0) hash alike but write different JSON: the cache
     # must not give one the other's id.

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness import records
+from harness import record_rows, records
 from harness.config import RunConfig
 from harness.job import JobSpec
 from harness.records import (
@@ -169,7 +169,7 @@ def test_run_columns_validate(tmp_path: Path) -> None:
     run = RunConfig(kind="tune", init_checkpoint="/x.pt", preset="ect-digits-s")
     job = JobSpec(run=run, sweep="s1", swept={"preset": "ect-digits-s", "seed": 0},
                   display_name="s-seed0")
-    row = {**records.run_columns(job), "images_seen": 256, "sampler": "2-step",
+    row = {**record_rows.run_columns(job), "images_seen": 256, "sampler": "2-step",
            "metric": "fd_digits", "value": 1.0, "status": "ok", "nfe": 2}
     path = write_evaluation(tmp_path / "s1", [row])
     got = pq.read_table(path).to_pylist()[0]

@@ -22,7 +22,6 @@ import pytest
 import torch
 
 import harness.rundir as rundir
-import harness.train as train_mod
 from analysis.load import load_results
 from analysis.report import AnalysisError, resolve_sweep
 from harness import cli
@@ -31,10 +30,12 @@ from harness.expand import expand
 from harness.job import JobSpec, read_job
 from harness.presets import get_preset
 from harness.records import RecordError
+from harness.rundir import UnsafeCheckpoint, load_checkpoint
 from harness.runtime import remove_stale_temp_files
+from harness.state import TrainingFailed
 from harness.sweep import SweepError, load_sweep
 from harness.sweepstate import sweep_state_dir
-from harness.train import TrainingFailed, UnsafeCheckpoint, load_checkpoint, train
+from harness.train import train
 
 SWEEP = """
 name = {name}
@@ -185,7 +186,7 @@ def test_load_checkpoint_refuses_crafted_file(tmp_path: Path) -> None:
     message = str(e.value)
     assert message.startswith(f"{path}: holds objects other than tensors and plain data (")
     assert "refuses to unpickle it" in message and "GLOBAL getattr" in message
-    assert "harness.train.save_checkpoint" in message  # how to convert a file one trusts
+    assert "harness.rundir.save_checkpoint" in message  # how to convert a file one trusts
     assert not marker.exists()
 
 
@@ -272,10 +273,10 @@ def test_checkpoint_in_run_folder_is_refused_on_resume(tmp_path: Path) -> None:
 def test_save_checkpoint_refuses_what_it_could_not_read_back(tmp_path: Path) -> None:
     path = tmp_path / "ckpt.pt"
     with pytest.raises(TypeError, match=r"state\.state\.last_loss \(float32\) is not a tensor"):
-        train_mod.save_checkpoint(path, {"state": {"last_loss": np.float32(1.0)}})
+        rundir.save_checkpoint(path, {"state": {"last_loss": np.float32(1.0)}})
     assert list(tmp_path.iterdir()) == []
-    train_mod.save_checkpoint(path, {"net": {"w": torch.ones(2)}, "betas": (0.9, 0.99),
-                                     "state": {"nimg": 3, "last_loss": None}, 0: [1.5, "x"]})
+    rundir.save_checkpoint(path, {"net": {"w": torch.ones(2)}, "betas": (0.9, 0.99),
+                                  "state": {"nimg": 3, "last_loss": None}, 0: [1.5, "x"]})
     assert load_checkpoint(path)["state"] == {"nimg": 3, "last_loss": None}
 
 
@@ -485,7 +486,8 @@ def test_crafted_cifar_batch_cannot_misuse_allowed_globals(tmp_path: Path) -> No
 
 def test_imagenet_npz_with_pickled_labels_is_refused(tmp_path: Path) -> None:
     """ImageNet-64 batches are .npz: an object array inside is a pickle, which is never loaded."""
-    from harness.data import DataConfig, dataset_shape, load_dataset
+    from harness.data import DataConfig, load_dataset
+    from harness.data_formats import dataset_shape
 
     marker = tmp_path / "marker"
     folder = tmp_path / "in64"

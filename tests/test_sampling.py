@@ -7,10 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from harness.config import ConfigError, EvalConfig, NetworkConfig, RunConfig, to_dict
+from harness.config import ConfigError, EvalConfig, NetworkConfig, RunConfig
 from harness.network import make_network
 from harness.presets import recipe
-from harness.runtime import stable_hash
 from harness.sampling import generate, sample_consistency
 
 
@@ -62,26 +61,16 @@ def test_shift_outside_its_range_is_a_clear_error(shift):
 
 
 def test_zero_shift_keeps_existing_run_ids():
-    from harness.config import legacy_run_id
+    from identity_reference import eval_hashed_id_by_hand
+
+    from harness.identity import eval_hashed_run_id
 
     run = RunConfig(kind="tune", init_checkpoint="x.pt",
                     network=NetworkConfig(model_channels=16))  # attention layout unchanged
     shifted = dataclasses.replace(run, eval=dataclasses.replace(run.eval, sigma_min_shift=0.003))
-    legacy = to_dict(run)
-    legacy.pop("diffusion")
-    for section, name in (("train", "status_every_nimg"), ("train", "ckpt_every_nimg"),
-                          ("train", "num_threads"), ("train", "keep_eval_networks"), ("train", "loggers"),
-                          ("train", "tf32"), ("network", "family"),
-                          ("network", "channels_per_head"), ("eval", "sigma_min_shift"),
-                          ("eval", "dinov2_weights_path"), ("ect", "max_stage"),
-                          ("data", "xflip"), ("train", "phema_stds"), ("train", "snapshot_nimg"),
-                          ("train", "draw_group")):
-        legacy[section].pop(name)
-    for name in ("init_nimg", "from_scratch", "legacy_id"):
-        legacy.pop(name)
-    # Ids before #19 hashed the evaluation settings: a zero shift kept those ids.
-    assert legacy_run_id(run) == stable_hash(legacy)
-    assert legacy_run_id(shifted) != legacy_run_id(run)
+    # Eval-hashed ids hashed the evaluation settings: a zero shift kept those ids.
+    assert eval_hashed_run_id(run) == eval_hashed_id_by_hand(run)
+    assert eval_hashed_run_id(shifted) != eval_hashed_run_id(run)
     assert shifted.run_id == run.run_id  # now the shift identifies an evaluation, not the run
 
 

@@ -311,7 +311,7 @@ def test_the_import_drops_into_its_preset(tmp_path: Path, marker: Path) -> None:
     import dataclasses
 
     from harness.config import RunConfig
-    from harness.train import load_init_network
+    from harness.start import load_init_network
 
     cfg = get_preset("ect-cifar10-tiny").network
     src, dst = tmp_path / "tiny.pkl", tmp_path / "tiny.pt"

@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
+import harness.optim as optim
 import harness.rundir as rundir
 import harness.train as train_mod
 from harness.config import run_config_from_dict, set_dotted, to_dict
 from harness.flops import TRAIN_PASSES, network_cost
 from harness.job import JobSpec, write_job
 from harness.presets import get_preset
-from harness.train import load_checkpoint, train
+from harness.rundir import load_checkpoint
+from harness.train import train
 
 BATCH = 16
 
@@ -234,7 +236,7 @@ def test_second_training_of_a_running_run_is_refused(tmp_path):
     job.run_dir.mkdir(parents=True)
     holder = rundir.lock_run(job.run_dir)
     try:
-        with pytest.raises(train_mod.RunBusy, match=f"already training \\(pid {os.getpid()}"):
+        with pytest.raises(rundir.RunBusy, match=f"already training \\(pid {os.getpid()}"):
             train(job)
         assert not (job.run_dir / "status.json").exists()
     finally:
@@ -246,7 +248,8 @@ def test_second_training_of_a_running_run_is_refused(tmp_path):
 def test_tuning_may_change_dropout_but_not_the_architecture(tmp_path, pretrained):
     # The teacher trained at dropout 0.2 (make_run); ECT may tune at another rate (the official
     # CIFAR-10 recipe tunes at 0.2 from a teacher trained at 0.13). A width change is refused.
-    from harness.train import TrainingFailed, load_init_network
+    from harness.start import load_init_network
+    from harness.state import TrainingFailed
 
     run = make_run("tune", 2, init_checkpoint=str(pretrained), **{"network.dropout": 0.0})
     assert load_init_network(run, tmp_path)["network"]["dropout"] == 0.2
@@ -276,7 +279,7 @@ def test_training_steps_use_the_precision_decision(tmp_path, monkeypatch):
     real_step = train_mod.train_step
 
     def step(*args, **kwargs):
-        seen.append(args[-1])  # the autocast flag
+        seen.append(args[1].autocast)  # (run, model, state, ...)
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "train_step", step)
@@ -308,12 +311,12 @@ def test_folders_and_teachers_written_before_a_field_existed_stay_usable(tmp_pat
     # record written by an older version lack them, and must still match (not "a different config").
     import json as _json
 
-    from harness.train import load_init_network
+    from harness.start import load_init_network
 
     state = load_checkpoint(pretrained)
     old_net = {k: v for k, v in state["network"].items() if k not in ("channels_per_head",)}
     old_file = tmp_path / "old-teacher.pt"
-    train_mod.save_checkpoint(old_file, {**state, "network": old_net})
+    rundir.save_checkpoint(old_file, {**state, "network": old_net})
     run = make_run("tune", 2, init_checkpoint=str(old_file))
     assert load_init_network(run, tmp_path)["network"] == old_net
 
@@ -338,10 +341,9 @@ def test_stats_lines_hold_interval_means_gradient_norm_and_learning_rate(tmp_pat
     losses: list[float] = []
     real_step = train_mod.train_step
 
-    def recording_step(run, net, ema, optimizer, loss_fn, *args, **kwargs):
-        state = args[2]  # after images_all and labels_all
+    def recording_step(run, model, state, *args, **kwargs):
         before = state.interval_loss
-        real_step(run, net, ema, optimizer, loss_fn, *args, **kwargs)
+        real_step(run, model, state, *args, **kwargs)
         losses.append(state.interval_loss - before if state.interval_steps else 0.0)
 
     monkeypatch.setattr(train_mod, "train_step", recording_step)
@@ -368,18 +370,18 @@ def test_power_function_ema_weighs_step_i_by_its_profile() -> None:
     with (i^(g+1) - (i-1)^(g+1)) / t^(g+1), a discrete i^g profile, whose relative standard
     deviation is sigma_rel (Eq. 123)."""
     for std in (0.010, 0.050, 0.100):
-        gamma = train_mod.phema_exponent(std)
+        gamma = optim.phema_exponent(std)
         assert ((gamma + 1) / (gamma + 2) ** 2 / (gamma + 3)) ** 0.5 == pytest.approx(std, rel=1e-9)
         t, batch = 200, 8
         weights = torch.zeros(t, dtype=torch.float64)
         for i in range(1, t + 1):  # EMA of one-hot "weights" e_i: the weight each step gets
-            beta = train_mod.phema_beta(std, i * batch, batch)
+            beta = optim.phema_beta(std, i * batch, batch)
             weights *= beta
             weights[i - 1] += 1 - beta
         i = torch.arange(1, t + 1, dtype=torch.float64)
         expected = (i ** (gamma + 1) - (i - 1) ** (gamma + 1)) / t ** (gamma + 1)
         assert torch.allclose(weights, expected, rtol=1e-9, atol=1e-15)
-    assert train_mod.phema_beta(0.05, 8, 8) == 0.0  # the first step copies the weights
+    assert optim.phema_beta(0.05, 8, 8) == 0.0  # the first step copies the weights
 
 
 def test_power_function_emas_are_scored_beside_the_main_ema(tmp_path, pretrained):
@@ -405,13 +407,13 @@ def test_power_function_emas_are_scored_beside_the_main_ema(tmp_path, pretrained
 
 
 def test_a_teacher_snapshot_is_the_final_network_of_a_shorter_teacher(tmp_path):
-    """The teacher-budget axis (#17) shares one pretraining run: its snapshot after n images must
+    """The teacher-budget axis shares one pretraining run: its snapshot after n images must
     be what a run with budget n ends with (the schedule is a function of images seen)."""
     long = make_job(tmp_path / "long", make_run("pretrain", 6, **{"train.snapshot_nimg": [2 * BATCH]}))
     short = make_job(tmp_path / "short", make_run("pretrain", 2))
     train(long)
     train(short)
-    snapshot = load_checkpoint(train_mod.snapshot_path(long.run_dir, 2 * BATCH))
+    snapshot = load_checkpoint(rundir.snapshot_path(long.run_dir, 2 * BATCH))
     final = load_checkpoint(short.run_dir / "network-final.pt")
     assert snapshot["nimg"] == 2 * BATCH and snapshot["train_flops"] == final["train_flops"]
     assert all(torch.equal(snapshot["ema"][k], v) for k, v in final["ema"].items())
@@ -433,7 +435,7 @@ def test_students_of_a_snapshot_record_the_teacher_budget_and_score(tmp_path):
     assert tuned["teacher_value"].tolist() == [heun]
     assert tuned["pretrain_flops"].tolist() == pytest.approx([3 * fwd * 2 * BATCH])
     # The student's own kept network names the pretraining behind it too.
-    kept = load_checkpoint(train_mod.snapshot_path(student.run_dir, 2 * BATCH))
+    kept = load_checkpoint(rundir.snapshot_path(student.run_dir, 2 * BATCH))
     assert kept["train_flops"] == pytest.approx(3 * fwd * 2 * BATCH)
     missing = make_job(tmp_path, make_run("tune", 2, init_run_id=teacher.run.run_id,
                                           init_nimg=3 * BATCH))
@@ -478,12 +480,12 @@ def _weights_after_steps(run, images: torch.Tensor, steps: int = 2) -> tuple[lis
     torch.manual_seed(run.seed)
     net = make_network(run.network).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
-    optimizer = train_mod.make_optimizer(run, list(net.parameters()))
+    optimizer = optim.make_optimizer(run, list(net.parameters()))
     loss_fn = make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg())
     state = train_mod.TrainState()
+    model = train_mod.Model(net=net, ema=ema, optimizer=optimizer, loss_fn=loss_fn, autocast=False)
     for _ in range(steps):
-        train_mod.train_step(run, net, ema, optimizer, loss_fn, images, None, state, 0, 1,
-                             run.train.batch, False)
+        train_mod.train_step(run, model, state, images, None)
     return [p.detach().clone() for p in net.parameters()], state.last_loss
 
 

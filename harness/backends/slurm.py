@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,8 +55,8 @@ class SlurmBackend:
     """`--cluster slurm`: job arrays through sbatch, watched with squeue."""
 
     name = "slurm"
-    cluster_params = SLURM_PARAMS
-    refused_params = SLURM_REDIRECTS
+    cluster_params: Mapping[str, Any] = SLURM_PARAMS
+    refused_params: Mapping[str, str] = SLURM_REDIRECTS
     max_nodes: int | None = None
 
     def submit(self, sub: Submission) -> AfterLock | None:

@@ -113,7 +113,7 @@ def write_lr_sweep(results_dir: Path, sweep: str = "lr", lrs: tuple[float, ...] 
     return folder
 
 
-# A pretraining/tuning split sweep (issue #17): per preset, teachers snapshotted at SPLIT_TEACHERS
+# A pretraining/tuning split sweep: per preset, teachers snapshotted at SPLIT_TEACHERS
 # images (0 = consistency training from scratch), each tuned for SPLIT_TUNE images, two seeds.
 SPLIT_PRESETS = {"ect-synth-s": 200_000, "ect-synth-m": 800_000}
 SPLIT_TEACHERS = (0, 500_000, 2_000_000, 8_000_000)

@@ -1,4 +1,4 @@
-"""results/<sweep>/ holds only records (#19): analysis outputs go to results/<sweep>/_analysis/, so
+"""results/<sweep>/ holds only records: analysis outputs go to results/<sweep>/_analysis/, so
 the folder reads as a plain Parquet dataset; old-layout outputs are left alone and never read."""
 
 from __future__ import annotations

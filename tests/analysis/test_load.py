@@ -152,7 +152,7 @@ def test_results_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def write_synthetic(root: Path, num_files: int, rows_per_file: int) -> None:
     """Record files written straight with pyarrow (write_evaluation validates row by row)."""
-    from harness.bench import write_synthetic_records
+    from harness.bench_planning import write_synthetic_records
 
     write_synthetic_records(root, num_files, rows_per_file)
 

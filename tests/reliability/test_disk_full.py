@@ -144,7 +144,7 @@ def test_record_write_fails_clearly_and_leaves_nothing(volume: Any, fault: str) 
 
 
 def test_checkpoint_write_fails_clearly_and_keeps_the_previous(volume: Any) -> None:
-    from harness.train import load_checkpoint, load_latest_checkpoint, save_checkpoint
+    from harness.rundir import load_checkpoint, load_latest_checkpoint, save_checkpoint
 
     vol = volume("runs", size_kib=512)
     save_checkpoint(vol.path / "ckpt-000000000032.pt", {"state": {"nimg": 32}, "x": b"1" * 1000})

@@ -3,6 +3,7 @@ end that run as failed (reason in status.json and in a record) while the other r
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,16 @@ def _inject(monkeypatch: pytest.MonkeyPatch, rules: dict[int, tuple[int, int | N
     """Multiply the loss by NaN for tuning runs of seed s at images seen in rules[s] = (lo, hi)."""
     real_step = train_mod.train_step
 
-    def step(run: Any, net: Any, ema: Any, optimizer: Any, loss_fn: Any, *rest: Any,
-             **kwargs: Any) -> Any:
-        nimg = rest[2].nimg
+    def step(run: Any, model: Any, state: Any, *rest: Any, **kwargs: Any) -> Any:
+        nimg = state.nimg
         lo, hi = rules.get(run.seed, (1, 0)) if run.kind == "tune" else (1, 0)
         if lo <= nimg and (hi is None or nimg <= hi):
+            loss_fn = model.loss_fn
+
             def nan_loss(*args: Any) -> Any:
                 return loss_fn(*args) * float("nan")
-            return real_step(run, net, ema, optimizer, nan_loss, *rest, **kwargs)
-        return real_step(run, net, ema, optimizer, loss_fn, *rest, **kwargs)
+            model = dataclasses.replace(model, loss_fn=nan_loss)
+        return real_step(run, model, state, *rest, **kwargs)
 
     monkeypatch.setattr(train_mod, "train_step", step)
 

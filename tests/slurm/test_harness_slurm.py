@@ -39,10 +39,10 @@ from harness.config import NetworkConfig, to_dict
 from harness.flops import TRAIN_PASSES
 from harness.network import make_network
 from harness.plan import plan
+from harness.rundir import load_checkpoint, save_checkpoint
 from harness.submit import RunStatus, format_status, sweep_status
 from harness.sweep import Sweep, load_sweep
 from harness.sweepstate import read_run_status, read_state
-from harness.train import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from conftest import SlurmCluster

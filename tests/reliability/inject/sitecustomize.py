@@ -21,6 +21,7 @@ a write that happens once per run (a checkpoint or record of one image count).
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import importlib.abc
 import importlib.util
@@ -101,17 +102,18 @@ def _nonfinite_patch(faults: list[tuple[str, str]]) -> Any:
     def patch(train: types.ModuleType) -> None:
         real_step = train.train_step
 
-        def train_step(run: Any, net: Any, ema: Any, optimizer: Any, loss_fn: Any, *rest: Any,
-                       **kwargs: Any) -> Any:
-            nimg = rest[2].nimg  # (images, labels, state, ...): the TrainState before the step
+        def train_step(run: Any, model: Any, state: Any, *rest: Any, **kwargs: Any) -> Any:
+            nimg = state.nimg  # the TrainState before the step
             hit = any(rid in ("*", run.run_id) and lo <= nimg and (hi is None or nimg <= hi)
                       for rid, lo, hi in rules)
             if hit:
+                loss_fn = model.loss_fn
+
                 def nan_loss(*args: Any, **kw: Any) -> Any:
                     return loss_fn(*args, **kw) * float("nan")
 
-                return real_step(run, net, ema, optimizer, nan_loss, *rest, **kwargs)
-            return real_step(run, net, ema, optimizer, loss_fn, *rest, **kwargs)
+                model = dataclasses.replace(model, loss_fn=nan_loss)
+            return real_step(run, model, state, *rest, **kwargs)
 
         train.train_step = train_step
 

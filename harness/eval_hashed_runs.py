@@ -1,10 +1,9 @@
-"""Runs recorded under the older id scheme, found again by what they trained.
+"""Runs recorded under eval-hashed ids (harness 0.1.0), found again by what they trained.
 
-Until #19 a run's id hashed its evaluation settings too, so a run folder or a record written
-then carries an id that the same config no longer has (`config.legacy_run_id`). Planning looks
-each run up here before it calls the run new: a run found here keeps its recorded id
-(`RunConfig.legacy_id`), with its folder, checkpoints, records and students, and is never
-trained again. Nothing is renamed or rewritten.
+A run folder or a record written under the eval-hashed scheme (harness.identity.eval_hashed_run_id)
+carries an id that the same config no longer has. Planning looks each run up here before it calls
+the run new: a run found here keeps its recorded id (`RunConfig.legacy_id`), with its folder,
+checkpoints, records and students, and is never trained again. Nothing is renamed or rewritten.
 
 Sources, read lazily and once per planning: the run folders' config.json (runs/<id>/), then
 the sweep's record files (their `config` column), for records copied to a machine without the
@@ -19,27 +18,21 @@ import os
 import re
 from pathlib import Path
 
-from harness.config import (
-    ConfigError,
-    RunConfig,
-    legacy_run_id,
-    recorded_as,
-    run_config_from_dict,
-    run_id,
-)
+from harness.config import ConfigError, RunConfig, run_config_from_dict
+from harness.identity import eval_hashed_run_id, recorded_as, run_id
 
 _ID_RE = re.compile(r"[0-9a-f]{12}")
 
 
-class LegacyRuns:
-    """Index of runs recorded under older ids, by the id their config has now."""
+class EvalHashedRuns:
+    """Index of runs recorded under eval-hashed ids, by the id their config has now."""
 
     def __init__(self, runs_dir: str | Path, sweep_results_dir: str | Path | None = None) -> None:
         self.runs_dir = Path(runs_dir)
         self.sweep_results_dir = None if sweep_results_dir is None else Path(sweep_results_dir)
         self._folders: dict[str, list[str]] | None = None
         self._records: dict[str, list[str]] | None = None
-        # legacy id kept -> the other recorded ids of the same training, not used
+        # eval-hashed id kept -> the other recorded ids of the same training, not used
         self.adopted: dict[str, tuple[str, ...]] = {}
 
     def adopt(self, cfg: RunConfig) -> RunConfig:
@@ -47,7 +40,7 @@ class LegacyRuns:
         or nothing older holds this training; else with `legacy_id` set to that older id.
 
         When several older ids hold the same training (the same run evaluated with other
-        settings, trained twice before #19), the one whose evaluation settings are `cfg`'s wins,
+        settings, trained twice under that scheme), the one whose evaluation settings are `cfg`'s wins,
         then the one that trained furthest."""
         if cfg.legacy_id is not None or (self.runs_dir / cfg.run_id).is_dir():
             return cfg
@@ -59,7 +52,7 @@ class LegacyRuns:
         return dataclasses.replace(cfg, legacy_id=chosen)
 
     def _choose(self, cfg: RunConfig, found: list[str]) -> str:
-        own = legacy_run_id(cfg)
+        own = eval_hashed_run_id(cfg)
         if own in found:
             return own
 

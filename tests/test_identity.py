@@ -1,31 +1,88 @@
-"""Runs recorded when run ids still hashed the evaluation settings (before #19) keep their ids:
-planning finds them by what they trained, calls them done, links students to their teachers'
-folders, and never trains them again; nothing on disk is renamed or rewritten."""
+"""Run identity: the literal ids of every run of every shipped sweep, pinned; and runs recorded
+under the eval-hashed id scheme (harness 0.1.0, when ids hashed the evaluation settings too) keep
+their ids: planning finds them by what they trained, calls them done, links students to their
+teachers' folders, and never trains them again; nothing on disk is renamed or rewritten.
+
+A run id names a run's folder, checkpoints and records, so a change that moves an id makes every
+sweep that holds that run train it again. tests/golden/sweep_run_ids.json holds, per sweep file,
+each planned run's id and its eval-hashed id (the older scheme, under which earlier records were
+written). After an intended change, run `UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_identity.py`
+and review the diff.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, legacy_run_id, to_dict
+from harness.config import ConfigError, to_dict
 from harness.expand import expand_sweep
+from harness.identity import eval_hashed_run_id
 from harness.job import JobSpec
 from harness.plan import format_plan, plan
-from harness.records import run_columns, write_evaluation
+from harness.record_rows import run_columns
+from harness.records import write_evaluation
 from harness.rundir import ConfigMismatch, write_run_files
 from harness.sweep import load_sweep
+
+SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+GOLDEN = Path(__file__).parent / "golden" / "sweep_run_ids.json"
+
+
+def planned_ids(path: Path) -> list[list[str]]:
+    """[run id, eval-hashed id] of every run the sweep file plans, sorted (no data checks)."""
+    p = plan(load_sweep(path), "unused-results", "unused-runs", check_data=False, allow_large=True)
+    return sorted([r.run_id, eval_hashed_run_id(r.job.run)] for r in p.runs)
+
+
+def _write_golden(ids: dict[str, list[list[str]]]) -> None:
+    lines = [f' "{name}": [\n' + ",\n".join(f'  ["{a}", "{b}"]' for a, b in pairs) + "\n ]"
+             for name, pairs in ids.items()]
+    GOLDEN.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+
+
+def test_shipped_sweeps_keep_their_run_ids() -> None:
+    ids = {path.name: planned_ids(path) for path in sorted(SWEEPS_DIR.glob("*.toml"))}
+    if os.environ.get("UPDATE_GOLDEN"):
+        _write_golden(ids)
+        pytest.skip("golden file rewritten; review its diff")
+    golden = json.loads(GOLDEN.read_text())
+    assert sorted(ids) == sorted(golden), "a sweep file was added or removed: UPDATE_GOLDEN=1"
+    for name, pairs in golden.items():
+        assert ids[name] == pairs, f"{name}: run ids changed"
+
+
+def test_identity_field_lists_name_real_fields_at_their_defaults() -> None:
+    from harness.config import RunConfig, dotted_fields
+    from harness.identity import ADDED_FIELDS, EXCLUDED, RECORDED_ID_FIELD
+
+    fields = dotted_fields()
+    assert set(ADDED_FIELDS) | EXCLUDED | {RECORDED_ID_FIELD} <= set(fields)
+    # A field added later is left out at the value every run had before it existed: its default.
+    defaults = to_dict(RunConfig(kind="pretrain"))
+    for dotted, original in ADDED_FIELDS.items():
+        section, _, name = dotted.rpartition(".")
+        assert (defaults[section] if section else defaults)[name] == original, dotted
+
+
+def test_golden_covers_every_kind_of_run() -> None:
+    golden = json.loads(GOLDEN.read_text())
+    assert sum(map(len, golden.values())) >= 100
+    assert all(a != b for pairs in golden.values() for a, b in pairs)
+
 
 SMOKE = Path(__file__).resolve().parent.parent / "sweeps" / "smoke.toml"
 
 
 def _old_scheme(results: Path, runs: Path, overrides: tuple[str, ...] = (), *,
                 unfinished: bool = False) -> dict[str, str]:
-    """Write what the harness left before #19 after running the smoke sweep: folders named by
-    the old ids, config.json without `legacy_id`, students naming their teacher by its old id,
-    and an 'ok' record per evaluation point. Returns {id now: old id}."""
+    """Write what the harness left under the eval-hashed id scheme (harness 0.1.0) after running
+    the smoke sweep: folders named by the old ids, config.json without `legacy_id`, students
+    naming their teacher by its old id, and an 'ok' record per evaluation point. Returns {id now: old id}."""
     sweep = load_sweep(SMOKE, overrides)
     old: dict[str, str] = {}
     fresh = results.parent / "nothing-recorded"  # the jobs as planned where nothing ran yet
@@ -33,7 +90,7 @@ def _old_scheme(results: Path, runs: Path, overrides: tuple[str, ...] = (), *,
         run = job.run
         if run.init_run_id is not None:
             run = dataclasses.replace(run, init_run_id=old[run.init_run_id])
-        old_id = old[job.run.run_id] = legacy_run_id(run)
+        old_id = old[job.run.run_id] = eval_hashed_run_id(run)
         config = to_dict(run)
         del config["legacy_id"]
         folder = runs / old_id
@@ -62,7 +119,7 @@ def _old_scheme(results: Path, runs: Path, overrides: tuple[str, ...] = (), *,
 def test_finished_runs_of_the_old_scheme_are_done_under_their_ids(tmp_path):
     results, runs = tmp_path / "results", tmp_path / "runs"
     old = _old_scheme(results, runs)
-    assert all(now != before for now, before in old.items())  # every id changed with #19
+    assert all(now != before for now, before in old.items())  # every id changed with the scheme
     p = plan(load_sweep(SMOKE), results, runs)
     assert {r.run_id for r in p.runs} == set(old.values())
     assert {r.status for r in p.runs} == {"done"}
@@ -143,7 +200,7 @@ def test_job_files_of_the_old_scheme_name_their_run(tmp_path):
     old = _old_scheme(results, runs)
     job = next(r.job for r in plan(load_sweep(SMOKE), results, runs).runs if r.kind == "tune")
     data = job.to_dict()
-    del data["run"]["legacy_id"]  # as written before #19
+    del data["run"]["legacy_id"]  # as the eval-hashed scheme wrote it
     assert data["run_id"] in old.values()
     assert JobSpec.from_dict(data).run.run_id == data["run_id"]
     data["run_id"] = "0123456789ab"
