@@ -25,7 +25,7 @@ from analysis.adaptive import (
     state_after,
 )
 from analysis.replay import replay
-from harness import records
+from harness import record_rows, records
 from harness.adaptive import AdaptiveOptions, read_rounds, run_adaptive
 from harness.cli import main
 from harness.expand import expand_sweep
@@ -318,7 +318,7 @@ class FakeRuns:
             points = r.budget_nimg if run.kind == "tune" else (run.train.total_nimg,)
             for nimg in points:
                 samplers = ("1-step", "2-step") if run.kind == "tune" else ("heun",)
-                rows = [{**records.run_columns(r.job), "images_seen": nimg, "sampler": s,
+                rows = [{**record_rows.run_columns(r.job), "images_seen": nimg, "sampler": s,
                          "nfe": 1, "metric": "fd_digits", "status": "ok", "params": r.params,
                          "tune_flops": 4 * r.fwd_flops * nimg if run.kind == "tune" else 0.0,
                          "pretrain_flops": 3 * r.fwd_flops * 640,
