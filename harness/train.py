@@ -4,7 +4,7 @@ Read top to bottom: set-up -> resume -> `while True: report -> evaluate -> check
 (the shape of EDM2's training loop). Progress is counted in images; every random draw of a step is
 seeded from (seed, images seen, the sample's place in the global batch; `harness.draws`), and the
 data order is a pure function of images seen, so N straight steps and N/2 + kill + resume + N/2
-give bit-identical weights on CPU, on any layout of ranks.
+give bit-identical weights on CPU.
 
 What the loop calls lives by concern: the state it saves and the model it trains in `state`,
 the device, threads and precision in `device`, the optimiser and schedules in `optim`, the start
