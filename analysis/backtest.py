@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.fitting import _fit_mean_curve, _group_keys, _groups, _require_columns, select_points
+from analysis.fitting import fit_mean_curve, group_columns, group_frames, require_columns, select_points
 from analysis.powerlaw import FitError, PowerLaw, fit_power_law
 from analysis.runs import RunCurve, noise_model, run_curves
 
@@ -119,11 +119,11 @@ def backtest_results(
     y, predicted, rel_error, abs_rel_error, lo, hi, covered, extrapolation_ratio, n_fit (points
     used), fit_status."""
     where = "backtest_results"
-    _require_columns(df, [x, y], where)
+    require_columns(df, [x, y], where)
     points = select_points(df, y=y, kind=kind, where=where)
-    keys = _group_keys(points, by)
-    _require_columns(points, keys, where)
-    groups = _groups(points, keys)
+    keys = group_columns(points, by)
+    require_columns(points, keys, where)
+    groups = group_frames(points, keys)
     by_seed = bootstrap_method in ("auto", "runs")
     curves = [run_curves(g, [], x=[x], y=y)[0] for _, g in groups] if len(points) else []
     spread = _largest_budget_spread(groups, curves, cutoff)
@@ -217,7 +217,7 @@ def _seed_backtest(curve: RunCurve, family_curves: list[RunCurve], x: str, cut: 
         frame = pd.DataFrame({"x": xs[above][known], "y": observed[known]})
         try:
             others = [c for c in family_curves if c is not curve]
-            law = _fit_mean_curve(fit_curve, x, bootstrap, rng,
+            law = fit_mean_curve(fit_curve, x, bootstrap, rng,
                                   noise_model([*others, rest.select(below)]), fit_kwargs)
         except FitError as e:
             parts.append(frame.reindex(columns=_COLUMNS).assign(

@@ -12,7 +12,7 @@ step of the fit runs on all resamples together:
 3. a convergence flag per resample, by the same projected-gradient test as the scalar solver, so
    the caller can refit the few that did not converge with it.
 
-Parameter layout as in `analysis.solver._Problem`: theta = [e?, a_1, alpha_1, a_2, alpha_2, ...] in
+Parameter layout as in `analysis.solver.Problem`: theta = [e?, a_1, alpha_1, a_2, alpha_2, ...] in
 normalised units (y / y_scale = e + sum_j exp(a_j) · u_j^(−alpha_j)).
 """
 

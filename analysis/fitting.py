@@ -16,6 +16,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from analysis.points import usable_points
 from analysis.powerlaw import FitError, JointPowerLaw, PowerLaw, fit_joint_power_law, fit_power_law
 from analysis.runs import NoiseModel, RunCurve, draw_means, noise_model, pooled_dof, run_curves
 from analysis.solver import BootstrapMethod
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 
-def _require_columns(df: pd.DataFrame, columns: Sequence[str], where: str) -> None:
+def require_columns(df: pd.DataFrame, columns: Sequence[str], where: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise KeyError(f"{where}: columns {missing} not in the frame. Available: {sorted(df.columns)}")
@@ -40,17 +41,10 @@ def _require_columns(df: pd.DataFrame, columns: Sequence[str], where: str) -> No
 def select_points(df: pd.DataFrame, *, y: str = "value", kind: str | None = "tune",
                   where: str = "select_points") -> pd.DataFrame:
     """Rows usable for fitting: record status "ok", the given `kind` (None = any), finite y > 0."""
-    out = df
-    if "status" in out.columns:
-        out = out[out["status"] == "ok"]
-    if kind is not None and "kind" in out.columns:
-        out = out[out["kind"] == kind]
-    _require_columns(out, [y], where)
-    values = pd.to_numeric(out[y], errors="coerce")
-    return out[np.isfinite(values) & (values > 0)]
+    return usable_points(df, [y], kind=kind, where=where)
 
 
-def _group_keys(df: pd.DataFrame, by: Sequence[str] | str | None) -> list[str]:
+def group_columns(df: pd.DataFrame, by: Sequence[str] | str | None) -> list[str]:
     keys = [by] if isinstance(by, str) else list(by or [])
     # A fit across two metrics (FD on digits and FID) is meaningless, so metric is always a key.
     if "metric" in df.columns and "metric" not in keys:
@@ -58,7 +52,7 @@ def _group_keys(df: pd.DataFrame, by: Sequence[str] | str | None) -> list[str]:
     return keys
 
 
-def _groups(df: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+def group_frames(df: pd.DataFrame, keys: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
     if not keys:
         return [({}, df)]
     out = []
@@ -138,11 +132,11 @@ def fit_results(
         `power_laws(table)`.
     """
     where = "fit_results"
-    _require_columns(df, [x, y], where)
+    require_columns(df, [x, y], where)
     points = select_points(df, y=y, kind=kind, where=where)
-    keys = _group_keys(points, by)
-    _require_columns(points, keys, where)
-    groups = _groups(points, keys)
+    keys = group_columns(points, by)
+    require_columns(points, keys, where)
+    groups = group_frames(points, keys)
     curves = [run_curves(g, [], x=[x], y=y)[0] for _, g in groups] if groups and len(points) else []
     curves = [dataclasses.replace(c, key=dict(kv)) for c, (kv, _) in zip(curves, groups,
                                                                         strict=True)]
@@ -159,7 +153,7 @@ def fit_results(
                   fallback if bootstrap_method == "auto" else bootstrap_method)
         try:
             if method == "runs":
-                law = _fit_mean_curve(curve, x, bootstrap, np.random.default_rng([seed, i]),
+                law = fit_mean_curve(curve, x, bootstrap, np.random.default_rng([seed, i]),
                                       models[i], fit_kwargs)
                 row["n_points"] = int(np.isfinite(curve.mean).sum())
             else:
@@ -187,7 +181,7 @@ def fit_results(
     return table
 
 
-def _fit_mean_curve(curve: RunCurve, x: str, bootstrap: int, rng: np.random.Generator,
+def fit_mean_curve(curve: RunCurve, x: str, bootstrap: int, rng: np.random.Generator,
                     model: NoiseModel, fit_kwargs: dict[str, Any]) -> PowerLaw:
     """The law through a curve's seed means, its intervals from run-resampled means (`model`:
     the seed-to-seed noise pooled over the curve's family)."""
@@ -246,7 +240,7 @@ def flops_per_param_image(df: pd.DataFrame, *, flops: str = "tune_flops",
 
     For ECT tuning this is about 4 passes × ~720 FLOPs per parameter (the 4 passes: locuslab/ect
     `training/loss.py`)."""
-    _require_columns(df, [flops, params, images], "flops_per_param_image")
+    require_columns(df, [flops, params, images], "flops_per_param_image")
     sel = df[(df[flops] > 0) & (df[params] > 0) & (df[images] > 0)]
     if sel.empty:
         raise ValueError(f"flops_per_param_image: no row with {flops}, {params} and {images} > 0")
@@ -275,11 +269,11 @@ def fit_joint_results(
     ("pairs"). Columns as in `fit_results` plus `B`, `beta`, their intervals, and `a`, `b`: the
     allocation exponents N* ∝ C^a, D* ∝ C^b. Rebuild the laws with `joint_power_laws(table)`."""
     where = "fit_joint_results"
-    _require_columns(df, [N, D, y], where)
+    require_columns(df, [N, D, y], where)
     points = select_points(df, y=y, kind=kind, where=where)
-    keys = _group_keys(points, by)
+    keys = group_columns(points, by)
     rows = []
-    for i, (key_values, group) in enumerate(_groups(points, keys)):
+    for i, (key_values, group) in enumerate(group_frames(points, keys)):
         if progress is not None:
             progress()
         cells = ["preset"] if "preset" in group.columns else [N]

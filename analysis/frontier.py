@@ -23,6 +23,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from analysis.points import pareto_mask, usable_points
 from analysis.powerlaw import FitError, PowerLaw, fit_power_law
 from analysis.runs import RunCurve, draw_means, pooled_dof, run_curves
 from analysis.solver import BootstrapMethod
@@ -48,30 +49,15 @@ def _check_one_curve_family(df: pd.DataFrame, columns: Sequence[str], where: str
                              f"select one, e.g. df[df[{col!r}] == {values[0]!r}]")
 
 
-def _positive(df: pd.DataFrame, columns: Sequence[str], where: str) -> pd.DataFrame:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise KeyError(f"{where}: columns {missing} not in the frame. Available: {sorted(df.columns)}")
-    ok = np.ones(len(df), dtype=bool)
-    for c in columns:
-        v = pd.to_numeric(df[c], errors="coerce").to_numpy(float)
-        ok &= np.isfinite(v) & (v > 0)
-    return df[ok]
-
-
 def pareto_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value") -> pd.DataFrame:
     """Rows not dominated by any cheaper-or-equal row with a lower y, sorted by x (raw Approach 1).
 
     A row is kept when its y is strictly below every y at smaller or equal x."""
     where = "pareto_frontier"
     _check_one_curve_family(df, ("sampler", "metric"), where)
-    pts = _positive(df, [x, y], where).sort_values([x, y], kind="stable")
-    keep, best = [], math.inf
-    for idx, val in zip(pts.index, pts[y].to_numpy(float), strict=True):
-        if val < best:
-            keep.append(idx)
-            best = val
-    return pts.loc[keep]
+    pts = usable_points(df, [x, y], where=where)
+    keep = pareto_mask(pts[x].to_numpy(float), pts[y].to_numpy(float))
+    return pts[keep].sort_values([x, y], kind="stable")
 
 
 def _cell_keys(df: pd.DataFrame, size: str) -> list[str]:
@@ -95,7 +81,7 @@ def seed_means(df: pd.DataFrame, x: str = "total_flops", y: str = "value",
     `<y>_min`/`<y>_max`, the seeds' range. With one seed per point the rows are the input's."""
     where = "seed_means"
     _check_one_curve_family(df, ("sampler", "metric"), where)
-    pts = _positive(df, [x, y], where)
+    pts = usable_points(df, [x, y], where=where)
     keys, budget = _cell_keys(pts, size), _budget_key(pts, x)
     extra = [c for c in (size, "sampler", "metric", "variant") if c in pts.columns and c not in keys]
     columns = [*keys, *([] if budget in (x, *keys) else [budget]), *extra, x, y, "n_seeds",
@@ -127,7 +113,7 @@ def lower_envelope(df: pd.DataFrame, x: str = "total_flops", y: str = "value",
     Columns: `x`, `y`, `size` (the size attaining it) and `preset` when the frame has one."""
     where = "lower_envelope"
     _check_one_curve_family(df, ("sampler", "metric"), where)
-    pts = _positive(df, [x, y, size], where)
+    pts = usable_points(df, [x, y, size], where=where)
     if pts.empty:
         return pd.DataFrame(columns=[x, y, size])
     curves = []
@@ -213,18 +199,6 @@ class Frontier:
     interval_method: str | None = None  # "runs" (whole seeds resampled), else the point method
 
 
-def _pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Rows strictly below every row at smaller or equal x (`pareto_frontier` on arrays)."""
-    order = np.lexsort((y, x))
-    keep = np.zeros(len(x), dtype=bool)
-    best = math.inf
-    for i in order:
-        if y[i] < best:
-            keep[i] = True
-            best = y[i]
-    return keep
-
-
 def fit_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value", size: str = "params",
                  *, bootstrap: int = 0, seed: int = 0, bootstrap_method: str = "auto",
                  resampling: str = "pooled", **fit_kwargs: Any) -> Frontier:
@@ -242,7 +216,7 @@ def fit_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value", siz
     points = pareto_frontier(means, x, y)
     keys = _cell_keys(df, size)
     columns = [x, *([size] if size in df.columns else [])]
-    curves = run_curves(_positive(df, [x, y], "fit_frontier"), keys, x=columns, y=y,
+    curves = run_curves(usable_points(df, [x, y], where="fit_frontier"), keys, x=columns, y=y,
                         budget=_budget_key(df, x)) if len(means) else []
     n_seeds = min((c.num_runs for c in curves), default=1)
     method = bootstrap_method
@@ -297,12 +271,12 @@ def _frontier_draws(curves: list[RunCurve], x: str, size: str, num: int,
     out = []
     for row in log_y:
         y = np.exp(row)
-        keep = ok & np.isfinite(y) & _pareto_mask(np.where(ok, xs, np.inf), y)
+        keep = ok & np.isfinite(y) & pareto_mask(np.where(ok, xs, np.inf), y)
         out.append((xs[keep], y[keep], sizes[keep]))
     return out
 
 
-def _bucket_labels(c: np.ndarray, rel_tol: float) -> np.ndarray:
+def bucket_labels(c: np.ndarray, rel_tol: float) -> np.ndarray:
     """Cluster compute values: a new bucket starts when c exceeds the bucket's first value by more
     than a factor (1 + rel_tol)."""
     order = np.argsort(c, kind="stable")
@@ -328,9 +302,9 @@ def isoflop_minima(df: pd.DataFrame, x: str = "total_flops", y: str = "value",
     when the observed argmin is not at either end of its size grid and the parabola is convex."""
     where = "isoflop_minima"
     _check_one_curve_family(df, ("sampler", "metric"), where)
-    pts = _positive(df, [x, y, size], where).copy()
+    pts = usable_points(df, [x, y, size], where=where).copy()
     if bucket is None:
-        pts["_bucket"] = _bucket_labels(pts[x].to_numpy(float), rel_tol)
+        pts["_bucket"] = bucket_labels(pts[x].to_numpy(float), rel_tol)
     else:
         pts["_bucket"] = pts[bucket]
     rows = []

@@ -21,7 +21,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import Formatter
 
-from analysis.frontier import Frontier, _bucket_labels
+from analysis.frontier import Frontier, bucket_labels
+from analysis.points import usable_points
 from analysis.powerlaw import PowerLaw
 
 __all__ = [
@@ -104,22 +105,12 @@ def _preset_label(records: pd.DataFrame, preset: str) -> str:
     return str(preset)
 
 
-def _usable(records: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    out = records
-    if "status" in out.columns:
-        out = out[out["status"] == "ok"]
-    for c in columns:
-        v = pd.to_numeric(out[c], errors="coerce")
-        out = out[np.isfinite(v) & (v > 0)]
-    return out
-
-
 def _teacher_rows(records: pd.DataFrame) -> pd.DataFrame:
     """The teacher baseline: pretraining runs sampled with Heun; the latest evaluation per preset."""
     if not {"kind", "sampler", "preset"} <= set(records.columns):
         return records.iloc[0:0]
     rows = records[(records["kind"] == "pretrain") & (records["sampler"] == "heun")]
-    rows = _usable(rows, ["value"])
+    rows = usable_points(rows, ["value"])
     if rows.empty:
         return rows
     order = "images_seen" if "images_seen" in rows.columns else "value"
@@ -209,7 +200,7 @@ def _axes(ax: Axes | None) -> Axes:
     return Figure(figsize=(5.4, 4.4), layout="constrained").subplots()
 
 
-def _finish_log_axes(ax: Axes, x_label: str, y_label: str, *, plain_x: bool = False) -> None:
+def finish_log_axes(ax: Axes, x_label: str, y_label: str, *, plain_x: bool = False) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     _format_log_axis(ax.xaxis, plain=plain_x)
@@ -231,7 +222,7 @@ def plot_compute_curves(records: pd.DataFrame, fits: Mapping[tuple[Any, ...], Po
     tune = records[records["sampler"] == sampler]
     if "kind" in tune.columns:
         tune = tune[tune["kind"] == "tune"]
-    tune = _usable(tune, [x, y])
+    tune = usable_points(tune, [x, y])
     presets = _presets_by_size(records)
     colors = _preset_colors(presets)
     for preset in presets:
@@ -250,7 +241,7 @@ def plot_compute_curves(records: pd.DataFrame, fits: Mapping[tuple[Any, ...], Po
             if row["preset"] in colors:
                 ax.axhline(float(row["value"]), color=colors[row["preset"]], ls="--", lw=1.0,
                            alpha=0.9, zorder=1)
-    _finish_log_axes(ax, _x_label(x), _y_label(records, y))
+    finish_log_axes(ax, _x_label(x), _y_label(records, y))
     ax.set_title(f"{sampler} sampling")
     return ax
 
@@ -298,7 +289,7 @@ def plot_frontier(records: pd.DataFrame, frontier: Frontier, *, ax: Axes | None 
         pts = pts[pts["sampler"] == sampler]
     if "kind" in pts.columns:
         pts = pts[pts["kind"] == "tune"]
-    pts = _usable(pts, [x, y])
+    pts = usable_points(pts, [x, y])
     presets = _presets_by_size(records)
     colors = _preset_colors(presets)
     for preset in presets:
@@ -318,7 +309,7 @@ def plot_frontier(records: pd.DataFrame, frontier: Frontier, *, ax: Axes | None 
             lo, hi = law.ci["alpha"]
             label += f" [{lo:.3g}, {hi:.3g}]"
         _draw_law(ax, law, "crimson", level=level, extend=extend, label=label)
-    _finish_log_axes(ax, _x_label(x), _y_label(records, y))
+    finish_log_axes(ax, _x_label(x), _y_label(records, y))
     ax.set_title(f"compute frontier{f', {sampler} sampling' if sampler else ''}")
     _legend(ax, loc="lower left", fontsize=7)
     return ax
@@ -348,11 +339,11 @@ def plot_vs_params(records: pd.DataFrame, *, sampler: str, x: str = "tune_flops"
     pts = records[(records["sampler"] == sampler)]
     if "kind" in pts.columns:
         pts = pts[pts["kind"] == "tune"]
-    pts = _usable(pts, [x, y, "params"]).copy()
+    pts = usable_points(pts, [x, y, "params"]).copy()
     if pts.empty:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
         return ax
-    pts["_bucket"] = _bucket_labels(pts[x].to_numpy(float), rel_tol)
+    pts["_bucket"] = bucket_labels(pts[x].to_numpy(float), rel_tol)
     buckets = sorted(pts["_bucket"].unique())
     cmap = colormaps["plasma"]
     for i, b in enumerate(buckets):
@@ -369,7 +360,7 @@ def plot_vs_params(records: pd.DataFrame, *, sampler: str, x: str = "tune_flops"
         if len(inner):
             ax.scatter(inner["N_opt"], inner["y_opt"], marker="*", s=130, color="black", zorder=4,
                        label="IsoFLOP parabola minimum (diagnostic)")
-    _finish_log_axes(ax, "model parameters", _y_label(records, y))
+    finish_log_axes(ax, "model parameters", _y_label(records, y))
     ax.set_title(f"{sampler} sampling, at fixed compute")
     _legend(ax, loc="best", fontsize=7, title=_x_label(x), title_fontsize=7)
     return ax
@@ -395,7 +386,7 @@ def plot_samplers(records: pd.DataFrame, *, preset: str, x: str = "total_flops",
     """One preset: 1-step and 2-step consistency sampling vs compute, the teacher as a line."""
     ax = _axes(ax)
     pts = records[records["preset"] == preset]
-    tune = _usable(pts[pts["kind"] == "tune"] if "kind" in pts.columns else pts, [x, y])
+    tune = usable_points(pts[pts["kind"] == "tune"] if "kind" in pts.columns else pts, [x, y])
     colors = {"1-step": "tab:blue", "2-step": "tab:orange"}
     for sampler in ("1-step", "2-step"):
         s = tune[tune["sampler"] == sampler]
@@ -412,7 +403,7 @@ def plot_samplers(records: pd.DataFrame, *, preset: str, x: str = "total_flops",
         label = TEACHER_LABEL + (f", {int(nfe)} NFE" if nfe is not None and not pd.isna(nfe) else "")
         ax.axhline(float(np.exp(np.log(teacher["value"].astype(float)).mean())), color="black",
                    ls=":", lw=1.4, label=label)
-    _finish_log_axes(ax, _x_label(x), _y_label(records, y))
+    finish_log_axes(ax, _x_label(x), _y_label(records, y))
     ax.set_title(_preset_label(records, preset))
     if legend:
         _legend(ax, loc="best", fontsize=7)

@@ -26,15 +26,15 @@ from analysis.solver import (
     BootstrapMethod,
     FitError,
     LossName,
-    _check_inputs,
-    _check_options,
-    _geomean,
-    _Problem,
-    _quantiles,
-    _r2_log,
-    _readonly,
-    _single_threaded_blas,
+    Problem,
+    check_inputs,
+    check_options,
     fit_problem,
+    geomean,
+    quantiles,
+    r2_log,
+    readonly,
+    single_threaded_blas,
 )
 
 __all__ = [
@@ -100,7 +100,7 @@ class PowerLaw:
         """Bootstrap percentile interval of each parameter ({} without draws)."""
         if self.draws is None or not self.has_draws:
             return {}
-        lo, hi = _quantiles(self.draws, level)
+        lo, hi = quantiles(self.draws, level)
         return {name: (float(lo[i]), float(hi[i])) for i, name in enumerate(self.param_names)}
 
     @property
@@ -119,7 +119,7 @@ class PowerLaw:
 
     def predict_interval(self, x: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """Percentile confidence band of the fitted curve at x (not of a new noisy observation)."""
-        return _quantiles(self.predict_draws(x), level)
+        return quantiles(self.predict_draws(x), level)
 
     @property
     def has_noise(self) -> bool:
@@ -134,7 +134,7 @@ class PowerLaw:
                              "bootstrap > 0 and more points than parameters")
         # A draw far from the data may overflow to inf: it widens the interval, as it should.
         with np.errstate(over="ignore"):
-            return _quantiles(self.predict_draws(x) * np.exp(self.noise)[:, None], level)
+            return quantiles(self.predict_draws(x) * np.exp(self.noise)[:, None], level)
 
     def to_dict(self, *, include_draws: bool = True) -> dict[str, Any]:
         """JSON-ready dict (parameters, diagnostics, CIs at `ci_level`, optionally the draws)."""
@@ -175,11 +175,11 @@ class PowerLaw:
             x_min=float(data.get("x_min", math.nan)), x_max=float(data.get("x_max", math.nan)),
             bootstrap_method=data.get("bootstrap_method") or None,
             num_failed_draws=int(data.get("num_failed_draws", 0)),
-            ci_level=float(data.get("ci_level", 0.95)), draws=_readonly(draws),
-            noise=_readonly(data.get("draws_noise") if draws is not None else None))
+            ci_level=float(data.get("ci_level", 0.95)), draws=readonly(draws),
+            noise=readonly(data.get("draws_noise") if draws is not None else None))
 
 
-@_single_threaded_blas
+@single_threaded_blas
 def fit_power_law(
     x: Any,
     y: Any,
@@ -219,9 +219,9 @@ def fit_power_law(
             one distinct x, different lengths) or no usable optimum.
     """
     where = "fit_power_law"
-    _check_options(loss, delta, bootstrap, bootstrap_method, ci_level, alpha_bounds, where)
+    check_options(loss, delta, bootstrap, bootstrap_method, ci_level, alpha_bounds, where)
     num_params = 3 if irreducible else 2
-    arrays = _check_inputs({"x": x, "y": y}, num_params, where)
+    arrays = check_inputs({"x": x, "y": y}, num_params, where)
     xs, ys = arrays["x"], arrays["y"]
     if np.ptp(xs) == 0:
         raise FitError(f"{where}: x = {float(xs[0])!r} for every point: need at least 2 "
@@ -229,8 +229,8 @@ def fit_power_law(
     if len(np.unique(xs)) < num_params:
         raise FitError(f"{where}: x has {len(np.unique(xs))} distinct values: need at least "
                        f"{num_params} for {num_params} parameters")
-    x_scale, y_scale = _geomean(xs), _geomean(ys)
-    problem = _Problem(log_u=np.log(xs / x_scale)[None, :], log_y=np.log(ys / y_scale),
+    x_scale, y_scale = geomean(xs), geomean(ys)
+    problem = Problem(log_u=np.log(xs / x_scale)[None, :], log_y=np.log(ys / y_scale),
                        irreducible=irreducible, loss=loss, delta=delta,
                        alpha_bounds=(float(alpha_bounds[0]), float(alpha_bounds[1])))
     normalised = None
@@ -238,7 +238,7 @@ def fit_power_law(
         normalised = []
         for i, (rx, ry) in enumerate(resamples):
             try:
-                checked = _check_inputs({"x": rx, "y": ry}, num_params, f"{where}: resamples[{i}]")
+                checked = check_inputs({"x": rx, "y": ry}, num_params, f"{where}: resamples[{i}]")
             except FitError:  # e.g. a resampled frontier with too few points: a failed draw
                 normalised.append((np.empty((1, 0)), np.empty(0)))
                 continue
@@ -261,12 +261,12 @@ def fit_power_law(
         messages.append("E = 0 (its lower bound): these points show no floor")
     return PowerLaw(
         E=float(params[0]), A=float(params[1]), alpha=float(params[2]), irreducible=irreducible,
-        n_points=len(xs), r2=_r2_log(problem, sol.theta), loss=sol.loss, loss_name=loss,
+        n_points=len(xs), r2=r2_log(problem, sol.theta), loss=sol.loss, loss_name=loss,
         delta=delta, status=",".join(status) or "ok", converged=sol.converged,
         messages=tuple(messages), start_spread=sol.start_spread, x_min=float(xs.min()),
         x_max=float(xs.max()), bootstrap_method=bootstrap_method if bootstrap > 0 else None,
-        num_failed_draws=fit.num_failed_draws, ci_level=ci_level, draws=_readonly(draws),
-        noise=_readonly(fit.noise))
+        num_failed_draws=fit.num_failed_draws, ci_level=ci_level, draws=readonly(draws),
+        noise=readonly(fit.noise))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,7 +326,7 @@ class JointPowerLaw:
         """Bootstrap percentile interval of each parameter ({} without draws)."""
         if self.draws is None or not self.has_draws:
             return {}
-        lo, hi = _quantiles(self.draws, level)
+        lo, hi = quantiles(self.draws, level)
         return {name: (float(lo[i]), float(hi[i])) for i, name in enumerate(self.param_names)}
 
     @property
@@ -340,7 +340,7 @@ class JointPowerLaw:
             raise ValueError("predict_interval: this fit has no bootstrap draws; fit with bootstrap > 0")
         n, d = np.broadcast_arrays(np.atleast_1d(np.asarray(N, dtype=float)),
                                    np.atleast_1d(np.asarray(D, dtype=float)))
-        return _quantiles(self._eval(self.draws, n[None, :], d[None, :]), level)
+        return quantiles(self._eval(self.draws, n[None, :], d[None, :]), level)
 
     @property
     def allocation_exponents(self) -> tuple[float, float]:
@@ -376,7 +376,7 @@ class JointPowerLaw:
             raise ValueError("allocation_interval: this fit has no bootstrap draws")
         c = np.atleast_1d(np.asarray(C, dtype=float))
         n, d = self._allocate(self.draws, c[None, :], flops_per_param_image)
-        return {"N": _quantiles(n, level), "D": _quantiles(d, level)}
+        return {"N": quantiles(n, level), "D": quantiles(d, level)}
 
     def to_dict(self, *, include_draws: bool = True) -> dict[str, Any]:
         """JSON-ready dict (parameters, diagnostics, CIs at `ci_level`, optionally the draws)."""
@@ -414,10 +414,10 @@ class JointPowerLaw:
             start_spread=float(data.get("start_spread", 0.0)),
             bootstrap_method=data.get("bootstrap_method") or None,
             num_failed_draws=int(data.get("num_failed_draws", 0)),
-            ci_level=float(data.get("ci_level", 0.95)), draws=_readonly(draws))
+            ci_level=float(data.get("ci_level", 0.95)), draws=readonly(draws))
 
 
-@_single_threaded_blas
+@single_threaded_blas
 def fit_joint_power_law(
     N: Any,
     D: Any,
@@ -449,9 +449,9 @@ def fit_joint_power_law(
             collinear (then A/N^α and B/D^β cannot be told apart).
     """
     where = "fit_joint_power_law"
-    _check_options(loss, delta, bootstrap, bootstrap_method, ci_level, alpha_bounds, where)
+    check_options(loss, delta, bootstrap, bootstrap_method, ci_level, alpha_bounds, where)
     num_params = 5 if irreducible else 4
-    arrays = _check_inputs({"N": N, "D": D, "y": y}, num_params, where)
+    arrays = check_inputs({"N": N, "D": D, "y": y}, num_params, where)
     ns, ds, ys = arrays["N"], arrays["D"], arrays["y"]
     for name, arr in (("N", ns), ("D", ds)):
         if np.ptp(arr) == 0:
@@ -461,9 +461,9 @@ def fit_joint_power_law(
     if np.linalg.matrix_rank(design, tol=1e-9 * np.abs(design).max()) < 3:
         raise FitError(f"{where}: log N and log D are collinear (D ∝ N^c on every point): the N and D "
                        "terms cannot be separated. Vary N and D independently")
-    scales = (_geomean(ns), _geomean(ds))
-    y_scale = _geomean(ys)
-    problem = _Problem(log_u=np.log(np.stack([ns / scales[0], ds / scales[1]])),
+    scales = (geomean(ns), geomean(ds))
+    y_scale = geomean(ys)
+    problem = Problem(log_u=np.log(np.stack([ns / scales[0], ds / scales[1]])),
                        log_y=np.log(ys / y_scale), irreducible=irreducible, loss=loss, delta=delta,
                        alpha_bounds=(float(alpha_bounds[0]), float(alpha_bounds[1])),
                        term_names=("N", "D"))
@@ -472,7 +472,7 @@ def fit_joint_power_law(
         normalised = []
         for i, (rn, rd, ry) in enumerate(resamples):
             try:
-                checked = _check_inputs({"N": rn, "D": rd, "y": ry}, num_params,
+                checked = check_inputs({"N": rn, "D": rd, "y": ry}, num_params,
                                         f"{where}: resamples[{i}]")
             except FitError:
                 normalised.append((np.empty((2, 0)), np.empty(0)))
@@ -498,7 +498,7 @@ def fit_joint_power_law(
     return JointPowerLaw(
         E=float(params[0]), A=float(params[1]), alpha=float(params[2]), B=float(params[3]),
         beta=float(params[4]), irreducible=irreducible, n_points=len(ys),
-        r2=_r2_log(problem, sol.theta), loss=sol.loss, loss_name=loss, delta=delta,
+        r2=r2_log(problem, sol.theta), loss=sol.loss, loss_name=loss, delta=delta,
         status=",".join(status) or "ok", converged=sol.converged, messages=tuple(messages),
         start_spread=sol.start_spread, bootstrap_method=bootstrap_method if bootstrap > 0 else None,
-        num_failed_draws=fit.num_failed_draws, ci_level=ci_level, draws=_readonly(draws))
+        num_failed_draws=fit.num_failed_draws, ci_level=ci_level, draws=readonly(draws))

@@ -64,7 +64,7 @@ def _check_column(arr: np.ndarray, name: str, where: str) -> None:
                        f"({int(nonpos.sum())} non-positive values); the fit is in log space")
 
 
-def _check_inputs(columns: dict[str, Any], num_params: int, where: str) -> dict[str, np.ndarray]:
+def check_inputs(columns: dict[str, Any], num_params: int, where: str) -> dict[str, np.ndarray]:
     arrays = {name: _as_array(v, name, where) for name, v in columns.items()}
     lengths = {name: len(a) for name, a in arrays.items()}
     if len(set(lengths.values())) > 1:
@@ -81,7 +81,7 @@ def _check_inputs(columns: dict[str, Any], num_params: int, where: str) -> dict[
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _single_threaded_blas(func: _F) -> _F:
+def single_threaded_blas(func: _F) -> _F:
     """Run `func` with one BLAS thread: the fits do thousands of tiny linear-algebra calls, for which
     OpenBLAS's thread pool costs ~1 ms each (7x slower fits, worse on a loaded machine)."""
 
@@ -93,7 +93,7 @@ def _single_threaded_blas(func: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-def _geomean(a: np.ndarray) -> float:
+def geomean(a: np.ndarray) -> float:
     return float(np.exp(np.mean(np.log(a))))
 
 
@@ -102,7 +102,7 @@ def _geomean(a: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class _Problem:
+class Problem:
     log_u: np.ndarray  # [terms, n] log of the normalised inputs
     log_y: np.ndarray  # [n] log of the normalised target
     irreducible: bool  # whether the floor e is free (else fixed at 0)
@@ -175,7 +175,7 @@ def _alpha_grid(bounds: tuple[float, float], num: int) -> np.ndarray:
     return np.geomspace(lo, bounds[1], num)
 
 
-def _grid_starts(problem: _Problem, grid_size: int, num_starts: int) -> tuple[list[np.ndarray], int]:
+def _grid_starts(problem: Problem, grid_size: int, num_starts: int) -> tuple[list[np.ndarray], int]:
     """Best grid points as starting vectors: local minima of the grid loss first, then the next best.
 
     At each exponent grid point, (e, A_j) come from NNLS on relative errors ((ŷ − y)/y), the linear
@@ -224,7 +224,7 @@ class _Solution:
     num_grid_minima: int  # local minima of the loss on the exponent grid (> 1: multi-modal surface)
 
 
-def _refine(problem: _Problem, start: np.ndarray) -> tuple[np.ndarray, float, bool, str]:
+def _refine(problem: Problem, start: np.ndarray) -> tuple[np.ndarray, float, bool, str]:
     res = minimize(problem.objective, start, jac=True, method="L-BFGS-B", bounds=problem.bounds(),
                    options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-10, "maxcor": 20})
     theta = np.asarray(res.x, dtype=float)
@@ -238,7 +238,7 @@ def _refine(problem: _Problem, start: np.ndarray) -> tuple[np.ndarray, float, bo
     return theta, loss, converged, str(res.message)
 
 
-def _solve(problem: _Problem, *, grid_size: int, num_starts: int,
+def _solve(problem: Problem, *, grid_size: int, num_starts: int,
            extra_starts: Sequence[np.ndarray] = (), refine_best_only: bool = False) -> _Solution:
     """Grid starts (plus `extra_starts`) refined with L-BFGS-B; the best optimum with diagnostics.
 
@@ -282,7 +282,7 @@ def _solve(problem: _Problem, *, grid_size: int, num_starts: int,
                      num_grid_minima=num_minima)
 
 
-def _r2_log(problem: _Problem, theta: np.ndarray) -> float:
+def r2_log(problem: Problem, theta: np.ndarray) -> float:
     r = problem.residuals(theta)
     tss = float(np.sum((problem.log_y - problem.log_y.mean()) ** 2))
     return 1.0 - float(np.sum(r * r)) / tss if tss > 0 else math.nan
@@ -295,7 +295,7 @@ def _r2_log(problem: _Problem, theta: np.ndarray) -> float:
 Resample = tuple[np.ndarray, np.ndarray]  # (log_u [terms, n], log_y [n]) in normalised units
 
 
-def _bootstrap_targets(problem: _Problem, theta: np.ndarray, method: BootstrapMethod,
+def _bootstrap_targets(problem: Problem, theta: np.ndarray, method: BootstrapMethod,
                        clusters: np.ndarray | None, num: int,
                        rng: np.random.Generator) -> list[Resample]:
     """Resampled (log_u*, log_y*) data sets.
@@ -327,7 +327,7 @@ def _bootstrap_targets(problem: _Problem, theta: np.ndarray, method: BootstrapMe
     return out
 
 
-def _noise_draws(problem: _Problem, theta: np.ndarray, method: BootstrapMethod, num: int,
+def _noise_draws(problem: Problem, theta: np.ndarray, method: BootstrapMethod, num: int,
                  seed: int) -> np.ndarray:
     """Log noise of a new observation, one per bootstrap draw: a centred log residual of the fit
     inflated by sqrt(n/(n − p)), times the chi-square factor of the "residual" method. A draw's
@@ -344,7 +344,7 @@ def _noise_draws(problem: _Problem, theta: np.ndarray, method: BootstrapMethod, 
     return scale * rng.choice(r, size=num, replace=True)
 
 
-def _run_bootstrap(problem: _Problem, theta: np.ndarray, targets: Sequence[Resample], *,
+def _run_bootstrap(problem: Problem, theta: np.ndarray, targets: Sequence[Resample], *,
                    grid_size: int) -> tuple[np.ndarray, int]:
     """Refit every resampled data set (from the better of the full-data optimum and the best grid
     point); returns the internal parameter vectors [num_ok, p] and the number of resamples that
@@ -382,7 +382,7 @@ def _run_bootstrap(problem: _Problem, theta: np.ndarray, targets: Sequence[Resam
                 fitted[i] = thetas[j]
                 continue
             log_u, log_y = targets[i]
-            sub = _Problem(log_u=log_u, log_y=log_y,
+            sub = Problem(log_u=log_u, log_y=log_y,
                            irreducible=problem.irreducible, loss=problem.loss,
                            delta=problem.delta, alpha_bounds=problem.alpha_bounds)
             try:
@@ -403,7 +403,7 @@ def _few_dof_note(n: int, num_params: int, method: str) -> list[str]:
             "noise level is barely estimable and the intervals are correspondingly wide"]
 
 
-def _quantiles(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+def quantiles(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     if not 0 < level < 1:
         raise ValueError(f"interval: level = {level!r}: must be in (0, 1)")
     tail = (1.0 - level) / 2.0
@@ -411,7 +411,7 @@ def _quantiles(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray
     return lo, hi
 
 
-def _readonly(a: np.ndarray | None) -> np.ndarray | None:
+def readonly(a: np.ndarray | None) -> np.ndarray | None:
     if a is None:
         return None
     a = np.array(a, dtype=float)
@@ -419,7 +419,7 @@ def _readonly(a: np.ndarray | None) -> np.ndarray | None:
     return a
 
 
-def _check_options(loss: str, delta: float, bootstrap: int, method: str, ci_level: float,
+def check_options(loss: str, delta: float, bootstrap: int, method: str, ci_level: float,
                    alpha_bounds: tuple[float, float], where: str) -> None:
     if loss not in ("huber", "squared"):
         raise FitError(f"{where}: loss = {loss!r}: unknown loss. Valid: 'huber', 'squared'")
@@ -449,7 +449,7 @@ class FitOutcome:
     num_failed_draws: int
 
 
-def degeneracy(problem: _Problem, sol: _Solution) -> str | None:
+def degeneracy(problem: Problem, sol: _Solution) -> str | None:
     """Why a law's points cannot identify its exponents, or None when they can.
 
     Checked on the full-data fit, before any bootstrap: refitting a thousand resamples of a law
@@ -501,7 +501,7 @@ def degeneracy(problem: _Problem, sol: _Solution) -> str | None:
     return None
 
 
-def fit_problem(problem: _Problem, *, where: str, bootstrap: int, method: BootstrapMethod,
+def fit_problem(problem: Problem, *, where: str, bootstrap: int, method: BootstrapMethod,
                 clusters: Any, seed: int, grid_size: int, num_starts: int,
                 bootstrap_grid_size: int,
                 resamples: Sequence[Resample] | None = None) -> FitOutcome:

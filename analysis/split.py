@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.points import pareto_mask
 from analysis.runs import RunCurve, draw_means, pooled_dof, run_curves
 from harness.flops import TRAIN_PASSES
 
@@ -195,13 +196,8 @@ def _curve_draws(curve: _Curve, query: np.ndarray, bootstrap: int,
 
 
 def _pareto(cells: pd.DataFrame) -> pd.DataFrame:
-    cells = cells.sort_values(["total_flops", "value"], kind="stable")
-    keep, best = [], math.inf
-    for index, value in zip(cells.index, cells["value"].to_numpy(float), strict=True):
-        if value < best:
-            keep.append(index)
-            best = value
-    return cells.loc[keep]
+    keep = pareto_mask(cells["total_flops"].to_numpy(float), cells["value"].to_numpy(float))
+    return cells[keep].sort_values(["total_flops", "value"], kind="stable")
 
 
 def split_envelope(points: pd.DataFrame) -> pd.DataFrame:

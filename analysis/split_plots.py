@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from analysis.plots import METRIC_LABELS, X_LABELS, _finish_log_axes
+from analysis.plots import METRIC_LABELS, X_LABELS, finish_log_axes
 from analysis.split import ALL_PRESETS, SplitFits
 
 __all__ = ["figure_split_compute", "figure_split_savings"]
@@ -67,7 +67,7 @@ def figure_split_compute(points: pd.DataFrame, split: SplitFits) -> Figure:
             env = env.sort_values("total_flops")
             ax.step(env["total_flops"], env["value"], where="post", color="black", lw=1.2,
                     zorder=2, label="envelope (best split)")
-        _finish_log_axes(ax, X_LABELS["total_flops"], _metric_label(pts))
+        finish_log_axes(ax, X_LABELS["total_flops"], _metric_label(pts))
         ax.set_title(f"{sampler} sampling")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper right")
@@ -104,7 +104,7 @@ def figure_split_savings(split: SplitFits) -> Figure:
                 ax.axvline(float(r["fd"]), color=colors(i % 10), ls=":", lw=0.8, alpha=0.6)
                 missing.append(f"{scope} @ {float(r['fd']):.3g}")
         ax.axhline(1.0, color="grey", lw=0.8)
-        _finish_log_axes(ax, _metric_label(rows), "compute ratio scratch / tuned at equal FD")
+        finish_log_axes(ax, _metric_label(rows), "compute ratio scratch / tuned at equal FD")
         if missing:
             shown = missing[:6] + ([f"... {len(missing) - 6} more"] if len(missing) > 6 else [])
             ax.text(0.02, 0.02, "no overlap (no number):\n" + "\n".join(shown),

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.solver import LossName, _Problem
+from analysis.solver import LossName, Problem
 
 
-def _problem(num_terms: int, irreducible: bool, loss: LossName = "huber") -> _Problem:
+def _problem(num_terms: int, irreducible: bool, loss: LossName = "huber") -> Problem:
     rng = np.random.default_rng(0)
     log_u = np.log(rng.uniform(0.2, 5.0, size=(num_terms, 30)))
     log_y = np.log(0.3 + sum(np.exp(-0.7 * lu) for lu in log_u)) + rng.normal(0, 0.01, 30)
-    return _Problem(log_u=log_u, log_y=log_y, irreducible=irreducible, loss=loss,
+    return Problem(log_u=log_u, log_y=log_y, irreducible=irreducible, loss=loss,
                     delta=1e-3, alpha_bounds=(0.0, 5.0))
 
 
