@@ -36,19 +36,21 @@ _EXPORTS = {
     "backtest": "analysis.backtest",
     "backtest_results": "analysis.backtest",
     "summarize_backtest": "analysis.backtest",
-    "SweepFits": "analysis.report",
-    "fit_sweep": "analysis.report",
-    "read_fits": "analysis.report",
-    "plot_sweep": "analysis.report",
+    "SweepFits": "analysis.sweep_fits",
+    "fit_sweep": "analysis.sweep_fits",
+    "read_fits": "analysis.sweep_fits",
+    "SweepAnalysis": "analysis.pipeline",
+    "analyze_sweep": "analysis.pipeline",
+    "plot_sweep": "analysis.pipeline",
     "write_report": "analysis.report",
-    "SplitFits": "analysis.split",
-    "fit_split": "analysis.split",
-    "has_split_axis": "analysis.split",
-    "optimal_share": "analysis.split",
-    "savings_ratio": "analysis.split",
-    "split_envelope": "analysis.split",
-    "split_points": "analysis.split",
-    "split_section": "analysis.split",
+    "SplitFits": "analysis.compute_split",
+    "fit_split": "analysis.compute_split",
+    "has_split_axis": "analysis.compute_split",
+    "optimal_share": "analysis.compute_split",
+    "savings_ratio": "analysis.compute_split",
+    "split_envelope": "analysis.compute_split",
+    "split_points": "analysis.compute_split",
+    "split_section": "analysis.report",
 }
 
 __all__ = [
@@ -59,7 +61,9 @@ __all__ = [
     "PowerLaw",
     "SizeLaw",
     "SplitFits",
+    "SweepAnalysis",
     "SweepFits",
+    "analyze_sweep",
     "backtest",
     "backtest_results",
     "draw_means",
@@ -95,6 +99,15 @@ __all__ = [
 
 if TYPE_CHECKING:
     from analysis.backtest import Backtest, backtest, backtest_results, summarize_backtest
+    from analysis.compute_split import (
+        SplitFits,
+        fit_split,
+        has_split_axis,
+        optimal_share,
+        savings_ratio,
+        split_envelope,
+        split_points,
+    )
     from analysis.fitting import (
         fit_joint_results,
         fit_results,
@@ -113,6 +126,7 @@ if TYPE_CHECKING:
         seed_means,
     )
     from analysis.load import load_results
+    from analysis.pipeline import SweepAnalysis, analyze_sweep, plot_sweep
     from analysis.powerlaw import (
         FitError,
         JointPowerLaw,
@@ -120,18 +134,9 @@ if TYPE_CHECKING:
         fit_joint_power_law,
         fit_power_law,
     )
-    from analysis.report import SweepFits, fit_sweep, plot_sweep, read_fits, write_report
+    from analysis.report import split_section, write_report
     from analysis.runs import draw_means, noise_model, run_curves
-    from analysis.split import (
-        SplitFits,
-        fit_split,
-        has_split_axis,
-        optimal_share,
-        savings_ratio,
-        split_envelope,
-        split_points,
-        split_section,
-    )
+    from analysis.sweep_fits import SweepFits, fit_sweep, read_fits
 
 
 def __getattr__(name: str) -> Any:

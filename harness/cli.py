@@ -377,7 +377,7 @@ def _add_results_command(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _analysis_errors() -> tuple[type[Exception], ...]:
     from analysis.powerlaw import FitError
-    from analysis.report import AnalysisError
+    from analysis.sweep_fits import AnalysisError
     from harness.records import RecordError
 
     return AnalysisError, RecordError, FitError
@@ -398,12 +398,12 @@ def _progress_bar(what: str) -> Callable[[int, int], None] | None:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from analysis.report import (
+    from analysis.report import format_fit_table
+    from analysis.sweep_fits import (
         FITS_JSON,
         FITS_PARQUET,
         analysis_dir,
         fit_sweep,
-        format_fit_table,
         outputs_beside_records_note,
     )
 
@@ -437,17 +437,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from analysis.report import default_figures_dir, plot_sweep, resolve_sweep, write_report
+    from analysis.pipeline import analyze_sweep
 
     try:
-        name = resolve_sweep(args.sweep)
-        out = args.out or str(default_figures_dir(args.results, name))
-        paths = plot_sweep(args.results, name, out)
-        report = write_report(args.results, name, figures_dir=out)
+        # The fits `harness fit` cached, drawn and reported as they are.
+        analysis = analyze_sweep(args.results, args.sweep, fit=False, figures_dir=args.out)
     except _analysis_errors() as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {len(paths)} figure files to {out} and {report}")
+    print(f"wrote {len(analysis.figures)} figure files to {analysis.figures_dir} and "
+          f"{analysis.report}")
     return 0
 
 

@@ -149,24 +149,16 @@ def watch(sweep: Sweep, results_dir: Path, runs_dir: Path, *, poll_s: float = 2.
 
 def build_report(sweep_name: str, results_dir: Path, *, bootstrap: int = 1000,
                  out: TextIO = sys.stdout) -> tuple[Path, list[Path]]:
-    """Fit the sweep's records, draw every figure and write report.md; returns their paths."""
-    from analysis.report import (
-        default_figures_dir,
-        fit_sweep,
-        format_fit_table,
-        outputs_beside_records_note,
-        plot_sweep,
-        write_report,
-    )
+    """Fit the sweep's records, draw every figure and write report.md (`analyze_sweep`); print
+    the fit table; returns the report's and the figures' paths."""
+    from analysis.pipeline import analyze_sweep
+    from analysis.report import format_fit_table
 
-    fits = fit_sweep(results_dir, sweep_name, bootstrap=bootstrap)
-    figures_dir = default_figures_dir(results_dir, sweep_name)
-    figures = plot_sweep(results_dir, sweep_name, figures_dir)
-    report = write_report(results_dir, sweep_name, figures_dir=figures_dir)
-    out.write(format_fit_table(fits.curves) + "\n")
-    if (note := outputs_beside_records_note(results_dir, sweep_name)) is not None:
-        out.write(note + "\n")
-    return report, figures
+    analysis = analyze_sweep(results_dir, sweep_name, bootstrap=bootstrap)
+    out.write(format_fit_table(analysis.fits.curves) + "\n")
+    if analysis.old_layout_note is not None:
+        out.write(analysis.old_layout_note + "\n")
+    return analysis.report, analysis.figures
 
 
 def run_sweep(sweep_path: str | Path, cluster: str, *, results_dir: str | Path = "results",

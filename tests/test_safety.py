@@ -23,7 +23,7 @@ import torch
 
 import harness.rundir as rundir
 from analysis.load import load_results
-from analysis.report import AnalysisError, resolve_sweep
+from analysis.sweep_fits import AnalysisError, resolve_sweep
 from harness import cli
 from harness.config import ConfigError, RunConfig, run_config_from_dict, set_dotted, to_dict
 from harness.expand import expand

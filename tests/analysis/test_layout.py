@@ -14,14 +14,9 @@ import pytest
 from synthetic_records import BUDGETS, write_synthetic_sweep
 
 from analysis.load import _SWEEP_OUTPUTS, load_results
-from analysis.report import (
-    ANALYSIS_FILES,
-    analysis_dir,
-    default_figures_dir,
-    fit_sweep,
-    plot_sweep,
-    write_report,
-)
+from analysis.pipeline import plot_sweep
+from analysis.report import write_report
+from analysis.sweep_fits import ANALYSIS_FILES, analysis_dir, default_figures_dir, fit_sweep
 from harness.cli import main as harness_main
 from harness.records import parse_record_name
 

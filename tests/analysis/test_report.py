@@ -14,14 +14,8 @@ import pandas as pd
 import pytest
 from synthetic_records import BUDGETS, PRESETS, write_synthetic_sweep
 
-from analysis.report import (
-    AnalysisError,
-    fit_sweep,
-    format_fit_table,
-    read_fits,
-    resolve_sweep,
-    write_report,
-)
+from analysis.report import format_fit_table, write_report
+from analysis.sweep_fits import AnalysisError, fit_sweep, read_fits, resolve_sweep
 from harness.cli import main as harness_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +115,7 @@ def test_analysis_never_imports_torch() -> None:
     code = ("import sys, analysis\n"
             "from analysis import fit_power_law, fit_joint_power_law, fit_results, load_results\n"
             "from analysis import fit_frontier, backtest_results, fit_sweep, plot_sweep\n"
-            "import analysis.plots, analysis.report\n"
+            "import analysis.plots, analysis.report, analysis.pipeline\n"
             "assert callable(fit_power_law) and callable(load_results)\n"
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\n"
             "assert not bad, bad\n")
@@ -193,7 +187,7 @@ def test_each_configuration_is_its_own_curve_unless_pooled(tmp_path: Path) -> No
     from synthetic_records import write_lr_sweep
 
     from analysis import plots
-    from analysis.report import plot_sweep
+    from analysis.pipeline import plot_sweep
 
     results = tmp_path / "results"
     write_lr_sweep(results, "lr")

@@ -17,8 +17,9 @@ from analysis.backtest import backtest_results
 from analysis.fitting import fit_joint_results, fit_results, select_points
 from analysis.frontier import fit_frontier, seed_means
 from analysis.load import load_results
-from analysis.report import fit_sweep, read_fits, write_report
+from analysis.report import write_report
 from analysis.runs import draw_means, noise_model, run_curves, seed_spread
+from analysis.sweep_fits import fit_sweep, read_fits
 
 SAMPLER = "2-step"
 

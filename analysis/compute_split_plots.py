@@ -1,4 +1,4 @@
-"""Figures of the pretraining/tuning split (`analysis.split`): FD over total compute coloured by the
+"""Figures of the pretraining/tuning split (`analysis.compute_split`): FD over total compute coloured by the
 pretraining share with the envelope, and the compute saved over training from scratch at equal FD.
 Drawing only: the envelope and the ratios arrive in a `SplitFits`, nothing is fitted here.
 """
@@ -14,8 +14,8 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from analysis.compute_split import ALL_PRESETS, SplitFits
 from analysis.plots import METRIC_LABELS, X_LABELS, finish_log_axes
-from analysis.split import ALL_PRESETS, SplitFits
 
 __all__ = ["figure_split_compute", "figure_split_savings"]
 

@@ -1,4 +1,4 @@
-"""analysis.split on a synthetic split sweep with a known law (synthetic_records.split_law): the best
+"""analysis.compute_split on a synthetic split sweep with a known law (synthetic_records.split_law): the best
 teacher budget, the pretraining share and the compute saved over scratch are recovered inside their
 bootstrap intervals; non-overlapping FD levels give a flag, not a number; the report and the
 figures get their section only for split sweeps."""
@@ -22,9 +22,7 @@ from synthetic_records import (
     write_synthetic_sweep,
 )
 
-from analysis.load import load_results
-from analysis.report import fit_sweep, plot_sweep, read_fits, write_report
-from analysis.split import (
+from analysis.compute_split import (
     ALL_PRESETS,
     _vertex_share,
     has_split_axis,
@@ -33,6 +31,10 @@ from analysis.split import (
     split_envelope,
     split_points,
 )
+from analysis.load import load_results
+from analysis.pipeline import plot_sweep
+from analysis.report import write_report
+from analysis.sweep_fits import fit_sweep, read_fits
 from analysis.variants import VARIANT, with_variants
 
 SAMPLER = "1-step"  # 2-step is the same law times 0.8: the same answers

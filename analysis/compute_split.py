@@ -19,8 +19,8 @@ per evaluated tuning budget. Everything here is computed on those curves, model-
   with budgets 2x apart) is in no interval.
 
 `fit_split(records)` does it all and returns a `SplitFits` (stored in fits.json by
-`analysis.report.fit_sweep`); `split_section` renders it as Markdown and `analysis.split_plots`
-draws it. Pure functions of the records: no torch, no I/O.
+`analysis.sweep_fits.fit_sweep`); `analysis.report.split_section` renders it as Markdown and
+`analysis.compute_split_plots` draws it. Pure functions of the records: no torch, no I/O.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ __all__ = [
     "savings_ratio",
     "split_envelope",
     "split_points",
-    "split_section",
 ]
 
 ALL_PRESETS = "all presets"  # the `scope` of results taken across presets
@@ -555,82 +554,3 @@ def fit_split(records: pd.DataFrame, *, bootstrap: int = 1000, seed: int = 0,
         savings=savings_ratio(points, fd_levels, bootstrap=bootstrap, seed=seed + 1, level=level),
         bootstrap=bootstrap, level=level, num_points=len(points), teacher_budgets=budgets,
         n_seeds=int(seeds.min()))
-
-
-def _fmt(value: Any, spec: str = ".3g") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return format(float(value), spec)
-
-
-def _interval(row: pd.Series, name: str, spec: str = ".3g") -> str:
-    lo, hi = row.get(f"{name}_lo"), row.get(f"{name}_hi")
-    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
-        return "–"
-    return f"[{_fmt(lo, spec)}, {_fmt(hi, spec)}]"
-
-
-def _budget(value: Any) -> str:
-    return "scratch" if value is not None and pd.notna(value) and float(value) == 0 else _fmt(value)
-
-
-def split_section(split: SplitFits) -> list[str]:
-    """Markdown lines of the "Pretraining vs tuning" report section."""
-    pct = f"{100 * split.level:g} %"
-    lines = ["## Pretraining vs tuning", "",
-             f"{split.num_points} student evaluations (EMA 'main'); teacher budgets per preset "
-             "(images; 0 = consistency training from scratch): "
-             + "; ".join(f"{p}: {', '.join(_fmt(v) for v in b)}"
-                         for p, b in split.teacher_budgets.items()) + ". "
-             "Each split's FD is interpolated in log-log between its measured points (geometric "
-             "mean over seeds), never beyond them; intervals are percentiles of "
-             f"{split.bootstrap} bootstrap draws ({pct}) that "
-             + ("resample whole seeds (runs), so they include seed-to-seed variance."
-                if split.n_seeds > 1 else
-                "resample evaluation points: one seed per split, so they cannot include "
-                "seed-to-seed variance."), ""]
-    lines += ["### Optimal pretraining share at a total compute", "",
-              "| sampler | scope | total FLOPs | best split (preset, teacher images) | FD | share "
-              f"| {pct} interval | agreement | between budgets | status |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for _, r in split.share.iterrows():
-        best = ("–" if r.get("best_preset") is None or pd.isna(r.get("best_preset"))
-                else f"{r['best_preset']}, {_budget(r.get('best_pretrain_nimg'))}")
-        notes = [str(r["status"])]
-        if r.get("not_measured"):
-            notes.append(f"not measured here: {r['not_measured']}")
-        cont = _fmt(r.get("share_continuous"), ".2f")
-        if cont != "–":
-            cont += " " + _interval(r, "share_continuous", ".2f")
-        lines.append(f"| {r['sampler']} | {r['scope']} | {_fmt(r['total_flops'])} | {best} | "
-                     f"{_fmt(r.get('best_value'))} | {_fmt(r.get('share'), '.2f')} | "
-                     f"{_interval(r, 'share', '.2f')} | {_fmt(r.get('agreement'), '.2f')} | "
-                     f"{cont} | {'; '.join(notes)} |")
-    lines += ["", "### What tuning from a teacher saves over training from scratch", "",
-              "Ratio = total compute scratch needs to reach the FD / total compute (pretraining "
-              "+ tuning) of the best tuned split reaching it.", "",
-              f"| sampler | scope | FD | scratch FLOPs | tuned FLOPs | ratio | {pct} interval | "
-              "draws defined | no overlap |", "|---|---|---|---|---|---|---|---|---|"]
-    for _, r in split.savings.iterrows():
-        lines.append(f"| {r['sampler']} | {r['scope']} | {_fmt(r['fd'])} | "
-                     f"{_fmt(r.get('scratch_flops'))} | {_fmt(r.get('tuned_flops'))} | "
-                     f"{_fmt(r.get('ratio'))} | {_interval(r, 'ratio')} | "
-                     f"{_fmt(r.get('defined_fraction'), '.0%')} | {r.get('flag') or ''} |")
-    lines += ["", "Caveats, in plain words:", "",
-              "- The share is only resolved at the teacher budgets measured: it says which of "
-              "them is best at a compute, not where between them the optimum lies. The 'between "
-              "budgets' column is a parabola through the best budget and its two neighbours; "
-              "it is blank when the best budget is the smallest, the largest or scratch.",
-              "- A split is compared only inside its measured compute range; where some splits "
-              "were not measured at a compute (status 'partial'), one of them might be better.",
-              "- A ratio is given only where both curves reach the FD inside their measured "
-              "range; elsewhere the table says why instead of extrapolating.",
-              ("- The bootstrap resamples whole seeds; with few seeds per split their spread is "
-               "itself uncertain, which the intervals' Student-t factor carries."
-               if split.n_seeds > 1 else
-               "- One seed per split: the point-resampling bootstrap cannot see run-to-run noise, "
-               "so the intervals are too narrow, most where a curve is flat (near its best FD); "
-               "add seeds for intervals that include it."),
-              "- Interpolating between budgets adds a bias of a few per cent that no interval "
-              "covers; denser budgets shrink it.", ""]
-    return lines
