@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
+
+from harness.cli_adaptive import add_adaptive_run_options, add_suggest_command, cmd_run_adaptive
+from harness.cli_analysis import add_analysis_commands, add_results_command
+from harness.cli_args import minutes, sweep_options
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -15,19 +17,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     train_from_job_file(Path(args.job_file))
     return 0
-
-
-def _sweep_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by plan, submit and status (the same sweep must resolve to the same runs)."""
-    p.add_argument("sweep", help="sweep file (TOML), e.g. sweeps/smoke.toml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a [base] setting, e.g. --set ect.q=4 --set data.path=/data/c10 "
-                   "(value parsed with ast.literal_eval, type-checked); repeatable")
-    p.add_argument("--results", default="results", metavar="DIR",
-                   help="records folder; the sweep's records go to DIR/<sweep name>/ "
-                   "(default: results)")
-    p.add_argument("--runs", default=None, metavar="DIR",
-                   help="run folders with checkpoints (default: $HARNESS_RUNS, else runs)")
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -78,126 +67,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str, what: str) -> float:
-    """A finite number > 0 from an option's text; else argparse's error naming `what`."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of {what}")
-    return value
-
-
-def _minutes(text: str) -> float:
-    return _positive(text, "minutes")
-
-
-def _adaptive_options(p: argparse.ArgumentParser) -> None:
-    """Options of `harness suggest` that `harness run --adaptive` shares."""
-    p.add_argument("--target", default=None, metavar="SPEC",
-                   help="the prediction to improve: PRESET@nimg=N, PRESET@flops=X (tuning FLOPs) "
-                   "or frontier@flops=X (total FLOPs); default: the sweep's largest preset at its "
-                   "largest budget")
-    p.add_argument("--sampler", default="2-step", help="which sampler's metric (default 2-step)")
-    p.add_argument("--batch", type=int, default=1, metavar="K",
-                   help="runs per batch (SLURM users submit batches; default 1)")
-    p.add_argument("--min-nimg", type=_nimg_arg, default=0, metavar="N",
-                   help="grid budgets below N images are neither candidates nor data of the law "
-                   "(e.g. 64k on digits, where the ECT curriculum's fast phase ends; default 0)")
-    p.add_argument("--no-holdout", dest="holdout", action="store_false",
-                   help="let the design buy runs of the target's own preset and fit its "
-                   "records (default: the target's size is predicted, not measured)")
-
-
-def _nimg_arg(text: str) -> int:
-    from harness.runtime import parse_nimg
-
-    try:
-        value = parse_nimg(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0 images")
-    return value
-
-
-def _flops_arg(text: str) -> float:
-    return _positive(text, "FLOPs, e.g. 2e13")
-
-
-def _cmd_suggest(args: argparse.Namespace) -> int:
-    from analysis.adaptive import TargetError
-    from harness.job import default_runs_dir
-    from harness.suggest import default_out, format_suggestion, suggest, suggestion_toml, write_new
-    from harness.sweep import load_sweep
-
-    if args.replay:
-        from harness.records import RecordError
-
-        try:
-            return _cmd_replay(args)
-        except (RecordError, ValueError) as e:
-            print(f"harness: error: {e}", file=sys.stderr)
-            return 2
-    sweep = load_sweep(args.sweep, args.overrides)
-    try:
-        s = suggest(sweep, results_dir=args.results, runs_dir=args.runs or default_runs_dir(),
-                    target=args.target, budget_flops=args.budget_flops or math.inf,
-                    batch=args.batch, sampler=args.sampler, min_nimg=args.min_nimg,
-                    holdout=args.holdout)
-    except TargetError as e:
-        print(f"harness: error: {e}", file=sys.stderr)
-        return 2
-    print(format_suggestion(s))
-    if s.chosen:
-        out = Path(args.out) if args.out else default_out(args.results, sweep.name)
-        header = (f"harness suggest {args.sweep}: {len(s.chosen)} run(s) for "
-                  f"{s.target.label()}\nsubmit: harness submit {out} --cluster ...")
-        write_new(out, suggestion_toml(sweep, s.chosen, s.sizes, header=header))
-        print(f"wrote {out}\n  harness submit {out} --cluster slurm     # or: harness run {out}")
-    return 0
-
-
-def _cmd_replay(args: argparse.Namespace) -> int:
-    import tomllib
-
-    from analysis.load import load_results
-    from analysis.replay import replay
-
-    name = args.sweep
-    if name.endswith(".toml") and Path(name).is_file():
-        name = str(tomllib.loads(Path(name).read_text()).get("name", Path(name).stem))
-    records = load_results(args.results, name)
-    target = args.target
-    preset, nimg = None, None
-    if target:
-        preset, _, rest = target.partition("@")
-        if rest and not rest.startswith("nimg="):
-            print(f"harness: error: --target {target!r}: a replay's target is PRESET or "
-                  "PRESET@nimg=N (a recorded preset, held out)", file=sys.stderr)
-            return 2
-        nimg = _nimg_arg(rest[5:]) if rest else None
-    else:
-        tune = records[records["kind"] == "tune"]
-        preset = str(tune.sort_values("params")["preset"].iloc[-1])
-    print(f"replay of {name}: target {preset} @ {nimg or 'its largest budget'} ({args.sampler}), "
-          "held out; error of the prediction against its record as compute is spent")
-    for design in ("full", "cheapest", "adaptive"):
-        r = replay(records, preset, design=design, target_nimg=nimg, sampler=args.sampler,
-                   min_nimg=args.min_nimg, batch=args.batch)
-        fitted = r.dropna(subset=["rel_error"])
-        print(f"\n{design}:")
-        print(fitted[["step", "fraction", "points", "prediction", "lo", "hi", "truth",
-                      "rel_error"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    return 0
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import run_sweep
 
     if args.adaptive:
-        return _cmd_run_adaptive(args)
+        return cmd_run_adaptive(args)
     given = [name for name, value, default in (
         ("--budget-flops", args.budget_flops, None), ("--target", args.target, None),
         ("--batch", args.batch, 1), ("--min-nimg", args.min_nimg, 0),
@@ -213,38 +87,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if outcome.states.get("failed") or outcome.states.get("blocked") else 0
 
 
-def _cmd_run_adaptive(args: argparse.Namespace) -> int:
-    from analysis.adaptive import TargetError
-    from harness.adaptive import AdaptiveOptions, run_adaptive, submit_and_watch
-    from harness.job import default_runs_dir
-    from harness.runner import build_report
-
-    if args.budget_flops is None:
-        print("harness: error: --adaptive needs --budget-flops X (the FLOPs the study may "
-              "spend, teachers included)", file=sys.stderr)
-        return 2
-    runs = args.runs or str(default_runs_dir())
-    options = AdaptiveOptions(budget_flops=args.budget_flops, target=args.target,
-                              batch=args.batch, sampler=args.sampler, min_nimg=args.min_nimg,
-                              max_width=args.max_width, max_rounds=args.max_rounds,
-                              holdout=args.holdout)
-    execute = submit_and_watch(args.cluster, results_dir=args.results, runs_dir=runs)
-    try:
-        outcome = run_adaptive(args.sweep, options, execute, results_dir=args.results,
-                               runs_dir=runs, overrides=tuple(args.overrides))
-    except TargetError as e:
-        print(f"harness: error: {e}", file=sys.stderr)
-        return 2
-    if outcome.rounds:
-        from harness.sweep import load_sweep
-
-        name = load_sweep(args.sweep, args.overrides).name
-        report, _ = build_report(name, Path(args.results), bootstrap=args.bootstrap)
-        print(f"report: {report}")
-    print(f"harness run --adaptive: {len(outcome.rounds)} round(s) in {outcome.seconds:.0f} s")
-    return 1 if outcome.stopped.startswith("round") else 0
-
-
 def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from harness.backends import BACKENDS
     from harness.plan import ASSUMED_TFLOPS, DEFAULT_MAX_RUNS
@@ -252,47 +94,21 @@ def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
     p = sub.add_parser("run", help="the whole study in one command: plan, submit, watch progress, "
                        "fit, plot and write results/<sweep>/_analysis/report.md (idempotent)")
-    _sweep_options(p)
+    sweep_options(p)
     p.add_argument("--cluster", default="local", choices=list(BACKENDS),
                    help="where jobs run (default: local, this machine)")
     p.add_argument("--yes", action="store_true",
                    help=f"allow grids of more than {DEFAULT_MAX_RUNS} runs (or $HARNESS_MAX_RUNS)")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples for the fits' confidence intervals (default 1000)")
-    p.add_argument("--adaptive", action="store_true",
-                   help="buy the grid's runs round by round for one target prediction (harness "
-                   "suggest, then submit, until --budget-flops is spent or the target's interval "
-                   "is within --max-width); resumable; rounds in RESULTS/<sweep>/_adaptive/")
-    p.add_argument("--budget-flops", type=_flops_arg, default=None, metavar="X",
-                   help="with --adaptive: FLOPs the study may spend in all, teachers included")
-    p.add_argument("--max-width", type=float, default=None, metavar="W",
-                   help="with --adaptive: stop once the target's 95 %% interval is within ±W "
-                   "(relative, e.g. 0.1)")
-    p.add_argument("--max-rounds", type=int, default=50, metavar="R",
-                   help="with --adaptive: at most R rounds (default 50)")
-    _adaptive_options(p)
+    add_adaptive_run_options(p)
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("suggest", help="the next runs of a sweep, chosen by how much they narrow "
-                       "a target prediction per FLOP; prints them and writes them as a sweep file "
-                       "to submit (--replay: evaluate the method on finished records instead)")
-    _sweep_options(p)
-    p.add_argument("--budget-flops", type=_flops_arg, default=None, metavar="X",
-                   help="the batch may cost at most X FLOPs (marginal, teachers included)")
-    p.add_argument("--out", default=None, metavar="PATH",
-                   help="where to write the batch's sweep file (never overwritten; default "
-                   "RESULTS/<sweep>/_adaptive/suggest-<time>.toml)")
-    p.add_argument("--replay", action="store_true",
-                   help="draw only from records that exist, the target's preset held out, and "
-                   "print the target's error against its record as compute is spent (full grid, "
-                   "cheapest-first and adaptive designs; scripts/adaptive_replay.py adds random "
-                   "orders and the figure)")
-    _adaptive_options(p)
-    p.set_defaults(func=_cmd_suggest)
+    add_suggest_command(sub)
 
     p = sub.add_parser("plan", help="expand and check a sweep; print its runs, compute and status "
                        "(never submits)")
-    _sweep_options(p)
+    sweep_options(p)
     p.add_argument("--yes", action="store_true",
                    help=f"allow grids of more than {DEFAULT_MAX_RUNS} runs (or $HARNESS_MAX_RUNS)")
     p.add_argument("--tflops", type=float, default=ASSUMED_TFLOPS,
@@ -301,7 +117,7 @@ def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("submit", help="submit the runs of a sweep that are not done or running")
-    _sweep_options(p)
+    sweep_options(p)
     p.add_argument("--cluster", required=True, choices=list(BACKENDS),
                    help="where jobs run (always explicit): local = a scheduler process on this "
                    "machine, slurm = job arrays, debug = in this process, one after another")
@@ -316,15 +132,15 @@ def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                        "again with the sweep's evaluation settings or others (--set "
                        "eval.num_samples=4000, eval.metric=fd_dinov2, ...) and write new records; "
                        "never trains")
-    _sweep_options(p)
+    sweep_options(p)
     p.add_argument("--again", action="store_true",
                    help="also score points whose latest record was made with these settings")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("status", help="state, progress, last metric and log of each run of a sweep; "
                        "removes temp files that killed writers left")
-    _sweep_options(p)
-    p.add_argument("--tmp-age", type=_minutes, default=TEMP_MAX_AGE_S / 60, metavar="MINUTES",
+    sweep_options(p)
+    p.add_argument("--tmp-age", type=minutes, default=TEMP_MAX_AGE_S / 60, metavar="MINUTES",
                    help="remove hidden temp files (.<name>.<random>.tmp) in the sweep's records, "
                    "state and run folders that no writer holds and that are unchanged for this "
                    f"long (default {TEMP_MAX_AGE_S / 60:g})")
@@ -340,148 +156,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report = reevaluate(sweep, results_dir=args.results, runs_dir=args.runs, again=args.again)
     print(report.summary())
     return 0
-
-
-def _cmd_results(args: argparse.Namespace) -> int:
-    from analysis.load import load_results, tidy
-    from harness.records import RecordError
-
-    name = args.sweep
-    if name.endswith(".toml") and Path(name).is_file():  # a sweep file: its records folder
-        import tomllib
-
-        name = str(tomllib.loads(Path(name).read_text()).get("name", Path(name).stem))
-    try:
-        df = load_results(args.results, name)
-    except RecordError as e:
-        print(f"harness: error: {e}", file=sys.stderr)
-        return 2
-    if args.csv:
-        df.to_csv(sys.stdout, index=False)
-    elif df.empty:
-        print(f"no records in {Path(args.results) / name}")
-    else:
-        print(tidy(df).to_string(index=False))
-    return 0
-
-
-def _add_results_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("results", help="print a sweep's records (latest evaluation of each point) "
-                       "as a table or CSV")
-    p.add_argument("sweep", help="sweep name (the folder under --results) or sweep file")
-    p.add_argument("--results", default="results", metavar="DIR",
-                   help="records folder (default: results)")
-    p.add_argument("--csv", action="store_true", help="print all columns as CSV")
-    p.set_defaults(func=_cmd_results)
-
-
-def _analysis_errors() -> tuple[type[Exception], ...]:
-    from analysis.powerlaw import FitError
-    from analysis.sweep_fits import AnalysisError
-    from harness.records import RecordError
-
-    return AnalysisError, RecordError, FitError
-
-
-def _progress_bar(what: str) -> Callable[[int, int], None] | None:
-    """A one-line progress bar on a terminal's stderr (nothing when stderr is a file or pipe)."""
-    if not sys.stderr.isatty():
-        return None
-
-    def show(done: int, total: int) -> None:
-        filled = round(30 * done / max(total, 1))
-        end = "\n" if done >= total else ""
-        sys.stderr.write(f"\r{what} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}{end}")
-        sys.stderr.flush()
-
-    return show
-
-
-def _cmd_fit(args: argparse.Namespace) -> int:
-    from analysis.report import format_fit_table
-    from analysis.sweep_fits import (
-        FITS_JSON,
-        FITS_PARQUET,
-        analysis_dir,
-        fit_sweep,
-        outputs_beside_records_note,
-    )
-
-    try:
-        fits = fit_sweep(args.results, args.sweep, x=args.x, frontier_x=args.frontier_x,
-                         bootstrap=args.bootstrap, seed=args.seed, reuse=not args.force,
-                         pool=args.pool, progress=_progress_bar("fitting"))
-    except _analysis_errors() as e:
-        print(f"harness: error: {e}", file=sys.stderr)
-        return 2
-    level = round(100 * float(fits.curves["ci_level"].iloc[0])) if len(fits.curves) else 95
-    print(f"{fits.sweep}: y = E + A * {args.x}^(-alpha) per preset and sampler; "
-          f"[{level} % bootstrap CI, {args.bootstrap} resamples]")
-    print(format_fit_table(fits.curves))
-    for key, frontier in fits.frontiers.items():
-        law = frontier.law
-        if law is not None:
-            ci = law.ci.get("alpha")
-            ci_text = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
-            print(f"frontier ({key}, vs {args.frontier_x}): alpha = {law.alpha:.3g}{ci_text}, "
-                  f"E = {law.E:.3g}, {len(frontier.points)} points")
-    folder = analysis_dir(args.results, fits.sweep)
-    if (note := outputs_beside_records_note(args.results, fits.sweep)) is not None:
-        print(note)
-    if fits.reused:
-        print(f"unchanged records, options and analysis code: reused {folder / FITS_JSON} "
-              f"(fitted {fits.meta.get('created_at')}; --force fits again)")
-    else:
-        print(f"wrote {folder / FITS_JSON} and {folder / FITS_PARQUET}")
-    return 0
-
-
-def _cmd_plot(args: argparse.Namespace) -> int:
-    from analysis.pipeline import analyze_sweep
-
-    try:
-        # The fits `harness fit` cached, drawn and reported as they are.
-        analysis = analyze_sweep(args.results, args.sweep, fit=False, figures_dir=args.out)
-    except _analysis_errors() as e:
-        print(f"harness: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(analysis.figures)} figure files to {analysis.figures_dir} and "
-          f"{analysis.report}")
-    return 0
-
-
-def _add_analysis_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("fit", help="fit power laws (per preset and sampler, frontier, backtest) "
-                       "to a sweep's records; print them with CIs and write fits.json/.parquet to "
-                       "RESULTS/<sweep>/_analysis/")
-    p.add_argument("sweep", help="sweep name (the folder under --results) or sweep file")
-    p.add_argument("--results", default="results", metavar="DIR",
-                   help="records folder (default: results)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                   help="bootstrap resamples per fit for the CIs (default 1000; 0 = none)")
-    p.add_argument("--x", default="tune_flops", choices=["tune_flops", "total_flops"],
-                   help="compute axis of the per-preset fits (default tune_flops)")
-    p.add_argument("--frontier-x", default="total_flops", choices=["tune_flops", "total_flops"],
-                   help="compute axis of the frontier across sizes (default total_flops)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--pool", action="store_true",
-                   help="fit the configurations of a preset (e.g. two learning rates) as one "
-                        "curve; the report warns what each pooled curve mixes. Default: one curve "
-                        "per configuration")
-    p.add_argument("--force", action="store_true",
-                   help="fit again even when fits.json was made from the same records, options "
-                        "and analysis code")
-    p.set_defaults(func=_cmd_fit)
-
-    p = sub.add_parser("plot", help="draw a sweep's figures (PNG + PDF) from its records and "
-                       "fits.json, and write RESULTS/<sweep>/_analysis/report.md")
-    p.add_argument("sweep", help="sweep name (the folder under --results) or sweep file")
-    p.add_argument("--out", metavar="DIR",
-                   help="figure folder (default: RESULTS/<sweep>/_analysis/figures, where "
-                        "harness run draws them)")
-    p.add_argument("--results", default="results", metavar="DIR",
-                   help="records folder (default: results)")
-    p.set_defaults(func=_cmd_plot)
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
@@ -622,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="only this dataset's presets")
     p.set_defaults(func=_cmd_presets)
     _add_sweep_commands(sub)
-    _add_results_command(sub)
-    _add_analysis_commands(sub)
+    add_results_command(sub)
+    add_analysis_commands(sub)
     _add_bench_command(sub)
     _add_teacher_command(sub)
 
