@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.sweep import SPECIAL_KEYS
+from harness.sweep_values import SPECIAL_KEYS
 
 
 def short_preset(preset: str) -> str:

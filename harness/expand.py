@@ -22,7 +22,8 @@ from harness.config import ARCHITECTURE_FIELDS, ConfigError, NetworkConfig, RunC
 from harness.display_names import describe, display_name, short_preset
 from harness.eval_hashed_runs import EvalHashedRuns
 from harness.job import JobSpec
-from harness.sweep import BUDGET_KEYS, Sweep, SweepError, check_value
+from harness.sweep import Sweep, SweepError
+from harness.sweep_values import BUDGET_KEYS, check_value
 
 _SECTIONS: dict[str, type] = {}  # RunConfig section name -> its dataclass (filled on first use)
 # Data fields a teacher does not take from its students: how images are augmented in training
