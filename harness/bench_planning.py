@@ -64,7 +64,8 @@ def write_synthetic_records(root: Path, num_files: int, rows_per_file: int) -> i
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from harness.records import SCHEMA, new_eval_tag, record_path
+    from harness.record_files import new_eval_tag, record_path
+    from harness.records import SCHEMA
 
     presets = [f"ect-digits-{s}" for s in ("xs", "s", "m", "l", "xl")]
     rng = np.random.default_rng(0)

@@ -95,7 +95,7 @@ class EvalHashedRuns:
     def _index_records(self, folder: Path) -> None:
         import pyarrow.parquet as pq
 
-        from harness.records import parse_record_name
+        from harness.record_files import parse_record_name
 
         assert self._records is not None
         first_file: dict[str, Path] = {}

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from harness.config import ARCHITECTURE_FIELDS, ConfigError, NetworkConfig, RunConfig, TrainConfig
+from harness.display_names import describe, display_name, short_preset
 from harness.eval_hashed_runs import EvalHashedRuns
 from harness.job import JobSpec
-from harness.sweep import BUDGET_KEYS, SPECIAL_KEYS, Sweep, SweepError, check_value
+from harness.sweep import Sweep, SweepError
+from harness.sweep_values import BUDGET_KEYS, check_value
 
 _SECTIONS: dict[str, type] = {}  # RunConfig section name -> its dataclass (filled on first use)
 # Data fields a teacher does not take from its students: how images are augmented in training
@@ -306,7 +308,7 @@ class _Expander:
             swept["pretrain_nimg"] = list(snapshots)
         self.teachers[rid] = JobSpec(run=tcfg, sweep=sweep.name, results_dir=self.results_dir,
                                      runs_dir=self.runs_dir, swept=swept,
-                                     display_name=f"pretrain-{_short(info.name)}"
+                                     display_name=f"pretrain-{short_preset(info.name)}"
                                      + ("" if seed is None else f"-seed{seed}"))
         return rid
 
@@ -347,8 +349,8 @@ class _TuningJobs:
         rid = cfg.run_id
         budget_values = tuple(m.budget for m in run_members)
         teacher_nimg = run_members[0].teacher_nimg
-        name = _display_name(preset, budget_values, cfg.seed, run_members[0].values, self.swept,
-                             teacher_nimg)
+        name = display_name(preset, budget_values, cfg.seed, run_members[0].values, self.swept,
+                            teacher_nimg)
         if rid in self.seen_ids:
             raise SweepError(f"{self.sweep.path}: runs {self.seen_ids[rid]!r} and {name!r} "
                              f"resolve to the same run {rid}; remove the duplicate axis value")
@@ -468,7 +470,7 @@ class _Where:
         self.path, self.values, self.swept = path, dict(values), swept
 
     def __str__(self) -> str:
-        return f"{self.path} [{_describe(self.values, self.swept)}]"
+        return f"{self.path} [{describe(self.values, self.swept)}]"
 
 
 def _check_teacher_matches(teacher: NetworkConfig, student: NetworkConfig, where: str) -> None:
@@ -484,34 +486,3 @@ def _min_budget(fwd_flops: float, batch: int) -> float:
     from harness.flops import TRAIN_PASSES
 
     return TRAIN_PASSES["tune"] * fwd_flops * batch
-
-
-def _short(preset: str) -> str:
-    parts = preset.split("-")
-    return parts[-1] if len(parts) >= 3 and parts[0] == "ect" else preset
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:g}".replace("e+", "e")
-    if isinstance(v, tuple | list):
-        return "+".join(_fmt(x) for x in v)
-    return str(v)
-
-
-def _display_name(preset: str, budgets: tuple[Any, ...], seed: int, values: Mapping[str, Any],
-                  swept: tuple[str, ...], teacher_nimg: int | None = None) -> str:
-    """Readable name such as 's-1e15+3e15-seed0', or 's-pre64000-1e15-seed0' on a teacher-budget
-    axis ('pre0': from scratch); for humans, the run id identifies the run."""
-    parts = [_short(preset)]
-    if teacher_nimg is not None:
-        parts.append(f"pre{teacher_nimg}")
-    parts.append(_fmt(budgets))
-    parts += [f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in values.items()
-              if k in swept and k not in SPECIAL_KEYS and k != "seed"]
-    parts.append(f"seed{seed}")
-    return "-".join(parts)
-
-
-def _describe(values: Mapping[str, Any], swept: tuple[str, ...]) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in values.items() if k in swept) or "base"

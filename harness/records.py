@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import pyarrow.parquet as pq
 
 from harness import __version__
 from harness.config import EvalConfig, eval_differences
+from harness.record_files import looks_complete, new_eval_tag, parse_record_name, record_path
 from harness.runtime import atomic_write_bytes, canonical_json, git_dirty, git_sha
 
 # 2: fp32 tuning by default, dataset-distributed eval labels. 3: the `ema`, `init`,
@@ -129,24 +129,9 @@ FILLED = ("schema_version", "eval_tag", "git_sha", "git_dirty", "harness_version
 SAMPLERS = ("1-step", "2-step", "heun")
 STATUSES = ("ok", "failed")
 
-# <run_id>-<images_seen:012d>-<eval_tag>.parquet; the tag has no '-' so the name parses uniquely.
-FILE_RE = re.compile(
-    r"^(?P<run_id>.+)-(?P<images_seen>\d{12})-(?P<eval_tag>[0-9A-Za-z_]+)\.parquet$")
-
 
 class RecordError(ValueError):
     """A record that does not fit the schema, or a records file that cannot be read."""
-
-
-def record_path(sweep_results_dir: Path, run_id: str, images_seen: int, eval_tag: str) -> Path:
-    """Where the record file of one evaluation goes."""
-    return Path(sweep_results_dir) / f"{run_id}-{images_seen:012d}-{eval_tag}.parquet"
-
-
-def new_eval_tag(now: dt.datetime | None = None) -> str:
-    """Time-ordered unique id: UTC microseconds + 8 random hex digits (sorts by creation time)."""
-    now = now or dt.datetime.now(dt.UTC)
-    return f"{now:%Y%m%dT%H%M%S%fZ}{secrets.token_hex(4)}"
 
 
 @functools.cache
@@ -314,26 +299,6 @@ def upgrade(table: pa.Table, version: int, columns: list[str]) -> pa.Table:
         else:
             out.append(pa.array([filled[name]] * n, type=SCHEMA.field(name).type))
     return pa.Table.from_arrays(out, names=columns)
-
-
-def parse_record_name(name: str) -> tuple[str, int, str] | None:
-    """(run_id, images_seen, eval_tag) from a record file name, or None if it is not one."""
-    match = FILE_RE.match(name)
-    if match is None:
-        return None
-    return match["run_id"], int(match["images_seen"]), match["eval_tag"]
-
-
-def looks_complete(path: Path) -> bool:
-    """Cheap test for a whole Parquet file: 'PAR1' at both ends (a truncated file fails it)."""
-    try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"PAR1":
-                return False
-            f.seek(-4, os.SEEK_END)
-            return f.read(4) == b"PAR1"
-    except OSError:
-        return False
 
 
 def existing_eval_points(results_dir: Path, sweep: str) -> dict[str, set[int]]:

@@ -36,7 +36,8 @@ from analysis.adaptive import (
     parse_target,
     pool_cost,
 )
-from harness.sweep import BUDGET_KEYS, Sweep, SweepError
+from harness.sweep import Sweep, SweepError
+from harness.sweep_values import BUDGET_KEYS
 
 ADAPTIVE_DIR = "_adaptive"  # results/<sweep>/_adaptive/: suggested sweep files, the loop's rounds
 _RUN_AXES = ("preset", "seed", *BUDGET_KEYS)

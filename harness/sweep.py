@@ -5,47 +5,39 @@ A sweep is data, never code: `[base]` settings, `[grid]` axes (cartesian product
 parameters). Torch-free. Resolution order of a tuning run: preset network -> recipe(dataset,
 "tune") -> the preset's tune_overrides -> [base] -> grid/zip values; the budget sets
 `train.total_nimg`. A teacher: preset network -> recipe(dataset, "pretrain") -> the preset's
-pretrain_overrides -> the student's data -> [pretrain] overrides.
+pretrain_overrides -> the student's data -> [pretrain] overrides. Each value is checked by
+harness.sweep_values.
 """
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import dataclasses
 import math
 import tomllib
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.backends import BACKENDS, cluster_params
 from harness.backends import slurm as _slurm
-from harness.config import RunConfig, dotted_fields
-from harness.runtime import folder_name_problem, parse_nimg
+from harness.runtime import folder_name_problem
 from harness.strict import ConfigError, coerce, unknown_key_error
 
+# SweepError is harness.sweep's error too: load_sweep raises it, and its callers catch it from here.
+from harness.sweep_values import (
+    BUDGET_KEYS,
+    SPECIAL_KEYS,
+    SweepError,
+    as_sweep_error,
+    check_value,
+    checkpoint_path,
+    parse_set,
+    per_preset,
+    teacher_budgets,
+)
 
-class SweepError(ConfigError):
-    """A sweep file or --set override is invalid; the message names file, table, field and value."""
-
-
-# Axis names that are not RunConfig fields: the planner turns them into a preset's network and a
-# training length.
-SPECIAL_KEYS = ("preset", "budget_flops", "budget_nimg")
-BUDGET_KEYS = ("budget_flops", "budget_nimg")
-# RunConfig fields the planner owns; a sweep setting them would break teacher links or budgets.
-_PLANNER_OWNED = {
-    "kind": "the planner sets it (pretraining runs come from [pretrain])",
-    "init_run_id": "the planner links tuning runs to their [pretrain] teacher",
-    "init_checkpoint": "use [pretrain] checkpoint = \"path\" instead",
-    "init_nimg": "list the teacher budgets in [pretrain] nimg = [...] instead",
-    "from_scratch": "put 0 in [pretrain] nimg = [0, ...] instead",
-    "train.total_nimg": "set budget_nimg or budget_flops instead",
-    "legacy_id": "the planner keeps the eval-hashed id a run was recorded under",
-}
 _TOP_LEVEL = ("name", "share_prefixes", "base", "grid", "zip", "pretrain", "cluster")
 
 # --------------------------------------------------------------------------------------------------
@@ -122,7 +114,7 @@ class ClusterConfig:
             except SweepError:
                 raise
             except ConfigError as e:
-                raise _as_sweep_error(e) from None
+                raise as_sweep_error(e) from None
         try:
             return ClusterConfig(**kwargs, slurm=slurm)
         except ConfigError as e:
@@ -237,10 +229,6 @@ class Sweep:
         return tuple(n for a in self.axes for n in a.names)
 
 
-def _as_sweep_error(e: ConfigError) -> SweepError:
-    return SweepError(str(e))
-
-
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     """`ect.q = 2` in TOML is a nested table; dotted and quoted forms mean the same field."""
     for key, value in table.items():
@@ -248,73 +236,6 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
             yield from _flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
-
-
-_FIELDS: dict[str, Any] | None = None
-
-
-def _fields() -> dict[str, Any]:
-    global _FIELDS
-    if _FIELDS is None:
-        _FIELDS = dotted_fields(RunConfig)
-    return _FIELDS
-
-
-def check_value(key: str, value: Any, where: str) -> Any:
-    """Type-check one value of a dotted field or special axis; returns it normalised."""
-    if key == "preset":
-        if not isinstance(value, str):
-            raise SweepError(f"{where}: preset = {value!r}: must be a preset name (a string)")
-        from harness.presets import get_preset
-
-        try:
-            get_preset(value)
-        except ConfigError as e:
-            raise SweepError(f"{where}: {str(e).split(': ', 1)[1]}") from None
-        return value
-    if key == "budget_flops":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 \
-                or not math.isfinite(value):
-            raise SweepError(f"{where}: budget_flops = {value!r}: must be a positive number of "
-                             "FLOPs, e.g. 1e15")
-        return float(value)
-    if key == "budget_nimg":
-        nimg = None
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # TOML users write 1e6 for a million images
-        if isinstance(value, int | str) and not isinstance(value, bool):
-            with contextlib.suppress(ValueError):
-                nimg = parse_nimg(value)
-        if nimg is None or nimg <= 0:
-            raise SweepError(f"{where}: budget_nimg = {value!r}: must be a positive number of "
-                             "images, e.g. 128000 or '25.6M'")
-        return nimg
-    if key in _PLANNER_OWNED:
-        raise SweepError(f"{where}: {key} = {value!r}: not settable in a sweep; "
-                         f"{_PLANNER_OWNED[key]}")
-    fields_ = _fields()
-    if key not in fields_:
-        raise _as_sweep_error(unknown_key_error(where, key, [*fields_, *SPECIAL_KEYS]))
-    try:
-        return coerce(fields_[key], value, where, key)
-    except ConfigError as e:
-        raise _as_sweep_error(e) from None
-
-
-def parse_set(item: str, *, where: str = "--set") -> tuple[str, Any]:
-    """Parse one `--set key=value` (value via ast.literal_eval, or TOML's true and false;
-    bare words stay strings)."""
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise SweepError(f"{where}: {item!r}: expected key=value, e.g. --set ect.q=4")
-    if text.strip() in ("true", "false"):  # as the sweep file writes them
-        return key, text.strip() == "true"
-    try:
-        value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-        value = text.strip()  # e.g. --set data.path=/data/cifar10.zip
-    return key, value
 
 
 def load_sweep(path: str | Path, overrides: Iterable[str] = ()) -> Sweep:
@@ -336,7 +257,7 @@ def sweep_from_dict(data: Mapping[str, Any], *, where: str = "sweep",
     """Build a Sweep from the parsed TOML tables (see `load_sweep`)."""
     for key in data:
         if key not in _TOP_LEVEL:
-            raise _as_sweep_error(unknown_key_error(where, key, list(_TOP_LEVEL)))
+            raise as_sweep_error(unknown_key_error(where, key, list(_TOP_LEVEL)))
     name = data.get("name")
     problem = folder_name_problem(name)
     if problem is not None:
@@ -447,7 +368,7 @@ def _pretrain(table: Mapping[str, Any], where: str) -> PretrainSpec:
         if per_seed:
             raise SweepError(f"{where}: per_seed = true: only applies with nimg (a given "
                              "checkpoint is one teacher for every seed)")
-        return PretrainSpec(checkpoint=_per_preset(ckpt, "checkpoint", _check_path, where))
+        return PretrainSpec(checkpoint=per_preset(ckpt, "checkpoint", checkpoint_path, where))
     overrides = {}
     for key, value in flat.items():
         if key in SPECIAL_KEYS:
@@ -457,47 +378,5 @@ def _pretrain(table: Mapping[str, Any], where: str) -> PretrainSpec:
     if per_seed and "seed" in overrides:
         raise SweepError(f"{where}: seed = {overrides['seed']!r} with per_seed = true: give one; "
                          "per_seed trains each student seed's teacher with that seed")
-    return PretrainSpec(nimg=_per_preset(nimg, "nimg", _teacher_budgets, where),
+    return PretrainSpec(nimg=per_preset(nimg, "nimg", teacher_budgets, where),
                         overrides=overrides, per_seed=per_seed)
-
-
-def _teacher_budgets(value: Any, where: str) -> int | tuple[int, ...]:
-    """One teacher budget (images), or a list of them: distinct, ascending, 0 = from scratch."""
-    if not isinstance(value, list):
-        return check_value("budget_nimg", value, where)
-    if not value:
-        raise SweepError(f"{where}: nimg = []: give at least one teacher budget in images "
-                         "(0 = consistency training from random initialisation)")
-    budgets = []
-    for v in value:
-        if v == 0 and not isinstance(v, bool):
-            budgets.append(0)
-            continue
-        try:
-            budgets.append(check_value("budget_nimg", v, where))
-        except SweepError:
-            raise SweepError(f"{where}: nimg = {value!r}: {v!r} is not a number of images; each "
-                             "entry must be 0 (from scratch) or a positive number of images, "
-                             "e.g. [0, 32000, '1M']") from None
-    if len(set(budgets)) != len(budgets):
-        raise SweepError(f"{where}: nimg = {value!r}: lists a teacher budget twice; give each once")
-    return tuple(sorted(budgets))
-
-
-def _check_path(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise SweepError(f"{where}: checkpoint = {value!r}: must be a file path")
-    return value
-
-
-def _per_preset(value: Any, name: str, check: Callable[[Any, str], Any], where: str) -> Any:
-    """One value, or a {preset = value} table whose keys are known presets."""
-    if not isinstance(value, dict):
-        return check(value, where)
-    if not value:
-        raise SweepError(f"{where}: {name} = {{}}: empty table; give {{preset = value}} entries")
-    out = {}
-    for preset, v in value.items():
-        check_value("preset", preset, f"{where} {name}")
-        out[preset] = check(v, f"{where} {name}.{preset}")
-    return out

@@ -15,12 +15,12 @@ import pytest
 from harness import record_rows, records
 from harness.config import RunConfig
 from harness.job import JobSpec
+from harness.record_files import parse_record_name
 from harness.records import (
     SCHEMA,
     SCHEMA_VERSION,
     RecordError,
     existing_eval_points,
-    parse_record_name,
     write_evaluation,
 )
 
@@ -191,7 +191,8 @@ def test_version_2_files_read_as_version_3(tmp_path: Path) -> None:
     import datetime as dt
 
     from analysis.load import load_results
-    from harness.records import SCHEMA_V2, record_path
+    from harness.record_files import record_path
+    from harness.records import SCHEMA_V2
 
     row = {f.name: None for f in SCHEMA_V2}
     row.update(schema_version=2, sweep="s1", run_id="abc123def456", images_seen=1024,
@@ -216,7 +217,8 @@ def test_version_3_files_read_with_their_layout(tmp_path: Path) -> None:
     import datetime as dt
 
     from analysis.load import load_results
-    from harness.records import SCHEMA_V3, record_path
+    from harness.record_files import record_path
+    from harness.records import SCHEMA_V3
 
     row = {f.name: None for f in SCHEMA_V3}
     row.update(schema_version=3, sweep="s1", run_id="abc123def456", images_seen=1024,

@@ -12,8 +12,8 @@ from harness.sweep import (
     ClusterConfig,
     SweepError,
     load_sweep,
-    parse_set,
 )
+from harness.sweep_values import parse_set
 
 # --------------------------------------------------------------------------------------------------
 # Loading
