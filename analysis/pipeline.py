@@ -58,18 +58,22 @@ def analyze_sweep(results_dir: str | Path, sweep: str | Path, *, fit: bool = Tru
     else:
         fits = read_fits(results_dir, name)
     out = Path(figures_dir) if figures_dir is not None else default_figures_dir(results_dir, name)
-    figures = plot_sweep(results_dir, name, out)
-    report = write_report(results_dir, name, figures_dir=out)
+    # The fits in hand go to both steps: fits.json is not read back.
+    figures = plot_sweep(results_dir, name, out, fits=fits)
+    report = write_report(results_dir, name, figures_dir=out, fits=fits)
     return SweepAnalysis(fits=fits, figures_dir=out, figures=figures, report=report,
                          old_layout_note=outputs_beside_records_note(results_dir, name))
 
 
-def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path) -> list[Path]:
-    """Draw every figure of a sweep from its records and fits.json into `out_dir` (PNG + PDF)."""
+def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path, *,
+               fits: SweepFits | None = None) -> list[Path]:
+    """Draw every figure of a sweep from its records and fits.json (or `fits`, the sweep's fits
+    already in hand) into `out_dir` (PNG + PDF)."""
     from analysis import plots
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
-    fits = read_fits(results_dir, sweep)
+    if fits is None:
+        fits = read_fits(results_dir, sweep)
     records = load_sweep_records(results_dir, fits.sweep)
     # The split figures name presets as the records do (before the curve labels below).
     split_pts = split_points(records) if fits.split is not None else None

@@ -326,11 +326,12 @@ def _figures_section(figures_dir: Path | None, figures_rel: str | None) -> list[
 
 
 def write_report(results_dir: str | Path, sweep: str | Path, *,
-                 figures_dir: str | Path | None = None) -> Path:
-    """Render results/<sweep>/_analysis/report.md from fits.json; links figures in `figures_dir`
-    if given."""
+                 figures_dir: str | Path | None = None, fits: SweepFits | None = None) -> Path:
+    """Render results/<sweep>/_analysis/report.md from fits.json (or from `fits`, the sweep's fits
+    already in hand); links figures in `figures_dir` if given."""
     results_dir = Path(results_dir)
-    fits = read_fits(results_dir, sweep)
+    if fits is None:
+        fits = read_fits(results_dir, sweep)
     folder = analysis_dir(results_dir, fits.sweep)
     folder.mkdir(parents=True, exist_ok=True)
     figures = None if figures_dir is None else Path(figures_dir)

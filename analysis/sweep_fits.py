@@ -121,7 +121,7 @@ def resolve_sweep(sweep: str | Path) -> str:
     return text
 
 
-def load_sweep_records(results_dir: Path, sweep: str) -> pd.DataFrame:
+def load_sweep_records(results_dir: str | Path, sweep: str) -> pd.DataFrame:
     """A sweep's records with their configs (`load_results`); AnalysisError when there are none."""
     from analysis.load import load_results
 
@@ -133,7 +133,7 @@ def load_sweep_records(results_dir: Path, sweep: str) -> pd.DataFrame:
         # The configs tell the curves apart (`analysis.variants`).
         df = load_results(results_dir, sweep, with_config=True)
     if df.empty:
-        raise AnalysisError(f"sweep {sweep!r}: no records in {results_dir / sweep}")
+        raise AnalysisError(f"sweep {sweep!r}: no records in {Path(results_dir) / sweep}")
     return df
 
 
