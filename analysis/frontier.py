@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis.points import pareto_mask, usable_points
 from analysis.powerlaw import FitError, PowerLaw, fit_power_law
-from analysis.runs import RunCurve, draw_means, pooled_dof, run_curves
+from analysis.runs import RunCurve, draw_means, noise_model, pooled_dof, run_curves
 from analysis.solver import BootstrapMethod
 
 __all__ = [
@@ -197,11 +197,14 @@ class Frontier:
     messages: tuple[str, ...] = ()
     n_seeds: int = 1  # the fewest seeds behind any size's curve
     interval_method: str | None = None  # "runs" (whole seeds resampled), else the point method
+    # The seed-to-seed noise model behind "runs" intervals (`analysis.runs.NoiseModel.to_dict`,
+    # plus the resampling method); None without.
+    noise: dict[str, Any] | None = None
 
 
 def fit_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value", size: str = "params",
                  *, bootstrap: int = 0, seed: int = 0, bootstrap_method: str = "auto",
-                 resampling: str = "pooled", **fit_kwargs: Any) -> Frontier:
+                 resampling: str = "shared", **fit_kwargs: Any) -> Frontier:
     """Approach 1: Pareto frontier over the sizes of one sampler and metric, its law and N_opt(C).
 
     The frontier is taken over each size's mean curve (`seed_means`: the geometric mean over
@@ -228,9 +231,13 @@ def fit_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value", siz
                         "include seed-to-seed variance")
     law = None
     draws: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    noise = None
     if method == "runs" and bootstrap > 0:
         draws = _frontier_draws(curves, x, size, bootstrap, np.random.default_rng(seed),
                                 resampling)
+        if resampling != "multiplier":
+            noise = {**noise_model(curves, shared=resampling == "shared").to_dict(),
+                     "resampling": resampling}
     try:
         if method == "runs" and bootstrap > 0:
             law = fit_power_law(points[x].to_numpy(float), points[y].to_numpy(float),
@@ -257,11 +264,12 @@ def fit_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value", siz
                 lo, hi = np.quantile(slopes, [(1 - level) / 2, (1 + level) / 2])
                 size_law = dataclasses.replace(size_law, a_lo=float(lo), a_hi=float(hi))
     return Frontier(x=x, y=y, points=points, law=law, size_law=size_law, messages=tuple(messages),
-                    n_seeds=n_seeds, interval_method=method if bootstrap > 0 else None)
+                    n_seeds=n_seeds, interval_method=method if bootstrap > 0 else None,
+                    noise=noise)
 
 
 def _frontier_draws(curves: list[RunCurve], x: str, size: str, num: int,
-                    rng: np.random.Generator, resampling: str = "pooled"
+                    rng: np.random.Generator, resampling: str = "shared"
                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """`num` frontiers of run-resampled mean curves: (x, y, size) of each draw's Pareto points."""
     xs = np.concatenate([c.x[x] for c in curves])

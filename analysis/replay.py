@@ -109,7 +109,7 @@ def seed_levels(rows: Sequence[tuple[str, int, float, int, float]]) -> tuple[flo
     if not rows:
         return 0.0, 0
     frame = pd.DataFrame(rows, columns=["size", "seed", "params", "images_seen", "value"])
-    model = noise_model(run_curves(frame, ["size"], x=["params"]))
+    model = noise_model(run_curves(frame, ["size"], x=["params"]), shared=False)
     return model.level * model.level_dof, model.level_dof
 
 

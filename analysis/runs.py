@@ -32,6 +32,7 @@ callers report that their intervals cannot include seed-to-seed variance.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["NoiseModel", "RunCurve", "draw_means", "noise_model", "pooled_dof", "run_curves",
+__all__ = ["MIN_SEEDS_PER_CURVE_SPREAD", "RESAMPLING_METHODS", "NoiseModel", "RunCurve", "draw_means",
+           "noise_model", "pooled_dof", "run_curves",
            "seed_column", "seed_spread"]
 
 
@@ -138,19 +140,69 @@ def pooled_dof(curves: Sequence[RunCurve]) -> int:
 
 @dataclass(frozen=True)
 class NoiseModel:
-    """Seed-to-seed variance of log y pooled over a family of curves: a run's level, its tilt in
-    log budget, and the scatter of its points about them, with their degrees of freedom."""
+    """Seed-to-seed variance of log y in a family of curves (the sizes of one sampler and metric).
 
-    level: float  # variance of a run's level (mean log deviation over its budgets)
-    tilt: float  # variance of a run's slope in centred log budget
+    A run deviates from its curve's mean by a level, a tilt in log budget and point scatter. With
+    `shared` the level and the tilt are each split into a **seed effect** shared by every curve of
+    that seed (within one seed the sizes share the data order, the noise streams, the
+    initialisation seed and the evaluation latents, so seed 1 can be better than seed 0 at every
+    size) and a **run effect** of each (seed, curve). A seed effect moves every curve of the family
+    together: it moves a prediction at a given compute but not the frontier's exponent, so a model
+    that draws it independently per curve spends width on the exponent that the data do not
+    support. Without `shared` (one curve, or one seed) level and tilt are each one variance.
+
+    Variances are estimated as in a two-way analysis of variance without replication (seed ×
+    curve) of each run's level and tilt: `level`/`tilt` are the run (interaction) mean squares,
+    `seed_level_ms`/`seed_tilt_ms` the seed mean squares, whose expectation is
+    run variance + `curves_per_seed` × seed variance."""
+
+    level: float  # variance of a run's level (its own part when `shared`)
+    tilt: float  # variance of a run's slope in centred log budget (likewise)
     point: float  # variance of a point about its run's level and tilt
     level_dof: int
     tilt_dof: int
     point_dof: int
+    shared: bool = False  # whether a seed effect shared by the curves is separated
+    seed_level_ms: float = 0.0  # mean square of the seeds' mean levels (expectation above)
+    seed_tilt_ms: float = 0.0
+    seed_dof: int = 0  # seeds − 1
+    curves_per_seed: float = 1.0  # mean number of curves a seed has runs in
+    # Per-curve factor of the run variances (per-size spread), keyed by the curve's position in
+    # the family; empty = one run variance for every curve (too few seeds to tell them apart).
+    curve_scale: tuple[float, ...] = ()
 
     @property
     def has_runs(self) -> bool:
         return self.level_dof > 0
+
+    @property
+    def seed_level(self) -> float:
+        """Variance of a seed's level shared by all curves (0 without `shared`)."""
+        return max((self.seed_level_ms - self.level) / self.curves_per_seed, 0.0) if self.shared else 0.0
+
+    @property
+    def seed_tilt(self) -> float:
+        return max((self.seed_tilt_ms - self.tilt) / self.curves_per_seed, 0.0) if self.shared else 0.0
+
+    @property
+    def total_level(self) -> float:
+        """Variance of one run's level about its curve (seed and run parts together)."""
+        return self.level + self.seed_level
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for fits.json and the report: each component's standard deviation (log y)
+        and degrees of freedom."""
+        return {"shared": self.shared, "seed_level_sd": math.sqrt(self.seed_level),
+                "run_level_sd": math.sqrt(self.level), "seed_tilt_sd": math.sqrt(self.seed_tilt),
+                "run_tilt_sd": math.sqrt(self.tilt), "point_sd": math.sqrt(self.point),
+                "seed_dof": self.seed_dof, "run_dof": self.level_dof,
+                "point_dof": self.point_dof, "per_curve_spread": bool(self.curve_scale),
+                "curve_scale": list(self.curve_scale)}
+
+
+# Seeds a curve needs before its own run variance is estimated instead of the family's pooled one:
+# with fewer, one curve's spread rests on ≤ 2 degrees of freedom per component.
+MIN_SEEDS_PER_CURVE_SPREAD = 4
 
 
 def _design(curve: RunCurve) -> np.ndarray:
@@ -159,38 +211,104 @@ def _design(curve: RunCurve) -> np.ndarray:
     return np.column_stack([np.ones_like(t), t - t.mean()])
 
 
-def noise_model(curves: Sequence[RunCurve]) -> NoiseModel:
-    """Pool each run's deviation from its curve's mean into level, tilt and point variances.
+def _run_coefficients(curve: RunCurve) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Per run of `curve`: its level and tilt deviation from the curve's mean ([R] each, NaN where
+    a run has no point or no tilt), the summed squared point residual and whether the curve
+    has a tilt (more than one budget)."""
+    design = _design(curve)
+    dev = curve.log_y - curve.mean[None, :]
+    levels = np.full(curve.num_runs, np.nan)
+    tilts = np.full(curve.num_runs, np.nan)
+    resid_ss = 0.0
+    for r in range(curve.num_runs):
+        have = np.isfinite(dev[r])
+        if have.sum() == 0:
+            continue
+        x, d = design[have], dev[r, have]
+        cols = 2 if len(np.unique(x[:, 1])) > 1 else 1
+        coef, *_ = np.linalg.lstsq(x[:, :cols], d, rcond=None)
+        resid = d - x[:, :cols] @ coef
+        levels[r] = coef[0]
+        if cols == 2:
+            tilts[r] = coef[1]
+        resid_ss += float(resid @ resid)
+    return levels, tilts, resid_ss, int((curve.counts > 0).sum())
 
-    Per run, the deviations d_r(b) are regressed on [1, log b − mean]; levels and tilts are pooled
-    with Σ (K − 1) degrees of freedom, the residuals with Σ (K − 1)(B − 2) (B budgets with points;
-    a run's missing budgets are left out of its regression)."""
-    sums = np.zeros(3)
-    dofs = np.zeros(3, dtype=int)
+
+def noise_model(curves: Sequence[RunCurve], *, shared: bool = True) -> NoiseModel:
+    """Estimate the family's noise model from each run's deviation from its curve's mean.
+
+    Per run, the deviations d_r(b) are regressed on [1, log b − mean]; the point residuals are
+    pooled with Σ (K − 1)(B − 2) degrees of freedom. With `shared` and at least two curves with
+    two seeds in common, each run's level (and tilt) c_{s,g} = seed effect + run effect is split
+    by seed: the seed's mean over its curves, ū_s, gives the seed mean square
+    Σ_s n_s ū_s² / (S − 1) and the rest the run mean square Σ (c − ū_s)² / (Σ (K_g − 1) − (S − 1)).
+    Otherwise (`shared=False`, one curve, one seed in common) level and tilt are each pooled
+    with Σ (K − 1) degrees of freedom, as one variance."""
+    coefs: list[tuple[np.ndarray, np.ndarray, RunCurve]] = []
+    point_ss, point_dof = 0.0, 0
     for c in curves:
         if c.num_runs < 2:
             continue
-        design = _design(c)
-        dev = c.log_y - c.mean[None, :]
-        for r in range(c.num_runs):
-            have = np.isfinite(dev[r])
-            if have.sum() == 0:
-                continue
-            x, d = design[have], dev[r, have]
-            cols = 2 if len(np.unique(x[:, 1])) > 1 else 1
-            coef, *_ = np.linalg.lstsq(x[:, :cols], d, rcond=None)
-            resid = d - x[:, :cols] @ coef
-            sums[0] += coef[0] ** 2
-            if cols == 2:
-                sums[1] += coef[1] ** 2
-            sums[2] += float(resid @ resid)
-        budgets = int((c.counts > 0).sum())
-        dofs[0] += c.num_runs - 1
-        dofs[1] += (c.num_runs - 1) if budgets > 1 else 0
-        dofs[2] += (c.num_runs - 1) * max(budgets - 2, 0)
-    var = np.where(dofs > 0, sums / np.maximum(dofs, 1), 0.0)
-    return NoiseModel(level=float(var[0]), tilt=float(var[1]), point=float(var[2]),
-                      level_dof=int(dofs[0]), tilt_dof=int(dofs[1]), point_dof=int(dofs[2]))
+        levels, tilts, resid_ss, budgets = _run_coefficients(c)
+        coefs.append((levels, tilts, c))
+        point_ss += resid_ss
+        point_dof += (c.num_runs - 1) * max(budgets - 2, 0)
+    point = point_ss / point_dof if point_dof else 0.0
+    run_dof = sum(c.num_runs - 1 for _, _, c in coefs)
+    tilt_dof = sum(c.num_runs - 1 for _, t, c in coefs if np.isfinite(t).any())
+    seeds = sorted({s for _, _, c in coefs for s in c.seeds})
+    by_seed = {s: [i for i, (_, _, c) in enumerate(coefs) if s in c.seeds] for s in seeds}
+    separable = shared and len(coefs) >= 2 and len(seeds) >= 2 and (
+        run_dof - (len(seeds) - 1) >= 1) and sum(len(v) >= 2 for v in by_seed.values()) >= 2
+
+    def pooled(values: list[np.ndarray], dof: int) -> float:
+        total = sum(float(np.nansum(v * v)) for v in values)
+        return total / dof if dof else 0.0
+
+    if not separable:
+        return NoiseModel(level=pooled([lv for lv, _, _ in coefs], run_dof),
+                          tilt=pooled([t for _, t, _ in coefs], tilt_dof), point=point,
+                          level_dof=run_dof, tilt_dof=tilt_dof, point_dof=point_dof)
+
+    def split(index: int) -> tuple[float, float, list[np.ndarray], int]:
+        """(seed mean square, run mean square, per-curve run residuals, run dof) of level (0) or
+        tilt (1)."""
+        values = [(lv if index == 0 else t, c) for lv, t, c in coefs]
+        seed_mean = {}
+        for s, members in by_seed.items():
+            vals = [float(values[i][0][values[i][1].seeds.index(s)]) for i in members]
+            vals = [v for v in vals if np.isfinite(v)]
+            seed_mean[s] = (float(np.mean(vals)), len(vals)) if vals else (0.0, 0)
+        seed_ss = sum(n * m * m for m, n in seed_mean.values())
+        residuals = [np.array([v - seed_mean[s][0] for v, s in zip(arr, curve.seeds, strict=True)])
+                     for arr, curve in values]
+        dof = sum(int(np.isfinite(r).sum()) - 1 for r in residuals if np.isfinite(r).sum() > 1)
+        dof -= len(seeds) - 1
+        run_ss = sum(float(np.nansum(r * r)) for r in residuals)
+        return seed_ss / (len(seeds) - 1), run_ss / max(dof, 1), residuals, max(dof, 0)
+
+    seed_level_ms, level, level_res, level_dof = split(0)
+    seed_tilt_ms, tilt, _, s_tilt_dof = split(1)
+    curves_per_seed = float(np.mean([len(v) for v in by_seed.values()]))
+    scale: tuple[float, ...] = ()
+    groups = len(coefs)
+    if (groups >= 3 and level > 0
+            and min(c.num_runs for _, _, c in coefs) >= MIN_SEEDS_PER_CURVE_SPREAD):
+        # Each curve's own run variance. A residual c − ū_s also holds the other curves' run
+        # effects through ū_s: E[mean square of curve g] = σ_g²(1 − 2/G) + Σ_h σ_h² / G², solved
+        # for σ_g² (the heteroscedastic two-way layout; G = 2 cannot tell the curves apart).
+        ms = np.array([float(np.nansum(r * r)) / max(c.num_runs - 1, 1)
+                       for r, (_, _, c) in zip(level_res, coefs, strict=True)])
+        total = ms.sum() / (1.0 - 1.0 / groups)
+        own = (ms - total / groups**2) / (1.0 - 2.0 / groups)
+        mean = total / groups
+        scale = tuple(float(max(v, 0.05 * mean) / mean) for v in own)
+    return NoiseModel(level=level, tilt=tilt, point=point, level_dof=level_dof,
+                      tilt_dof=s_tilt_dof, point_dof=point_dof, shared=True,
+                      seed_level_ms=seed_level_ms, seed_tilt_ms=seed_tilt_ms,
+                      seed_dof=len(seeds) - 1, curves_per_seed=curves_per_seed,
+                      curve_scale=scale)
 
 
 def _scale(rng: np.random.Generator, dof: int, num: int) -> np.ndarray:
@@ -198,24 +316,37 @@ def _scale(rng: np.random.Generator, dof: int, num: int) -> np.ndarray:
     return np.sqrt(dof / rng.chisquare(dof, size=num)) if dof > 0 else np.ones(num)
 
 
+RESAMPLING_METHODS = ("shared", "pooled", "multiplier")
+
+
 def draw_means(curves: Sequence[RunCurve], num: int, rng: np.random.Generator, *,
-               method: str = "pooled", model: NoiseModel | None = None,
+               method: str = "shared", model: NoiseModel | None = None,
                dof: int | None = None) -> list[np.ndarray]:
     """`num` run-resampled draws of each curve's mean log y: one array [num, B] per curve.
 
-    method "pooled" (the default): a random-coefficients draw from `noise_model(curves)`: the
-    mean of K runs moves by a level, a tilt in log budget and point scatter, each with its pooled
-    variance / K and its own Student-t factor sqrt(ν/χ²_ν) per draw. Pooling over the family's
-    curves is what makes 2-3 seeds usable: each curve's own deviations have 1-2 degrees of
-    freedom.
+    method "shared" (the default): the random-effects draw of `noise_model(curves)`. Each draw
+    first draws the variance components from their sampling distributions (a mean square with ν
+    degrees of freedom times ν/χ²_ν; the seed variance as (seed MS − run MS)/curves per seed,
+    floored at 0), then a level and a tilt per seed, shared by every curve that seed has a run in,
+    and one per run; a curve's mean moves by the mean of its runs' draws, plus point scatter / K.
+    method "pooled": the same model without a seed effect (each curve's mean moves
+    independently by the level and tilt variances / K, each with its own Student-t factor) — the
+    harness's method before the seed effect was modelled; it overstates the uncertainty of
+    anything that compares curves (the frontier exponent) when seeds act on all sizes alike.
     method "multiplier": a Gaussian multiplier bootstrap of each curve's own run deviations (the
     module docstring), with one factor sqrt(ν/χ²_ν) per draw, ν = `dof` (default `pooled_dof`).
-    `model` replaces `noise_model(curves)` (e.g. pooled over a larger family than the curves
-    drawn). Curves with one run keep their mean."""
-    if method not in ("pooled", "multiplier"):
-        raise ValueError(f"draw_means: method = {method!r}: must be 'pooled' or 'multiplier'")
-    if method == "pooled":
-        return _pooled_draws(curves, num, rng, noise_model(curves) if model is None else model)
+    `model` replaces the model estimated from `curves` (e.g. one estimated on a larger family).
+    Curves with one run keep their mean."""
+    if method not in RESAMPLING_METHODS:
+        raise ValueError(f"draw_means: method = {method!r}: must be one of "
+                         f"{', '.join(map(repr, RESAMPLING_METHODS))}")
+    if method in ("shared", "pooled"):
+        if model is None:
+            model = noise_model(curves, shared=method == "shared")
+        elif method == "pooled" and model.shared:
+            model = dataclasses.replace(model, level=model.total_level,
+                                        tilt=model.tilt + model.seed_tilt, shared=False)
+        return (_shared_draws if model.shared else _pooled_draws)(curves, num, rng, model)
     dof = pooled_dof(curves) if dof is None else dof
     scale = _scale(rng, dof, num)
     out = []
@@ -233,6 +364,16 @@ def draw_means(curves: Sequence[RunCurve], num: int, rng: np.random.Generator, *
     return out
 
 
+def _point_scatter(curve: RunCurve, num: int, rng: np.random.Generator,
+                   sd: np.ndarray) -> np.ndarray:
+    """Point scatter of a curve's mean without its own level and tilt, [num, B]; `sd` [num] is
+    each draw's standard deviation of the mean's points."""
+    design = _design(curve)
+    z = rng.standard_normal((num, len(curve.budgets)))
+    hat = design @ np.linalg.pinv(design)
+    return sd[:, None] * (z - z @ hat.T)
+
+
 def _pooled_draws(curves: Sequence[RunCurve], num: int, rng: np.random.Generator,
                   model: NoiseModel) -> list[np.ndarray]:
     s_level = _scale(rng, model.level_dof, num)
@@ -248,12 +389,55 @@ def _pooled_draws(curves: Sequence[RunCurve], num: int, rng: np.random.Generator
         k = math.sqrt(curve.num_runs)
         level = s_level * rng.standard_normal(num) * math.sqrt(model.level) / k
         tilt = s_tilt * rng.standard_normal(num) * math.sqrt(model.tilt) / k
-        # Point scatter without its own level and tilt (those are drawn above).
-        z = rng.standard_normal((num, len(mean)))
-        hat = design @ np.linalg.pinv(design)
-        z = z - z @ hat.T
-        point = (s_point * math.sqrt(model.point) / k)[:, None] * z if model.point_dof else 0.0
+        point = (_point_scatter(curve, num, rng, s_point * math.sqrt(model.point) / k)
+                 if model.point_dof else 0.0)
         out.append(mean[None, :] + level[:, None] + tilt[:, None] * design[None, :, 1] + point)
+    return out
+
+
+def _component_draws(rng: np.random.Generator, num: int, seed_ms: float, run_ms: float,
+                     seed_dof: int, run_dof: int, per_seed: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Per draw, the seed and run variances of one component (level or tilt), each mean square
+    drawn from its scaled inverse χ² and the seed variance floored at 0: ([num], [num])."""
+    run = run_ms * _scale(rng, run_dof, num) ** 2
+    seed = seed_ms * _scale(rng, seed_dof, num) ** 2
+    return np.maximum(seed - run, 0.0) / per_seed, run
+
+
+def _shared_draws(curves: Sequence[RunCurve], num: int, rng: np.random.Generator,
+                  model: NoiseModel) -> list[np.ndarray]:
+    seeds = sorted({s for c in curves if c.num_runs >= 2 for s in c.seeds})
+    index = {s: i for i, s in enumerate(seeds)}
+    components = []
+    for seed_ms, run_ms, run_dof in ((model.seed_level_ms, model.level, model.level_dof),
+                                     (model.seed_tilt_ms, model.tilt, model.tilt_dof)):
+        seed_var, run_var = _component_draws(rng, num, seed_ms, run_ms, model.seed_dof,
+                                             run_dof, model.curves_per_seed)
+        per_seed = rng.standard_normal((num, len(seeds))) * np.sqrt(seed_var)[:, None]
+        components.append((per_seed, run_var))
+    s_point = _scale(rng, model.point_dof, num)
+    out = []
+    drawn = [c for c in curves if c.num_runs >= 2]
+    for curve in curves:
+        mean = curve.mean
+        if curve.num_runs < 2 or not model.has_runs:
+            out.append(np.repeat(mean[None, :], num, axis=0))
+            continue
+        cols = [index[s] for s in curve.seeds]
+        k = curve.num_runs
+        factor = 1.0
+        if model.curve_scale and len(model.curve_scale) == len(drawn):
+            factor = model.curve_scale[drawn.index(curve)]
+        shifts = []
+        for per_seed, run_var in components:
+            own = rng.standard_normal((num, k)) * np.sqrt(run_var * factor)[:, None]
+            shifts.append((per_seed[:, cols] + own).mean(axis=1))
+        design = _design(curve)
+        point = (_point_scatter(curve, num, rng, s_point * math.sqrt(model.point / k))
+                 if model.point_dof else 0.0)
+        out.append(mean[None, :] + shifts[0][:, None] + shifts[1][:, None] * design[None, :, 1]
+                   + point)
     return out
 
 

@@ -188,12 +188,18 @@ def write_split_sweep(results_dir: Path, sweep: str = "split", *, noise: float =
 def write_seeded_sweep(results_dir: Path, sweep: str = "seeded", *, seeds: tuple[int, ...] = (0, 1, 2),
                        run_noise: float = 0.15, point_noise: float = 0.02, seed: int = 0,
                        presets: dict[str, int] | None = None, budgets: tuple[int, ...] = BUDGETS,
-                       per_seed_teachers: bool = True) -> Path:
+                       per_seed_teachers: bool = True, seed_noise: float = 0.0) -> Path:
     """A sweep with several seeds per preset, each seed's run shifted as a whole: log y of a run
     is the law plus one N(0, run_noise²) level for the run plus N(0, point_noise²) per point (the
-    structure the digits demo's seeds show: a worse run is worse at every budget). Each seed's
-    students start from their own teacher (`per_seed_teachers`) or all from seed 0's."""
+    structure the digits demo's seeds show: a worse run is worse at every budget), plus, with
+    `seed_noise`, one N(0, seed_noise²) level per seed and sampler shared by every preset of that
+    seed (within one seed the sizes share data order, noise streams and evaluation latents).
+    Each seed's students start from their own teacher (`per_seed_teachers`) or all from seed 0's."""
     rng = np.random.default_rng(seed)
+    # Drawn from their own stream, so seed_noise = 0 leaves every other value as it was.
+    seed_rng = np.random.default_rng([seed, 1])
+    seed_shift = {(s, sampler): float(seed_rng.normal(0.0, seed_noise)) if seed_noise else 0.0
+                  for s in seeds for sampler in LAW}
     folder = Path(results_dir) / sweep
     presets = presets or {**PRESETS, "ect-synth-xl": 12_800_000}
     for i, (preset, params) in enumerate(presets.items()):
@@ -210,7 +216,8 @@ def write_seeded_sweep(results_dir: Path, sweep: str = "seeded", *, seeds: tuple
             config = {"kind": "tune", "preset": preset, "seed": s, "init_run_id": pre_id,
                       "train": {"total_nimg": max(budgets), "batch": 32}}
             run_id = stable_hash({**config, "sweep": sweep})
-            shift = {sampler: float(rng.normal(0.0, run_noise)) for sampler in LAW}
+            shift = {sampler: float(rng.normal(0.0, run_noise)) + seed_shift[(s, sampler)]
+                     for sampler in LAW}
             for j, images in enumerate(budgets):
                 rows = []
                 for sampler, (e, a, alpha, b, beta) in LAW.items():
