@@ -19,6 +19,7 @@ normalised units (y / y_scale = e + sum_j exp(a_j) · u_j^(−alpha_j)).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ class BatchProblem:
     loss: str  # "huber" or "squared"
     delta: float
     alpha_bounds: tuple[float, float]
+    e_bounds: tuple[float, float] = (0.0, math.inf)  # the floor's bounds (normalised units)
 
     @property
     def num_terms(self) -> int:
@@ -51,13 +53,13 @@ class BatchProblem:
         """The fits at `rows` only."""
         return BatchProblem(log_u=self.log_u[rows], log_y=self.log_y[rows],
                             irreducible=self.irreducible, loss=self.loss, delta=self.delta,
-                            alpha_bounds=self.alpha_bounds)
+                            alpha_bounds=self.alpha_bounds, e_bounds=self.e_bounds)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         lo = [-_A_BOUND, self.alpha_bounds[0]] * self.num_terms
         hi = [_A_BOUND, self.alpha_bounds[1]] * self.num_terms
         if self.irreducible:
-            lo, hi = [0.0, *lo], [np.inf, *hi]
+            lo, hi = [self.e_bounds[0], *lo], [self.e_bounds[1], *hi]
         return np.array(lo), np.array(hi)
 
     def evaluate(self, theta: np.ndarray, *, jacobian: bool
@@ -129,6 +131,8 @@ def grid_starts(problem: BatchProblem, grid_size: int, *, chunk: int = 20000) ->
     count, n = problem.log_y.shape
     g = len(mesh)
     k = int(problem.irreducible)
+    e_lo, e_hi = problem.e_bounds if k else (0.0, 0.0)
+    free_e = bool(k) and e_hi > e_lo
     best = np.zeros((count, problem.num_params))
     best_loss = np.full(count, np.inf)
     rows_per_chunk = max(1, chunk // g)
@@ -138,21 +142,23 @@ def grid_starts(problem: BatchProblem, grid_size: int, *, chunk: int = 20000) ->
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             u_pow = np.exp(-mesh[None, :, :, None] * problem.log_u[sl, None, :, :])  # [b,G,terms,n]
             y = np.exp(problem.log_y[sl])[:, None, :, None]
+            # Relative errors of y − e_lo, the part above an assumed floor (solver._grid_starts).
+            target = np.maximum(y - e_lo, 1e-3 * y)
             cols = [u_pow[:, :, j, :, None] for j in range(problem.num_terms)]
-            if k:
+            if free_e:
                 cols.insert(0, np.ones_like(cols[0]))
-            design = np.concatenate(cols, axis=3) / y  # [b, G, n, k]
+            design = np.concatenate(cols, axis=3) / target  # [b, G, n, k]
         coef, _ = nnls_batch(design.reshape(b * g, n, -1))
         coef = coef.reshape(b, g, -1)
         theta = np.empty((b, g, problem.num_params))
         if k:
-            theta[:, :, 0] = coef[:, :, 0]
-        theta[:, :, k::2] = np.log(np.maximum(coef[:, :, k:], 1e-12))
+            theta[:, :, 0] = np.minimum(e_lo + (coef[:, :, 0] if free_e else 0.0), e_hi)
+        theta[:, :, k::2] = np.log(np.maximum(coef[:, :, int(free_e):], 1e-12))
         theta[:, :, k + 1::2] = mesh[None]
         sub = BatchProblem(log_u=np.repeat(problem.log_u[sl], g, axis=0),
                            log_y=np.repeat(problem.log_y[sl], g, axis=0),
                            irreducible=problem.irreducible, loss=problem.loss, delta=problem.delta,
-                           alpha_bounds=problem.alpha_bounds)
+                           alpha_bounds=problem.alpha_bounds, e_bounds=problem.e_bounds)
         losses = sub.evaluate(theta.reshape(b * g, -1), jacobian=False)[0].reshape(b, g)
         pick = np.argmin(losses, axis=1)
         best[sl] = theta[np.arange(b), pick]

@@ -81,8 +81,22 @@ class PowerLaw:
     ci_level: float = 0.95
     draws: np.ndarray | None = field(default=None, repr=False, compare=False)  # [B, 3]: E, A, alpha
     noise: np.ndarray | None = field(default=None, repr=False, compare=False)  # [B] log noise
+    # Bounds the fit put on E, in units of y: (0, inf) is no assumption; a larger lower bound is
+    # the caller's assumption (e.g. the metric's own floor), which every output labels as such.
+    e_lo: float = 0.0
+    e_hi: float = math.inf
 
     param_names = ("E", "A", "alpha")
+
+    @property
+    def e_assumption(self) -> str:
+        """'' when E was free (E ≥ 0), else the bound assumed, e.g. 'E ≥ 4.1' or 'E = 8'."""
+        if self.e_lo == self.e_hi:
+            return f"E = {self.e_lo:.4g}"
+        parts = [f"E ≥ {self.e_lo:.4g}"] if self.e_lo > 0 else []
+        if math.isfinite(self.e_hi):
+            parts.append(f"E ≤ {self.e_hi:.4g}")
+        return ", ".join(parts)
 
     def predict(self, x: Any) -> np.ndarray:
         """ŷ at x (array in, array out)."""
@@ -146,6 +160,7 @@ class PowerLaw:
             "x_min": self.x_min, "x_max": self.x_max, "bootstrap_method": self.bootstrap_method,
             "num_draws": 0 if self.draws is None else len(self.draws),
             "num_failed_draws": self.num_failed_draws, "ci_level": self.ci_level,
+            "e_lo": self.e_lo, "e_hi": self.e_hi if math.isfinite(self.e_hi) else None,
         }
         for name, (lo, hi) in self.ci.items():
             out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
@@ -176,7 +191,16 @@ class PowerLaw:
             bootstrap_method=data.get("bootstrap_method") or None,
             num_failed_draws=int(data.get("num_failed_draws", 0)),
             ci_level=float(data.get("ci_level", 0.95)), draws=readonly(draws),
-            noise=readonly(data.get("draws_noise") if draws is not None else None))
+            noise=readonly(data.get("draws_noise") if draws is not None else None),
+            e_lo=_float_or(data.get("e_lo"), 0.0), e_hi=_float_or(data.get("e_hi"), math.inf))
+
+
+def _float_or(value: Any, default: float) -> float:
+    """A stored float, or `default` where it is missing (older fits.json) or null."""
+    if value is None:
+        return default
+    number = float(value)
+    return default if math.isnan(number) else number
 
 
 @single_threaded_blas
@@ -196,6 +220,7 @@ def fit_power_law(
     grid_size: int = 48,
     num_starts: int = 5,
     resamples: Sequence[tuple[Any, Any]] | None = None,
+    e_bounds: tuple[float, float] | None = None,
 ) -> PowerLaw:
     """Fit y = E + A·x^(−α) (E ≥ 0; E = 0 if `irreducible` is False) on log residuals.
 
@@ -213,6 +238,9 @@ def fit_power_law(
             draws carry no noise draws: a new observation's scatter is the caller's to add.
         alpha_bounds: bounds of α for the grid and the refinement.
         grid_size, num_starts: exponent grid resolution and the number of L-BFGS-B starts.
+        e_bounds: (lo, hi) bounds of E in units of y (default (0, inf)): an assumption such as
+            "E is at least the metric's own floor" (lo), or E fixed (lo = hi) to profile α over E.
+            The fit records them (`e_lo`, `e_hi`, `e_assumption`).
 
     Raises:
         FitError: degenerate input (fewer points than parameters, non-positive or non-finite values,
@@ -230,9 +258,11 @@ def fit_power_law(
         raise FitError(f"{where}: x has {len(np.unique(xs))} distinct values: need at least "
                        f"{num_params} for {num_params} parameters")
     x_scale, y_scale = geomean(xs), geomean(ys)
+    e_lo, e_hi = _check_e_bounds(e_bounds, irreducible, float(ys.min()), where)
     problem = Problem(log_u=np.log(xs / x_scale)[None, :], log_y=np.log(ys / y_scale),
                        irreducible=irreducible, loss=loss, delta=delta,
-                       alpha_bounds=(float(alpha_bounds[0]), float(alpha_bounds[1])))
+                       alpha_bounds=(float(alpha_bounds[0]), float(alpha_bounds[1])),
+                       e_bounds=(e_lo / y_scale, e_hi / y_scale))
     normalised = None
     if resamples is not None:
         normalised = []
@@ -259,6 +289,9 @@ def fit_power_law(
     params = to_params(sol.theta)
     if irreducible and params[0] == 0.0:
         messages.append("E = 0 (its lower bound): these points show no floor")
+    elif irreducible and e_lo > 0 and params[0] <= e_lo * (1 + 1e-9):
+        messages.append(f"E = {e_lo:.4g}, the bound assumed: these points would put the floor "
+                        "lower")
     return PowerLaw(
         E=float(params[0]), A=float(params[1]), alpha=float(params[2]), irreducible=irreducible,
         n_points=len(xs), r2=r2_log(problem, sol.theta), loss=sol.loss, loss_name=loss,
@@ -266,7 +299,24 @@ def fit_power_law(
         messages=tuple(messages), start_spread=sol.start_spread, x_min=float(xs.min()),
         x_max=float(xs.max()), bootstrap_method=bootstrap_method if bootstrap > 0 else None,
         num_failed_draws=fit.num_failed_draws, ci_level=ci_level, draws=readonly(draws),
-        noise=readonly(fit.noise))
+        noise=readonly(fit.noise), e_lo=e_lo if irreducible else 0.0,
+        e_hi=e_hi if irreducible else 0.0)
+
+
+def _check_e_bounds(e_bounds: tuple[float, float] | None, irreducible: bool, y_min: float,
+                    where: str) -> tuple[float, float]:
+    """(lo, hi) of E in units of y; FitError when they cannot hold below every point."""
+    if e_bounds is None:
+        return 0.0, math.inf
+    lo, hi = float(e_bounds[0]), float(e_bounds[1])
+    if not irreducible:
+        raise FitError(f"{where}: e_bounds = {e_bounds!r} with irreducible=False: E is fixed at 0")
+    if not (math.isfinite(lo) and lo >= 0 and hi >= lo) or math.isnan(hi):
+        raise FitError(f"{where}: e_bounds = {e_bounds!r}: need 0 <= lo <= hi (hi may be inf)")
+    if lo >= y_min:
+        raise FitError(f"{where}: E >= {lo:.4g} is assumed, but the lowest point is "
+                       f"{y_min:.4g}: a floor at or above a measured value cannot be fitted")
+    return lo, hi
 
 
 # --------------------------------------------------------------------------------------------------
@@ -333,14 +383,21 @@ class JointPowerLaw:
     def ci(self) -> dict[str, tuple[float, float]]:
         return self.interval(self.ci_level)
 
+    def predict_draws(self, N: Any, D: Any) -> np.ndarray:
+        """Predictions of every bootstrap draw at (N, D) (broadcast, 1-d), [B, len]."""
+        if self.draws is None or not self.has_draws:
+            raise ValueError("predict_draws: this fit has no bootstrap draws; fit with bootstrap > 0")
+        n, d = np.broadcast_arrays(np.atleast_1d(np.asarray(N, dtype=float)),
+                                   np.atleast_1d(np.asarray(D, dtype=float)))
+        with np.errstate(over="ignore"):
+            return self._eval(self.draws, n[None, :], d[None, :])
+
     def predict_interval(self, N: Any, D: Any,
                          level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """Percentile confidence band of the fitted surface at (N, D)."""
         if self.draws is None or not self.has_draws:
             raise ValueError("predict_interval: this fit has no bootstrap draws; fit with bootstrap > 0")
-        n, d = np.broadcast_arrays(np.atleast_1d(np.asarray(N, dtype=float)),
-                                   np.atleast_1d(np.asarray(D, dtype=float)))
-        return quantiles(self._eval(self.draws, n[None, :], d[None, :]), level)
+        return quantiles(self.predict_draws(N, D), level)
 
     @property
     def allocation_exponents(self) -> tuple[float, float]:

@@ -110,6 +110,9 @@ class Problem:
     delta: float
     alpha_bounds: tuple[float, float]
     term_names: tuple[str, ...] = ()  # the variable of each term, for messages (e.g. "N", "D")
+    # Bounds of the floor e in normalised units: (0, inf) unless the caller assumes a floor (a
+    # metric's own noise floor, or E fixed to profile the exponent over E).
+    e_bounds: tuple[float, float] = (0.0, math.inf)
 
     @property
     def num_terms(self) -> int:
@@ -131,7 +134,9 @@ class Problem:
 
     def bounds(self) -> list[tuple[float | None, float | None]]:
         per_term: list[tuple[float | None, float | None]] = [(-200.0, 200.0), self.alpha_bounds]
-        first: list[tuple[float | None, float | None]] = [(0.0, None)] if self.irreducible else []
+        e_hi = self.e_bounds[1] if math.isfinite(self.e_bounds[1]) else None
+        first: list[tuple[float | None, float | None]] = (
+            [(self.e_bounds[0], e_hi)] if self.irreducible else [])
         return first + per_term * self.num_terms
 
     def objective(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -184,15 +189,20 @@ def _grid_starts(problem: Problem, grid_size: int, num_starts: int) -> tuple[lis
     mesh = np.array(list(itertools.product(*axes)))  # [G, terms]
     u_pow = np.exp(-mesh[:, :, None] * problem.log_u[None, :, :])  # [G, terms, n]
     y = np.exp(problem.log_y)
+    e_lo, e_hi = problem.e_bounds if problem.irreducible else (0.0, 0.0)
     cols = [u_pow[:, j, :] for j in range(problem.num_terms)]
-    if problem.irreducible:
+    free_e = problem.irreducible and e_hi > e_lo
+    if free_e:
         cols.insert(0, np.ones_like(cols[0]))
-    design = np.stack(cols, axis=2) / y[None, :, None]  # rows divided by y: relative errors
+    # Relative errors of y − e_lo (the part above an assumed floor); a point at or under the
+    # floor keeps a small positive target so the start stays defined.
+    target = np.maximum(y - e_lo, 1e-3 * y)
+    design = np.stack(cols, axis=2) / target[None, :, None]
     coef, _ = batched.nnls_batch(design)
     # Power-law terms with a zero coefficient cannot be represented in log(A); give them a tiny A.
-    lin = coef[:, int(problem.irreducible):]
+    lin = coef[:, int(free_e):]
     log_a = np.log(np.maximum(lin, 1e-12))
-    e = coef[:, 0] if problem.irreducible else np.zeros(len(mesh))
+    e = np.minimum(e_lo + (coef[:, 0] if free_e else 0.0), e_hi) + np.zeros(len(mesh))
     thetas = [problem.pack(float(e[i]), log_a[i], mesh[i]) for i in range(len(mesh))]
     losses = np.array([problem.objective(t)[0] for t in thetas])
     shape = (grid_size,) * problem.num_terms
@@ -370,7 +380,7 @@ def _run_bootstrap(problem: Problem, theta: np.ndarray, targets: Sequence[Resamp
             log_u=np.stack([targets[i][0] for i in members]),
             log_y=np.stack([targets[i][1] for i in members]),
             irreducible=problem.irreducible, loss=problem.loss, delta=problem.delta,
-            alpha_bounds=problem.alpha_bounds)
+            alpha_bounds=problem.alpha_bounds, e_bounds=problem.e_bounds)
         from_full = np.repeat(theta[None, :], len(members), axis=0)
         from_grid = batched.grid_starts(batch, grid_size)
         full_loss = batch.evaluate(from_full, jacobian=False)[0]
@@ -384,7 +394,8 @@ def _run_bootstrap(problem: Problem, theta: np.ndarray, targets: Sequence[Resamp
             log_u, log_y = targets[i]
             sub = Problem(log_u=log_u, log_y=log_y,
                            irreducible=problem.irreducible, loss=problem.loss,
-                           delta=problem.delta, alpha_bounds=problem.alpha_bounds)
+                           delta=problem.delta, alpha_bounds=problem.alpha_bounds,
+                           e_bounds=problem.e_bounds)
             try:
                 fitted[i] = _solve(sub, grid_size=grid_size, num_starts=2,
                                    extra_starts=[theta, thetas[j]], refine_best_only=True).theta
