@@ -96,8 +96,17 @@ def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path, 
         "vs_params": plots.figure_vs_params(records, x=iso_x, y=y, isoflop=fits.isoflop),
         "samplers": plots.figure_samplers(records, x=x, y=y),
     }
-    if len(fits.backtest):
+    if len(fits.held_out_size):
+        from analysis import headline_plots
+
+        figures["backtest"] = headline_plots.figure_backtests(fits.backtest, fits.held_out_size)
+    elif len(fits.backtest):
         figures["backtest"] = plots.figure_backtest(fits.backtest)
+    if any(h.get("profile") for h in fits.headline.values()):
+        from analysis import headline_plots
+
+        figures["alpha_profile"] = headline_plots.figure_alpha_profile(fits.headline,
+                                                                       fits.frontiers)
     if fits.split is not None and split_pts is not None:
         from analysis import compute_split_plots
 

@@ -16,6 +16,7 @@ import pandas as pd
 from analysis.backtest import summarize_backtest
 from analysis.compute_split import SplitFits
 from analysis.powerlaw import DEFAULT_ALPHA_BOUNDS
+from analysis.report_headline import headline_section, held_out_size_section
 from analysis.sweep_fits import REPORT_MD, SweepFits, analysis_dir, read_fits
 from analysis.variants import VARIANT, curve_label
 from harness.runtime import atomic_write_text
@@ -30,7 +31,8 @@ FIGURE_TITLES = {
     "frontier": "compute frontier and its law",
     "vs_params": "metric vs parameters at fixed compute",
     "samplers": "1-step vs 2-step vs teacher",
-    "backtest": "backtest residuals",
+    "backtest": "backtest residuals: within runs (or seeds) and the held-out size",
+    "alpha_profile": "the frontier exponent α with the floor E fixed, and the bootstrap's (E, α)",
     "split_compute": "FD vs total compute, coloured by pretraining share, with the envelope",
     "split_savings": "compute saved over training from scratch at equal FD",
 }
@@ -130,7 +132,7 @@ def _report_lines(fits: SweepFits, figures_dir: Path | None,
         f"{meta['bootstrap']} bootstrap resamples ({_method_words(meta)}), {level} % "
         f"percentile intervals in brackets. Fitted {meta['created_at']} at git "
         f"{(meta.get('git_sha') or 'unknown')[:12]}{' (dirty)' if meta.get('git_dirty') else ''}.",
-        "", *_seeds_section(meta), "## Fits per preset and sampler", "",
+        "", *_seeds_section(meta), *headline_section(fits), "## Fits per preset and sampler", "",
         format_fit_table(fits.curves, markdown=True), "",
     ]
     for preset, count in (meta.get("pooled_configurations") or {}).items():
@@ -148,6 +150,7 @@ def _report_lines(fits: SweepFits, figures_dir: Path | None,
     lines += _frontier_section(fits)
     lines += _joint_section(fits)
     lines += _backtest_section(fits, level)
+    lines += held_out_size_section(fits.held_out_size)
     if fits.split is not None:
         lines += ["", *split_section(fits.split)]
     lines += _figures_section(figures_dir, figures_rel)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis.backtest import backtest_results
@@ -37,6 +38,13 @@ from analysis.fitting import (
     select_points,
 )
 from analysis.frontier import Frontier, SizeLaw, fit_frontier, fit_isoflop_law, isoflop_minima
+from analysis.headline import (
+    alpha_profile,
+    compute_to_reach,
+    frontier_predictions,
+    profile_e_values,
+)
+from analysis.holdout import HELD_OUT_SIZE_COLUMNS, held_out_size_backtest
 from analysis.powerlaw import JointPowerLaw, PowerLaw
 from analysis.variants import VARIANT, curve_label, with_variants
 from harness.runtime import (
@@ -55,7 +63,7 @@ FITS_JSON = "fits.json"
 FITS_PARQUET = "fits.parquet"
 REPORT_MD = "report.md"
 FIGURES_DIR = "figures"
-FITS_FORMAT_VERSION = 1
+FITS_FORMAT_VERSION = 2  # 2: headline quantities, the held-out-size backtest, the noise model
 # The folder of every analysis output inside results/<sweep>/: the `_` prefix keeps it out of
 # `pd.read_parquet(results/<sweep>)`, pyarrow datasets and `load_results`.
 ANALYSIS_DIR = "_analysis"
@@ -155,6 +163,11 @@ class SweepFits:
     joint: pd.DataFrame = field(repr=False)  # fit_joint_results table (may be empty)
     reused: bool = False  # read back from fits.json: the same records, options and analysis code
     split: SplitFits | None = field(default=None, repr=False)  # pretraining vs tuning
+    # Per family: the frontier's predictions at the largest compute trained and beyond, the
+    # compute to reach `target_value`, α's profile over E and α with E bounded by `e_floor`.
+    headline: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    # The largest size predicted from the others (`analysis.holdout`), one row per budget and law.
+    held_out_size: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     @property
     def laws(self) -> dict[tuple[Any, ...], PowerLaw]:
@@ -185,7 +198,7 @@ def _frontier_to_dict(f: Frontier) -> dict[str, Any]:
             "law": f.law.to_dict() if f.law is not None else None,
             "size_law": f.size_law.to_dict() if f.size_law is not None else None,
             "messages": list(f.messages), "n_seeds": f.n_seeds,
-            "interval_method": f.interval_method}
+            "interval_method": f.interval_method, "noise": f.noise}
 
 
 def _frontier_from_dict(d: dict[str, Any]) -> Frontier:
@@ -193,7 +206,7 @@ def _frontier_from_dict(d: dict[str, Any]) -> Frontier:
                     law=PowerLaw.from_dict(d["law"]) if d.get("law") else None,
                     size_law=SizeLaw.from_dict(d["size_law"]) if d.get("size_law") else None,
                     messages=tuple(d.get("messages", ())), n_seeds=int(d.get("n_seeds", 1)),
-                    interval_method=d.get("interval_method"))
+                    interval_method=d.get("interval_method"), noise=d.get("noise"))
 
 
 def _table_records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -224,6 +237,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
               seed: int = 0, bootstrap_method: str = "auto",
               joint_bootstrap_method: str = "auto", reuse: bool = True, pool: bool = False,
               progress: Callable[[int, int], None] | None = None,
+              target_value: float | None = None, e_floor: float | None = None,
               **fit_kwargs: Any) -> SweepFits:
     """Load a sweep's records, fit everything, write results/<sweep>/_analysis/fits.{json,parquet}.
 
@@ -258,7 +272,8 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
     records = load_sweep_records(results_dir, name)
     options = {"x": x, "frontier_x": frontier_x, "y": y, "bootstrap": bootstrap, "seed": seed,
                "bootstrap_method": bootstrap_method, "pool": pool,
-               "joint_bootstrap_method": joint_bootstrap_method, **fit_kwargs}
+               "joint_bootstrap_method": joint_bootstrap_method, "target_value": target_value,
+               "e_floor": e_floor, **fit_kwargs}
     inputs_key = fits_inputs_key(records, options)
     if reuse:
         cached = _read_cached_fits(results_dir, name, inputs_key)
@@ -282,6 +297,12 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
     if with_joint:
         joint = fit_joint_results(records, y=y, by=("sampler", VARIANT), progress=tick,
                                   **{**kw, "bootstrap_method": joint_bootstrap_method})
+    headline = {key: _headline(front, tune_family, target_value, e_floor, bootstrap, seed,
+                               fit_kwargs)
+                for key, (front, tune_family) in _frontier_families(frontiers, tune,
+                                                                    metrics).items()}
+    held = held_out_size_backtest(tune, x=frontier_x, y=y, bootstrap=bootstrap, seed=seed,
+                                  **fit_kwargs) if len(tune) else pd.DataFrame(columns=HELD_OUT_SIZE_COLUMNS)
     # Pretraining vs tuning, only when the sweep splits compute between them.
     split = fit_split(records, bootstrap=bootstrap, seed=seed) if has_split_axis(records) else None
     seeds = _seed_summary(tune, y)
@@ -296,10 +317,74 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git_sha": git_sha(), "git_dirty": git_dirty(),
     }
+    meta |= {"target_value": target_value, "e_floor": e_floor}
     fits = SweepFits(sweep=name, meta=meta, curves=curves, frontiers=frontiers, isoflop=isoflop,
-                     isoflop_laws=isoflop_laws, backtest=bt, joint=joint, split=split)
+                     isoflop_laws=isoflop_laws, backtest=bt, joint=joint, split=split,
+                     headline=headline, held_out_size=held)
     _write_fits(analysis_dir(results_dir, name), fits)
     return fits
+
+
+def _frontier_families(frontiers: dict[str, Frontier], tune: pd.DataFrame, metrics: list[str]
+                       ) -> dict[str, tuple[Frontier, pd.DataFrame]]:
+    """Each frontier with the tuning points of its family (as `_fit_families` keys them)."""
+    out = {}
+    for (sampler, metric, variant), family in tune.groupby(["sampler", "metric", VARIANT],
+                                                           sort=True):
+        key = curve_label(_family_key(str(sampler), str(metric), metrics), variant)
+        if key in frontiers:
+            out[key] = (frontiers[key], family)
+    return out
+
+
+def _headline(front: Frontier, family: pd.DataFrame, target_value: float | None,
+              e_floor: float | None, bootstrap: int, seed: int,
+              fit_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What a user acts on, for one frontier: predictions at the largest compute trained and at
+    2x and 4x, the compute to reach `target_value`, α's profile over E, and (with `e_floor`) the
+    same with E bounded below by it, labelled as that assumption."""
+    out: dict[str, Any] = {"noise": front.noise, "n_seeds": front.n_seeds}
+    law = front.law
+    if law is None:
+        return out
+    largest = float(family[front.x].max())
+    out["largest_compute"] = largest
+    out["alpha"] = {"value": law.alpha, "lo": law.ci.get("alpha", (None, None))[0],
+                    "hi": law.ci.get("alpha", (None, None))[1], "E": law.E}
+    out["predictions"] = frontier_predictions(law, largest)
+    if target_value is not None:
+        out["reach"] = compute_to_reach(law, target_value)
+    xs, ys = front.points[front.x].to_numpy(float), front.points[front.y].to_numpy(float)
+    out["profile"] = alpha_profile(xs, ys, profile_e_values(ys, law.E, e_floor), **fit_kwargs)
+    if e_floor is not None:
+        bounded = fit_frontier(family, x=front.x, y=front.y, bootstrap=bootstrap, seed=seed,
+                               e_bounds=(e_floor, math.inf), **fit_kwargs)
+        if bounded.law is not None:
+            b = bounded.law
+            out["with_floor"] = {
+                "assumption": b.e_assumption, "e_floor": e_floor,
+                "alpha": {"value": b.alpha, "lo": b.ci.get("alpha", (None, None))[0],
+                          "hi": b.ci.get("alpha", (None, None))[1], "E": b.E},
+                "predictions": frontier_predictions(b, largest),
+                **({"reach": compute_to_reach(b, target_value)} if target_value is not None
+                   else {})}
+    return _json_ready(out)
+
+
+def _json_ready(value: Any) -> Any:
+    """Floats that JSON can hold: NaN -> None, inf -> "inf" (the compute never reached)."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    return value
 
 
 def _seed_summary(tune: pd.DataFrame, y: str) -> dict[str, Any]:
@@ -409,6 +494,8 @@ def _write_fits(folder: Path, fits: SweepFits) -> None:
         "isoflop_laws": {k: (v.to_dict() if v else None) for k, v in fits.isoflop_laws.items()},
         "backtest": _table_records(fits.backtest),
         "joint": _table_records(fits.joint),
+        "headline": fits.headline,
+        "held_out_size": _json_ready(fits.held_out_size.astype(object).to_dict("records")),
     }
     if fits.split is not None:
         doc["split"] = fits.split.to_dict()
@@ -449,4 +536,8 @@ def read_fits(results_dir: str | Path, sweep: str | Path) -> SweepFits:
                       for k, v in doc["isoflop_laws"].items()},
         backtest=_frame(doc["backtest"], keys),
         joint=_frame(doc["joint"], ["sampler", VARIANT, "metric"]),
-        split=SplitFits.from_dict(doc["split"]) if doc.get("split") else None)
+        split=SplitFits.from_dict(doc["split"]) if doc.get("split") else None,
+        headline=doc.get("headline", {}),
+        held_out_size=pd.DataFrame(doc.get("held_out_size", []),
+                                   columns=HELD_OUT_SIZE_COLUMNS).astype(
+                                       {c: float for c in ("lo", "hi", "predicted")}))

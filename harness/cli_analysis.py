@@ -64,8 +64,24 @@ def _progress_bar(what: str) -> Callable[[int, int], None] | None:
     return show
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive, finite number")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    return value
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from analysis.report import format_fit_table
+    from analysis.report_headline import format_headline_lines
     from analysis.sweep_fits import (
         FITS_JSON,
         FITS_PARQUET,
@@ -77,7 +93,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     try:
         fits = fit_sweep(args.results, args.sweep, x=args.x, frontier_x=args.frontier_x,
                          bootstrap=args.bootstrap, seed=args.seed, reuse=not args.force,
-                         pool=args.pool, progress=_progress_bar("fitting"))
+                         pool=args.pool, progress=_progress_bar("fitting"),
+                         target_value=args.target_value, e_floor=args.e_floor)
     except _analysis_errors() as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
@@ -92,6 +109,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             ci_text = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
             print(f"frontier ({key}, vs {args.frontier_x}): alpha = {law.alpha:.3g}{ci_text}, "
                   f"E = {law.E:.3g}, {len(frontier.points)} points")
+    for line in format_headline_lines(fits.headline):
+        print(line)
     folder = analysis_dir(args.results, fits.sweep)
     if (note := outputs_beside_records_note(args.results, fits.sweep)) is not None:
         print(note)
@@ -139,6 +158,13 @@ def add_analysis_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--force", action="store_true",
                    help="fit again even when fits.json was made from the same records, options "
                         "and analysis code")
+    p.add_argument("--target-value", type=_positive_float, default=None, metavar="FD",
+                   help="also give the compute at which the frontier law reaches this FD, "
+                        "with its interval")
+    p.add_argument("--e-floor", type=_non_negative_float, default=None, metavar="FD",
+                   help="also fit the frontier with its floor E bounded below by this value "
+                        "(e.g. the metric's real-vs-real FD at the evaluation's sample count); "
+                        "every output labels it as an assumption")
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("plot", help="draw a sweep's figures (PNG + PDF) from its records and "

@@ -12,7 +12,7 @@ from analysis.pipeline import analyze_sweep, main
 from analysis.report import FIGURE_TITLES, write_report
 from analysis.sweep_fits import AnalysisError, analysis_dir, default_figures_dir, read_fits
 
-DRAWN = ("compute_curves", "frontier", "vs_params", "samplers", "backtest")
+DRAWN = ("compute_curves", "frontier", "vs_params", "samplers", "backtest", "alpha_profile")
 
 
 @pytest.fixture(scope="module")
