@@ -279,8 +279,10 @@ def designs_from_records(df: pd.DataFrame) -> list[SizeDesign]:
     design points are the tuning rows (all rows of a sweep without tuning), status "ok" when the
     frame has a status. Teachers count as per seed when the pretraining rows of a size have at
     least as many seeds as its tuning rows."""
+    from analysis.fitting import require_columns
     from analysis.runs import seed_column
 
+    require_columns(df, ["params", "total_flops"], "designs_from_records")
     frame = df
     if "status" in frame.columns:
         frame = frame[frame["status"] == "ok"]
@@ -304,7 +306,8 @@ def designs_from_records(df: pd.DataFrame) -> list[SizeDesign]:
         own = teachers[teachers[key] == name]
         per_seed = None if own.empty else bool(own["_seed"].nunique() >= num_seeds)
         out.append(SizeDesign(
-            name=str(name), params=float(group["params"].max()),
+            name=str(name) if key == "preset" else f"N={_fmt(float(name))}",
+            params=float(group["params"].max()),
             total_flops=tuple(t for t, _ in pairs),
             tune_flops=tuple(u for _, u in pairs if math.isfinite(u) and u > 0),
             num_seeds=num_seeds, per_seed_teachers=per_seed))

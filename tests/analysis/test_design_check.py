@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from synthetic_records import write_seeded_sweep
 
@@ -197,3 +198,15 @@ def test_records_entry_point(tmp_path: Path) -> None:
     shared = designs_from_records(load_results(tmp_path, sweep="shared"))
     assert all(d.per_seed_teachers is False for d in shared)
     assert "shared-teachers" in codes(design_problems(shared))
+
+
+def test_records_without_optional_columns() -> None:
+    # No kind, seed, status or tuning column: every row is a point, one seed, sizes by params.
+    df = pd.DataFrame({"params": [1e6] * 3 + [4e6] * 3,
+                       "total_flops": [1e15, 3e15, 9e15, 2e15, 6e15, 1.8e16]})
+    designs = designs_from_records(df)
+    assert [(d.name, d.num_seeds, d.tune_flops, d.per_seed_teachers) for d in designs] == [
+        ("N=1e06", 1, (), None), ("N=4e06", 1, (), None)]
+    assert codes(design_problems(designs)) == ["no-isoflop-bucket", "one-seed"]
+    with pytest.raises(KeyError, match=r"designs_from_records: columns \['total_flops'\]"):
+        designs_from_records(df.drop(columns="total_flops"))
