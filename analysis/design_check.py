@@ -151,7 +151,6 @@ def _isoflop(sizes: Sequence[SizeDesign]) -> list[Finding]:
     counts = {axis: _sizes_per_bucket(sizes, axis) for axis in ("total_flops", "tune_flops")}
     if any(n >= min_sizes for c in counts.values() for n in c):
         return []
-    total = counts["total_flops"]
     best = max((n for c in counts.values() for n in c), default=0)
     within = f"within a factor {1 + rel_tol:g} of each other's total or tuning compute"
     if len(sizes) < min_sizes:
@@ -159,9 +158,9 @@ def _isoflop(sizes: Sequence[SizeDesign]) -> list[Finding]:
                    "compute, so no interior optimum N*(C) can be found (Approach 2)")
         fix = f"plan ≥ {min_sizes} sizes that bracket the expected optimum"
     else:
-        message = (f"no compute bucket (points {within}) holds ≥ {min_sizes} sizes: the most is "
-                   f"{best}, in {len(total)} total-compute buckets; no IsoFLOP parabola can be "
-                   "fitted, so no interior optimum N*(C) is possible (Approach 2)")
+        message = (f"no compute bucket (points {within}) holds ≥ {min_sizes} sizes (at most "
+                   f"{best} share one): no IsoFLOP parabola can be fitted, so no interior "
+                   "optimum N*(C) is possible (Approach 2)")
         fix = (f"evaluate ≥ {min_sizes} sizes at each of a few equal computes, bracketing the "
                "expected optimum: a budget_flops axis in [grid] gives every size the same tuning "
                "compute")
