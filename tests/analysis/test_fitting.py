@@ -18,7 +18,7 @@ from analysis.fitting import (
     joint_power_laws,
     power_laws,
 )
-from analysis.powerlaw import FitError
+from analysis.powerlaw import FitError, fit_power_law
 
 PRESETS = {"s": 1e5, "m": 4e5}
 
@@ -90,9 +90,25 @@ def test_fits_round_trip_through_parquet_and_json(tmp_path: Path) -> None:
 
 
 def test_pairs_bootstrap_clusters_by_run() -> None:
-    table = fit_results(records(noise=0.02), x="tune_flops", bootstrap=15,
-                        bootstrap_method="pairs")
+    df = records(noise=0.02)
+    table = fit_results(df, x="tune_flops", bootstrap=15, bootstrap_method="pairs")
     assert (table["bootstrap_method"] == "pairs").all() and table["num_draws"].gt(0).all()
+    by_run = power_laws(table)
+    by_point = power_laws(fit_results(df, x="tune_flops", bootstrap=15, bootstrap_method="pairs",
+                                      cluster=None))
+    # Each group's draws are fit_power_law's with its run ids as clusters (the same seed): whole
+    # runs resampled (here budgets 0-2 and 3-4 of a preset are two runs), not single points.
+    usable = df[(df.kind == "tune") & (df.status == "ok") & df.value.notna()]
+    for (preset, sampler), g in usable.groupby(["preset", "sampler"]):
+        key = (preset, sampler, "fd_digits")
+        runs = fit_power_law(g.tune_flops, g.value, bootstrap=15, bootstrap_method="pairs",
+                             clusters=g.run_id.to_numpy())
+        points = fit_power_law(g.tune_flops, g.value, bootstrap=15, bootstrap_method="pairs")
+        assert g.run_id.nunique() == 2 and len(g) == 5
+        np.testing.assert_allclose(by_run[key].draws, runs.draws)
+        np.testing.assert_allclose(by_point[key].draws, points.draws)
+        assert runs.draws.shape != points.draws.shape or not np.allclose(runs.draws,
+                                                                        points.draws)
 
 
 def test_cost_coefficient_from_records() -> None:
