@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+# Seeds a size needs before its own run spread is estimated instead of one pooled over the sizes.
+from analysis.runs import MIN_SEEDS_PER_CURVE_SPREAD
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -34,10 +37,6 @@ __all__ = ["MIN_COMPUTE_RANGE", "MIN_SEEDS_PER_CURVE_SPREAD", "Finding", "SizeDe
 # from the exponent: over a short range the data fix mainly the local log-log slope
 # α(ŷ − E)/ŷ, and E and α trade off along it (SCALING_FACTS, "Seeds across sizes").
 MIN_COMPUTE_RANGE = 2.0
-# Seeds a size needs before its own seed spread is estimated instead of one pooled over the sizes
-# (analysis.runs pools level and tilt variances; one size's spread with K seeds has K − 1 degrees of
-# freedom per component, ≤ 2 below 4 seeds).
-MIN_SEEDS_PER_CURVE_SPREAD = 4
 
 
 @dataclass(frozen=True, kw_only=True)

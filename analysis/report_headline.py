@@ -10,7 +10,7 @@ import pandas as pd
 
 from analysis.holdout import summarize_held_out_size
 
-__all__ = ["format_headline_lines", "headline_section", "held_out_size_section"]
+__all__ = ["design_section", "format_headline_lines", "headline_section", "held_out_size_section"]
 
 
 def _num(value: Any, spec: str = ".3g") -> str:
@@ -72,10 +72,20 @@ def format_headline_lines(headline: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def design_section(meta: dict[str, Any]) -> list[str]:
+    """What this sweep's design cannot identify (`analysis.design_check`), with the fixes."""
+    findings = meta.get("design") or []
+    if not findings:
+        return []
+    lines = ["## What this design cannot identify", ""]
+    lines += [f"- **{f['code']}**: {f['message']}. *Fix:* {f['fix']}." for f in findings]
+    return [*lines, ""]
+
+
 def headline_section(fits: Any) -> list[str]:
     """## What the data say: predictions with intervals, α with its dependence on E."""
     if not fits.headline:
-        return []
+        return design_section(fits.meta)
     lines = ["## What the data identify", "",
              "Predictions of the compute frontier (the best seed-mean FD at each total compute) "
              "at the largest compute trained and at 2x and 4x beyond it: the quantities the "
@@ -115,7 +125,7 @@ def headline_section(fits: Any) -> list[str]:
             cells = [_with_interval(preds[f]) if f in preds else "–" for f in (1.0, 2.0, 4.0)]
             lines.append(f"| {key} | {w['assumption']} | {_alpha_text(w['alpha'])} | "
                          f"{' | '.join(cells)} |")
-    return [*lines, ""]
+    return [*lines, "", *design_section(fits.meta)]
 
 
 def held_out_size_section(table: pd.DataFrame) -> list[str]:

@@ -317,7 +317,11 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git_sha": git_sha(), "git_dirty": git_dirty(),
     }
-    meta |= {"target_value": target_value, "e_floor": e_floor}
+    from analysis.design_check import records_design_problems
+
+    meta |= {"target_value": target_value, "e_floor": e_floor,
+             "design": [dataclasses.asdict(f) for f in records_design_problems(tune)]
+             if len(tune) else []}
     fits = SweepFits(sweep=name, meta=meta, curves=curves, frontiers=frontiers, isoflop=isoflop,
                      isoflop_laws=isoflop_laws, backtest=bt, joint=joint, split=split,
                      headline=headline, held_out_size=held)

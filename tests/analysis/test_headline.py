@@ -138,6 +138,9 @@ def test_fits_report_and_cli_carry_the_headline(tmp_path: Path, capsys: pytest.C
     assert "## What the data identify" in text and "**α depends on the floor E.**" in text
     assert "| 2-step | E ≥ 1 |" in text and "## Held-out size" in text
     assert "seed effect shared by the sizes" in text
+    # The synthetic sizes' compute ranges do not overlap: the report says what that costs.
+    assert "## What this design cannot identify" in text and "**disjoint-compute**" in text
+    assert {f["code"] for f in back.meta["design"]} >= {"disjoint-compute", "no-isoflop-bucket"}
     assert main(["fit", "head", "--results", str(tmp_path), "--bootstrap", "40",
                  "--target-value", "3", "--e-floor", "1"]) == 0
     out = capsys.readouterr().out
