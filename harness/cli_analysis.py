@@ -74,9 +74,35 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+def _e_floor(text: str) -> float | str:
+    """--e-floor: a non-negative number, or 'real' (measured by `harness.evaluate.metric_floor`)."""
+    if text == "real":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a non-negative number or 'real' "
+                                         "(the metric's real-vs-real floor, measured)") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a non-negative number or 'real'")
     return value
+
+
+def _measured_floor(sweep: str, overrides: list[str]) -> tuple[float, str]:
+    """The metric's floor at the sweep's evaluation settings (`harness.evaluate.metric_floor`)."""
+    if not (sweep.endswith(".toml") and Path(sweep).is_file()):
+        raise ValueError(f"--e-floor real: {sweep!r} is not a sweep file: the floor is measured on "
+                         "the sweep's dataset with its evaluation settings, so give the sweep "
+                         "file (e.g. sweeps/digits.toml), or a number")
+    from harness.evaluate import metric_floor
+    from harness.expand import expand
+    from harness.sweep import load_sweep
+
+    jobs = [j for j in expand(load_sweep(sweep, overrides)) if j.run.init_run_id]
+    if not jobs:
+        raise ValueError(f"--e-floor real: {sweep} has no tuning runs to take the evaluation "
+                         "settings from")
+    return metric_floor(jobs[0].run)
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -90,11 +116,19 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         outputs_beside_records_note,
     )
 
+    e_floor = args.e_floor
+    if e_floor == "real":
+        try:
+            e_floor, how = _measured_floor(args.sweep, [])
+        except (ValueError, OSError) as e:
+            print(f"harness: error: {e}", file=sys.stderr)
+            return 2
+        print(f"metric floor E >= {e_floor:.4g}: {how}")
     try:
         fits = fit_sweep(args.results, args.sweep, x=args.x, frontier_x=args.frontier_x,
                          bootstrap=args.bootstrap, seed=args.seed, reuse=not args.force,
                          pool=args.pool, progress=_progress_bar("fitting"),
-                         target_value=args.target_value, e_floor=args.e_floor)
+                         target_value=args.target_value, e_floor=e_floor)
     except _analysis_errors() as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2
@@ -161,9 +195,10 @@ def add_analysis_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--target-value", type=_positive_float, default=None, metavar="FD",
                    help="also give the compute at which the frontier law reaches this FD, "
                         "with its interval")
-    p.add_argument("--e-floor", type=_non_negative_float, default=None, metavar="FD",
-                   help="also fit the frontier with its floor E bounded below by this value "
-                        "(e.g. the metric's real-vs-real FD at the evaluation's sample count); "
+    p.add_argument("--e-floor", type=_e_floor, default=None, metavar="FD|real",
+                   help="also fit the frontier with its floor E bounded below by this value, or "
+                        "by 'real': the metric's real-vs-real FD at the evaluation's sample count, "
+                        "measured on the sweep's dataset (SWEEP must then be the sweep file); "
                         "every output labels it as an assumption")
     p.set_defaults(func=_cmd_fit)
 

@@ -18,7 +18,7 @@ import torch
 from harness import digits_classifier
 from harness.config import ConfigError, DataConfig, EvalConfig, RunConfig
 from harness.data import load_dataset
-from harness.evaluate import Evaluator, metric_name, real_vs_real_fd, save_grid
+from harness.evaluate import Evaluator, MetricResult, metric_name, real_vs_real_fd, save_grid
 from harness.runtime import file_sha256
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -255,3 +255,43 @@ def test_reference_data_from_the_job(cache_dir: Path) -> None:
     assert shared.reference_name() == own.reference_name()
     samples = data.images[:200]
     assert shared.evaluate(samples).value == own.evaluate(samples).value
+
+
+_RESULT = MetricResult(metric="fd_digits", value=0.0, extractor_hash="x", reference="r",
+                       num_samples=0)
+
+
+def test_metric_floor_scales_the_median_to_the_evaluation_s_sample_count(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between two samples of one distribution FD is finite-sample bias ∝ 1/n₁ + 1/n₂: the
+    median of the real-vs-real splits is rescaled from two m-image halves to the evaluation's
+    num_samples against the reference (all 1797 digits here)."""
+    from harness import evaluate
+
+    values = iter([4.0, 8.0, 5.0, 7.0, 6.0])
+    sizes: list[int | None] = []
+
+    def fake(run: RunConfig, cache_dir: Path | None = None, seed: int = 0,
+             num_samples: int | None = None) -> evaluate.MetricResult:
+        sizes.append(num_samples)
+        return dataclasses.replace(_RESULT, value=next(values))
+
+    monkeypatch.setattr(evaluate, "real_vs_real_fd", fake)
+    value, how = evaluate.metric_floor(digits_run(num_samples=2000))
+    m = 1797 // 2  # the halves are capped at half the data set
+    assert value == pytest.approx(6.0 * (1 / 2000 + 1 / 1797) / (2 / m))
+    assert sizes == [2000] * 5 and "median of 5 splits (6)" in how and "scaled by" in how
+    values = iter([3.0] * 5)
+    value, how = evaluate.metric_floor(digits_run(num_samples=400))
+    assert value == pytest.approx(3.0 * (1 / 400 + 1 / 1797) / (2 / 400))
+
+
+def test_fit_e_floor_real_needs_the_sweep_file(capsys: pytest.CaptureFixture[str],
+                                               tmp_path: Path) -> None:
+    from harness.cli import main
+
+    assert main(["fit", "digits-seeds", "--results", str(tmp_path), "--e-floor", "real"]) == 2
+    assert "--e-floor real: 'digits-seeds' is not a sweep file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "digits-seeds", "--e-floor", "-2"])
+    assert "must be a non-negative number or 'real'" in capsys.readouterr().err
