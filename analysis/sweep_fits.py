@@ -56,11 +56,13 @@ from harness.runtime import (
 )
 
 __all__ = ["AnalysisError", "SweepFits", "analysis_dir", "default_figures_dir", "fit_sweep",
+           "headline_table",
            "load_sweep_records", "outputs_beside_records", "outputs_beside_records_note",
            "read_fits", "resolve_sweep"]
 
 FITS_JSON = "fits.json"
 FITS_PARQUET = "fits.parquet"
+HEADLINE_PARQUET = "headline.parquet"
 REPORT_MD = "report.md"
 FIGURES_DIR = "figures"
 FITS_FORMAT_VERSION = 2  # 2: headline quantities, the held-out-size backtest, the noise model
@@ -68,6 +70,9 @@ FITS_FORMAT_VERSION = 2  # 2: headline quantities, the held-out-size backtest, t
 # `pd.read_parquet(results/<sweep>)`, pyarrow datasets and `load_results`.
 ANALYSIS_DIR = "_analysis"
 ANALYSIS_FILES = (FITS_JSON, FITS_PARQUET, REPORT_MD, FIGURES_DIR)
+# Everything _analysis/ holds: the names above (which older layouts wrote beside the records) and
+# the newer ones.
+ANALYSIS_OUTPUTS = (*ANALYSIS_FILES, HEADLINE_PARQUET)
 
 
 class AnalysisError(ValueError):
@@ -510,6 +515,43 @@ def _write_fits(folder: Path, fits: SweepFits) -> None:
     buffer = io.BytesIO()
     curves.to_parquet(buffer, index=False)
     atomic_write_bytes(folder / FITS_PARQUET, buffer.getvalue())
+    buffer = io.BytesIO()
+    headline_table(fits.headline).to_parquet(buffer, index=False)
+    atomic_write_bytes(folder / HEADLINE_PARQUET, buffer.getvalue())
+
+
+def headline_table(headline: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The headline as one tidy table (headline.parquet): per family, quantity ("alpha",
+    "frontier_value" at factor x the largest compute, "compute_to_reach"), the value and its
+    interval, and the assumption on E ('' for none)."""
+    def number(v: Any) -> float:
+        if v is None:
+            return math.nan
+        return math.inf if v == "inf" else float(v)
+
+    rows: list[dict[str, Any]] = []
+    for family, h in headline.items():
+        variants = [("", h)]
+        if "with_floor" in h:
+            variants.append((h["with_floor"]["assumption"], h["with_floor"]))
+        for assumption, part in variants:
+            base = {"family": family, "assumption": assumption}
+            if part.get("alpha"):
+                a = part["alpha"]
+                rows.append({**base, "quantity": "alpha", "factor": math.nan,
+                             "compute": math.nan, "value": number(a["value"]),
+                             "lo": number(a["lo"]), "hi": number(a["hi"])})
+            for p in part.get("predictions") or []:
+                rows.append({**base, "quantity": "frontier_value", "factor": p["factor"],
+                             "compute": number(p["compute"]), "value": number(p["predicted"]),
+                             "lo": number(p["lo"]), "hi": number(p["hi"])})
+            if part.get("reach"):
+                r = part["reach"]
+                rows.append({**base, "quantity": "compute_to_reach", "factor": math.nan,
+                             "compute": number(r["compute"]), "value": number(r["target"]),
+                             "lo": number(r["lo"]), "hi": number(r["hi"])})
+    return pd.DataFrame(rows, columns=["family", "assumption", "quantity", "factor", "compute",
+                                       "value", "lo", "hi"])
 
 
 def _frame(rows: list[dict[str, Any]], keys: list[str]) -> pd.DataFrame:

@@ -134,6 +134,12 @@ def test_fits_report_and_cli_carry_the_headline(tmp_path: Path, capsys: pytest.C
     assert head["reach"]["target"] == 3.0 and head["with_floor"]["assumption"] == "E ≥ 1"
     assert head["with_floor"]["alpha"]["value"] >= head["profile"][0]["alpha"]
     assert len(back.held_out_size) == len(fits.held_out_size) > 0
+    table = pd.read_parquet(tmp_path / "head" / "_analysis" / "headline.parquet")
+    two = table[(table["family"] == "2-step") & (table["assumption"] == "")]
+    at_largest = two[(two["quantity"] == "frontier_value") & (two["factor"] == 1.0)].iloc[0]
+    assert at_largest["value"] == pytest.approx(head["predictions"][0]["predicted"])
+    assert set(table["assumption"]) == {"", "E ≥ 1"}
+    assert set(two["quantity"]) == {"alpha", "frontier_value", "compute_to_reach"}
     text = write_report(tmp_path, "head").read_text()
     assert "## What the data identify" in text and "**α depends on the floor E.**" in text
     assert "| 2-step | E ≥ 1 |" in text and "## Held-out size" in text

@@ -16,7 +16,13 @@ from synthetic_records import BUDGETS, write_synthetic_sweep
 from analysis.load import _SWEEP_OUTPUTS, load_results
 from analysis.pipeline import plot_sweep
 from analysis.report import write_report
-from analysis.sweep_fits import ANALYSIS_FILES, analysis_dir, default_figures_dir, fit_sweep
+from analysis.sweep_fits import (
+    ANALYSIS_FILES,
+    ANALYSIS_OUTPUTS,
+    analysis_dir,
+    default_figures_dir,
+    fit_sweep,
+)
 from harness.cli import main as harness_main
 from harness.records import parse_record_name
 
@@ -46,7 +52,7 @@ def analysed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_analysis_outputs_go_to_the_hidden_analysis_folder(analysed: Path) -> None:
     folder = analysed / "synth"
     assert analysis_dir(analysed, "synth") == folder / "_analysis"
-    assert {p.name for p in (folder / "_analysis").iterdir()} == set(ANALYSIS_FILES)
+    assert {p.name for p in (folder / "_analysis").iterdir()} == set(ANALYSIS_OUTPUTS)
     assert (folder / "_analysis" / "figures" / "compute_curves.pdf").is_file()
     others = {p.name for p in folder.iterdir() if parse_record_name(p.name) is None}
     assert others == {"_analysis", "_index.parquet"}
@@ -90,7 +96,7 @@ def test_old_layout_outputs_are_left_in_place_and_never_read(
     assert str(folder / "_analysis") in notes[0]
     for name, data in old.items():  # untouched
         assert (folder / name).read_bytes() == data
-    assert {p.name for p in (folder / "_analysis").iterdir()} == set(ANALYSIS_FILES)
+    assert {p.name for p in (folder / "_analysis").iterdir()} == set(ANALYSIS_OUTPUTS)
     assert "## Fits per preset and sampler" in (folder / "_analysis" / "report.md").read_text()
 
 
