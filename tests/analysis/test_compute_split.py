@@ -158,16 +158,32 @@ def test_savings_ratio_recovers_the_law_within_its_interval(points: pd.DataFrame
     table = savings_ratio(points, bootstrap=100, seed=2)
     defined = table[table["ratio"].notna()]
     assert len(defined) >= 8 and (defined["flag"] == "").all()
-    covered = []
     for _, row in defined.iterrows():
         truth = (_true_compute_to_reach(row["scope"], row["fd"], scratch=True)
                  / _true_compute_to_reach(row["scope"], row["fd"], scratch=False))
         assert row["ratio"] == pytest.approx(truth, rel=0.1), row.to_dict()
         assert row["ratio"] > 1  # the teacher saves compute in this law
-        covered.append(row["ratio_lo"] <= truth <= row["ratio_hi"])
-    # Two seeds per point understate the noise where scratch flattens near its best FD (the
-    # lowest level): those intervals are too narrow, as the report's caveats say.
-    assert np.mean(covered) >= 0.7, covered
+
+
+def test_savings_ratio_intervals_replicate(tmp_path: Path) -> None:
+    """Replication over 6 synthetic split sweeps (2 seeds each, 1 % point noise): the 95 %
+    intervals of the savings ratio contain the law's ratio in at least 90 % of the 72 cases
+    (measured 98.6 %; the ratios of one sweep share its noise, so this is no binomial sample of
+    72) and are narrow enough to act on: median hi/lo 1.14 measured, under 1.3 required."""
+    covered, spans = [], []
+    for rep in range(6):
+        write_split_sweep(tmp_path, f"split{rep}", seed=rep)
+        pts = split_points(load_results(tmp_path, f"split{rep}"))
+        table = savings_ratio(pts[pts["sampler"] == SAMPLER], bootstrap=100, seed=rep)
+        for _, row in table[table["ratio"].notna()].iterrows():
+            truth = (_true_compute_to_reach(row["scope"], row["fd"], scratch=True)
+                     / _true_compute_to_reach(row["scope"], row["fd"], scratch=False))
+            covered.append(row["ratio_lo"] <= truth <= row["ratio_hi"])
+            spans.append(row["ratio_hi"] / row["ratio_lo"])
+    assert len(covered) >= 60
+    assert np.mean(covered) >= 0.9, np.mean(covered)
+    assert float(np.median(spans)) < 1.3, np.median(spans)
+
 
 def test_no_overlap_gives_a_flag_not_a_number(points: pd.DataFrame) -> None:
     table = savings_ratio(points, [11.0, 500.0], bootstrap=20)
