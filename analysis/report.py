@@ -196,9 +196,10 @@ def _seeds_section(meta: dict[str, Any]) -> list[str]:
     text = (f"**Seeds.** {lo}{f'-{hi}' if hi != lo else ''} seeds per curve{spread}. Each point "
             "is the geometric mean over seeds, the frontier is built from those means (a lucky "
             "seed does not make it), and every interval resamples whole runs: each draw moves "
-            "each curve's mean by a run-level shift, tilt and point scatter whose variances are "
-            "pooled over the curves of a sampler, with Student-t factors for how well a few "
-            f"seeds know them ({cal}{CALIBRATION['runs']}).")
+            "the curves by a seed effect shared by every size of that seed (one data order, "
+            "noise stream and evaluation latents per seed), a run effect of each curve (level "
+            "and tilt) and point scatter, each variance drawn from how well the seeds know it "
+            f"({cal}{CALIBRATION['runs']}).")
     lines = [text]
     if lo <= 1:
         lines.append("Curves with one seed keep their points: their intervals cannot include "
