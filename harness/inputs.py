@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from harness.config import ConfigError, DataConfig
 from harness.datasets import get_dataset
@@ -65,8 +64,10 @@ def find_missing_inputs(sweep: Sweep, jobs: Iterable[JobSpec]) -> list[MissingIn
                 missing_paths.add(str(data.path))
                 missing.append(_missing_dataset(sweep, data))
             continue
+        from harness.data_formats import check_dataset  # numpy: only once a dataset is present
+
         try:
-            _dataset_checker()(data)
+            check_dataset(data)
         except ConfigError as e:
             raise SweepError(f"{sweep.path} {_where(sweep, 'data.path')}: {e} (override with "
                              "--set data.path=...)") from None
@@ -145,9 +146,3 @@ def _where(sweep: Sweep, name: str) -> str:
         return "[grid]"
     return "[base]"
 
-
-def _dataset_checker() -> Any:
-    """harness.data_formats.check_dataset (torch-free; imported when a dataset is present)."""
-    from harness.data_formats import check_dataset
-
-    return check_dataset
