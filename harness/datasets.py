@@ -30,6 +30,8 @@ class DatasetSpec:
     checker: str | None = None
     # What a local copy looks like, for error messages; None for embedded datasets.
     expected: str | None = None
+    # Where a missing copy comes from (what `harness plan` tells a user who has none yet).
+    source: str | None = None
     # Fixed image shape and label count, or None where they are read from the files by `shape`.
     channels: int | None = None
     resolution: int | None = None
@@ -69,16 +71,22 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
                 checker="harness.data_formats:_check_cifar10",
                 expected="cifar-10-python.tar.gz or its extracted folder cifar-10-batches-py "
                          "(with data_batch_1..5)",
+                source="download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (the "
+                       "CIFAR-10 python version, 163 MB) and set data.path to it",
                 channels=3, resolution=32, num_classes=10),
     DatasetSpec(name="image_folder", reader="harness.data_formats:_load_image_folder",
                 checker="harness.data_formats:_check_image_folder",
                 expected="EDM-style dataset: a .zip or folder of PNG images with optional "
                          "dataset.json",
+                source="make one from your images with dataset_tool.py of NVlabs/edm",
                 shape="harness.data_formats:_image_folder_shape"),
     DatasetSpec(name="imagenet64", reader="harness.data_formats:_load_imagenet64",
                 checker="harness.data_formats:_check_imagenet64",
                 expected="downsampled ImageNet: a folder of train_data_batch_<i>.npz or a single "
                          ".npz with keys 'data' and 'labels'",
+                source="download the npz version of Downsampled ImageNet 64x64 (Chrabaszcz et "
+                       "al. 2017, https://image-net.org/download-images, after registering) "
+                       "and unpack its train_data_batch_1..10.npz into the data.path folder",
                 shape="harness.data_formats:_imagenet64_shape"),
 )}
 

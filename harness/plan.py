@@ -1,8 +1,9 @@
 """The plan of a sweep: every job with its compute, cost and status (done/todo/running/failed).
 
 Planning is pure bookkeeping (no torch, no submission). It checks everything that can fail before
-a job is submitted: configs build, FLOPs are known, dataset and checkpoint paths exist, budgets
-give at least one batch, and the grid is not accidentally huge.
+a job is submitted: configs build, FLOPs are known, datasets and checkpoints that are present are
+well-formed, budgets give at least one batch, and the grid is not accidentally huge. Dataset and
+teacher files that are not on disk yet are listed (harness.inputs), not errors: submit refuses them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.backends import liveness
-from harness.config import ConfigError, DataConfig, NetworkConfig
+from harness.config import ConfigError, NetworkConfig
 from harness.expand import expand_sweep
+from harness.inputs import MissingInput, find_missing_inputs, missing_inputs_text
 from harness.job import JobSpec, default_runs_dir
 from harness.sweep import Sweep, SweepError
 from harness.sweepstate import Liveness, read_run_status, read_state
@@ -71,6 +73,9 @@ class Plan:
     # Runs that keep the eval-hashed id they were recorded under (harness.eval_hashed_runs): that
     # id -> the other recorded ids of the same training, not used.
     adopted: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Dataset and teacher paths that do not exist yet (the plan is whole without them; submit
+    # refuses until they exist). Empty when planned with check_data=False.
+    missing: tuple[MissingInput, ...] = ()
 
     def by_id(self) -> dict[str, PlannedRun]:
         return {r.run_id: r for r in self.runs}
@@ -107,8 +112,7 @@ def plan(sweep: Sweep, results_dir: str | Path = "results", runs_dir: str | Path
     exp = expand_sweep(sweep, results_dir=results_dir, runs_dir=runs_dir,
                        share_prefixes=share_prefixes)
     _check_layout(sweep, exp.jobs)
-    if check_data:
-        _check_inputs(sweep, exp.jobs)
+    missing = _check_inputs(sweep, exp.jobs) if check_data else []
     from harness.flops import TRAIN_PASSES, network_cost
 
     costs: dict[NetworkConfig, Any] = {}
@@ -133,7 +137,7 @@ def plan(sweep: Sweep, results_dir: str | Path = "results", runs_dir: str | Path
             teacher=exp.teacher.get(rid), liveness=live.get(rid),
             status=_status(rid, nimg, done_points, live.get(rid), rid in started, runs_dir)))
     return Plan(sweep=sweep, runs=tuple(runs), results_dir=str(results_dir), runs_dir=str(runs_dir),
-                adopted=exp.adopted)
+                adopted=exp.adopted, missing=tuple(missing))
 
 
 @dataclass(frozen=True)
@@ -294,44 +298,15 @@ def layout_text(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
             f"clock at {tflops:g} TFLOP/s per GPU")
 
 
-def _check_inputs(sweep: Sweep, jobs: tuple[JobSpec, ...]) -> None:
-    """Dataset and checkpoint paths exist; datasets pass the data module's own torch-free check."""
-    checked: set[DataConfig] = set()
-    for job in jobs:
-        data = job.run.data
-        if data in checked:
-            continue
-        checked.add(data)
-        check = _dataset_checker()
-        try:
-            if check is not None:
-                check(data)
-            elif data.path is not None and not Path(data.path).exists():
-                raise ConfigError(f"data.path = {data.path!r}: does not exist")
-        except ConfigError as e:
-            raise SweepError(f"{sweep.path} [base]: {e} (override with --set data.path=...)"
-                             ) from None
+def _check_inputs(sweep: Sweep, jobs: tuple[JobSpec, ...]) -> list[MissingInput]:
+    """Loggers are installed and present inputs are well-formed; returns the missing inputs."""
     from harness.loggers import missing_packages
 
     for loggers in sorted({job.run.train.loggers for job in jobs}):
         if missing := missing_packages(loggers):
             raise SweepError(f"{sweep.path}: train.loggers = {list(loggers)}: not installed here: "
                              + ", ".join(missing) + ". Install it, or drop the logger")
-    for ckpt in sweep.pretrain.checkpoints():
-        if not Path(ckpt).is_file():
-            from harness.teacher_catalog import missing_teacher_hint
-
-            raise SweepError(f"{sweep.path} [pretrain]: checkpoint = {ckpt!r}: no such file; "
-                             + missing_teacher_hint(ckpt))
-
-
-def _dataset_checker() -> Any:
-    """harness.data_formats.check_dataset (torch-free), if the module provides it."""
-    try:
-        from harness import data_formats
-    except ImportError:
-        return None
-    return getattr(data_formats, "check_dataset", None)
+    return find_missing_inputs(sweep, jobs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,4 +404,6 @@ def format_plan(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
     # What the grid can answer; plan_notes above already says when seeds share teachers.
     lines += design_lines(f for f in design_problems(designs_from_plan(p))
                           if f.code != "shared-teachers")
+    if p.missing:  # last: what to fetch before `harness submit`
+        lines.append(missing_inputs_text(p.missing))
     return "\n".join(lines)

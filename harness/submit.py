@@ -210,6 +210,8 @@ def submit(sweep: Sweep, cluster: Cluster, *, results_dir: str | Path = "results
         _plan_into(report, plan(sweep, results_dir, runs_dir, allow_large=allow_large))
         report.submitted = [(r.run_id, "-") for r in report.plan.todo] if report.plan else []
         return report
+    # Before the lock: a sweep whose dataset or teacher files are missing writes nothing at all.
+    _refuse_missing_inputs(sweep, results_dir, runs_dir, allow_large=allow_large)
     after: AfterLock | None = None
     with locked_state(runs_dir, sweep.name) as state:
         p = plan(sweep, results_dir, runs_dir, allow_large=allow_large)
@@ -230,6 +232,20 @@ def submit(sweep: Sweep, cluster: Cluster, *, results_dir: str | Path = "results
     if after is not None:
         after()
     return report
+
+
+def _refuse_missing_inputs(sweep: Sweep, results_dir: str | Path, runs_dir: Path, *,
+                           allow_large: bool) -> None:
+    """Raise MissingInputsError naming every dataset and teacher path that does not exist."""
+    from harness.expand import expand_sweep
+    from harness.inputs import MissingInputsError, find_missing_inputs
+    from harness.plan import max_runs_limit
+
+    if sweep.num_points > max_runs_limit() and not allow_large:
+        return  # plan() refuses the grid's size first, without expanding it
+    jobs = expand_sweep(sweep, results_dir=results_dir, runs_dir=runs_dir).jobs
+    if missing := find_missing_inputs(sweep, jobs):
+        raise MissingInputsError(sweep.path, missing)
 
 
 def _plan_into(report: SubmitReport, p: Plan) -> None:

@@ -47,19 +47,6 @@ def official_source(checkpoint: str | Path) -> OfficialTeacher | None:
     return OFFICIAL_TEACHERS.get(Path(checkpoint).stem + ".pkl")
 
 
-def missing_teacher_hint(checkpoint: str | Path) -> str:
-    """How to make a missing `[pretrain] checkpoint` file: the official file and the command."""
-    teacher = official_source(checkpoint)
-    if teacher is None:
-        return ("a harness network file: a pretraining run's network-final.pt, or an official "
-                "EDM/EDM2 pickle converted with `harness import-teacher SRC.pkl --out "
-                f"{checkpoint}`")
-    return (f"it is imported from the official {teacher.file} ({teacher.what}; {teacher.url}): "
-            f"`harness fetch-teacher {teacher.file} --out {checkpoint}` downloads and imports it, "
-            f"or `harness import-teacher {teacher.file} --out {checkpoint}` imports a copy you "
-            "have")
-
-
 class DownloadError(OSError):
     """A download that did not complete, with what to do."""
 

@@ -77,7 +77,7 @@ def test_sweep_file_plans(path: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     overrides = overrides_for(path, tmp_path)
     sweep = load_sweep(path, overrides)
     p = plan(sweep, tmp_path / "results", tmp_path / "runs")
-    assert p.runs and all(r.status == "todo" for r in p.runs)
+    assert p.runs and all(r.status == "todo" for r in p.runs) and p.missing == ()
     assert sweep.cluster.timeout_min >= 1
     tune = [r for r in p.runs if r.kind == "tune"]
     assert tune and all(r.nimg >= r.job.run.train.batch for r in tune)

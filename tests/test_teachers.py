@@ -510,7 +510,7 @@ def test_a_missing_official_teacher_says_where_it_comes_from(tmp_path: Path) -> 
     """planning a sweep whose teacher file is missing names the file, the official file it is
     imported from and the commands, before anything is submitted."""
     from harness.plan import plan
-    from harness.sweep import SweepError, load_sweep
+    from harness.sweep import load_sweep
 
     fake = tmp_path / "cifar" / "cifar-10-batches-py"
     fake.mkdir(parents=True)
@@ -521,10 +521,9 @@ def test_a_missing_official_teacher_says_where_it_comes_from(tmp_path: Path) -> 
         'name = "t"\n[grid]\npreset = ["ect-cifar10-l"]\nbudget_nimg = [1000]\n'
         f'[base]\n"data.path" = "{fake.parent}"\n'
         '[pretrain]\ncheckpoint = "teachers/edm-cifar10-32x32-uncond-vp.pt"\n')
-    with pytest.raises(SweepError) as e:
-        plan(load_sweep(sweep_file), tmp_path, tmp_path)
-    text = str(e.value)
-    assert "teachers/edm-cifar10-32x32-uncond-vp.pt" in text and "no such file" in text
+    (missing,) = plan(load_sweep(sweep_file), tmp_path, tmp_path).missing
+    text = "\n".join([missing.text(), *missing.provide])
+    assert "teachers/edm-cifar10-32x32-uncond-vp.pt" in text and "does not exist" in text
     assert "edm-cifar10-32x32-uncond-vp.pkl" in text and "nvlabs-fi-cdn" in text
     assert "harness fetch-teacher edm-cifar10-32x32-uncond-vp.pkl" in text
     assert "harness import-teacher edm-cifar10-32x32-uncond-vp.pkl" in text
