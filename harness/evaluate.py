@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from harness import digits_classifier, dinov2
 from harness.config import ConfigError, RunConfig
-from harness.data import ImageData, content_hash, load_arrays
+from harness.data import ImageData, load_arrays, load_dataset
 from harness.data_formats import dataset_fingerprint, numpy_reconstruct
 from harness.runtime import atomic_write_bytes, atomic_write_text, file_sha256
 
@@ -165,8 +165,9 @@ class Evaluator:
             data = self._reference_data
             if data is not None:
                 images = data.images
-                digest = data.content_hash if data.labels is None else content_hash(
-                    images.numpy(), None)
+                # The hash without labels: from the dataset cache's memo, not the pixels again.
+                digest = data.content_hash if data.labels is None else load_dataset(
+                    self._reference_cfg(), self.split).content_hash
                 self._reference = _Reference(digest, len(images), tuple(images.shape[1:]),
                                              _UInt8Images(lambda: images, repeat))
                 return self._reference
@@ -176,17 +177,20 @@ class Evaluator:
             memo_path = self.cache_dir / "dataset-hashes.json"
             memo_key = f"{dataset_fingerprint(cfg)}:{self.split}:{cfg.heldout_fraction}"
             memo = _read_json(memo_path)
-            loaded: list[np.ndarray] = []
+            loaded: list[ImageData] = []
 
-            def load() -> np.ndarray:
-                if not loaded:
-                    loaded.append(load_arrays(cfg, self.split)[0])
+            def load_split() -> ImageData:
+                if not loaded:  # memory-mapped from the node's dataset cache (harness.data_cache)
+                    loaded.append(load_dataset(cfg, self.split))
                 return loaded[0]
+
+            def load() -> torch.Tensor:
+                return load_split().images
 
             entry = memo.get(memo_key)
             if not isinstance(entry, dict) or "shape" not in entry:
-                entry = {"content_hash": content_hash(load(), None), "num_images": len(load()),
-                         "shape": list(load().shape[1:])}
+                entry = {"content_hash": load_split().content_hash,
+                         "num_images": load_split().num_images, "shape": list(load().shape[1:])}
                 memo[memo_key] = entry
                 atomic_write_text(memo_path, json.dumps(memo, indent=1, sort_keys=True))
             self._reference = _Reference(str(entry["content_hash"]), int(entry["num_images"]),
