@@ -3,7 +3,7 @@
 Starts N processes (RANK/WORLD_SIZE/MASTER_* as submitit's TorchDistributedEnvironment sets them),
 each with one CPU thread, that run harness.eval_hook.EvaluationHook on the same seeded network:
 every rank generates and featurises its block of the sample seeds, rank 0 scores them and writes
-the record. Prints one JSON line {ranks, value, eval_seconds}.
+the record. Prints one JSON line {ranks, value, eval_seconds, cpu_seconds_per_rank}.
 
 Run: python scripts/eval_ranks.py --ranks 2 --num-samples 2000 --out /tmp/evalranks
 """
@@ -62,12 +62,15 @@ def child(out: Path, num_samples: int, preset: str) -> None:
                           again=True)
     hook._make_evaluator(dist.get_rank())  # extractor ready: time the evaluation alone
     dist.barrier()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     metrics = hook([("main", net)], TrainState(nimg=run.train.total_nimg), run.train.total_nimg)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    # The CPU seconds of every rank: on a machine shared with other jobs they show each rank's
+    # share of the work where the wall clock shows the contention.
+    cpus = dist.gather_rows(torch.tensor([cpu], dtype=torch.float64), device).tolist()
     if dist.get_rank() == 0:
         print(json.dumps({"ranks": dist.get_world_size(), "value": metrics,
-                          "eval_seconds": seconds}), flush=True)
+                          "eval_seconds": seconds, "cpu_seconds_per_rank": cpus}), flush=True)
 
 
 def launch(ranks: int, out: Path, num_samples: int, preset: str) -> dict:
