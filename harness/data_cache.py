@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.config import DataConfig
+from harness.config import ConfigError, DataConfig
 from harness.runtime import atomic_write_text
 
 CACHE_FORMAT = 1  # bump when the files or meta.json change meaning: old folders are then rebuilt
@@ -95,7 +95,13 @@ def open_cached(cfg: DataConfig) -> CachedDataset:
     cached = _open(folder)
     if cached is not None:
         return cached
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"data.cache_dir = {cfg.cache_dir!r}: cannot create the dataset cache "
+                          f"folder {folder.parent} ({e}). Set data.cache_dir (or "
+                          "$HARNESS_DATA_CACHE) to a writable folder, e.g. node-local scratch"
+                          ) from None
     with _locked(folder.with_name(folder.name + ".lock")):
         cached = _open(folder)  # another job may have built it while we waited for the lock
         if cached is None:

@@ -104,7 +104,8 @@ class EvaluationHook:
 
     def _make_evaluator(self, rank: int) -> Any:
         """The Evaluator, made once; rank 0 resolves the extractor's weights first (it may train
-        or download them into the shared cache), the other ranks then read them."""
+        or download them into the shared cache), the other ranks then read them (the order of
+        NVlabs/edm2 calculate_metrics.py get_detector: "Rank 0 goes first")."""
         if self._evaluator is None:
             from harness.evaluate import Evaluator
 
@@ -121,9 +122,10 @@ class EvaluationHook:
                grid: str) -> tuple[Any, float]:
         """Every rank generates and featurises its block of the sample seeds (image i from seed i,
         so the samples do not depend on the layout); rank 0 gathers the features in sample order
-        and scores them, as one process scores all samples (EDM2 calculate_metrics.py likewise
-        splits the seeds over ranks and reduces the feature statistics). (metric on rank 0, else
-        None; seconds spent sampling)."""
+        and scores them as one process scores all samples. NVlabs/edm2 calculate_metrics.py also
+        splits the seeds over ranks, but all-reduces feature sums; the features themselves are
+        gathered here because KID and precision/recall need them. (metric on rank 0, else None;
+        seconds spent sampling)."""
         from harness.evaluate import save_grid
         from harness.sampling import generate
 

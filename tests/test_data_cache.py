@@ -16,7 +16,7 @@ import torch
 from test_data import make_imagenet_npz
 
 from harness import data_cache
-from harness.config import DataConfig
+from harness.config import ConfigError, DataConfig
 from harness.data import content_hash, load_arrays, load_dataset
 from harness.data_formats import read_dataset
 from harness.identity import run_id
@@ -116,7 +116,7 @@ def test_two_builders_at_once_build_once(imagenet: tuple, tmp_path: Path) -> Non
     script = textwrap.dedent(f"""
         import sys, time
         import harness.data_formats as formats
-        from harness.config import DataConfig
+        from harness.config import ConfigError, DataConfig
         from harness.data import load_dataset
         original = formats.read_dataset
         def slow(cfg):
@@ -162,3 +162,12 @@ def test_embedded_digits_are_not_cached(tmp_path: Path) -> None:
     data = load_dataset(cfg, "all")
     assert data.content_hash == content_hash(*read_dataset(cfg)[:1], None)
     assert not (tmp_path / "cache").exists()
+
+
+def test_unwritable_cache_folder_is_a_config_error(imagenet: tuple, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cfg = dataclasses.replace(imagenet[0], cache_dir=str(blocker / "cache"))
+    with pytest.raises(ConfigError, match=r"data.cache_dir = '.*file/cache': cannot create the "
+                       r"dataset cache folder .* Set data.cache_dir"):
+        load_dataset(cfg)
