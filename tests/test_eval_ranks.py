@@ -47,3 +47,26 @@ def test_two_ranks_score_like_one_process(tmp_path: Path) -> None:
     grids = sorted(p.name for p in (tmp_path / "two" / "runs").rglob("grid-*.png"))
     assert grids == sorted(p.name for p in (tmp_path / "one" / "runs").rglob("grid-*.png"))
     assert len(grids) == 2
+
+
+def test_scoring_features_equals_torch_fidelity_calculate_metrics(tmp_path: Path) -> None:
+    """The feature path (featurise, then torch-fidelity's statistics functions) gives what one
+    torch_fidelity.calculate_metrics call over the images gives: FD, KID, precision, recall."""
+    from harness.config import EvalConfig, RunConfig
+    from harness.data import load_dataset
+    from harness.evaluate import Evaluator, _calculate, _UInt8Images
+
+    run = RunConfig(kind="pretrain", eval=EvalConfig(kid=True, prc=True))
+    evaluator = Evaluator(run, tmp_path / "cache")
+    images = load_dataset(run.data, "all").images[::6][:250].flip(3)  # not the reference itself
+    new = evaluator.evaluate(images)
+    name, weights, _ = evaluator.extractor()
+    reference = evaluator.reference()
+    old = _calculate(_UInt8Images(lambda: images, False), reference.images, name, weights, run,
+                     cache_root=tmp_path / "fidelity-old", reference_cache_name=None,
+                     num_reference=reference.num_images)
+    assert new.value == pytest.approx(old["frechet_inception_distance"], rel=1e-9)
+    assert new.kid_mean == pytest.approx(old["kernel_inception_distance_mean"], rel=1e-9)
+    assert new.precision == pytest.approx(old["precision"], rel=1e-9)
+    assert new.recall == pytest.approx(old["recall"], rel=1e-9)
+    assert new.value > 0
