@@ -33,6 +33,7 @@ class DataConfig:
     use_labels: bool = False  # class-conditional training (ImageNet-64 recipe)
     heldout_fraction: float = 0.0  # fraction of images kept out of training (reference for FD if asked)
     xflip: bool = False  # mirror each training image left-right with probability 0.5 (EDM CIFAR-10)
+    cache_dir: str | None = None  # decoded-data cache folder (data_cache.cache_root); not hashed
 
     def __post_init__(self) -> None:
         spec = DATASETS.get(self.name)
@@ -367,8 +368,7 @@ def eval_differences(recorded: dict[str, Any], current: EvalConfig, kind: str
     """Settings that score differently between a record's `eval` section (as written in its
     `config` column) and `current`: {name: (recorded, current)}. Settings the record predates
     count at their defaults."""
-    now = to_dict(current)
-    defaults = to_dict(EvalConfig())
+    now, defaults = to_dict(current), to_dict(EvalConfig())
     skip = set(EVAL_UNSCORED) | (set(EVAL_CONSISTENCY_ONLY) if kind == "pretrain" else set())
     out = {}
     for name, value in now.items():

@@ -16,7 +16,7 @@ import torch.distributed as torch_dist
 
 # How long a collective may wait for the other ranks (also joining the group). A rank that dies
 # closes its connections, which its peers notice at once; this bounds the wait on one that hangs.
-# Evaluation runs on rank 0 while the others wait in a barrier, so it must exceed an evaluation.
+# Rank 0 scores and writes an evaluation while the others wait, so it must exceed that part.
 DEFAULT_TIMEOUT_S = 3600
 
 
@@ -84,6 +84,39 @@ def all_reduce_mean_(tensors: Sequence[torch.Tensor]) -> None:
         n = t.numel()
         t.copy_(flat[offset:offset + n].view_as(t))
         offset += n
+
+
+def shard(num: int, rank: int, world: int) -> range:
+    """Rank `rank`'s contiguous block of items 0..num-1 (the first num % world ranks get one
+    more), so concatenating the blocks in rank order gives the items in order."""
+    base, extra = divmod(num, world)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (rank < extra))
+
+
+def gather_rows(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Every rank's `tensor` [n_rank, ...] concatenated in rank order (rows may differ in number
+    between ranks), on the CPU of every rank. NCCL moves only CUDA tensors: `device` is the rank's."""
+    if not torch_dist.is_initialized():
+        return tensor.cpu()
+    world = get_world_size()
+    counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world)]
+    torch_dist.all_gather(counts, torch.tensor([len(tensor)], dtype=torch.int64, device=device))
+    sizes = [int(c.item()) for c in counts]
+    padded = torch.zeros((max(sizes), *tensor.shape[1:]), dtype=tensor.dtype, device=device)
+    padded[:len(tensor)] = tensor.to(device)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    torch_dist.all_gather(parts, padded)
+    return torch.cat([part[:n].cpu() for part, n in zip(parts, sizes, strict=True)])
+
+
+def broadcast_flag(flag: bool, device: torch.device) -> bool:
+    """Rank 0's `flag` on every rank (one decision taken once, e.g. whether to evaluate)."""
+    if not torch_dist.is_initialized():
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int64, device=device)
+    torch_dist.broadcast(value, 0)
+    return bool(value.item())
 
 
 def broadcast_(tensors: Sequence[torch.Tensor], src: int = 0) -> None:

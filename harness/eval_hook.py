@@ -25,9 +25,12 @@ from harness.state import TrainState
 
 log = logging.getLogger("harness.train")
 
+GRID_IMAGES = 64  # images in the sample grid saved at each evaluation
+
 
 class EvaluationHook:
-    """Generates samples at an eval point, scores them and writes one record file (rank 0).
+    """Generates samples at an eval point on every rank, scores them and writes one record file
+    (rank 0).
 
     It scores with the job's evaluation settings, which may differ from those of the run's earlier
     jobs (they are not part of the run id): each record carries the settings it was made with in
@@ -62,51 +65,89 @@ class EvaluationHook:
 
     def __call__(self, nets: Sequence[tuple[str, nn.Module]], state: TrainState, point: int
                  ) -> dict[str, float]:
-        """Evaluate each (ema label, network) of `nets` at `point` with each sampler (rank 0,
-        unless already recorded) and write one record file; returns {sampler: metric value} of
-        the first network (the main EMA)."""
+        """Evaluate each (ema label, network) of `nets` at `point` with each sampler (unless
+        already recorded) and write one record file; returns {sampler: metric value} of the first
+        network (the main EMA) on rank 0, {} on the other ranks. Every rank must call it."""
         nimg = state.nimg
         run = self.job.run
         result: dict[str, float] = {}
-        if dist.get_rank() == 0 and (self.again or not self._already_recorded(nimg)):
-            from harness.evaluate import Evaluator, save_grid
+        rank, world = dist.get_rank(), dist.get_world_size()
+        wanted = rank == 0 and (self.again or not self._already_recorded(nimg))
+        if dist.broadcast_flag(wanted, self.device):
             from harness.records import write_evaluation
-            from harness.sampling import generate, sampler_nfe
+            from harness.sampling import sampler_nfe
 
-            if self._evaluator is None:
-                # The training split is already in memory: don't load the dataset a second time.
-                reference = self.data if self.eval.reference == "train" else None
-                self._evaluator = Evaluator(run, reference_data=reference)
+            evaluator = self._make_evaluator(rank)
             rows = []
-            shape = (run.network.img_channels, run.network.img_resolution,
-                     run.network.img_resolution)
             for ema_label, net in nets:
                 was_training = net.training
                 net.eval()
                 suffix = "" if ema_label == "main" else f"-{ema_label}"
                 for sampler in self.samplers():
-                    t0 = time.perf_counter()
-                    images = generate(net, self.eval, sampler, range(self.eval.num_samples),
-                                      label_dim=run.network.label_dim, img_shape=shape,
-                                      device=self.device,
-                                      label_pool=self.data.labels if run.data.use_labels else None)
-                    gen_seconds = time.perf_counter() - t0
-                    metric = self._evaluator.evaluate(images)
-                    if self.eval.save_grid:
-                        save_grid(images[:64],
-                                  self.job.run_dir / f"grid-{nimg:012d}-{sampler}{suffix}.png")
+                    metric, gen_seconds = self._score(evaluator, net, sampler, rank, world,
+                                                      grid=f"grid-{nimg:012d}-{sampler}{suffix}.png")
+                    if rank != 0:
+                        continue
                     rows.append(evaluation_row(
                         self.job, {**self._progress(state), "ema": ema_label}, sampler,
                         nfe=sampler_nfe(sampler, self.eval), result=metric))
                     if ema_label == "main":
                         result[sampler] = float(metric.value)
-                    log.info("eval %s at %d img: %s%s %s = %.4g (%d samples, %.1f s sampling)",
-                             run.run_id, nimg, sampler, suffix, metric.metric, metric.value,
-                             metric.num_samples, gen_seconds)
+                    log.info("eval %s at %d img: %s%s %s = %.4g (%d samples, %d rank(s), %.1f s "
+                             "sampling)", run.run_id, nimg, sampler, suffix, metric.metric,
+                             metric.value, metric.num_samples, world, gen_seconds)
                 net.train(was_training)
-            self.last_record = write_evaluation(self.job.sweep_results_dir, rows)
+            if rank == 0:
+                self.last_record = write_evaluation(self.job.sweep_results_dir, rows)
         dist.barrier()
         return result
+
+    def _make_evaluator(self, rank: int) -> Any:
+        """The Evaluator, made once; rank 0 resolves the extractor's weights first (it may train
+        or download them into the shared cache), the other ranks then read them (the order of
+        NVlabs/edm2 calculate_metrics.py get_detector: "Rank 0 goes first")."""
+        if self._evaluator is None:
+            from harness.evaluate import Evaluator
+
+            # The training split is already mapped: don't load the dataset a second time.
+            reference = self.data if self.eval.reference == "train" else None
+            self._evaluator = Evaluator(self.job.run, reference_data=reference)
+            if rank == 0:
+                self._evaluator.extractor()
+            dist.barrier()
+            self._evaluator.extractor()
+        return self._evaluator
+
+    def _score(self, evaluator: Any, net: nn.Module, sampler: str, rank: int, world: int, *,
+               grid: str) -> tuple[Any, float]:
+        """Every rank generates and featurises its block of the sample seeds (image i from seed i,
+        so the samples do not depend on the layout); rank 0 gathers the features in sample order
+        and scores them as one process scores all samples. NVlabs/edm2 calculate_metrics.py also
+        splits the seeds over ranks, but all-reduces feature sums; the features themselves are
+        gathered here because KID and precision/recall need them. (metric on rank 0, else None;
+        seconds spent sampling)."""
+        from harness.evaluate import save_grid
+        from harness.sampling import generate
+
+        run = self.job.run
+        start = time.perf_counter()
+        shape = (run.network.img_channels, run.network.img_resolution, run.network.img_resolution)
+        seeds = dist.shard(self.eval.num_samples, rank, world)
+        images = generate(net, self.eval, sampler, seeds, label_dim=run.network.label_dim,
+                          img_shape=shape, device=self.device,
+                          label_pool=self.data.labels if run.data.use_labels else None)
+        gen_seconds = time.perf_counter() - start
+        evaluator.check_images(images)
+        features = {layer: dist.gather_rows(value, self.device)
+                    for layer, value in evaluator.featurise(images).items()}
+        # The grid's first images: most or all of them are rank 0's.
+        first = dist.gather_rows(images[:max(0, GRID_IMAGES - seeds.start)], self.device)
+        if rank != 0:
+            return None, gen_seconds
+        metric = evaluator.evaluate_features(features, start=start)
+        if self.eval.save_grid:
+            save_grid(first[:GRID_IMAGES], self.job.run_dir / grid)
+        return metric, gen_seconds
 
     def _progress(self, state: TrainState) -> dict[str, Any]:
         """The record columns of how far training got (see record_rows.evaluation_row)."""

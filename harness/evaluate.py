@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from harness import digits_classifier, dinov2
 from harness.config import ConfigError, RunConfig
-from harness.data import ImageData, content_hash, load_arrays
+from harness.data import ImageData, load_arrays, load_dataset
 from harness.data_formats import dataset_fingerprint, numpy_reconstruct
 from harness.runtime import atomic_write_bytes, atomic_write_text, file_sha256
 
@@ -129,6 +129,7 @@ class Evaluator:
                               "'train'")
         self._reference_data = reference_data
         self._extractor: tuple[str, Path, str] | None = None  # (name, weights path, hash)
+        self._fe: Any = None  # torch-fidelity's feature extractor module, made on first use
         self._reference: _Reference | None = None
 
     # -- feature extractor ---------------------------------------------------------------------
@@ -165,8 +166,9 @@ class Evaluator:
             data = self._reference_data
             if data is not None:
                 images = data.images
-                digest = data.content_hash if data.labels is None else content_hash(
-                    images.numpy(), None)
+                # The hash without labels: from the dataset cache's memo, not the pixels again.
+                digest = data.content_hash if data.labels is None else load_dataset(
+                    self._reference_cfg(), self.split).content_hash
                 self._reference = _Reference(digest, len(images), tuple(images.shape[1:]),
                                              _UInt8Images(lambda: images, repeat))
                 return self._reference
@@ -176,17 +178,20 @@ class Evaluator:
             memo_path = self.cache_dir / "dataset-hashes.json"
             memo_key = f"{dataset_fingerprint(cfg)}:{self.split}:{cfg.heldout_fraction}"
             memo = _read_json(memo_path)
-            loaded: list[np.ndarray] = []
+            loaded: list[ImageData] = []
 
-            def load() -> np.ndarray:
-                if not loaded:
-                    loaded.append(load_arrays(cfg, self.split)[0])
+            def load_split() -> ImageData:
+                if not loaded:  # memory-mapped from the node's dataset cache (harness.data_cache)
+                    loaded.append(load_dataset(cfg, self.split))
                 return loaded[0]
+
+            def load() -> torch.Tensor:
+                return load_split().images
 
             entry = memo.get(memo_key)
             if not isinstance(entry, dict) or "shape" not in entry:
-                entry = {"content_hash": content_hash(load(), None), "num_images": len(load()),
-                         "shape": list(load().shape[1:])}
+                entry = {"content_hash": load_split().content_hash,
+                         "num_images": load_split().num_images, "shape": list(load().shape[1:])}
                 memo[memo_key] = entry
                 atomic_write_text(memo_path, json.dumps(memo, indent=1, sort_keys=True))
             self._reference = _Reference(str(entry["content_hash"]), int(entry["num_images"]),
@@ -205,26 +210,64 @@ class Evaluator:
 
     def evaluate(self, images_uint8: torch.Tensor) -> MetricResult:
         """FD/FID (plus KID and precision/recall when enabled) of `images_uint8` [N, C, H, W]."""
+        start = time.perf_counter()
+        self.check_images(images_uint8)
+        return self.evaluate_features(self.featurise(images_uint8), start=start)
+
+    def check_images(self, images_uint8: torch.Tensor) -> None:
+        """Raise ValueError unless `images_uint8` is uint8 [N, C, H, W] of the reference's shape."""
         if images_uint8.dtype != torch.uint8 or images_uint8.dim() != 4:
             raise ValueError(f"evaluate: expected uint8 [N, C, H, W], got {images_uint8.dtype} "
                              f"{tuple(images_uint8.shape)}")
-        num = int(images_uint8.shape[0])
-        if num < 2:
-            raise ValueError(f"evaluate: need at least 2 images for a covariance, got {num}")
-        start = time.perf_counter()
-        name, weights, weights_hash = self.extractor()
         reference = self.reference()
         if tuple(images_uint8.shape[1:]) != reference.shape:
             raise ValueError(f"evaluate: images are {tuple(images_uint8.shape[1:])} (C, H, W) but "
                              f"the reference {self.reference_name()} is {reference.shape}")
+
+    def featurise(self, images_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{feature layer: features [N, D]} of generated uint8 images, as torch-fidelity extracts
+        them (any rank can featurise its share; `evaluate_features` scores them all)."""
+        from torch_fidelity.utils import get_featuresdict_from_dataset
+
+        kwargs = self._fidelity_kwargs(num_generated=int(images_uint8.shape[0]))
         generated = _UInt8Images(lambda: images_uint8, self.metric in _RGB_METRICS)
-        metrics = _calculate(
-            generated, reference.images, name, weights, self.run,
-            cache_root=self.cache_dir / "fidelity",
-            reference_cache_name=(f"{self.run.data.name}-{self.split}@{reference.content_hash}"
-                                  f"-x{weights_hash}"),
-            num_reference=reference.num_images,
+        with _fidelity_context():
+            features: dict[str, torch.Tensor] = get_featuresdict_from_dataset(
+                generated, self._feature_extractor(kwargs), kwargs["batch_size"], kwargs["cuda"],
+                True, False)
+        return features
+
+    def evaluate_features(self, features: dict[str, torch.Tensor], *,
+                          start: float | None = None) -> MetricResult:
+        """The metrics of generated images given their features (from `featurise`, concatenated
+        in sample order): torch-fidelity's own functions, as calculate_metrics composes them."""
+        import torch_fidelity.metric_fid as fid
+        from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+        from torch_fidelity.metric_prc import prc_featuresdict_to_metric
+        from torch_fidelity.utils import (
+            extract_featuresdict_from_input_id_cached,
+            resolve_feature_layer_for_metric,
         )
+
+        start = time.perf_counter() if start is None else start
+        num = int(next(iter(features.values())).shape[0])
+        if num < 2:
+            raise ValueError(f"evaluate: need at least 2 images for a covariance, got {num}")
+        _, _, weights_hash = self.extractor()
+        kwargs = self._fidelity_kwargs(num_generated=num)
+        extractor = self._feature_extractor(kwargs)
+        with _fidelity_context(kwargs["cache_root"]):
+            layer = resolve_feature_layer_for_metric("fid", **kwargs)
+            reference_stats = fid.fid_input_id_to_statistics_cached(2, extractor, layer, **kwargs)
+            metrics = fid.fid_statistics_to_metric(
+                fid.fid_features_to_statistics(features[layer]), reference_stats, False)
+            if self.run.eval.kid or self.run.eval.prc:
+                reference = extract_featuresdict_from_input_id_cached(2, extractor, **kwargs)
+                for flag, metric, score in (("kid", "kid", kid_featuresdict_to_metric),
+                                            ("prc", "prc", prc_featuresdict_to_metric)):
+                    if getattr(self.run.eval, flag):
+                        layer = resolve_feature_layer_for_metric(metric, **kwargs)
+                        metrics.update(score(features, reference, layer, **kwargs))
         return MetricResult(
             metric=self.metric,
             value=float(metrics["frechet_inception_distance"]),
@@ -238,11 +281,35 @@ class Evaluator:
             seconds=time.perf_counter() - start,
         )
 
+    def _fidelity_kwargs(self, *, num_generated: int) -> dict[str, Any]:
+        """torch-fidelity's keyword arguments: the generated set is input 1 (only its length is
+        used), the reference split input 2 under a name that carries both content hashes."""
+        name, weights, weights_hash = self.extractor()
+        reference = self.reference()
+        placeholder = _UInt8Images(lambda: torch.empty(num_generated, 0), False)
+        return _fidelity_kwargs(
+            placeholder, reference.images, name, weights, self.run,
+            cache_root=self.cache_dir / "fidelity",
+            reference_cache_name=(f"{self.run.data.name}-{self.split}@{reference.content_hash}"
+                                  f"-x{weights_hash}"),
+            num_reference=reference.num_images)
 
-def _calculate(input1: Dataset, input2: Dataset, extractor: str, weights: Path, run: RunConfig, *,
-               cache_root: Path, reference_cache_name: str | None,
-               num_reference: int | None) -> dict[str, float]:
-    """One torch_fidelity.calculate_metrics call with the harness's fixed options."""
+    def _feature_extractor(self, kwargs: dict[str, Any]) -> Any:
+        """torch-fidelity's feature extractor with every layer the enabled metrics use (once)."""
+        from torch_fidelity.utils import create_feature_extractor, resolve_feature_layer_for_metric
+
+        if self._fe is None:
+            metrics = ["fid"] + [m for m in ("kid", "prc") if kwargs[m]]
+            layers = sorted({resolve_feature_layer_for_metric(m, **kwargs) for m in metrics})
+            with _fidelity_context():
+                self._fe = create_feature_extractor(kwargs["feature_extractor"], layers, **kwargs)
+        return self._fe
+
+
+def _fidelity_kwargs(input1: Dataset, input2: Dataset, extractor: str, weights: Path,
+                     run: RunConfig, *, cache_root: Path, reference_cache_name: str | None,
+                     num_reference: int | None) -> dict[str, Any]:
+    """The harness's fixed options of torch_fidelity.calculate_metrics."""
     kwargs: dict[str, Any] = {
         "input1": input1,
         "input2": input2,
@@ -264,21 +331,38 @@ def _calculate(input1: Dataset, input2: Dataset, extractor: str, weights: Path, 
         # Both inputs are this module's image datasets, which have a length (Dataset's stub has none).
         n2 = num_reference if num_reference is not None else len(cast(Sized, input2))
         kwargs["kid_subset_size"] = min(KID_SUBSET_SIZE, len(cast(Sized, input1)), n2)
-    # The Frechet distance's eigendecomposition runs in numpy: give BLAS the job's thread budget.
-    # With numpy's default threads on a busy 2-core machine a 128x128 eigvals took 0.9-2.1 s
-    # instead of 4-23 ms (harness bench: warm FD 1.82 s -> 0.144 s).
+    return kwargs
+
+
+@contextlib.contextmanager
+def _fidelity_context(cache_root: Path | str | None = None) -> Iterator[None]:
+    """Around torch-fidelity calls: BLAS threads and weights-only loads (see `_calculate`)."""
     from threadpoolctl import threadpool_limits
 
     try:
         with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"), \
                 _weights_only_loads():
-            return dict(torch_fidelity.calculate_metrics(**kwargs))
+            yield
     except pickle.UnpicklingError:
         raise ConfigError(
             f"{cache_root}: a torch-fidelity cache file there holds objects other than tensors, "
             "numeric numpy arrays and plain data; the harness refuses to unpickle it, since that "
             f"can run any code. Delete the folder {cache_root}: its statistics are computed "
             "again") from None
+
+
+def _calculate(input1: Dataset, input2: Dataset, extractor: str, weights: Path, run: RunConfig, *,
+               cache_root: Path, reference_cache_name: str | None,
+               num_reference: int | None) -> dict[str, float]:
+    """One torch_fidelity.calculate_metrics call with the harness's fixed options."""
+    kwargs = _fidelity_kwargs(input1, input2, extractor, weights, run, cache_root=cache_root,
+                              reference_cache_name=reference_cache_name,
+                              num_reference=num_reference)
+    # The Frechet distance's eigendecomposition runs in numpy: give BLAS the job's thread budget.
+    # With numpy's default threads on a busy 2-core machine a 128x128 eigvals took 0.9-2.1 s
+    # instead of 4-23 ms (harness bench: warm FD 1.82 s -> 0.144 s).
+    with _fidelity_context(cache_root):
+        return dict(torch_fidelity.calculate_metrics(**kwargs))
 
 
 def _numpy_array_globals() -> list[Any]:

@@ -23,10 +23,11 @@ if TYPE_CHECKING:
     from harness.config import RunConfig
 
 # Dotted fields that never change what is computed: the cadence of logs and checkpoints, threads,
-# whether evaluated networks are kept on disk, and where curves are logged.
+# whether evaluated networks are kept on disk, where curves are logged and where the decoded
+# dataset is cached.
 EXCLUDED: frozenset[str] = frozenset({
     "train.status_every_nimg", "train.ckpt_every_nimg", "train.num_threads",
-    "train.keep_eval_networks", "train.loggers"})
+    "train.keep_eval_networks", "train.loggers", "data.cache_dir"})
 
 # Dotted fields added after runs were recorded -> their value before they existed (as `to_dict`
 # writes it: tuples are lists). At that value a field is left out of the hash, so the ids of the

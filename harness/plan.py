@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from harness.backends import liveness
 from harness.config import ConfigError, NetworkConfig
+from harness.datasets import get_dataset
 from harness.expand import expand_sweep
 from harness.inputs import MissingInput, find_missing_inputs, missing_inputs_text
 from harness.job import JobSpec, default_runs_dir
@@ -49,6 +50,7 @@ class PlannedRun:
     teacher: str | None  # run id of the pretraining run it starts from (tuning runs)
     status: Status
     liveness: Liveness | None = None  # the recorded job's state, when one was submitted
+    memory: Any = None  # harness.memory.MemoryEstimate per rank of the sweep's layout
 
     @property
     def kind(self) -> str:
@@ -114,8 +116,10 @@ def plan(sweep: Sweep, results_dir: str | Path = "results", runs_dir: str | Path
     _check_layout(sweep, exp.jobs)
     missing = _check_inputs(sweep, exp.jobs) if check_data else []
     from harness.flops import TRAIN_PASSES, network_cost
+    from harness.memory import estimate_memory
 
     costs: dict[NetworkConfig, Any] = {}
+    ranks = sweep.cluster.nodes * sweep.cluster.tasks_per_node
     done_points = _done_points(results_dir, sweep.name)
     state = read_state(runs_dir, sweep.name)
     live = liveness(state, [r for r in exp.run_ids if r in state.runs])
@@ -135,7 +139,9 @@ def plan(sweep: Sweep, results_dir: str | Path = "results", runs_dir: str | Path
             train_flops=passes * cost.fwd_flops * nimg,
             separate_flops=passes * cost.fwd_flops * separate,
             teacher=exp.teacher.get(rid), liveness=live.get(rid),
+            memory=estimate_memory(job.run, ranks),
             status=_status(rid, nimg, done_points, live.get(rid), rid in started, runs_dir)))
+    _check_memory(sweep, runs)
     return Plan(sweep=sweep, runs=tuple(runs), results_dir=str(results_dir), runs_dir=str(runs_dir),
                 adopted=exp.adopted, missing=tuple(missing))
 
@@ -281,6 +287,33 @@ def _check_layout(sweep: Sweep, jobs: tuple[JobSpec, ...]) -> None:
                 f"global batch. Use a batch that is a multiple of {ranks}, or another layout")
 
 
+def _check_memory(sweep: Sweep, runs: list[PlannedRun]) -> None:
+    """Refuse a run whose per-rank memory estimate exceeds [cluster] gpu_mem_gb."""
+    cc = sweep.cluster
+    if cc.gpu_mem_gb is None or cc.gpus_per_node == 0:
+        return
+    limit = cc.gpu_mem_gb * 1e9
+    for r in runs:
+        est = r.memory
+        if est.peak_bytes > limit:
+            ranks = cc.nodes * cc.tasks_per_node
+            phase = "training" if est.train_bytes >= est.eval_bytes else "evaluation"
+            raise SweepError(
+                f"{sweep.path}: run {r.run_id} ({r.job.display_name}, {r.job.run.preset}): "
+                f"estimated {est.peak_bytes / 1e9:.1f} GB per GPU in {phase} "
+                f"({memory_breakdown(est)}) exceeds [cluster] gpu_mem_gb = {cc.gpu_mem_gb:g}. "
+                f"Lower train.batch (now {r.job.run.train.batch}, {est.per_rank_batch} per rank), "
+                f"spread it over more ranks (now {ranks}: nodes x tasks_per_node), lower "
+                "eval.batch, or use train.precision = 'bf16'")
+
+
+def memory_breakdown(est: Any) -> str:
+    """The terms of a memory estimate in GB, for messages."""
+    terms = {"weights": est.weights, "Adam": est.optimizer, "EMAs": est.emas,
+             "activations+grads": est.train_activations, "sampling": est.sample_activations}
+    return ", ".join(f"{name} {value / 1e9:.2f}" for name, value in terms.items())
+
+
 def layout_text(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
     """How each job is laid out (nodes x tasks, GPUs) and the longest job's wall clock."""
     cc = p.sweep.cluster
@@ -340,6 +373,32 @@ def format_table(rows: list[list[str]], header: list[str], right: set[int]) -> s
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def _memory_text(r: PlannedRun) -> str:
+    return "?" if r.memory is None else f"{r.memory.peak_bytes / 1e9:.3g}"
+
+
+def memory_text(p: Plan) -> str:
+    """What the GB/rank column means, and the limit it is checked against."""
+    limit = p.sweep.cluster.gpu_mem_gb
+    check = ("not checked: set [cluster] gpu_mem_gb" if limit is None
+             else f"checked against [cluster] gpu_mem_gb = {limit:g}")
+    return ("memory: GB/rank is the larger of a training step's and an evaluation's estimated "
+            "peak per rank (weights, gradients, Adam, EMAs, activations at the per-rank batch; "
+            f"harness.memory); {check}")
+
+
+def data_cache_text(p: Plan) -> str:
+    """Where each dataset's decoded cache will be (harness.data_cache)."""
+    from harness.data_cache import cache_root
+
+    roots = sorted({str(cache_root(r.job.run.data)) for r in p.runs
+                    if get_dataset(r.job.run.data.name).needs_path})
+    if not roots:
+        return "data cache: none (embedded datasets)"
+    return ("data cache: " + ", ".join(roots) + " (decoded once per node, memory-mapped by every "
+            "rank; data.cache_dir or $HARNESS_DATA_CACHE moves it, e.g. to node-local scratch)")
+
+
 def _teacher_axis_text(p: Plan) -> str:
     nimg = p.sweep.pretrain.nimg
     lengths = {len(v) for v in (nimg.values() if isinstance(nimg, dict) else [nimg])
@@ -365,17 +424,17 @@ def format_plan(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
     budget_name = next((k for k in ("budget_flops", "budget_nimg")
                         if k in p.sweep.swept_names or k in p.sweep.base), "budget")
     header = ["run_id", "kind", "name", "preset", "params", budget_name, "images", "FLOPs",
-              "GPU-h", "status"]
+              "GPU-h", "GB/rank", "status"]
     rows = [[r.run_id, r.kind, r.job.display_name, r.job.run.preset, _si(r.params),
              _budget_text(r), _si(r.nimg), f"{r.train_flops:.3g}", f"{r.gpu_hours(tflops):.3g}",
-             r.status] for r in p.runs]
+             _memory_text(r), r.status] for r in p.runs]
     counts = Counter(r.status for r in p.runs)
     kinds = Counter(r.kind for r in p.runs)
     total = p.total_flops()
     todo = p.total_flops(("todo", "failed"))
     hours = total / (tflops * 1e12) / 3600
     lines = [
-        format_table(rows, header, right={4, 5, 6, 7, 8}),
+        format_table(rows, header, right={4, 5, 6, 7, 8, 9}),
         "",
         f"sweep {p.sweep.name}: {len(p.runs)} runs ({kinds['pretrain']} pretraining, "
         f"{kinds['tune']} tuning), grid {p.sweep.num_points} points{_teacher_axis_text(p)}; "
@@ -383,6 +442,8 @@ def format_plan(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
         f"compute: {total:.3g} FLOPs = {hours:.3g} GPU-hours at {tflops:g} TFLOP/s sustained per "
         f"GPU; still to run: {todo:.3g} FLOPs = {todo / (tflops * 1e12) / 3600:.3g} GPU-hours",
         layout_text(p, tflops),
+        memory_text(p),
+        data_cache_text(p),
     ]
     teachers = [r for r in p.runs if r.kind == "pretrain"]
     if any(len(r.budgets) > 1 for r in teachers):

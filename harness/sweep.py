@@ -62,6 +62,9 @@ class ClusterConfig:
     nodes: int = 1
     cpus_per_task: int | None = None  # None: the cluster's default
     mem_gb: float | None = None  # None: the cluster's default
+    # Memory of one GPU in GB (1e9 bytes; submitit has no such parameter): `harness plan` refuses
+    # runs whose per-rank estimate (harness.memory) exceeds it. None: printed, not checked.
+    gpu_mem_gb: float | None = None
     stderr_to_stdout: bool = False
     max_num_timeout: int = 3  # requeues after a timeout before a job counts as failed
     max_concurrent_local: int | None = None  # local jobs at once; None: visible GPUs (1 on CPU)
@@ -78,6 +81,8 @@ class ClusterConfig:
             raise ConfigError(f"gpus_per_node = {self.gpus_per_node!r}: must be >= 0")
         if self.max_concurrent_local is not None and self.max_concurrent_local < 1:
             raise ConfigError(f"max_concurrent_local = {self.max_concurrent_local!r}: must be >= 1")
+        if self.gpu_mem_gb is not None and not self.gpu_mem_gb > 0:
+            raise ConfigError(f"gpu_mem_gb = {self.gpu_mem_gb!r}: must be > 0 (GB per GPU)")
         if self.max_num_timeout < 0:
             raise ConfigError(f"max_num_timeout = {self.max_num_timeout!r}: must be >= 0")
         extra = self.slurm.get("slurm_additional_parameters", {})

@@ -221,8 +221,6 @@ def _loop(job: JobSpec, data: ImageData, model: Model, state: TrainState,
     NVlabs/edm2 training/training_loop.py). A failure goes to status.json (and, for a run that
     cannot go on, to a failure record) before it is raised."""
     run, run_dir = job.run, job.run_dir
-    images_all = data.images.to(device)
-    labels_all = data.labels.to(device) if data.labels is not None else None
     total = run.train.total_nimg
     pending = [p for p in run.eval_points() if p >= state.nimg]
     saved = set(run.train.snapshot_nimg) | (set(run.eval_points()) if run.train.keep_eval_networks
@@ -275,7 +273,7 @@ def _loop(job: JobSpec, data: ImageData, model: Model, state: TrainState,
                 break
             # Step.
             cpu = time.process_time()
-            train_step(run, model, state, images_all, labels_all, rank=rank, world=world)
+            train_step(run, model, state, data, None, rank=rank, world=world)
             state.cpu_train += time.process_time() - cpu
     except TrainingFailed as e:
         if rank == 0:
@@ -311,28 +309,36 @@ def _save_final(job: JobSpec, model: Model, state: TrainState, fwd_flops: float,
                   cpu_seconds={"train": state.cpu_train, "eval": state.cpu_eval, "job": job_cpu})
 
 
-def train_step(run: RunConfig, model: Model, state: TrainState, images_all: torch.Tensor,
-               labels_all: torch.Tensor | None, *, rank: int = 0, world: int = 1) -> None:
+def train_step(run: RunConfig, model: Model, state: TrainState,
+               images_all: torch.Tensor | ImageData, labels_all: torch.Tensor | None, *,
+               rank: int = 0, world: int = 1) -> None:
     """One optimiser step on one global batch; the only place weights change.
 
     The batch and every random draw depend only on (seed, state.nimg) and the sample's place in
     the global batch (harness.draws), not on the rank that holds it. A step whose loss or
     gradients are not finite is skipped and counted; `run.train.max_nonfinite_steps` of them in a
     row raise TrainingFailed. The power-function EMAs of `run.train.phema_stds` are updated with
-    the EMA. `images_all` and `labels_all` are the whole training split, on the step's device.
+    the EMA. `images_all` and `labels_all` are the whole training split as tensors, or
+    `images_all` is the split's ImageData (mapped on the host; only the batch's rows are read and
+    moved to the network's device) and `labels_all` is None.
     """
     net, ema, optimizer = model.net, model.ema, model.optimizer
     nimg = state.nimg
-    device = images_all.device
+    device = next(net.parameters()).device
     batch = run.train.batch
     rows = rank_rows(batch, rank, world)
-    idx = batch_indices(images_all.shape[0], run.seed, nimg, batch)
-    idx = idx[rows[0]:rows[1]].to(device)
-    images = to_model_range(images_all[idx])
+    if isinstance(images_all, ImageData):
+        idx = batch_indices(images_all.num_images, run.seed, nimg, batch)[rows[0]:rows[1]]
+        images_uint8, labels = images_all.batch(idx, device)
+    else:
+        idx = batch_indices(images_all.shape[0], run.seed, nimg, batch)
+        idx = idx[rows[0]:rows[1]].to(images_all.device)
+        images_uint8 = images_all[idx].to(device)
+        labels = labels_all[idx].to(device) if labels_all is not None else None
+    images = to_model_range(images_uint8)
     if run.data.xflip:  # unconditioned x-flips (EDM CIFAR-10); own stream: the loss's draws stay
         images = random_xflip(images, step_streams(run.seed, nimg, batch, rows,
                                                    run.train.draw_group, device, "xflip"))
-    labels = labels_all[idx] if labels_all is not None else None
     # Per global sample, not per rank: any layout of the ranks draws the same noise and dropout.
     gen = step_streams(run.seed, nimg, batch, rows, run.train.draw_group, device)
 
