@@ -75,7 +75,7 @@ def _positive_float(text: str) -> float:
 
 
 def _e_floor(text: str) -> float | str:
-    """--e-floor: a non-negative number, or 'real' (measured by `harness.evaluate.metric_floor`)."""
+    """--e-floor: a non-negative number, or 'real' (measured by `harness.metric_floor.metric_floor`)."""
     if text == "real":
         return text
     try:
@@ -89,13 +89,13 @@ def _e_floor(text: str) -> float | str:
 
 
 def _measured_floor(sweep: str, overrides: list[str]) -> tuple[float, str]:
-    """The metric's floor at the sweep's evaluation settings (`harness.evaluate.metric_floor`)."""
+    """The metric's floor at the sweep's evaluation settings (`harness.metric_floor.metric_floor`)."""
     if not (sweep.endswith(".toml") and Path(sweep).is_file()):
         raise ValueError(f"--e-floor real: {sweep!r} is not a sweep file: the floor is measured on "
                          "the sweep's dataset with its evaluation settings, so give the sweep "
                          "file (e.g. sweeps/digits.toml), or a number")
-    from harness.evaluate import metric_floor
     from harness.expand import expand
+    from harness.metric_floor import metric_floor
     from harness.sweep import load_sweep
 
     jobs = [j for j in expand(load_sweep(sweep, overrides)) if j.run.init_run_id]

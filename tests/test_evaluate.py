@@ -18,7 +18,8 @@ import torch
 from harness import digits_classifier
 from harness.config import ConfigError, DataConfig, EvalConfig, RunConfig
 from harness.data import load_dataset
-from harness.evaluate import Evaluator, MetricResult, metric_name, real_vs_real_fd, save_grid
+from harness.evaluate import Evaluator, MetricResult, metric_name, save_grid
+from harness.metric_floor import real_vs_real_fd
 from harness.runtime import file_sha256
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -266,23 +267,23 @@ def test_metric_floor_scales_the_median_to_the_evaluation_s_sample_count(
     """Between two samples of one distribution FD is finite-sample bias ∝ 1/n₁ + 1/n₂: the
     median of the real-vs-real splits is rescaled from two m-image halves to the evaluation's
     num_samples against the reference (all 1797 digits here)."""
-    from harness import evaluate
+    from harness import metric_floor as floor
 
     values = iter([4.0, 8.0, 5.0, 7.0, 6.0])
     sizes: list[int | None] = []
 
     def fake(run: RunConfig, cache_dir: Path | None = None, seed: int = 0,
-             num_samples: int | None = None) -> evaluate.MetricResult:
+             num_samples: int | None = None) -> MetricResult:
         sizes.append(num_samples)
         return dataclasses.replace(_RESULT, value=next(values))
 
-    monkeypatch.setattr(evaluate, "real_vs_real_fd", fake)
-    value, how = evaluate.metric_floor(digits_run(num_samples=2000))
+    monkeypatch.setattr(floor, "real_vs_real_fd", fake)
+    value, how = floor.metric_floor(digits_run(num_samples=2000))
     m = 1797 // 2  # the halves are capped at half the data set
     assert value == pytest.approx(6.0 * (1 / 2000 + 1 / 1797) / (2 / m))
     assert sizes == [2000] * 5 and "median of 5 splits (6)" in how and "scaled by" in how
     values = iter([3.0] * 5)
-    value, how = evaluate.metric_floor(digits_run(num_samples=400))
+    value, how = floor.metric_floor(digits_run(num_samples=400))
     assert value == pytest.approx(3.0 * (1 / 400 + 1 / 1797) / (2 / 400))
 
 

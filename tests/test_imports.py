@@ -20,7 +20,8 @@ PACKAGES = ("harness", "analysis")
 TORCH_MODULES = {f"harness.{m}" for m in ("bench", "device", "digits_classifier", "dinov2", "dist",
                                           "draws", "ect", "eval_hook", "evaluate", "network",
                                           "network_ddpmpp", "network_parts", "official_pickle",
-                                          "memory_measure", "optim", "sampling", "teachers",
+                                          "memory_measure", "metric_floor", "optim", "sampling",
+                                          "teachers",
                                           "train")}
 
 
