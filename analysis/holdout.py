@@ -38,7 +38,9 @@ def _new_mean_noise(model: NoiseModel, k: int, num: int, rng: np.random.Generato
         return np.zeros(num)
     run = model.level * model.level_dof / rng.chisquare(model.level_dof, size=num)
     seed = np.zeros(num)
-    if model.shared and model.seed_dof > 0:
+    if model.seed_share is not None:
+        pass  # `level` is already the total of the seed and run parts
+    elif model.shared and model.seed_dof > 0:
         ms = model.seed_level_ms * model.seed_dof / rng.chisquare(model.seed_dof, size=num)
         seed = np.maximum(ms - run, 0.0) / model.curves_per_seed
     return rng.standard_normal(num) * np.sqrt((run + seed) / max(k, 1))

@@ -41,8 +41,10 @@ def _noise_words(noise: dict[str, Any] | None) -> str:
         text = (f"seed effect shared by the sizes sd {noise['seed_level_sd']:.3f} "
                 f"({noise['seed_dof']} dof), run effect sd {noise['run_level_sd']:.3f} "
                 f"({noise['run_dof']} dof), point scatter sd {noise['point_sd']:.3f} (log FD)")
-        if noise["seed_dof"] < 2:
-            text += "; the seed effect rests on one degree of freedom: ≥ 3 seeds estimate it"
+        if noise.get("seed_share_assumed"):
+            text += (f"; the seed effect's share of the variance ({noise['seed_share_assumed'][0]:.2f}"
+                     " of the level's) is assumed from the digits seed study "
+                     "(docs/interval_calibration.md): 2 seeds cannot estimate it, ≥ 3 do")
         text += ("; per-size spread estimated" if noise.get("per_curve_spread")
                  else "; one run spread for all sizes (per-size spread needs ≥ 4 seeds per size)")
         return text

@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["MIN_SEEDS_PER_CURVE_SPREAD", "RESAMPLING_METHODS", "NoiseModel", "RunCurve", "draw_means",
+__all__ = ["MIN_SEEDS_FOR_SEED_EFFECT", "MIN_SEEDS_PER_CURVE_SPREAD", "RESAMPLING_METHODS",
+           "SEED_SHARE_PRIOR", "NoiseModel", "RunCurve", "draw_means",
            "noise_model", "pooled_dof", "run_curves",
            "seed_column", "seed_spread"]
 
@@ -154,7 +155,10 @@ class NoiseModel:
     Variances are estimated as in a two-way analysis of variance without replication (seed ×
     curve) of each run's level and tilt: `level`/`tilt` are the run (interaction) mean squares,
     `seed_level_ms`/`seed_tilt_ms` the seed mean squares, whose expectation is
-    run variance + `curves_per_seed` × seed variance."""
+    run variance + `curves_per_seed` × seed variance. With two seeds the seed mean square rests on
+    one degree of freedom, too few to split the variance: the split is then the assumed
+    `seed_share` (`SEED_SHARE_PRIOR`) of a total variance estimated from every run (`level`/`tilt`
+    hold the totals and `shared_from_prior` is set)."""
 
     level: float  # variance of a run's level (its own part when `shared`)
     tilt: float  # variance of a run's slope in centred log budget (likewise)
@@ -170,6 +174,9 @@ class NoiseModel:
     # Per-curve factor of the run variances (per-size spread), keyed by the curve's position in
     # the family; empty = one run variance for every curve (too few seeds to tell them apart).
     curve_scale: tuple[float, ...] = ()
+    # With fewer than MIN_SEEDS_FOR_SEED_EFFECT seeds: the assumed seed share of the level and
+    # tilt variances (level/tilt are then the totals); None when the data estimate the split.
+    seed_share: tuple[float, float] | None = None
 
     @property
     def has_runs(self) -> bool:
@@ -178,23 +185,38 @@ class NoiseModel:
     @property
     def seed_level(self) -> float:
         """Variance of a seed's level shared by all curves (0 without `shared`)."""
+        if self.seed_share is not None:
+            return self.seed_share[0] * self.level
         return max((self.seed_level_ms - self.level) / self.curves_per_seed, 0.0) if self.shared else 0.0
 
     @property
     def seed_tilt(self) -> float:
+        if self.seed_share is not None:
+            return self.seed_share[1] * self.tilt
         return max((self.seed_tilt_ms - self.tilt) / self.curves_per_seed, 0.0) if self.shared else 0.0
+
+    @property
+    def run_level(self) -> float:
+        """Variance of a run's own level (without the seed effect)."""
+        return self.level * (1.0 - self.seed_share[0]) if self.seed_share is not None else self.level
+
+    @property
+    def run_tilt(self) -> float:
+        return self.tilt * (1.0 - self.seed_share[1]) if self.seed_share is not None else self.tilt
 
     @property
     def total_level(self) -> float:
         """Variance of one run's level about its curve (seed and run parts together)."""
-        return self.level + self.seed_level
+        return self.run_level + self.seed_level
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for fits.json and the report: each component's standard deviation (log y)
         and degrees of freedom."""
         return {"shared": self.shared, "seed_level_sd": math.sqrt(self.seed_level),
-                "run_level_sd": math.sqrt(self.level), "seed_tilt_sd": math.sqrt(self.seed_tilt),
-                "run_tilt_sd": math.sqrt(self.tilt), "point_sd": math.sqrt(self.point),
+                "run_level_sd": math.sqrt(self.run_level),
+                "seed_tilt_sd": math.sqrt(self.seed_tilt),
+                "run_tilt_sd": math.sqrt(self.run_tilt), "point_sd": math.sqrt(self.point),
+                "seed_share_assumed": list(self.seed_share) if self.seed_share else None,
                 "seed_dof": self.seed_dof, "run_dof": self.level_dof,
                 "point_dof": self.point_dof, "per_curve_spread": bool(self.curve_scale),
                 "curve_scale": list(self.curve_scale)}
@@ -203,6 +225,13 @@ class NoiseModel:
 # Seeds a curve needs before its own run variance is estimated instead of the family's pooled one:
 # with fewer, one curve's spread rests on ≤ 2 degrees of freedom per component.
 MIN_SEEDS_PER_CURVE_SPREAD = 4
+# Seeds a family needs before the seed effect's share of the variance is estimated from it: with
+# two, the seed mean square has one degree of freedom and its draws (ν/χ²₁) swamp every interval.
+MIN_SEEDS_FOR_SEED_EFFECT = 3
+# The seed effect's share of a run's level and tilt variance where too few seeds estimate it: the
+# digits seed study's eight seeds (docs/interval_calibration.md: seed sd 0.046-0.051 and run sd
+# 0.056-0.068 in log FD for the level, 0.115-0.137 and 0.137-0.150 for the tilt).
+SEED_SHARE_PRIOR = (0.40, 0.45)
 
 
 def _design(curve: RunCurve) -> np.ndarray:
@@ -266,10 +295,15 @@ def noise_model(curves: Sequence[RunCurve], *, shared: bool = True) -> NoiseMode
         total = sum(float(np.nansum(v * v)) for v in values)
         return total / dof if dof else 0.0
 
-    if not separable:
+    if not separable or len(seeds) < MIN_SEEDS_FOR_SEED_EFFECT:
+        # Too few seeds to split: totals, and (when a split was asked for and curves share
+        # seeds) the assumed share.
+        prior = SEED_SHARE_PRIOR if separable else None
         return NoiseModel(level=pooled([lv for lv, _, _ in coefs], run_dof),
                           tilt=pooled([t for _, t, _ in coefs], tilt_dof), point=point,
-                          level_dof=run_dof, tilt_dof=tilt_dof, point_dof=point_dof)
+                          level_dof=run_dof, tilt_dof=tilt_dof, point_dof=point_dof,
+                          shared=prior is not None, seed_share=prior,
+                          seed_dof=len(seeds) - 1 if prior else 0)
 
     def split(index: int) -> tuple[float, float, list[np.ndarray], int]:
         """(seed mean square, run mean square, per-curve run residuals, run dof) of level (0) or
@@ -345,7 +379,8 @@ def draw_means(curves: Sequence[RunCurve], num: int, rng: np.random.Generator, *
             model = noise_model(curves, shared=method == "shared")
         elif method == "pooled" and model.shared:
             model = dataclasses.replace(model, level=model.total_level,
-                                        tilt=model.tilt + model.seed_tilt, shared=False)
+                                        tilt=model.run_tilt + model.seed_tilt, shared=False,
+                                        seed_share=None)
         return (_shared_draws if model.shared else _pooled_draws)(curves, num, rng, model)
     dof = pooled_dof(curves) if dof is None else dof
     scale = _scale(rng, dof, num)
@@ -410,10 +445,16 @@ def _shared_draws(curves: Sequence[RunCurve], num: int, rng: np.random.Generator
     seeds = sorted({s for c in curves if c.num_runs >= 2 for s in c.seeds})
     index = {s: i for i, s in enumerate(seeds)}
     components = []
-    for seed_ms, run_ms, run_dof in ((model.seed_level_ms, model.level, model.level_dof),
-                                     (model.seed_tilt_ms, model.tilt, model.tilt_dof)):
-        seed_var, run_var = _component_draws(rng, num, seed_ms, run_ms, model.seed_dof,
-                                             run_dof, model.curves_per_seed)
+    for i, (seed_ms, run_ms, run_dof) in enumerate(
+            ((model.seed_level_ms, model.level, model.level_dof),
+             (model.seed_tilt_ms, model.tilt, model.tilt_dof))):
+        if model.seed_share is not None:
+            # The total from every run's deviation, split by the assumed share.
+            total = run_ms * _scale(rng, run_dof, num) ** 2
+            seed_var, run_var = model.seed_share[i] * total, (1 - model.seed_share[i]) * total
+        else:
+            seed_var, run_var = _component_draws(rng, num, seed_ms, run_ms, model.seed_dof,
+                                                 run_dof, model.curves_per_seed)
         per_seed = rng.standard_normal((num, len(seeds))) * np.sqrt(seed_var)[:, None]
         components.append((per_seed, run_var))
     s_point = _scale(rng, model.point_dof, num)

@@ -77,6 +77,29 @@ def test_noise_model_separates_the_seed_effect_from_the_run_effect() -> None:
     assert independent.level == pytest.approx(0.2**2, rel=0.25)
 
 
+def test_two_seeds_split_the_variance_by_the_assumed_share() -> None:
+    """Two seeds give the seed mean square one degree of freedom: the split of a run's variance
+    into seed and run parts is then the digits study's share, applied to a total estimated from
+    every run; the draws still move the curves together by the seed part."""
+    from analysis.runs import SEED_SHARE_PRIOR
+
+    curves = _shared_seed_curves(np.random.default_rng(5), seeds=2, cells=4)
+    model = noise_model(curves)
+    total = noise_model(curves, shared=False)
+    assert model.shared and model.seed_share == SEED_SHARE_PRIOR and model.seed_dof == 1
+    assert model.level == pytest.approx(total.level) and model.level_dof == 4
+    assert model.seed_level == pytest.approx(SEED_SHARE_PRIOR[0] * total.level)
+    assert model.total_level == pytest.approx(total.level)
+    draws = draw_means(curves, 40000, np.random.default_rng(6))
+    shift = [d[:, 0] - c.mean[0] for d, c in zip(draws[:2], curves[:2], strict=True)]
+    # Each mean moves by total / 2 (times E[ν/χ²_ν] = 2 for ν = 4); their difference by the run
+    # part only.
+    assert np.var(shift[0]) == pytest.approx((total.level + total.point) / 2 * 2, rel=0.25)
+    ratio = np.var(shift[0] - shift[1]) / (2 * np.var(shift[0]))
+    expected = (model.run_level + model.point) / (model.total_level + model.point)
+    assert ratio == pytest.approx(expected, rel=0.15)
+
+
 def test_per_size_spread_is_estimated_only_with_enough_seeds() -> None:
     rng = np.random.default_rng(3)
     rows = []
