@@ -22,7 +22,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 # Seeds a size needs before its own run spread is estimated instead of one pooled over the sizes.
-from analysis.runs import MIN_SEEDS_PER_CURVE_SPREAD
+from analysis.runs import (
+    MIN_SEEDS_FOR_SEED_EFFECT,
+    MIN_SEEDS_PER_CURVE_SPREAD,
+    SEED_SHARE_PRIOR,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -180,9 +184,12 @@ def _seeds(sizes: Sequence[SizeDesign]) -> list[Finding]:
     elif fewest < 3:
         out.append(Finding(
             "two-seeds", f"{fewest} seeds for {which}: the seed effect shared by all sizes of one "
-            "seed (a seed better at every size) is estimated from 2 seeds, i.e. its variance rests "
-            "on 1 degree of freedom, and so does every interval's width",
-            f"≥ 3 seeds (≥ {MIN_SEEDS_PER_CURVE_SPREAD} for each size's own spread)"))
+            "seed (a seed better at every size) cannot be told from each run's own effect with 2 "
+            "seeds (1 degree of freedom): the intervals assume the digits seed study's split "
+            f"({SEED_SHARE_PRIOR[0]:.0%} of a run's level variance shared by its seed), which "
+            "another dataset may not share",
+            f"≥ {MIN_SEEDS_FOR_SEED_EFFECT} seeds (≥ {MIN_SEEDS_PER_CURVE_SPREAD} for each size's "
+            "own spread)"))
     elif fewest < MIN_SEEDS_PER_CURVE_SPREAD:
         out.append(Finding(
             "pooled-seed-spread", f"{fewest} seeds for {which}: each size's own seed spread needs "

@@ -149,8 +149,10 @@ def held_out_size_section(table: pd.DataFrame) -> list[str]:
                      f"{interval} | {_num(100 * r['rel_error'], '+.1f')} % | {covered} |")
     summary = summarize_held_out_size(table)
     for _, s in summary.iterrows():
+        covered = (f"{s['covered']} of {s['n']} values in their intervals" if s["n"] else
+                   "no intervals: the law was not identified well enough to resample "
+                   "(its fit status in fits.json says why)")
         lines.append(f"\n- {s['sampler']}, {s['law']} law: median |error| "
                      f"{100 * s['median_abs_rel_error']:.1f} %, at the largest budget "
-                     f"{100 * s['largest_budget_rel_error']:+.1f} %; {s['covered']} of {s['n']} "
-                     "values in their intervals.")
+                     f"{100 * s['largest_budget_rel_error']:+.1f} %; {covered}.")
     return lines

@@ -150,12 +150,15 @@ def watch(sweep: Sweep, results_dir: Path, runs_dir: Path, *, poll_s: float = 2.
 def build_report(sweep_name: str, results_dir: Path, *, bootstrap: int = 1000,
                  out: TextIO = sys.stdout) -> tuple[Path, list[Path]]:
     """Fit the sweep's records, draw every figure and write report.md (`analyze_sweep`); print
-    the fit table; returns the report's and the figures' paths."""
+    the fit table and the headline; returns the report's and the figures' paths."""
     from analysis.pipeline import analyze_sweep
     from analysis.report import format_fit_table
+    from analysis.report_headline import format_headline_lines
 
     analysis = analyze_sweep(results_dir, sweep_name, bootstrap=bootstrap)
     out.write(format_fit_table(analysis.fits.curves) + "\n")
+    for line in format_headline_lines(analysis.fits.headline):
+        out.write(line + "\n")
     if analysis.old_layout_note is not None:
         out.write(analysis.old_layout_note + "\n")
     return analysis.report, analysis.figures
