@@ -143,8 +143,14 @@ def test_draws_have_the_model_s_variance_and_leave_single_runs_alone() -> None:
                             - (pooled[1][:, 0] - curves[1].mean[0]))
     assert old_difference > 3 * difference
     assert np.allclose(draws[-1], curves[-1].mean[None, :])  # one run: nothing to resample
-    multiplier = draw_means(curves, 10, np.random.default_rng(2), method="multiplier")
-    assert multiplier[0].shape == (10, 4)
+    # The multiplier bootstrap moves a curve's mean by (1/K)·Σ_r g_r·d_r·sqrt(K/(K−1)) times a
+    # Student-t factor: at a budget, variance Σ_r d_r² / (K (K − 1)) × ν/(ν − 2), ν = Σ (K − 1).
+    multiplier = draw_means(curves, 40000, np.random.default_rng(2), method="multiplier")
+    k, dof = curves[0].num_runs, sum(c.num_runs - 1 for c in curves)
+    d = curves[0].deviations[:, 0]
+    expected = float(d @ d) / (k * (k - 1)) * dof / (dof - 2)
+    assert multiplier[0].shape == (40000, 4)
+    assert np.var(multiplier[0][:, 0]) == pytest.approx(expected, rel=0.05)
     with pytest.raises(ValueError, match="method = 'bad'"):
         draw_means(curves, 1, np.random.default_rng(0), method="bad")
 
