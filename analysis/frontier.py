@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis.points import pareto_mask, usable_points
 from analysis.powerlaw import FitError, PowerLaw, fit_power_law
-from analysis.runs import RunCurve, draw_means, noise_model, pooled_dof, run_curves
+from analysis.runs import NoiseModel, RunCurve, draw_means, noise_model, pooled_dof, run_curves
 from analysis.solver import BootstrapMethod
 
 __all__ = [
@@ -233,11 +233,12 @@ def fit_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value", siz
     draws: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     noise = None
     if method == "runs" and bootstrap > 0:
+        model = (noise_model(curves, shared=resampling == "shared")
+                 if resampling != "multiplier" else None)
         draws = _frontier_draws(curves, x, size, bootstrap, np.random.default_rng(seed),
-                                resampling)
-        if resampling != "multiplier":
-            noise = {**noise_model(curves, shared=resampling == "shared").to_dict(),
-                     "resampling": resampling}
+                                resampling, model)
+        if model is not None:
+            noise = {**model.to_dict(), "resampling": resampling}
     try:
         if method == "runs" and bootstrap > 0:
             law = fit_power_law(points[x].to_numpy(float), points[y].to_numpy(float),
@@ -269,12 +270,14 @@ def fit_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value", siz
 
 
 def _frontier_draws(curves: list[RunCurve], x: str, size: str, num: int,
-                    rng: np.random.Generator, resampling: str = "shared"
+                    rng: np.random.Generator, resampling: str = "shared",
+                    model: NoiseModel | None = None
                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """`num` frontiers of run-resampled mean curves: (x, y, size) of each draw's Pareto points."""
+    """`num` frontiers of run-resampled mean curves: (x, y, size) of each draw's Pareto points
+    (`model`: the noise model when the caller has it already)."""
     xs = np.concatenate([c.x[x] for c in curves])
     sizes = np.concatenate([c.x.get(size, np.full(len(c.budgets), np.nan)) for c in curves])
-    log_y = np.concatenate(draw_means(curves, num, rng, method=resampling), axis=1)
+    log_y = np.concatenate(draw_means(curves, num, rng, method=resampling, model=model), axis=1)
     ok = np.isfinite(xs) & (xs > 0)
     out = []
     for row in log_y:

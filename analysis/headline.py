@@ -32,7 +32,7 @@ def frontier_predictions(law: PowerLaw, largest_compute: float,
     """The law's prediction at `largest_compute` × each factor, with the percentile interval of
     the draws (the curve's uncertainty, which with run-resampled draws includes the seeds').
 
-    Rows: factor, compute, predicted, lo, hi, half_width (median-free: (hi − lo) / 2 / predicted)."""
+    Rows: factor, compute, predicted, lo, hi, level."""
     level = law.ci_level if level is None else level
     compute = np.array([largest_compute * f for f in factors], dtype=float)
     predicted = law.predict(compute)

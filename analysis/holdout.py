@@ -21,7 +21,7 @@ import pandas as pd
 from analysis.fitting import fit_joint_results, joint_power_laws
 from analysis.frontier import fit_frontier
 from analysis.powerlaw import FitError
-from analysis.runs import NoiseModel, noise_model, run_curves
+from analysis.runs import NoiseModel, noise_model, run_curves, variance_draws
 
 __all__ = ["HELD_OUT_SIZE_COLUMNS", "held_out_size_backtest", "summarize_held_out_size"]
 
@@ -36,13 +36,7 @@ def _new_mean_noise(model: NoiseModel, k: int, num: int, rng: np.random.Generato
     variances / K, each variance drawn from its sampling distribution (as `analysis.runs`)."""
     if not model.has_runs:
         return np.zeros(num)
-    run = model.level * model.level_dof / rng.chisquare(model.level_dof, size=num)
-    seed = np.zeros(num)
-    if model.seed_share is not None:
-        pass  # `level` is already the total of the seed and run parts
-    elif model.shared and model.seed_dof > 0:
-        ms = model.seed_level_ms * model.seed_dof / rng.chisquare(model.seed_dof, size=num)
-        seed = np.maximum(ms - run, 0.0) / model.curves_per_seed
+    seed, run = variance_draws(model, rng, num, "level")
     return rng.standard_normal(num) * np.sqrt((run + seed) / max(k, 1))
 
 
@@ -131,8 +125,9 @@ def held_out_size_backtest(tune: pd.DataFrame, *, x: str = "total_flops", y: str
 
 def summarize_held_out_size(table: pd.DataFrame, by: Sequence[str] = ("sampler", "law")
                             ) -> pd.DataFrame:
-    """Per (sampler, law): median and max |error| over the held-out size's budgets, the error at
-    its largest budget, and how many of its values fall in their intervals."""
+    """Per `by` (default sampler and law): median and max |error| over the held-out size's
+    budgets, the error at its largest budget, and how many of its values fall in their
+    intervals."""
     if table.empty:
         return pd.DataFrame()
     rows = []

@@ -41,10 +41,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["MIN_SEEDS_FOR_SEED_EFFECT", "MIN_SEEDS_PER_CURVE_SPREAD", "RESAMPLING_METHODS",
-           "SEED_SHARE_PRIOR", "NoiseModel", "RunCurve", "draw_means",
-           "noise_model", "pooled_dof", "run_curves",
-           "seed_column", "seed_spread"]
+__all__ = [
+    "MIN_SEEDS_FOR_SEED_EFFECT",
+    "MIN_SEEDS_PER_CURVE_SPREAD",
+    "RESAMPLING_METHODS",
+    "SEED_SHARE_PRIOR",
+    "NoiseModel",
+    "RunCurve",
+    "draw_means",
+    "noise_model",
+    "pooled_dof",
+    "run_curves",
+    "seed_column",
+    "seed_spread",
+    "variance_draws",
+]
 
 
 def seed_column(df: pd.DataFrame) -> pd.Series:
@@ -158,7 +169,7 @@ class NoiseModel:
     run variance + `curves_per_seed` × seed variance. With two seeds the seed mean square rests on
     one degree of freedom, too few to split the variance: the split is then the assumed
     `seed_share` (`SEED_SHARE_PRIOR`) of a total variance estimated from every run (`level`/`tilt`
-    hold the totals and `shared_from_prior` is set)."""
+    hold the totals)."""
 
     level: float  # variance of a run's level (its own part when `shared`)
     tilt: float  # variance of a run's slope in centred log budget (likewise)
@@ -242,8 +253,8 @@ def _design(curve: RunCurve) -> np.ndarray:
 
 def _run_coefficients(curve: RunCurve) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Per run of `curve`: its level and tilt deviation from the curve's mean ([R] each, NaN where
-    a run has no point or no tilt), the summed squared point residual and whether the curve
-    has a tilt (more than one budget)."""
+    a run has no point or no tilt), the summed squared point residual, and the number of budgets
+    with points."""
     design = _design(curve)
     dev = curve.log_y - curve.mean[None, :]
     levels = np.full(curve.num_runs, np.nan)
@@ -361,7 +372,8 @@ def draw_means(curves: Sequence[RunCurve], num: int, rng: np.random.Generator, *
     method "shared" (the default): the random-effects draw of `noise_model(curves)`. Each draw
     first draws the variance components from their sampling distributions (a mean square with ν
     degrees of freedom times ν/χ²_ν; the seed variance as (seed MS − run MS)/curves per seed,
-    floored at 0), then a level and a tilt per seed, shared by every curve that seed has a run in,
+    floored at 0; with two seeds the assumed share of a total, `variance_draws`), then a level and
+    a tilt per seed, shared by every curve that seed has a run in,
     and one per run; a curve's mean moves by the mean of its runs' draws, plus point scatter / K.
     method "pooled": the same model without a seed effect (each curve's mean moves
     independently by the level and tilt variances / K, each with its own Student-t factor) — the
@@ -430,14 +442,26 @@ def _pooled_draws(curves: Sequence[RunCurve], num: int, rng: np.random.Generator
     return out
 
 
-def _component_draws(rng: np.random.Generator, num: int, seed_ms: float, run_ms: float,
-                     seed_dof: int, run_dof: int, per_seed: float
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Per draw, the seed and run variances of one component (level or tilt), each mean square
-    drawn from its scaled inverse χ² and the seed variance floored at 0: ([num], [num])."""
-    run = run_ms * _scale(rng, run_dof, num) ** 2
-    seed = seed_ms * _scale(rng, seed_dof, num) ** 2
-    return np.maximum(seed - run, 0.0) / per_seed, run
+def variance_draws(model: NoiseModel, rng: np.random.Generator, num: int,
+                   component: str = "level") -> tuple[np.ndarray, np.ndarray]:
+    """`num` draws of the seed and run variances of one component ("level" or "tilt"), each
+    from its sampling distribution: ([num] seed variances, [num] run variances).
+
+    With the seed effect estimated, each mean square is drawn as MS·ν/χ²_ν and the seed variance
+    is (seed MS − run MS) / curves per seed, floored at 0; with the assumed share (two seeds), the
+    total is drawn and split by it; without a seed effect the seed variance is 0."""
+    index = ("level", "tilt").index(component)
+    run_ms = model.level if index == 0 else model.tilt
+    run_dof = model.level_dof if index == 0 else model.tilt_dof
+    total = run_ms * _scale(rng, run_dof, num) ** 2
+    if model.seed_share is not None:
+        share = model.seed_share[index]
+        return share * total, (1.0 - share) * total
+    if not model.shared:
+        return np.zeros(num), total
+    seed_ms = model.seed_level_ms if index == 0 else model.seed_tilt_ms
+    seed = seed_ms * _scale(rng, model.seed_dof, num) ** 2
+    return np.maximum(seed - total, 0.0) / model.curves_per_seed, total
 
 
 def _shared_draws(curves: Sequence[RunCurve], num: int, rng: np.random.Generator,
@@ -445,16 +469,8 @@ def _shared_draws(curves: Sequence[RunCurve], num: int, rng: np.random.Generator
     seeds = sorted({s for c in curves if c.num_runs >= 2 for s in c.seeds})
     index = {s: i for i, s in enumerate(seeds)}
     components = []
-    for i, (seed_ms, run_ms, run_dof) in enumerate(
-            ((model.seed_level_ms, model.level, model.level_dof),
-             (model.seed_tilt_ms, model.tilt, model.tilt_dof))):
-        if model.seed_share is not None:
-            # The total from every run's deviation, split by the assumed share.
-            total = run_ms * _scale(rng, run_dof, num) ** 2
-            seed_var, run_var = model.seed_share[i] * total, (1 - model.seed_share[i]) * total
-        else:
-            seed_var, run_var = _component_draws(rng, num, seed_ms, run_ms, model.seed_dof,
-                                                 run_dof, model.curves_per_seed)
+    for component in ("level", "tilt"):
+        seed_var, run_var = variance_draws(model, rng, num, component)
         per_seed = rng.standard_normal((num, len(seeds))) * np.sqrt(seed_var)[:, None]
         components.append((per_seed, run_var))
     s_point = _scale(rng, model.point_dof, num)

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from harness import digits_classifier, dinov2
 from harness.config import ConfigError, RunConfig
-from harness.data import ImageData, load_dataset
+from harness.data import ImageData, load_arrays, load_dataset
 from harness.data_formats import dataset_fingerprint, numpy_reconstruct
 from harness.runtime import atomic_write_bytes, atomic_write_text, file_sha256
 
@@ -434,6 +434,31 @@ def _weights_file(path: str | None, url: str, field: str, what: str) -> Path:
                 f"eval: {field} = None: downloading the weights failed ({e}). On an offline "
                 f"machine, fetch {url} elsewhere and pass eval.{field} = '<local file>'") from None
     return hub_file
+
+
+def real_vs_real_fd(run: RunConfig, cache_dir: Path | None = None, seed: int = 0,
+                    num_samples: int | None = None) -> MetricResult:
+    """The metric between two disjoint random subsets of the run's dataset: a floor for its
+    values. Each subset holds `num_samples` images (default and at most: half the dataset)."""
+    evaluator = Evaluator(run, cache_dir)
+    name, weights, weights_hash = evaluator.extractor()
+    images, _ = load_arrays(dataclasses.replace(run.data, use_labels=False), "all")
+    order = np.random.default_rng(seed).permutation(len(images))
+    half = len(images) // 2 if num_samples is None else min(num_samples, len(images) // 2)
+    repeat = evaluator.metric in _RGB_METRICS
+    first, second = images[order[:half]], images[order[half:2 * half]]
+    start = time.perf_counter()
+    metrics = _calculate(_UInt8Images(lambda: first, repeat), _UInt8Images(lambda: second, repeat),
+                         name, weights, run, cache_root=evaluator.cache_dir / "fidelity",
+                         reference_cache_name=None, num_reference=half)
+    return MetricResult(
+        metric=evaluator.metric, value=float(metrics["frechet_inception_distance"]),
+        extractor_hash=weights_hash, reference=f"{run.data.name}-half-seed{seed}",
+        num_samples=half, kid_mean=_opt(metrics.get("kernel_inception_distance_mean")),
+        kid_std=_opt(metrics.get("kernel_inception_distance_std")),
+        precision=_opt(metrics.get("precision")), recall=_opt(metrics.get("recall")),
+        seconds=time.perf_counter() - start,
+    )
 
 
 def save_grid(images_uint8: torch.Tensor, path: Path, nrow: int | None = None,

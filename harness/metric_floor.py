@@ -6,49 +6,15 @@ with `metric_floor`."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
 
 from harness.config import RunConfig
 from harness.data import load_arrays
-from harness.evaluate import (
-    _RGB_METRICS,
-    Evaluator,
-    MetricResult,
-    _calculate,
-    _opt,
-    _UInt8Images,
-    metric_name,
-)
+from harness.evaluate import metric_name, real_vs_real_fd
 
-__all__ = ["metric_floor", "real_vs_real_fd"]
-
-
-def real_vs_real_fd(run: RunConfig, cache_dir: Path | None = None, seed: int = 0,
-                    num_samples: int | None = None) -> MetricResult:
-    """The metric between two disjoint random subsets of the run's dataset: a floor for its
-    values. Each subset holds `num_samples` images (default and at most: half the dataset)."""
-    evaluator = Evaluator(run, cache_dir)
-    name, weights, weights_hash = evaluator.extractor()
-    images, _ = load_arrays(dataclasses.replace(run.data, use_labels=False), "all")
-    order = np.random.default_rng(seed).permutation(len(images))
-    half = len(images) // 2 if num_samples is None else min(num_samples, len(images) // 2)
-    repeat = evaluator.metric in _RGB_METRICS
-    first, second = images[order[:half]], images[order[half:2 * half]]
-    start = time.perf_counter()
-    metrics = _calculate(_UInt8Images(lambda: first, repeat), _UInt8Images(lambda: second, repeat),
-                         name, weights, run, cache_root=evaluator.cache_dir / "fidelity",
-                         reference_cache_name=None, num_reference=half)
-    return MetricResult(
-        metric=evaluator.metric, value=float(metrics["frechet_inception_distance"]),
-        extractor_hash=weights_hash, reference=f"{run.data.name}-half-seed{seed}",
-        num_samples=half, kid_mean=_opt(metrics.get("kernel_inception_distance_mean")),
-        kid_std=_opt(metrics.get("kernel_inception_distance_std")),
-        precision=_opt(metrics.get("precision")), recall=_opt(metrics.get("recall")),
-        seconds=time.perf_counter() - start,
-    )
+__all__ = ["metric_floor"]
 
 
 def metric_floor(run: RunConfig, cache_dir: Path | None = None, *,

@@ -18,8 +18,7 @@ import torch
 from harness import digits_classifier
 from harness.config import ConfigError, DataConfig, EvalConfig, RunConfig
 from harness.data import load_dataset
-from harness.evaluate import Evaluator, MetricResult, metric_name, save_grid
-from harness.metric_floor import real_vs_real_fd
+from harness.evaluate import Evaluator, MetricResult, metric_name, real_vs_real_fd, save_grid
 from harness.runtime import file_sha256
 
 sys.path.insert(0, str(Path(__file__).parent))
