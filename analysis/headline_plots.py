@@ -63,18 +63,20 @@ def figure_backtests(within: pd.DataFrame, held_out_size: pd.DataFrame) -> Figur
         plot_backtest(within, ax=left)
     left.set_title("largest budget predicted from the others", fontsize=10)
     scored = held_out_size[held_out_size["predicted"].notna()]
-    for i, ((sampler, law), g) in enumerate(scored.groupby(["sampler", "law"], sort=True)):
+    label = "family" if "family" in scored.columns else "sampler"
+    for i, ((family, law), g) in enumerate(scored.groupby([label, "law"], sort=True)):
+        sampler = g["sampler"].iloc[0]
         y = 100 * g["rel_error"].to_numpy(float)
         yerr = None
         if g["lo"].notna().any():
             lo = 100 * (g["lo"] - g["y"]) / g["y"]
             hi = 100 * (g["hi"] - g["y"]) / g["y"]
             yerr = np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)])
-        # Side by side: each (sampler, law) shifted a little along the budget axis.
+        # Side by side: each (family, law) shifted a little along the budget axis.
         x = g["images_seen"].to_numpy(float) * (1.0 + 0.02 * i)
         marker = SAMPLER_STYLE.get(str(sampler), ("o", "-"))[0]
         right.errorbar(x, y, yerr=yerr, fmt=marker, color=f"C{0 if law == 'frontier' else 1}",
-                       capsize=3, mec="black", mew=0.4, label=f"{sampler} / {law} law")
+                       capsize=3, mec="black", mew=0.4, label=f"{family} / {law} law")
     right.axhline(0.0, color="black", lw=0.8)
     right.set_xscale("log")
     right.set_xlabel("tuning images of the held-out size")

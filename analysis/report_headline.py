@@ -139,20 +139,21 @@ def held_out_size_section(table: pd.DataFrame) -> list[str]:
              "fitted without the largest size predict its seed-mean FD at each of its budgets. "
              "The 95 % interval holds the fit's uncertainty (whole seeds of the other sizes "
              "resampled) and a new size's own seed and run effects.", "",
-             "| sampler | law | preset | images | observed | predicted [95 %] | error | in interval |",
+             "| curves | law | preset | images | observed | predicted [95 %] | error | in interval |",
              "|---|---|---|---|---|---|---|---|"]
+    label = "family" if "family" in table.columns else "sampler"
     for _, r in table.iterrows():
         interval = (f" [{_num(r['lo'])}, {_num(r['hi'])}]" if pd.notna(r["lo"]) else "")
         covered = "–" if pd.isna(r["covered"]) else ("yes" if bool(r["covered"]) else "no")
-        lines.append(f"| {r['sampler']} | {r['law']} | {r['preset']} | "
+        lines.append(f"| {r[label]} | {r['law']} | {r['preset']} | "
                      f"{int(r['images_seen']):,} | {_num(r['y'])} | {_num(r['predicted'])}"
                      f"{interval} | {_num(100 * r['rel_error'], '+.1f')} % | {covered} |")
-    summary = summarize_held_out_size(table)
+    summary = summarize_held_out_size(table, by=(label, "law"))
     for _, s in summary.iterrows():
         covered = (f"{s['covered']} of {s['n']} values in their intervals" if s["n"] else
                    "no intervals: the law was not identified well enough to resample "
                    "(its fit status in fits.json says why)")
-        lines.append(f"\n- {s['sampler']}, {s['law']} law: median |error| "
+        lines.append(f"\n- {s[label]}, {s['law']} law: median |error| "
                      f"{100 * s['median_abs_rel_error']:.1f} %, at the largest budget "
                      f"{100 * s['largest_budget_rel_error']:+.1f} %; {covered}.")
     return lines

@@ -18,7 +18,7 @@ import json
 import math
 import tomllib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,12 +302,15 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
     if with_joint:
         joint = fit_joint_results(records, y=y, by=("sampler", VARIANT), progress=tick,
                                   **{**kw, "bootstrap_method": joint_bootstrap_method})
-    headline = {key: _headline(front, tune_family, target_value, e_floor, bootstrap, seed,
+    headline = {key: _headline(frontiers[key], family, target_value, e_floor, bootstrap, seed,
                                fit_kwargs)
-                for key, (front, tune_family) in _frontier_families(frontiers, tune,
-                                                                    metrics).items()}
-    held = held_out_size_backtest(tune, x=frontier_x, y=y, bootstrap=bootstrap, seed=seed,
-                                  **fit_kwargs) if len(tune) else pd.DataFrame(columns=HELD_OUT_SIZE_COLUMNS)
+                for key, family in _families(tune, metrics) if key in frontiers}
+    # The held-out size per family: one configuration's sizes at a time.
+    held_parts = [held_out_size_backtest(family, x=frontier_x, y=y, bootstrap=bootstrap,
+                                         seed=seed, **fit_kwargs).assign(family=key)
+                  for key, family in _families(tune, metrics)]
+    held = pd.concat([p for p in held_parts if len(p)] or [_empty_held_out()],
+                     ignore_index=True)[HELD_OUT_COLUMNS]
     # Pretraining vs tuning, only when the sweep splits compute between them.
     split = fit_split(records, bootstrap=bootstrap, seed=seed) if has_split_axis(records) else None
     seeds = _seed_summary(tune, y)
@@ -334,16 +337,19 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
     return fits
 
 
-def _frontier_families(frontiers: dict[str, Frontier], tune: pd.DataFrame, metrics: list[str]
-                       ) -> dict[str, tuple[Frontier, pd.DataFrame]]:
-    """Each frontier with the tuning points of its family (as `_fit_families` keys them)."""
-    out = {}
+# The held-out-size table as stored: its family (as `headline` keys it) first.
+HELD_OUT_COLUMNS = ["family", *HELD_OUT_SIZE_COLUMNS]
+
+
+def _empty_held_out() -> pd.DataFrame:
+    return pd.DataFrame(columns=HELD_OUT_COLUMNS)
+
+
+def _families(tune: pd.DataFrame, metrics: list[str]) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each family of curves (sampler, metric, configuration) with its key as fits.json names it."""
     for (sampler, metric, variant), family in tune.groupby(["sampler", "metric", VARIANT],
                                                            sort=True):
-        key = curve_label(_family_key(str(sampler), str(metric), metrics), variant)
-        if key in frontiers:
-            out[key] = (frontiers[key], family)
-    return out
+        yield curve_label(_family_key(str(sampler), str(metric), metrics), variant), family
 
 
 def _headline(front: Frontier, family: pd.DataFrame, target_value: float | None,
@@ -464,9 +470,7 @@ def _fit_families(tune: pd.DataFrame, metrics: list[str], *, x: str, frontier_x:
     frontiers: dict[str, Frontier] = {}
     isoflop: dict[str, pd.DataFrame] = {}
     isoflop_laws: dict[str, SizeLaw | None] = {}
-    for (sampler, metric, variant), family in tune.groupby(["sampler", "metric", VARIANT],
-                                                           sort=True):
-        key = curve_label(_family_key(str(sampler), str(metric), metrics), variant)
+    for key, family in _families(tune, metrics):
         tick()
         frontiers[key] = fit_frontier(family, x=frontier_x, y=y, **kw)
         # IsoFLOP buckets compare sizes at equal *tuning* budget, the axis the sweep grids over.
@@ -585,5 +589,5 @@ def read_fits(results_dir: str | Path, sweep: str | Path) -> SweepFits:
         split=SplitFits.from_dict(doc["split"]) if doc.get("split") else None,
         headline=doc.get("headline", {}),
         held_out_size=pd.DataFrame(doc.get("held_out_size", []),
-                                   columns=HELD_OUT_SIZE_COLUMNS).astype(
+                                   columns=HELD_OUT_COLUMNS).astype(
                                        {c: float for c in ("lo", "hi", "predicted")}))

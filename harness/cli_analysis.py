@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.cli_args import positive
+
 
 def _cmd_results(args: argparse.Namespace) -> int:
     from analysis.load import load_results, tidy
@@ -64,14 +66,8 @@ def _progress_bar(what: str) -> Callable[[int, int], None] | None:
     return show
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive, finite number")
-    return value
+def _target_value(text: str) -> float:
+    return positive(text, "the metric (an FD value)")
 
 
 def _e_floor(text: str) -> float | str:
@@ -88,7 +84,7 @@ def _e_floor(text: str) -> float | str:
     return value
 
 
-def _measured_floor(sweep: str, overrides: list[str]) -> tuple[float, str]:
+def _measured_floor(sweep: str) -> tuple[float, str]:
     """The metric's floor at the sweep's evaluation settings (`harness.metric_floor.metric_floor`)."""
     if not (sweep.endswith(".toml") and Path(sweep).is_file()):
         raise ValueError(f"--e-floor real: {sweep!r} is not a sweep file: the floor is measured on "
@@ -98,7 +94,7 @@ def _measured_floor(sweep: str, overrides: list[str]) -> tuple[float, str]:
     from harness.metric_floor import metric_floor
     from harness.sweep import load_sweep
 
-    jobs = [j for j in expand(load_sweep(sweep, overrides)) if j.run.init_run_id]
+    jobs = [j for j in expand(load_sweep(sweep)) if j.run.init_run_id]
     if not jobs:
         raise ValueError(f"--e-floor real: {sweep} has no tuning runs to take the evaluation "
                          "settings from")
@@ -119,7 +115,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     e_floor = args.e_floor
     if e_floor == "real":
         try:
-            e_floor, how = _measured_floor(args.sweep, [])
+            e_floor, how = _measured_floor(args.sweep)
         except (ValueError, OSError) as e:
             print(f"harness: error: {e}", file=sys.stderr)
             return 2
@@ -192,7 +188,7 @@ def add_analysis_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--force", action="store_true",
                    help="fit again even when fits.json was made from the same records, options "
                         "and analysis code")
-    p.add_argument("--target-value", type=_positive_float, default=None, metavar="FD",
+    p.add_argument("--target-value", type=_target_value, default=None, metavar="FD",
                    help="also give the compute at which the frontier law reaches this FD, "
                         "with its interval")
     p.add_argument("--e-floor", type=_e_floor, default=None, metavar="FD|real",

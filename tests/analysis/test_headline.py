@@ -154,4 +154,23 @@ def test_fits_report_and_cli_carry_the_headline(tmp_path: Path, capsys: pytest.C
     assert "compute to reach FD 3" in out and "assuming E ≥ 1: alpha =" in out
     with pytest.raises(SystemExit):
         main(["fit", "head", "--results", str(tmp_path), "--target-value", "-1"])
-    assert "must be a positive, finite number" in capsys.readouterr().err
+    assert "must be a positive number of the metric" in capsys.readouterr().err
+
+
+def test_held_out_size_keeps_each_configuration_apart(tmp_path: Path) -> None:
+    """Two learning rates of three sizes: each configuration's largest size is predicted from its
+    own smaller sizes (one curve per configuration, as every other fit), not from a mix."""
+    from synthetic_records import write_lr_sweep
+
+    write_lr_sweep(tmp_path, "lr", presets=("ect-synth-s", "ect-synth-m", "ect-synth-l"),
+                   noise=0.0)
+    fits = fit_sweep(tmp_path, "lr", bootstrap=0)
+    held = fits.held_out_size
+    families = sorted(held["family"].unique())
+    assert len(families) == 4 and set(fits.headline) == set(families)  # 2 samplers x 2 lrs
+    per_family = held[held["law"] == "joint"].groupby("family")["y"].apply(list)
+    # The larger learning rate's records sit 20 % lower at every budget: two curves, not one.
+    low = per_family[next(f for f in families if "0.0002" in f and "2-step" in f)]
+    high = per_family[next(f for f in families if "0.0001" in f and "2-step" in f)]
+    assert np.allclose(np.array(low) / np.array(high), 0.8)
+    assert (held.groupby(["family", "law"]).size() == 4).all()  # one row per budget, each
