@@ -210,8 +210,8 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def format_table(rows: list[dict[str, Any]], sampler: str) -> pd.DataFrame:
-    """The doc's table for one sampler."""
+def format_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The doc's table for one sampler's coverage rows."""
     out = []
     for r in rows:
         out.append({
@@ -223,7 +223,6 @@ def format_table(rows: list[dict[str, Any]], sampler: str) -> pd.DataFrame:
             "both ends ≤ ±25 %": f"{r['both_within_25']}/{r['groups']}",
             "median abs error vs all seeds": f"{100 * r['median_abs_error']:.1f} %",
         })
-    del sampler
     return pd.DataFrame(out)
 
 
@@ -290,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"### {sampler}: all {len(seeds)} seeds: α = {t['alpha']:.3f}, frontier FD at the "
               f"largest compute {t['headline']:.3g}, largest size at its largest budget "
               f"{t['held_out']:.3g}\n")
-        print(markdown(format_table(rows, sampler)))
+        print(markdown(format_table(rows)))
         print()
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=float) + "\n")
