@@ -51,6 +51,7 @@ class SizeDesign:
     params: float  # network parameters
     total_flops: tuple[float, ...]  # total compute of each point: pretraining + tuning FLOPs
     tune_flops: tuple[float, ...] = ()  # tuning FLOPs of each point (empty: no tuning axis)
+    nimg: tuple[float, ...] = ()  # images of each point, aligned with total_flops (empty: unknown)
     num_seeds: int = 1  # replicate seeds of this size
     per_seed_teachers: bool | None = None  # each seed its own teacher; None: no teachers / unknown
 
@@ -248,7 +249,7 @@ def designs_from_plan(p: Plan) -> list[SizeDesign]:
 
     by_id = p.by_id()
     runs = [r for r in p.runs if r.kind == "tune"] or list(p.runs)
-    points: dict[str, set[tuple[float, float]]] = {}
+    points: dict[str, set[tuple[float, float, float]]] = {}
     params: dict[str, float] = {}
     seeds: dict[str, set[int]] = {}
     teacher_seeds: dict[str, dict[str, set[int]]] = {}
@@ -264,16 +265,16 @@ def designs_from_plan(p: Plan) -> list[SizeDesign]:
         for nimg in r.budget_nimg:
             own = train_flops(r.kind, r.fwd_flops, nimg)
             tune = own if r.kind == "tune" else 0.0
-            points.setdefault(preset, set()).add((pre + own, tune))
+            points.setdefault(preset, set()).add((pre + own, tune, float(nimg)))
     out = []
     for preset, pts in points.items():
         owners = teacher_seeds.get(preset)
         per_seed = None if not owners else all(len(v) == 1 for v in owners.values())
         ordered = sorted(pts)
         out.append(SizeDesign(
-            name=preset, params=params[preset], total_flops=tuple(t for t, _ in ordered),
-            tune_flops=tuple(u for _, u in ordered if u > 0), num_seeds=len(seeds[preset]),
-            per_seed_teachers=per_seed))
+            name=preset, params=params[preset], total_flops=tuple(t for t, _, _ in ordered),
+            tune_flops=tuple(u for _, u, _ in ordered if u > 0), nimg=tuple(n for _, _, n in ordered),
+            num_seeds=len(seeds[preset]), per_seed_teachers=per_seed))
     return sorted(out, key=lambda d: d.params)
 
 
@@ -303,10 +304,15 @@ def designs_from_records(df: pd.DataFrame) -> list[SizeDesign]:
         tune = (group["tune_flops"].to_numpy(float) if "tune_flops" in group.columns
                 else np.full(len(group), np.nan))
         total = np.where(np.isfinite(total), total, tune)  # pretraining unknown: tuning only
+        images = (group["images_seen"].to_numpy(float) if "images_seen" in group.columns
+                  else np.full(len(group), np.nan))
         ok = np.isfinite(total) & (total > 0)
         if not ok.any():
             continue
-        pairs = sorted(set(zip(total[ok].tolist(), tune[ok].tolist(), strict=True)))
+        triples = sorted({(t, u, n) for t, u, n in zip(total[ok].tolist(), tune[ok].tolist(),
+                                                       images[ok].tolist(), strict=True)})
+        pairs = sorted({(t, u) for t, u, _ in triples})
+        nimg = tuple(n for _, _, n in triples)
         num_seeds = int(group["_seed"].nunique())
         own = teachers[teachers[key] == name]
         per_seed = None if own.empty else bool(own["_seed"].nunique() >= num_seeds)
@@ -315,6 +321,7 @@ def designs_from_records(df: pd.DataFrame) -> list[SizeDesign]:
             params=float(group["params"].max()),
             total_flops=tuple(t for t, _ in pairs),
             tune_flops=tuple(u for _, u in pairs if math.isfinite(u) and u > 0),
+            nimg=nimg if len(nimg) == len(pairs) and all(map(math.isfinite, nimg)) else (),
             num_seeds=num_seeds, per_seed_teachers=per_seed))
     return sorted(out, key=lambda d: d.params)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness.cli_adaptive import add_adaptive_run_options, add_suggest_command, cmd_run_adaptive
 from harness.cli_analysis import add_analysis_commands, add_results_command
-from harness.cli_args import minutes, sweep_options
+from harness.cli_args import minutes, nonnegative_int, sweep_options
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -21,10 +21,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from harness.plan import format_plan, plan
+    from harness.plan_forecast import ForecastOptions, forecast_for_plan
     from harness.sweep import load_sweep
 
     sweep = load_sweep(args.sweep, args.overrides)
-    print(format_plan(plan(sweep, args.results, args.runs, allow_large=args.yes), args.tflops))
+    planned = plan(sweep, args.results, args.runs, allow_large=args.yes)
+    print(format_plan(planned, args.tflops))
+    if args.simulations > 0:
+        print()
+        print(forecast_for_plan(planned, ForecastOptions(
+            noise_from=args.noise_from, noise=args.noise, simulations=args.simulations,
+            results_dir=args.results)))
     return 0
 
 
@@ -114,6 +121,15 @@ def _add_sweep_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--tflops", type=float, default=ASSUMED_TFLOPS,
                    help="sustained training TFLOP/s per GPU for GPU-hour estimates "
                    f"(default {ASSUMED_TFLOPS:g})")
+    p.add_argument("--noise-from", default=None, metavar="SWEEP",
+                   help="forecast with the run-to-run noise and the law of a pilot sweep's "
+                   "records (a sweep file or name in --results; default: the digits seed study)")
+    p.add_argument("--noise", default=None, metavar="NAME=SD,...",
+                   help="replace components of the forecast's noise (log y standard deviations): "
+                   "seed_level_sd, run_level_sd, seed_tilt_sd, run_tilt_sd, point_sd")
+    p.add_argument("--simulations", type=lambda t: nonnegative_int(t, "--simulations"),
+                   default=10, metavar="N",
+                   help="simulated sweeps per forecast design (default 10; 0: no forecast)")
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("submit", help="submit the runs of a sweep that are not done or running")

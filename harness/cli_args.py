@@ -49,3 +49,14 @@ def nimg_arg(text: str) -> int:
 def flops_arg(text: str) -> float:
     return positive(text, "FLOPs, e.g. 2e13")
 
+
+
+def nonnegative_int(text: str, what: str) -> int:
+    """A whole number >= 0 from an option's text; else argparse's error naming `what`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} {text!r}: not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{what} {text!r}: must be >= 0")
+    return value

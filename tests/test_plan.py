@@ -173,7 +173,7 @@ def test_dataset_and_checkpoint_paths_are_checked(tmp_path: Path) -> None:
 
 def test_cli_plan(sweep_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["plan", str(sweep_file), "--results", str(tmp_path / "r"), "--runs",
-            str(tmp_path / "w")]
+            str(tmp_path / "w"), "--simulations", "0"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "sweep p: 4 runs (2 pretraining, 2 tuning), grid 6 points; 4 todo" in out

@@ -59,7 +59,7 @@ def test_the_sweep_names_the_teachers_these_tests_expect() -> None:
 
 def test_plan_prices_the_sweep_and_lists_what_is_missing(
         bare: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plan", str(SWEEP), *dirs(tmp_path)]) == 0
+    assert main(["plan", str(SWEEP), *dirs(tmp_path), "--simulations", "1"]) == 0
     out = capsys.readouterr().out
     sweep = load_sweep(SWEEP)
     p = plan(sweep, tmp_path / "results", tmp_path / "runs")
@@ -86,6 +86,12 @@ def test_plan_prices_the_sweep_and_lists_what_is_missing(
         assert f"[pretrain]: checkpoint = '{ckpt}': does not exist (the teacher of {preset}" in block
         assert f"harness fetch-teacher {official} --out {ckpt}" in block
         assert f"harness import-teacher {official} --out {ckpt}" in block
+    # ... and the precision it will buy, before any of them is on disk: an assumed law for a
+    # dataset without a pilot, said so, and the digits seed study's noise.
+    forecast = out[out.index("forecast (2-step"):]
+    assert "truth: assumed" in forecast and "--noise-from" in forecast
+    assert "as written" in forecast and "+ 1 seed (2 per size)" in forecast
+    assert "cannot identify the N_opt(C) exponent" in forecast
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
 
 
@@ -105,13 +111,13 @@ def test_only_the_missing_ones_are_listed(bare: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     fake_imagenet64(bare / "data" / "imagenet64")
     stand_in_teachers(bare, ("ect-imagenet64-s", "ect-imagenet64-l"))
-    assert main(["plan", str(SWEEP), *dirs(tmp_path)]) == 0
+    assert main(["plan", str(SWEEP), *dirs(tmp_path), "--simulations", "0"]) == 0
     out = capsys.readouterr().out
     assert "missing inputs: 2 " in out and "data.path" not in out.split("missing inputs:")[1]
     assert TEACHERS["ect-imagenet64-m"] in out and TEACHERS["ect-imagenet64-xl"] in out
     assert TEACHERS["ect-imagenet64-s"] not in out
     stand_in_teachers(bare)
-    assert main(["plan", str(SWEEP), *dirs(tmp_path)]) == 0
+    assert main(["plan", str(SWEEP), *dirs(tmp_path), "--simulations", "0"]) == 0
     assert "missing inputs" not in capsys.readouterr().out
 
 
@@ -144,7 +150,7 @@ def test_a_present_but_malformed_dataset_is_still_an_error(
     with pytest.raises(SweepError, match=r"\[base\]: data.path = 'data/imagenet64': folder has no "
                                          r"train_data_batch_<i>.npz files"):
         plan(load_sweep(SWEEP), tmp_path / "results", tmp_path / "runs")
-    assert main(["plan", str(SWEEP), *dirs(tmp_path)]) == 2
+    assert main(["plan", str(SWEEP), *dirs(tmp_path), "--simulations", "0"]) == 2
     assert "folder has no train_data_batch_<i>.npz files" in capsys.readouterr().err
 
 

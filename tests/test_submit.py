@@ -633,7 +633,7 @@ def test_batch_that_does_not_split_over_the_ranks_is_refused(
     env["sweep"].write_text(env["sweep"].read_text().replace(
         "[cluster]\n", "[cluster]\nnodes = 3\ntasks_per_node = 2\n"))
     assert main(["plan", str(env["sweep"]), "--results", str(env["results"]),
-                 "--runs", str(env["runs"])]) == 2
+                 "--runs", str(env["runs"]), "--simulations", "0"]) == 2
     err = capsys.readouterr().err
     assert "train.batch = 128 of pretrain run pretrain-tiny does not split over the job's 6 ranks " \
            "([cluster] nodes = 3 x tasks_per_node = 2)" in err, err
@@ -645,7 +645,7 @@ def test_plan_shows_the_layout_and_wall_clock(env: dict[str, Path],
     env["sweep"].write_text(env["sweep"].read_text().replace(
         "[cluster]\n", "[cluster]\nnodes = 2\ntasks_per_node = 4\ngpus_per_node = 4\n"))
     assert main(["plan", str(env["sweep"]), "--results", str(env["results"]),
-                 "--runs", str(env["runs"])]) == 0
+                 "--runs", str(env["runs"]), "--simulations", "0"]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("layout:"))
     assert line.startswith("layout: each job spans 2 node(s) x 4 task(s) = 8 rank(s), 8 GPU(s); "

@@ -82,7 +82,7 @@ def test_sweep_file_plans(path: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     tune = [r for r in p.runs if r.kind == "tune"]
     assert tune and all(r.nimg >= r.job.run.train.batch for r in tune)
     args = ["plan", str(path), "--results", str(tmp_path / "results"), "--runs",
-            str(tmp_path / "runs")] + [a for o in overrides for a in ("--set", o)]
+            str(tmp_path / "runs"), "--simulations", "0"] + [a for o in overrides for a in ("--set", o)]
     assert main(args) == 0
     assert f"sweep {sweep.name}: {len(p.runs)} runs" in capsys.readouterr().out
 

@@ -106,7 +106,7 @@ def test_overlapping_design_has_no_findings(tmp_path: Path) -> None:
 def test_cli_plan_prints_the_design_block(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", str(DIGITS), "--results", str(tmp_path / "r"), "--runs",
-                 str(tmp_path / "w")]) == 0
+                 str(tmp_path / "w"), "--simulations", "0"]) == 0
     out = capsys.readouterr().out
     block = out[out.index("\ndesign: "):]
     assert block.startswith("\ndesign: 4 problem(s)")

@@ -103,7 +103,8 @@ def test_layouts_train_alike(slurm_cluster: SlurmCluster, sweeps: Sweeps,
     paths = {name: roots[name].write("layouts", grid, cluster=layout(nodes, tasks),
                                      pretrain=PRETRAIN)
              for name, nodes, tasks in (("n2t1", 2, 1), ("n1t2", 1, 2), ("n1t1", 1, 1))}
-    code, out = run_cli(capsys, "plan", *roots["n2t1"].args(paths["n2t1"]))
+    code, out = run_cli(capsys, "plan", *roots["n2t1"].args(paths["n2t1"]),
+                        "--simulations", "0")
     assert code == 0 and "layout: each job spans 2 node(s) x 1 task(s) = 2 rank(s)" in out, out
     for name in ("n2t1", "n1t2"):
         code, out = run_cli(capsys, "submit", *roots[name].args(paths[name]), "--cluster", "slurm")
