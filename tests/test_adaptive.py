@@ -262,7 +262,9 @@ def test_the_score_is_the_drop_of_the_target_variance_by_hand():
 
 def test_run_effects_make_a_new_run_worth_more_than_extending_one():
     """Points of one run share its level: with the level's variance dominating, three more points
-    on a run already measured teach less than the same points on a new seed of that size."""
+    on a new seed of a size leave the target less uncertain than the same points on the run
+    already measured, whose level they repeat. (Both can leave it more uncertain than before:
+    an unweighted least-squares fit gives a run's shared luck more weight as its points grow.)"""
     names = {"a": 2e4, "b": 5e4, "c": 1e5}
     sizes = _pool({**names, "l": 1e6}, budgets=(320, 640, 960, 1280, 1600))
     fit = fit_law(_rows(names, [320, 640], noise=0.01), sizes,
@@ -275,7 +277,7 @@ def test_run_effects_make_a_new_run_worth_more_than_extending_one():
         return g @ fit.covariance(runs, np.r_[fit.params, [1e5] * 3], np.r_[fit.nimg, extra]) @ g
 
     before = g @ fit.covariance(fit.runs, fit.params, fit.nimg) @ g
-    assert before - var_with(1) > 2 * (before - var_with(0))
+    assert var_with(0) - var_with(1) > 0.1 * before
 
 
 def test_batch_prices_each_pick_after_the_ones_before():
