@@ -3,10 +3,11 @@
 A finished sweep whose runs were evaluated at every grid budget holds, for any design, exactly
 what that design would have recorded (up to evaluation noise): a run bought to budget b reveals
 its records up to b. `replay` walks one design over such records, one candidate at a time, refits
-the law after each and scores the target's prediction against its measured value (held out of
-the pool). Designs: "adaptive" (`analysis.adaptive.choose_batch` after a starting design),
-"cheapest" (the cheapest candidate first), "random" (a uniformly random affordable candidate) and
-"full" (the whole grid at once). Pure: records frame in, tidy trajectory frame out.
+the law after each and scores the target's prediction against the value every seed of the
+records measures. Designs: "adaptive" (`analysis.adaptive_law.choose_batch` after a starting
+design), "cheapest" (the cheapest candidate first), "random" (a uniformly random affordable
+candidate), "grid" (a fixed reduced grid: every size to its second budget) and "full" (the whole
+grid at once). Pure: records frame in, tidy trajectory frame out.
 """
 
 from __future__ import annotations
@@ -14,31 +15,28 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from analysis.adaptive import (
-    FORMS,
     Candidate,
-    LawFit,
     PoolState,
     Size,
     Target,
     candidates,
-    choose_batch,
-    fit_law,
-    make_data,
     pool_cost,
     state_after,
 )
-from analysis.runs import noise_model, run_curves
+from analysis.adaptive_law import COST_EXPONENT, LawFit, Row, choose_batch, design_noise, fit_law
+from analysis.runs import NoiseModel
 
-__all__ = ["DESIGNS", "Observations", "at_fractions", "fit_observed", "observations",
-           "reached_error", "reached_full", "reached_width", "records_pool", "replay",
+__all__ = ["DESIGNS", "Observations", "all_seed_value", "at_fractions", "fit_observed",
+           "observations", "reached_width", "records_pool", "reduced_grid", "replay",
            "start_design"]
 
-DESIGNS = ("adaptive", "cheapest", "random", "full")
+DESIGNS = ("adaptive", "cheapest", "random", "grid", "full")
 
 
 @dataclass(frozen=True)
@@ -78,6 +76,10 @@ def records_pool(records: pd.DataFrame, *, sampler: str = "2-step", min_nimg: in
         pre = 0.0
         if "pretrain_flops" in group.columns:
             pre = float(pd.to_numeric(group["pretrain_flops"], errors="coerce").fillna(0).max())
+        elif "total_flops" in group.columns:
+            # Compact records (scripts/interval_calibration.py) keep total and tuning FLOPs only:
+            # the teacher is their difference.
+            pre = float(np.median(group["total_flops"] - group["tune_flops"]))
         teachers = group["init_run_id"].nunique() if "init_run_id" in group.columns else 1
         sizes.append(Size(name=str(preset), preset=str(preset), params=float(group["params"].iloc[0]),
                           tune_flops_per_img=per_img, pretrain_flops=pre, budgets=tuple(budgets),
@@ -92,7 +94,7 @@ def records_pool(records: pd.DataFrame, *, sampler: str = "2-step", min_nimg: in
 
 
 def observations(obs: Observations, state: PoolState, *, min_nimg: int = 0
-                 ) -> list[tuple[str, int, float, int, float]]:
+                 ) -> list[Row]:
     """Rows (size, seed, params, images, y) of every record a design in `state` has revealed."""
     params = {s.name: s.params for s in obs.sizes}
     rows = []
@@ -103,26 +105,12 @@ def observations(obs: Observations, state: PoolState, *, min_nimg: int = 0
     return rows
 
 
-def seed_levels(rows: Sequence[tuple[str, int, float, int, float]]) -> tuple[float, int]:
-    """(summed squared level deviations, degrees of freedom) of replicate seeds in `rows`: the
-    level part of `analysis.runs.noise_model` (a run's mean log deviation from its size's mean)."""
-    if not rows:
-        return 0.0, 0
-    frame = pd.DataFrame(rows, columns=["size", "seed", "params", "images_seen", "value"])
-    model = noise_model(run_curves(frame, ["size"], x=["params"]), shared=False)
-    return model.level * model.level_dof, model.level_dof
-
-
-def fit_observed(rows: Sequence[tuple[str, int, float, int, float]], *,
-                 forms: Sequence[str] = FORMS, tau2: float | None = None) -> LawFit | None:
-    """The law with run effects through `rows` (None while it cannot be fitted: fewer than 3
-    sizes or 2 budgets). `forms` and `tau2` as `analysis.adaptive.fit_law` (for sensitivity
-    studies; the defaults are what `harness suggest` uses)."""
-    data = make_data(rows)
-    if len(np.unique(data.params)) < 3 or len(np.unique(data.nimg)) < 2:
-        return None
-    ss, dof = seed_levels(rows)
-    return fit_law(data, seeds_ss=ss, seeds_dof=dof, forms=forms, tau2=tau2)
+def fit_observed(rows: Sequence[Row], sizes: Sequence[Size], *, sampler: str = "2-step",
+                 noise: NoiseModel | None = None) -> LawFit | None:
+    """The joint law through `rows` (None while it cannot be fitted: fewer than 3 sizes or 2
+    budgets), its uncertainty from `noise` (default: `analysis.adaptive_law.design_noise` of the
+    rows, which falls back to the digits seed study's model)."""
+    return fit_law(rows, sizes, noise if noise is not None else design_noise(rows, sampler)[0])
 
 
 def start_design(sizes: Sequence[Size], state: PoolState, *, exclude: Sequence[str] = (),
@@ -141,74 +129,123 @@ def start_design(sizes: Sequence[Size], state: PoolState, *, exclude: Sequence[s
     return out
 
 
+def reduced_grid(sizes: Sequence[Size], *, exclude: Sequence[str] = (), num_budgets: int = 2
+                 ) -> list[Candidate]:
+    """The fixed reduced grid: every size's first seed to its `num_budgets`-th grid budget (the
+    baseline a user would pick without a design: all sizes, the cheap budgets only)."""
+    out = []
+    for size in sizes:
+        if size.name in exclude or size.preset in exclude:
+            continue
+        nimg = size.budgets[min(num_budgets, len(size.budgets)) - 1]
+        out += [c for c in candidates([size], PoolState(), repeat_seeds=False)
+                if c.seed == size.seeds[0] and c.nimg == nimg]
+    return out
+
+
 def _pick(design: str, fit: LawFit | None, target: Target, sizes: Sequence[Size],
           state: PoolState, exclude: Sequence[str], rng: np.random.Generator, batch: int,
-          repeat_seeds: bool) -> list[Candidate]:
-    pool = [c for c in candidates(sizes, state, exclude=exclude, repeat_seeds=repeat_seeds)
-            if c.points]
+          cost_exponent: float) -> list[Candidate]:
+    pool = [c for c in candidates(sizes, state, exclude=exclude, repeat_seeds=False) if c.points]
     if not pool:
         return []
     if design == "cheapest":
         return [min(pool, key=lambda c: (c.cost, c.size, c.nimg))]
     if design == "random":
         return [pool[int(rng.integers(len(pool)))]]
+    if design == "full":
+        last = {s.name: s.budgets[-1] for s in sizes}
+        return [c for c in pool if c.nimg == last[c.size]]
+    if design == "grid":
+        return [] if state.trained else reduced_grid(sizes, exclude=exclude)
     if fit is None:  # adaptive before the law can be fitted: the starting design
         return start_design(sizes, state, exclude=exclude) or [min(pool, key=lambda c: c.cost)]
     return list(choose_batch(fit, target, sizes, state, batch=batch, exclude=exclude,
-                             repeat_seeds=repeat_seeds).chosen)
+                             repeat_seeds=False, cost_exponent=cost_exponent).chosen)
 
 
-def replay(records: pd.DataFrame, target_preset: str, *, design: str, target_nimg: int | None = None,
-           sampler: str = "2-step", min_nimg: int = 0, batch: int = 1, seed: int = 0,
-           max_fraction: float = 1.0, level: float = 0.95, forms: Sequence[str] = FORMS,
-           tau2: float | None = None) -> pd.DataFrame:
-    """Walk one design over a finished sweep's records, `target_preset` held out of the pool.
+def replay_target(obs: Observations, target: Target) -> tuple[str, ...]:
+    """What a target holds out of the pool: a preset target's own size (it is predicted, not
+    measured); nothing for the frontier."""
+    return (target.preset,) if target.kind == "preset" and target.preset else ()
 
-    The target is `target_preset`'s `sampler` value at `target_nimg` (default: its largest
-    budget), predicted by the joint law through the other sizes' revealed records; its measured
-    value (geometric mean over seeds) is the truth. Returns one row per step: design, step,
-    `cost` (FLOPs spent, teachers included), `fraction` (of the grid without the target's size),
-    chosen candidates, `prediction` with the law's interval `lo`/`hi`, `truth` and
-    `rel_error` = prediction / truth − 1 (NaN while the law cannot be fitted). Replay ends when
-    nothing is left to buy or `max_fraction` of the grid is spent. `forms`, `tau2`: the law's
-    forms and a fixed run-level variance (`fit_observed`)."""
+
+def all_seed_value(records: pd.DataFrame, target: Target, *, min_nimg: int = 0) -> float:
+    """The target as every seed of the records measures it: a preset's geometric mean over
+    seeds at its images; the frontier from the joint law through every size's geometric-mean
+    curve (the same estimator a design uses, on all the data)."""
+    obs = records_pool(records, sampler=target.sampler, min_nimg=min_nimg)
+    if target.kind == "preset":
+        values = [v[int(target.nimg or 0)] for (n, _), v in obs.values.items()
+                  if n == target.preset and int(target.nimg or 0) in v]
+        if not values:
+            raise ValueError(f"replay: {target.preset} has no {target.sampler} record at "
+                             f"{target.nimg} images")
+        return float(np.exp(np.mean(np.log(values))))
+    curves: dict[tuple[str, int], list[float]] = {}
+    for (name, _), v in obs.values.items():
+        for nimg, y in v.items():
+            curves.setdefault((name, nimg), []).append(math.log(y))
+    params = {s.name: s.params for s in obs.sizes}
+    rows = [(name, 0, params[name], nimg, math.exp(float(np.mean(ys))))
+            for (name, nimg), ys in sorted(curves.items())]
+    fit = fit_observed(rows, obs.sizes, sampler=target.sampler)
+    if fit is None:
+        raise ValueError("replay: the records cannot fit the joint law (3 sizes, 2 budgets)")
+    return fit.target(target, obs.sizes).value
+
+
+def replay(records: pd.DataFrame, target: Target | str, *, design: str,
+           target_nimg: int | None = None, sampler: str = "2-step", min_nimg: int = 0,
+           batch: int = 1, seed: int = 0, max_fraction: float = 1.0, level: float = 0.95,
+           noise: NoiseModel | None = None, truth: float | None = None,
+           cost_exponent: float = COST_EXPONENT,
+           cache: dict[Any, LawFit | None] | None = None) -> pd.DataFrame:
+    """Walk one design over a finished sweep's records.
+
+    `target`: a `Target`, or a preset name (its `sampler` value at `target_nimg`, default its
+    largest budget). A preset target's size is held out of the pool: the joint law predicts it
+    from the other sizes' revealed records. `truth` is what the prediction is scored against
+    (default `all_seed_value` of `records`). Returns one row per step: design, step, `cost`
+    (FLOPs spent, teachers included), `fraction` (of the grid without a held-out size), the
+    prediction with the law's interval `lo`/`hi`, `truth` and `rel_error` = prediction / truth − 1
+    (NaN while the law cannot be fitted), and `next` (what the design buys next). `noise`: the
+    noise model of the fits (default `design_noise`, the seed study's when the records have one
+    seed); `cache`: fits by pool state, shared by replays of the same records and noise."""
     if design not in DESIGNS:
         raise ValueError(f"replay: design = {design!r}: must be one of {', '.join(DESIGNS)}")
     obs = records_pool(records, sampler=sampler, min_nimg=min_nimg)
-    names = [s.name for s in obs.sizes]
-    if target_preset not in names:
-        raise ValueError(f"replay: target preset {target_preset!r} has no {sampler} records. "
-                         f"Presets: {', '.join(names)}")
-    tsize = next(s for s in obs.sizes if s.name == target_preset)
-    target_nimg = tsize.budgets[-1] if target_nimg is None else int(target_nimg)
-    truths = [v[target_nimg] for (n, _), v in obs.values.items()
-              if n == target_preset and target_nimg in v]
-    if not truths:
-        raise ValueError(f"replay: {target_preset} has no {sampler} record at {target_nimg} images")
-    truth = float(np.exp(np.mean(np.log(truths))))
-    target = Target(kind="preset", sampler=sampler, preset=target_preset, nimg=target_nimg)
-    exclude = (target_preset,)
+    if isinstance(target, str):
+        names = [s.name for s in obs.sizes]
+        if target not in names:
+            raise ValueError(f"replay: target preset {target!r} has no {sampler} records. "
+                             f"Presets: {', '.join(names)}")
+        tsize = next(s for s in obs.sizes if s.name == target)
+        target = Target(kind="preset", sampler=sampler, preset=target,
+                        nimg=tsize.budgets[-1] if target_nimg is None else int(target_nimg))
+    if truth is None:
+        truth = all_seed_value(records, target, min_nimg=min_nimg)
+    exclude = replay_target(obs, target)
     total = pool_cost(obs.sizes, exclude=exclude)
     rng = np.random.default_rng(seed)
-    # A replay draws only from records that exist: no seeds beyond those recorded.
-    repeat = False
+    cache = {} if cache is None else cache
     state, spent, rows, step = PoolState(), 0.0, [], 0
     while True:
-        rows_seen = observations(obs, state, min_nimg=min_nimg)
-        fit = fit_observed(rows_seen, forms=forms, tau2=tau2)
-        row = {"design": design, "seed": seed, "step": step, "cost": spent,
-               "fraction": spent / total, "points": len(rows_seen), "target_nimg": target_nimg,
-               "truth": truth,
-               "prediction": math.nan, "lo": math.nan, "hi": math.nan, "rel_error": math.nan}
+        key = frozenset(state.trained.items())
+        if key not in cache:
+            seen = observations(obs, state, min_nimg=min_nimg)
+            cache[key] = fit_observed(seen, obs.sizes, sampler=sampler, noise=noise)
+        fit = cache[key]
+        row: dict[str, Any] = {
+            "design": design, "seed": seed, "step": step, "cost": spent,
+            "fraction": spent / total, "points": 0 if fit is None else fit.n_points,
+            "target": target.label(), "truth": truth, "prediction": math.nan, "lo": math.nan,
+            "hi": math.nan, "rel_error": math.nan}
         if fit is not None:
             pred = fit.target(target, obs.sizes, level)
             row |= {"prediction": pred.value, "lo": pred.lo, "hi": pred.hi,
                     "rel_error": pred.value / truth - 1.0}
-        if design == "full":
-            chosen = [c for c in candidates(obs.sizes, state, exclude=exclude, repeat_seeds=repeat)
-                      if c.nimg == next(s for s in obs.sizes if s.name == c.size).budgets[-1]]
-        else:
-            chosen = _pick(design, fit, target, obs.sizes, state, exclude, rng, batch, repeat)
+        chosen = _pick(design, fit, target, obs.sizes, state, exclude, rng, batch, cost_exponent)
         rows.append(row)
         if not chosen or spent >= max_fraction * total * (1 - 1e-12):
             break
@@ -237,35 +274,13 @@ def at_fractions(trajectory: pd.DataFrame, fractions: Sequence[float]) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def reached_full(trajectory: pd.DataFrame, full: pd.Series, *, stay: bool = True) -> float:
-    """The least compute fraction from which a design's prediction stays inside the full grid's
-    95 % interval (`full`: the full grid's last row, with lo and hi); NaN if it never does."""
+def reached_width(trajectory: pd.DataFrame, factor: float, *, stay: bool = True) -> float:
+    """The least compute fraction at which a design's interval is first (`stay` False) or from
+    which it stays (`stay`) at most ×/÷ `factor` wide (sqrt(hi / lo) ≤ factor); NaN if never."""
     fitted = trajectory.dropna(subset=["prediction"]).sort_values("fraction")
     if fitted.empty:
         return math.nan
-    inside = ((fitted["prediction"] >= full["lo"]) & (fitted["prediction"] <= full["hi"])).to_numpy()
-    return _stays(fitted, inside, stay)
-
-
-def reached_error(trajectory: pd.DataFrame, full: pd.Series, tolerance: float = 0.05, *,
-                  stay: bool = True) -> float:
-    """The least compute fraction from which a design's |error| stays at most the full grid's
-    |error| + `tolerance` (a stricter reading of "reaches the full grid's error"); NaN if never."""
-    fitted = trajectory.dropna(subset=["prediction"]).sort_values("fraction")
-    if fitted.empty:
-        return math.nan
-    ok = (fitted["rel_error"].abs() <= abs(full["rel_error"]) + tolerance).to_numpy()
-    return _stays(fitted, ok, stay)
-
-
-def reached_width(trajectory: pd.DataFrame, full: pd.Series, *, stay: bool = True) -> float:
-    """The least compute fraction from which a design's interval is at most as wide (hi / lo) as
-    the full grid's: the precision the grid buys, which is what the design optimises; NaN if
-    never."""
-    fitted = trajectory.dropna(subset=["prediction"]).sort_values("fraction")
-    if fitted.empty:
-        return math.nan
-    ok = (fitted["hi"] / fitted["lo"] <= full["hi"] / full["lo"] * (1 + 1e-9)).to_numpy()
+    ok = (np.sqrt(fitted["hi"] / fitted["lo"]) <= factor * (1 + 1e-9)).to_numpy()
     return _stays(fitted, ok, stay)
 
 

@@ -231,7 +231,8 @@ def write_adaptive_report(results_dir: str | Path, sweep: str, rounds: list[dict
                      f"{_fmt_interval(e['before'])} | {_fmt_interval(e['after'])} | "
                      f"{e['seconds']:.0f} |")
     lines += ["", "Final: " + _fmt_interval(_interval(last)) + " (the law's 95 % interval; "
-              "intervals are Laplace approximations with run-level noise, analysis/adaptive.py).",
+              "linearised, with the seed study's noise model or the sweep's own seeds: "
+              "analysis/adaptive_law.py).",
               f"Stopped: {stopped}.", ""]
     path = adaptive_dir(results_dir, sweep) / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,16 +25,20 @@ import pandas as pd
 
 from analysis.adaptive import (
     Candidate,
-    Design,
-    LawFit,
     PoolState,
     Size,
     Target,
     TargetError,
-    TargetPrediction,
-    choose_batch,
     parse_target,
     pool_cost,
+)
+from analysis.adaptive_law import (
+    COST_EXPONENT,
+    Design,
+    LawFit,
+    TargetPrediction,
+    choose_batch,
+    design_noise,
 )
 from harness.sweep import Sweep, SweepError
 from harness.sweep_values import BUDGET_KEYS
@@ -59,6 +63,7 @@ class Suggestion:
     grid_cost: float
     spent: float  # FLOPs the records already stand for (teachers and runs of the pool)
     note: str = ""
+    noise_source: str = ""  # where the fit's noise model comes from
 
 
 def sweep_sizes(sweep: Sweep, *, results_dir: str | Path = "results",
@@ -236,7 +241,8 @@ def suggest(sweep: Sweep, *, results_dir: str | Path = "results", runs_dir: str 
     # A held-out size is predicted, not measured: its records (if any) stay out of the fit too.
     rows = [r for r in observed_rows(sizes, records, sampler=sampler, min_nimg=min_nimg)
             if not any(r[0] == s.name and s.preset in exclude for s in sizes)]
-    fit = fit_observed(rows)
+    noise, noise_source = design_noise(rows, sampler)
+    fit = fit_observed(rows, sizes, sampler=sampler, noise=noise)
     grid_cost = pool_cost(sizes, exclude=exclude)
     prediction = design = None
     note = ""
@@ -262,7 +268,7 @@ def suggest(sweep: Sweep, *, results_dir: str | Path = "results", runs_dir: str 
     return Suggestion(sweep=sweep, sizes=tuple(sizes), state=state, target=tgt, exclude=exclude,
                       fit=fit, prediction=prediction, design=design, chosen=chosen,
                       grid_cost=grid_cost, spent=spent_flops(sizes, state, exclude=exclude),
-                      note=note)
+                      note=note, noise_source=noise_source)
 
 
 def format_suggestion(s: Suggestion) -> str:
@@ -277,9 +283,11 @@ def format_suggestion(s: Suggestion) -> str:
         lines.append(f"prediction: {p.value:.4g} [{p.lo:.4g}, {p.hi:.4g}] "
                      f"({100 * p.level:.0f} % interval of the law, ±{100 * p.rel_half_width:.0f} %); "
                      f"a new run there: [{p.new_run_lo:.4g}, {p.new_run_hi:.4g}]")
-        lines.append(f"noise: run level sd {math.sqrt(s.fit.tau2):.3f}, point sd "
-                     f"{math.sqrt(s.fit.sigma2):.3f} (log); {s.fit.n_points} points, "
-                     f"{len(s.fit.run_keys)} runs, {len(s.fit.modes)} mode(s) of the fit")
+        n = s.fit.noise
+        lines.append(f"noise (log sd): seed level {math.sqrt(n.seed_level):.3f}, run level "
+                     f"{math.sqrt(n.run_level):.3f}, seed tilt {math.sqrt(n.seed_tilt):.3f}, run "
+                     f"tilt {math.sqrt(n.run_tilt):.3f}, point {math.sqrt(n.point):.3f} "
+                     f"(from {s.noise_source}); {s.fit.n_points} points, {len(set(s.fit.runs))} runs")
     lines.append(f"compute: {s.spent:.3g} FLOPs recorded of a {s.grid_cost:.3g}-FLOP grid "
                  f"({100 * s.spent / max(s.grid_cost, 1e-300):.0f} %)")
     if s.note:
@@ -304,7 +312,7 @@ def format_suggestion(s: Suggestion) -> str:
                      f"{math.sqrt(s.design.var_before):.3f} -> "
                      f"{math.sqrt(max(s.design.var_after, 0)):.3f}")
     lines.append("(expected gain: drop of the target's log-variance; score: gain / "
-                 "(cost / grid cost)^0.4)")
+                 f"(cost / grid cost)^{COST_EXPONENT:g})")
     return "\n".join(lines)
 
 

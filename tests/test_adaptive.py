@@ -17,14 +17,21 @@ from analysis.adaptive import (
     Target,
     TargetError,
     candidates,
-    choose_batch,
-    fit_law,
-    make_data,
     parse_target,
     pool_cost,
     state_after,
 )
-from analysis.replay import replay
+from analysis.adaptive_law import (
+    PRIOR_SD,
+    PRIOR_WEIGHT,
+    SEED_STUDY_DESIGN,
+    choose_batch,
+    fit_law,
+)
+from analysis.noise_prior import default_noise
+from analysis.powerlaw import fit_joint_power_law
+from analysis.replay import at_fractions, reached_width, replay
+from analysis.runs import NoiseModel
 from harness import record_rows, records
 from harness.adaptive import AdaptiveOptions, read_rounds, run_adaptive
 from harness.cli import main
@@ -167,38 +174,160 @@ def _rows(sizes: dict[str, float], budgets: list[int], noise: float = 0.0, seed:
             for name, n in sizes.items() for b in budgets]
 
 
-def test_law_recovers_a_noise_free_extrapolation():
-    fit = fit_law(make_data(_rows({"a": 2e4, "b": 5e4, "c": 1e5, "d": 3e5},
-                                  [320, 640, 960, 1280])))
-    sizes = [Size(name="l", preset="l", params=1e6, tune_flops_per_img=1.0, pretrain_flops=0.0,
-                  budgets=(1280,), budget_values=(1280.0,), seeds=(0,))]
-    pred = fit.target(Target(kind="preset", preset="l", nimg=1280), sizes)
+def _pool(names: dict[str, float], budgets=(320, 640, 960, 1280)) -> list[Size]:
+    return [Size(name=k, preset=k, params=v, tune_flops_per_img=v * 1e-3, pretrain_flops=100.0,
+                 budgets=tuple(budgets), budget_values=tuple(float(b) for b in budgets),
+                 seeds=(0,)) for k, v in names.items()]
+
+
+def _noise(seed_level=0.0, run_level=0.0, seed_tilt=0.0, run_tilt=0.0, point=1e-4) -> NoiseModel:
+    """A noise model with these variances, estimated from many degrees of freedom (its variance
+    draws are then all but fixed)."""
+    return NoiseModel(level=run_level, tilt=run_tilt, point=point, level_dof=10**6,
+                      tilt_dof=10**6, point_dof=10**6, shared=True,
+                      seed_level_ms=run_level + seed_level, seed_tilt_ms=run_tilt + seed_tilt,
+                      seed_dof=10**6, curves_per_seed=1.0)
+
+
+FOUR = {"a": 2e4, "b": 5e4, "c": 1e5, "d": 3e5}
+TARGET_L = Target(kind="preset", preset="l", nimg=1280)
+
+
+def test_law_is_the_shared_estimator_and_recovers_a_noise_free_extrapolation():
+    rows = _rows(FOUR, [320, 640, 960, 1280])
+    sizes = _pool({**FOUR, "l": 1e6})
+    fit = fit_law(rows, sizes, _noise())
+    direct = fit_joint_power_law([r[2] for r in rows], [r[3] for r in rows],
+                                 [r[4] for r in rows], loss="squared")
+    assert (fit.law.E, fit.law.alpha, fit.law.beta) == (direct.E, direct.alpha, direct.beta)
+    pred = fit.target(TARGET_L, sizes)
     assert pred.value == pytest.approx(law(1e6, 1280), rel=0.03)
-    assert pred.lo < pred.value < pred.hi
-    # A new run's interval adds the run-level and point noise to the law's.
-    assert pred.new_run_lo < pred.lo and pred.new_run_hi > pred.hi
+    assert pred.value == pytest.approx(float(direct.predict(1e6, 1280)), rel=1e-9)
+
+
+def test_a_shared_level_adds_its_variance_to_the_target_exactly():
+    """Hand-derived: with every point on one run of one seed, a level shift c common to all
+    points is the direction v = (e, 1, 0, 1, 0) of the law's parameters (J v = 1, and g·v = 1 at
+    the target), so the target's variance is the point-noise part plus exactly the level's
+    variance, whichever of the seed and the run it belongs to."""
+    rows = _rows(FOUR, [320, 640, 960, 1280], noise=0.01)
+    sizes = _pool({**FOUR, "l": 1e6})
+    one_run = [("x", 0, *r[2:]) for r in rows]  # one run, one seed
+    base = fit_law(one_run, sizes + _pool({"x": 1.0}), _noise(point=1e-4))
+    _, g = base.target_grad(TARGET_L, sizes)
+    v0 = g @ base.covariance(base.runs, base.params, base.nimg) @ g
+    for noise in (_noise(run_level=0.01, point=1e-4), _noise(seed_level=0.01, point=1e-4)):
+        fit = fit_law(one_run, sizes + _pool({"x": 1.0}), noise)
+        v1 = g @ fit.covariance(fit.runs, fit.params, fit.nimg) @ g
+        assert v1 - v0 == pytest.approx(0.01, rel=0.02)
+
+
+def test_the_score_is_the_drop_of_the_target_variance_by_hand():
+    """With i.i.d. points of the prior's own weight (σ² = λ) the sandwich is (JᵀJ/σ² + P)⁻¹,
+    and a candidate's points update it by the information they add:
+    C' = (C⁻¹ + J_newᵀ J_new / σ²)⁻¹. The design's gain must be gᵀ(C − C')g and its score
+    gain / (cost / grid cost)^γ."""
+    names = {"a": 2e4, "b": 5e4, "c": 1e5}
+    sizes = _pool({**names, "l": 1e6})
+    sigma2 = PRIOR_WEIGHT
+    fit = fit_law(_rows(names, [320, 640], noise=0.02), sizes, _noise(point=sigma2))
+    state = PoolState(trained={(k, 0): 640 for k in names},
+                      teachers=frozenset((k, None) for k in names))
+    _, g = fit.target_grad(TARGET_L, sizes)
+    _, jac = fit.log_and_grad(fit.params, fit.nimg)
+    prior = np.diag(PRIOR_SD ** -2.0)
+    info = jac.T @ jac / sigma2 + prior
+    cov = np.linalg.inv(info)
+    grid = pool_cost(sizes, exclude=["l"])
+    for gamma in (0.0, 1.0):
+        design = choose_batch(fit, TARGET_L, sizes, state, batch=1, exclude=["l"],
+                              cost_exponent=gamma)
+        (cand,) = design.chosen
+        new = fit.log_and_grad(np.full(len(cand.points), sizes[[s.name for s in sizes]
+                                                                .index(cand.size)].params),
+                               np.array(cand.points, float))[1]
+        after = np.linalg.inv(info + new.T @ new / sigma2)
+        gain = g @ cov @ g - g @ after @ g
+        assert design.var_before == pytest.approx(g @ cov @ g, rel=1e-6)
+        assert design.gains[0] == pytest.approx(gain, rel=1e-6)
+        assert design.scores[0] == pytest.approx(gain / (cand.cost / grid) ** gamma, rel=1e-6)
+        # ... and it is the best such score among the candidates.
+        for other in candidates(sizes, state, exclude=["l"]):
+            rows = fit.log_and_grad(np.full(len(other.points), next(
+                s.params for s in sizes if s.name == other.size)),
+                np.array(other.points, float))[1]
+            other_gain = g @ cov @ g - g @ np.linalg.inv(info + rows.T @ rows / sigma2) @ g
+            assert other_gain / (other.cost / grid) ** gamma <= design.scores[0] * (1 + 1e-9)
+
+
+def test_run_effects_make_a_new_run_worth_more_than_extending_one():
+    """Points of one run share its level: with the level's variance dominating, three more points
+    on a new seed of a size leave the target less uncertain than the same points on the run
+    already measured, whose level they repeat. (Both can leave it more uncertain than before:
+    an unweighted least-squares fit gives a run's shared luck more weight as its points grow.)"""
+    names = {"a": 2e4, "b": 5e4, "c": 1e5}
+    sizes = _pool({**names, "l": 1e6}, budgets=(320, 640, 960, 1280, 1600))
+    fit = fit_law(_rows(names, [320, 640], noise=0.01), sizes,
+                  _noise(run_level=0.01, point=1e-5))
+    _, g = fit.target_grad(TARGET_L, sizes)
+    extra = np.array([960.0, 1280.0, 1600.0])
+
+    def var_with(seed: int) -> float:
+        runs = [*fit.runs, *[("c", seed)] * 3]
+        return g @ fit.covariance(runs, np.r_[fit.params, [1e5] * 3], np.r_[fit.nimg, extra]) @ g
+
+    before = g @ fit.covariance(fit.runs, fit.params, fit.nimg) @ g
+    assert var_with(0) - var_with(1) > 0.1 * before
 
 
 def test_batch_prices_each_pick_after_the_ones_before():
     names = {"a": 2e4, "b": 5e4, "c": 1e5}
-    fit = fit_law(make_data(_rows(names, [320, 640], noise=0.02)))
-    sizes = [Size(name=k, preset=k, params=v, tune_flops_per_img=v * 1e-3, pretrain_flops=100.0,
-                  budgets=(320, 640, 960, 1280), budget_values=(320.0, 640.0, 960.0, 1280.0),
-                  seeds=(0,)) for k, v in {**names, "l": 1e6}.items()]
+    sizes = _pool({**names, "l": 1e6})
+    fit = fit_law(_rows(names, [320, 640], noise=0.02), sizes, _noise(run_level=0.005))
     state = PoolState(trained={(k, 0): 640 for k in names},
                       teachers=frozenset((k, None) for k in names))
-    target = Target(kind="preset", preset="l", nimg=1280)
-    design = choose_batch(fit, target, sizes, state, batch=3, exclude=["l"])
+    design = choose_batch(fit, TARGET_L, sizes, state, batch=3, exclude=["l"])
     assert len(design.chosen) == 3 and all(c.size != "l" for c in design.chosen)
-    assert design.var_after < design.var_before
-    assert all(g > 0 for g in design.gains)
     seen = dict(state.trained)
     for c in design.chosen:  # each pick starts where the batch left its run
         assert c.from_nimg == seen.get((c.size, c.seed), 0)
         seen[(c.size, c.seed)] = c.nimg
     budget = min(c.cost for c in candidates(sizes, state, exclude=["l"]))
-    small = choose_batch(fit, target, sizes, state, batch=3, exclude=["l"], budget_left=budget)
+    small = choose_batch(fit, TARGET_L, sizes, state, batch=3, exclude=["l"], budget_left=budget)
     assert sum(c.cost for c in small.chosen) <= budget
+
+
+def _simulate(noise: NoiseModel, design: dict[str, float], budgets: list[int], rng) -> list:
+    """One seed's records of `design` under `law` with the noise model's effects."""
+    seed = rng.normal(0, math.sqrt(noise.seed_level)), rng.normal(0, math.sqrt(noise.seed_tilt))
+    centre = float(np.mean(np.log(budgets)))
+    rows = []
+    for name, n in design.items():
+        level = seed[0] + rng.normal(0, math.sqrt(noise.run_level))
+        tilt = seed[1] + rng.normal(0, math.sqrt(noise.run_tilt))
+        for b in budgets:
+            err = level + tilt * (math.log(b) - centre) + rng.normal(0, math.sqrt(noise.point))
+            rows.append((name, 0, n, b, law(n, b) * math.exp(err)))
+    return rows
+
+
+@pytest.mark.slow
+def test_target_interval_covers_the_law_on_simulated_studies():
+    """Calibration: studies simulated from a known law with the seed study's noise model (seed
+    and run levels and tilts, point scatter); the 95 % interval of the held-out size must
+    contain the law's value in about 95 % of them (≥ 85 % of 60 passes; at 95 % coverage that
+    fails with probability < 0.5 %)."""
+    noise = default_noise("2-step").model_for(**SEED_STUDY_DESIGN)
+    names = {"a": 2e4, "b": 5e4, "c": 1e5, "d": 3e5}
+    budgets = [320, 640, 960, 1280]
+    sizes = _pool({**names, "l": 1e6})
+    rng = np.random.default_rng(7)
+    covered = 0
+    for _ in range(60):
+        fit = fit_law(_simulate(noise, names, budgets, rng), sizes, noise)
+        pred = fit.target(TARGET_L, sizes)
+        covered += pred.lo <= law(1e6, 1280) <= pred.hi
+    assert covered >= 51, covered
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,66 +367,120 @@ def test_suggested_file_plans_exactly_the_suggested_runs(sweep_file: Path, tmp_p
 # Replay
 
 
-def _synthetic_records(noise: float = 0.01, run_sd: float = 0.02) -> pd.DataFrame:
-    rng = np.random.default_rng(1)
-    rows = []
+def _synthetic_records(seed: int = 1) -> pd.DataFrame:
+    """One seed of a five-size study under `law`, with the seed study's noise model."""
+    noise = default_noise("2-step").model_for(**SEED_STUDY_DESIGN)
     params = {"p0": 1.2e4, "p1": 2e4, "p2": 7.8e4, "p3": 3.1e5, "p4": 1.08e6}
-    for preset, n in params.items():
-        u = rng.normal(0, run_sd)
-        for b in (320, 640, 960, 1280, 1600):
-            y = law(n, b) * math.exp(u + rng.normal(0, noise))
-            rows.append({"kind": "tune", "preset": preset, "seed": 0, "images_seen": b,
-                         "sampler": "2-step", "value": y, "tune_flops": 2880.0 * n * b,
-                         "params": n, "pretrain_flops": 2160.0 * n * 640, "status": "ok"})
-    return pd.DataFrame(rows)
+    rows = _simulate(noise, params, [320, 640, 960, 1280, 1600], np.random.default_rng(seed))
+    return pd.DataFrame([{"kind": "tune", "preset": name, "seed": 0, "images_seen": b,
+                          "sampler": "2-step", "value": y, "tune_flops": 2880.0 * n * b,
+                          "params": n, "pretrain_flops": 2160.0 * n * 640, "status": "ok"}
+                         for name, _, n, b, y in rows])
 
 
 @pytest.fixture(scope="module")
 def replays() -> dict[str, pd.DataFrame]:
-    """The designs replayed once on the synthetic frame (each replay refits after every step)."""
+    """The designs replayed once on the synthetic frame, scored against the law's value."""
     df = _synthetic_records()
-    return {"full": replay(df, "p4", design="full"),
-            "cheapest": replay(df, "p4", design="cheapest"),
-            "adaptive": replay(df, "p4", design="adaptive"),
-            "random": replay(df, "p4", design="random", seed=3)}
+    truth = law(1.08e6, 1600)
+    return {d: replay(df, "p4", design=d, truth=truth)
+            for d in ("full", "cheapest", "adaptive", "grid")}
 
 
-def test_replay_designs_on_a_synthetic_frame(replays: dict[str, pd.DataFrame]):
+def test_replay_full_grid_is_the_fit_of_every_pool_record(replays: dict[str, pd.DataFrame]):
+    from analysis.adaptive_law import design_noise
+    from analysis.replay import observations, records_pool
+
+    df = _synthetic_records()
+    obs = records_pool(df)
+    rows = [r for r in observations(obs, PoolState(trained={(s.name, 0): 1600
+                                                            for s in obs.sizes}))
+            if r[0] != "p4"]
+    fit = fit_law(rows, obs.sizes, design_noise(rows, "2-step")[0])
+    pred = fit.target(Target(kind="preset", preset="p4", nimg=1600), obs.sizes)
     full = replays["full"]
     assert list(full["fraction"]) == [0.0, 1.0]
-    last = full.iloc[-1]
-    assert abs(last["rel_error"]) < 0.2 and last["lo"] < last["truth"] < last["hi"]
-    cheap = replays["cheapest"]
-    assert cheap["cost"].is_monotonic_increasing and cheap["fraction"].iloc[-1] == 1.0
-    # Every design ends at the full grid, with the full grid's prediction.
-    assert cheap["prediction"].iloc[-1] == pytest.approx(full["prediction"].iloc[-1], rel=1e-6)
-    adaptive = replays["adaptive"]
-    assert adaptive["fraction"].iloc[-1] == pytest.approx(1.0)
-    assert adaptive["rel_error"].notna().sum() >= 2
-    df = _synthetic_records()
-    assert replays["random"].equals(replay(df, "p4", design="random", seed=3, max_fraction=2.0))
+    assert full["prediction"].iloc[-1] == pytest.approx(pred.value, rel=1e-9)
+    assert full["hi"].iloc[-1] == pytest.approx(pred.hi, rel=1e-9)
+    # Every design that buys the whole grid ends at that fit.
+    for design in ("cheapest", "adaptive"):
+        assert replays[design]["prediction"].iloc[-1] == pytest.approx(pred.value, rel=1e-9)
+    # The reduced grid: every pool size to its second budget, one step, at its own cost.
+    grid = replays["grid"]
+    sizes = [s for s in obs.sizes if s.name != "p4"]
+    cost = sum(s.pretrain_flops + s.tune_flops_per_img * 640 for s in sizes)
+    assert list(grid["step"]) == [0, 1]
+    assert grid["fraction"].iloc[-1] == pytest.approx(cost / pool_cost(sizes), rel=1e-9)
+    df2 = _synthetic_records()
     with pytest.raises(ValueError, match="no 2-step record at 99 images"):
-        replay(df, "p4", design="full", target_nimg=99)
+        replay(df2, "p4", design="full", target_nimg=99)
     with pytest.raises(ValueError, match="design = 'best'"):
-        replay(df, "p4", design="best")
+        replay(df2, "p4", design="best")
 
 
-def test_replay_summaries_and_figure(replays: dict[str, pd.DataFrame], tmp_path: Path):
-    from analysis.replay import at_fractions, reached_error, reached_full, reached_width
-    from analysis.replay_plots import figure_replay
+def test_held_out_values_never_change_a_choice():
+    """The held-out size is predicted, never bought: scaling its records by 1.5 (and moving the
+    value the replay scores against) must leave every choice and every prediction unchanged."""
+    df = _synthetic_records()
+    moved = df.copy()
+    moved.loc[moved["preset"] == "p4", "value"] *= 1.5
+    for design, kw in (("adaptive", {}), ("adaptive", {"batch": 3})):
+        a = replay(df, "p4", design=design, **kw)
+        b = replay(moved, "p4", design=design, **kw)
+        assert list(a["next"].fillna("")) == list(b["next"].fillna(""))
+        assert np.allclose(a["prediction"], b["prediction"], equal_nan=True)
+        assert not np.allclose(a["truth"], b["truth"])
 
-    full, cheap = replays["full"].iloc[-1], replays["cheapest"]
-    at = at_fractions(cheap, [0.0, 0.5, 1.0])
-    assert np.isnan(at["prediction"].iloc[0])  # nothing fitted before anything is bought
-    assert at["prediction"].iloc[-1] == pytest.approx(full["prediction"])
-    for rule in (reached_full, reached_error, reached_width):
-        first, stays = rule(cheap, full, stay=False), rule(cheap, full)
-        assert 0 < first <= stays <= 1.0
-    curves = at_fractions(cheap, np.linspace(0, 1, 11)).assign(design="cheapest")
-    curves["factor"] = np.sqrt(curves["hi"] / curves["lo"])
-    fig = figure_replay(curves, full, title="synthetic")
-    fig.savefig(tmp_path / "replay.png")
-    assert (tmp_path / "replay.png").stat().st_size > 1000
+
+def _simulated_replays(quantity: str) -> dict[str, list[np.ndarray]]:
+    """Adaptive and cheapest-first on ten simulated one-seed studies (a known law, the seed
+    study's noise): `quantity` ("width": sqrt(hi / lo), or "error": |prediction / law − 1|) at
+    25 %, 50 % and 75 % of the grid's compute (inf before the first fit)."""
+    truth = law(1.08e6, 1600)
+    out: dict[str, list[np.ndarray]] = {"adaptive": [], "cheapest": []}
+    for seed in range(10):
+        df = _synthetic_records(seed)
+        cache: dict = {}
+        for design in out:
+            at = at_fractions(replay(df, "p4", design=design, truth=truth, cache=cache),
+                              [0.25, 0.5, 0.75])
+            value = (np.sqrt(at["hi"] / at["lo"]) if quantity == "width"
+                     else at["rel_error"].abs()).to_numpy()
+            out[design].append(np.where(np.isfinite(value), value, np.inf))
+    return out
+
+
+@pytest.mark.slow
+def test_adaptive_narrows_the_target_faster_than_cheapest_first():
+    """What the design optimises: at a quarter, half and three quarters of the grid's compute,
+    its median interval is narrower than cheapest-first's (which buys every extension of the
+    small sizes before a third size)."""
+    width = _simulated_replays("width")
+    med = {k: np.median(np.array(v), axis=0) for k, v in width.items()}
+    assert np.all(med["adaptive"] < med["cheapest"]), med
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured: narrower is not more accurate here; the "
+                   "adaptive design's median |error| at half the compute is 30 %, "
+                   "cheapest-first's 15 % (docs/adaptive_design.md)")
+def test_adaptive_is_more_accurate_than_cheapest_first_at_half_the_compute():
+    error = _simulated_replays("error")
+    assert np.median([e[1] for e in error["adaptive"]]) < np.median(
+        [e[1] for e in error["cheapest"]])
+
+
+def test_reached_width_reads_first_and_stays():
+    traj = pd.DataFrame({"fraction": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                         "prediction": [math.nan, 10, 10, 10, 10, 10],
+                         "lo": [math.nan, 5, 8, 6, 8, 8.5], "hi": [math.nan, 20, 12.5, 16, 12.5, 12],
+                         "rel_error": [math.nan, 0, 0, 0, 0, 0]})
+    # sqrt(hi / lo): –, 2.0, 1.25, 1.63, 1.25, 1.19
+    assert reached_width(traj, 1.3, stay=False) == 0.4
+    assert reached_width(traj, 1.3) == 0.8
+    assert reached_width(traj, 1.1, stay=False) != reached_width(traj, 1.1, stay=False)  # NaN
+    at = at_fractions(traj, [0.1, 0.5])
+    assert np.isnan(at["prediction"].iloc[0]) and at["hi"].iloc[1] == 12.5
 
 
 # --------------------------------------------------------------------------------------------------
@@ -419,22 +602,21 @@ def test_suggest_writes_a_new_file_each_time(sweep_file: Path, tmp_path: Path, c
 
 def test_frontier_target_is_the_lowest_affordable_prediction():
     names = {"a": 2e4, "b": 5e4, "c": 1e5}
-    fit = fit_law(make_data(_rows(names, [320, 640, 960], noise=0.01)))
     sizes = [Size(name=k, preset=k, params=v, tune_flops_per_img=720 * 4 * v,
                   pretrain_flops=720 * 3 * v * 640, budgets=(320, 640, 960),
                   budget_values=(320.0, 640.0, 960.0), seeds=(0,)) for k, v in names.items()]
+    fit = fit_law(_rows(names, [320, 640, 960], noise=0.01), sizes, _noise(run_level=0.005))
     flops = 720 * 4 * 1e5 * 2000 + 720 * 3 * 1e5 * 640
     frontier = fit.target(Target(kind="frontier", flops=flops), sizes)
-    # Each size spending all of `flops` on its teacher and tuning is a point under the frontier.
+    # Each size spending all of `flops` on its teacher and tuning is a point on or above it.
     for s in sizes:
         nimg = (flops - s.pretrain_flops) / s.tune_flops_per_img
-        assert frontier.value <= fit.predict(s.params, nimg) * (1 + 1e-9)
+        assert frontier.value <= float(fit.law.predict(s.params, nimg)) * (1 + 1e-9)
     design = choose_batch(fit, Target(kind="frontier", flops=flops), sizes,
                           PoolState(trained={(k, 0): 960 for k in names}), batch=2)
-    assert design.chosen and design.var_after <= design.var_before
+    assert [c.action for c in design.chosen] == ["new seed", "new seed"]  # nothing else is left
     with pytest.raises(TargetError, match="below the cost"):
         fit.target(Target(kind="frontier", flops=1.0), sizes)
-
 
 
 def test_suggest_replay_cli_on_recorded_runs(sweep_file: Path, tmp_path: Path, capsys):
