@@ -160,8 +160,9 @@ def simulate_records(designs: Sequence[SizeDesign], truth: TruthLaw, noise: Nois
     """One simulated sweep of `designs` (its tuning records, a `load_results`-like frame).
 
     Seed s of every size shares a level and a tilt (the seed effect); each run adds its own level
-    and tilt, and each point its scatter; tilts act on the size's centred log budget, as the
-    noise model measures them (`analysis.runs`). `seeds` overrides each size's seed count."""
+    and tilt (times the size's own spread, `NoiseSpec.size_scale`, where the noise source measured
+    one), and each point its scatter; tilts act on the size's centred log budget, as the noise
+    model measures them (`analysis.runs`). `seeds` overrides each size's seed count."""
     n_seeds = max(seeds if seeds is not None else d.num_seeds for d in designs)
     seed_level = rng.normal(0.0, noise.seed_level_sd, n_seeds)
     seed_tilt = rng.normal(0.0, noise.seed_tilt_sd, n_seeds)
@@ -171,9 +172,10 @@ def simulate_records(designs: Sequence[SizeDesign], truth: TruthLaw, noise: Nois
         log_truth = truth.log_y(d.name, d.params, nimg)
         t = np.log(nimg) - np.log(np.unique(nimg)).mean()
         tune = np.asarray(d.tune_flops if len(d.tune_flops) == len(nimg) else d.total_flops, float)
+        spread = math.sqrt(noise.size_scale.get(d.name, 1.0))
         for s in range(seeds if seeds is not None else d.num_seeds):
-            level = seed_level[s] + rng.normal(0.0, noise.run_level_sd)
-            tilt = seed_tilt[s] + rng.normal(0.0, noise.run_tilt_sd)
+            level = seed_level[s] + rng.normal(0.0, noise.run_level_sd * spread)
+            tilt = seed_tilt[s] + rng.normal(0.0, noise.run_tilt_sd * spread)
             values = np.exp(log_truth + level + tilt * t + rng.normal(0.0, noise.point_sd, len(t)))
             for i in range(len(nimg)):
                 rows.append({"preset": d.name, "params": d.params, "seed": s,
