@@ -47,7 +47,7 @@ from analysis.headline import (
 from analysis.holdout import HELD_OUT_SIZE_COLUMNS, held_out_size_backtest
 from analysis.powerlaw import JointPowerLaw, PowerLaw
 from analysis.variants import VARIANT, curve_label, with_variants
-from harness.runtime import (
+from harness.core.files import (
     atomic_write_bytes,
     atomic_write_text,
     folder_name_problem,

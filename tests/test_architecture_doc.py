@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from harness.config import dotted_fields
+from harness.config.run_config import dotted_fields
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "architecture.md"
@@ -70,8 +70,8 @@ def _resolves(provider: ModuleType, dotted: str) -> bool:
 
 def test_the_doc_has_a_row_per_contract() -> None:
     assert len(ROWS) >= 30
-    assert {"harness.identity", "harness.train", "harness.eval_hook", "analysis"} <= {
-        p for p, _, _ in ROWS}
+    assert {"harness.config.identity", "harness.training.train", "harness.training.eval_hook",
+            "analysis"} <= {p for p, _, _ in ROWS}
 
 
 @pytest.mark.parametrize(("provider", "functions"), [(p, f) for p, f, _ in ROWS],

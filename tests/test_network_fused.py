@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-import harness.network as network
-from harness.config import NetworkConfig
-from harness.network import (
+import harness.networks.precond as network
+from harness.config.run_config import NetworkConfig
+from harness.networks.precond import (
     Block,
     MPConv,
     make_network,

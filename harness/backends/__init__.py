@@ -17,7 +17,7 @@ from harness.backends.local import LocalBackend
 from harness.backends.slurm import SlurmBackend
 
 if TYPE_CHECKING:
-    from harness.sweepstate import JobEntry, Liveness, SweepState
+    from harness.backends.sweep_state import JobEntry, Liveness, SweepState
 
 __all__ = ["BACKENDS", "AfterLock", "Backend", "JobFactory", "Submission", "cluster_params",
            "liveness", "wait_for_runs"]

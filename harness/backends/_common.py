@@ -13,16 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.sweepstate import JobEntry, Liveness, SweepState, read_state
+from harness.backends.sweep_state import JobEntry, Liveness, SweepState, read_state
 
 if TYPE_CHECKING:
-    from harness.job import JobSpec
-    from harness.plan import PlannedRun
-    from harness.submit import SubmitReport
-    from harness.sweep import ClusterConfig, Sweep
-    from harness.sweepstate import SweepState
+    from harness.backends.sweep_state import SweepState
+    from harness.config.job import JobSpec
+    from harness.launch.submit import SubmitReport
+    from harness.planning.plan import PlannedRun
+    from harness.planning.sweep import ClusterConfig, Sweep
 
-# Builds what a job runs from its spec (harness.submit.make_train_job; tests pass stand-ins).
+# Builds what a job runs from its spec (harness.launch.submit.make_train_job; tests pass stand-ins).
 JobFactory = Callable[["JobSpec", "ClusterConfig"], Callable[[], Any]]
 # What a backend leaves to run once the sweep's lock is released (e.g. the debug jobs themselves).
 AfterLock = Callable[[], None]

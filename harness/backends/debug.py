@@ -11,12 +11,12 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from harness.backends._common import AfterLock, Submission, entry, submitit_folder, teacher_pending
-from harness.sweepstate import locked_state, pid_alive
+from harness.backends.sweep_state import locked_state, pid_alive
 
 if TYPE_CHECKING:
-    from harness.plan import PlannedRun
-    from harness.submit import SubmitReport
-    from harness.sweepstate import JobEntry, Liveness, SweepState
+    from harness.backends.sweep_state import JobEntry, Liveness, SweepState
+    from harness.launch.submit import SubmitReport
+    from harness.planning.plan import PlannedRun
 
 
 class DebugBackend:

@@ -1,7 +1,7 @@
 """Local backend: a bounded scheduler on this machine.
 
 submitit's LocalExecutor has no concurrency limit, so `harness submit --cluster local` queues the
-runs in the state file and starts a detached scheduler process (`python -m harness.submit
+runs in the state file and starts a detached scheduler process (`python -m harness.launch.submit
 --schedule`) that releases them as slots free up: one slot per `gpus_per_node` GPUs (at most
 `max_concurrent_local` jobs; 1 on a CPU-only machine), tuning runs after their teacher is done. With
 `--wait` the scheduler runs in the foreground instead and the command returns when all runs ended.
@@ -31,22 +31,17 @@ from harness.backends._common import (
     teacher_pending,
     wait_for_runs,
 )
-from harness.config import ConfigError
-from harness.sweepstate import (
-    locked_state,
-    pid_alive,
-    read_run_status,
-    sweep_state_dir,
-)
+from harness.backends.sweep_state import locked_state, pid_alive, read_run_status, sweep_state_dir
+from harness.config.run_config import ConfigError
 
 if TYPE_CHECKING:
-    from harness.job import JobSpec
-    from harness.plan import PlannedRun
-    from harness.submit import SubmitReport
-    from harness.sweep import ClusterConfig, Sweep
-    from harness.sweepstate import JobEntry, Liveness, SweepState
+    from harness.backends.sweep_state import JobEntry, Liveness, SweepState
+    from harness.config.job import JobSpec
+    from harness.launch.submit import SubmitReport
+    from harness.planning.plan import PlannedRun
+    from harness.planning.sweep import ClusterConfig, Sweep
 
-log = logging.getLogger("harness.submit")  # the scheduler's log lines, as before the split
+log = logging.getLogger("harness.launch.submit")  # the scheduler's log lines, as before the split
 SCHEDULER_POLL_S = 1.0  # how often the local scheduler looks for ended jobs and free slots
 
 
@@ -131,7 +126,7 @@ def _spawn_scheduler(runs_dir: Path, sweep: str) -> int:
     log_path = sweep_state_dir(runs_dir, sweep) / "scheduler.log"
     with open(log_path, "a") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.submit", "--schedule", str(runs_dir), sweep],
+            [sys.executable, "-m", "harness.launch.submit", "--schedule", str(runs_dir), sweep],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)  # not killed with the terminal that submitted it
     return proc.pid
@@ -173,12 +168,12 @@ def run_scheduler(runs_dir: str | Path, sweep: str, *, job_factory: JobFactory,
                   parse_cluster: Callable[..., ClusterConfig], poll_s: float | None = None) -> int:
     """Release the sweep's queued local runs as slots free up; return when none is left.
 
-    `job_factory` makes each job's callable (harness.submit.make_train_job); `parse_cluster` reads
+    `job_factory` makes each job's callable (harness.launch.submit.make_train_job); `parse_cluster` reads
     the state file's [cluster] table (ClusterConfig.from_dict), both passed in so this module
     needs neither the submission layer nor the sweep file. Returns the number of jobs that ended
     without finishing their run.
     """
-    from harness.job import read_job
+    from harness.config.job import read_job
     runs_dir = Path(runs_dir)
     folder = submitit_folder(runs_dir, sweep, stamp())
     gpus = visible_gpus()

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.backends._common import AfterLock, Submission, entry, submitit_folder, teacher_pending
-from harness.config import ConfigError
+from harness.config.run_config import ConfigError
 
 if TYPE_CHECKING:
     import submitit
 
-    from harness.plan import PlannedRun
-    from harness.sweep import ClusterConfig, Sweep
-    from harness.sweepstate import JobEntry, Liveness, SweepState
+    from harness.backends.sweep_state import JobEntry, Liveness, SweepState
+    from harness.planning.plan import PlannedRun
+    from harness.planning.sweep import ClusterConfig, Sweep
 
 # SlurmExecutor._valid_parameters() with the `slurm_` prefix, minus those the harness sets itself
 # (`dependency`, `job_name`) or that duplicate a generic name (see SLURM_REDIRECTS).
