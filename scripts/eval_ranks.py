@@ -24,7 +24,7 @@ def make_job(out: Path, num_samples: int, preset: str) -> object:
     from harness.config.job import JobSpec
     from harness.config.presets import get_preset
     from harness.config.run_config import run_config_from_dict, set_dotted
-    from harness.core.files import to_dict
+    from harness.core.hashing import to_dict
 
     data: dict = {"kind": "tune", "preset": preset, "from_scratch": True,
                   "network": to_dict(get_preset(preset).network)}

@@ -33,7 +33,7 @@ def _status_kib(field: str) -> int:
 def make_run(preset: str, batch: int, eval_batch: int) -> object:
     from harness.config.presets import get_preset
     from harness.config.run_config import run_config_from_dict, set_dotted
-    from harness.core.files import to_dict
+    from harness.core.hashing import to_dict
 
     spec = get_preset(preset)
     data: dict = {"kind": "tune", "preset": preset, "from_scratch": True,

@@ -7,7 +7,7 @@ from typing import Any
 
 from harness.config.identity import ADDED_FIELDS, EVAL_CONSISTENCY_ONLY, EXCLUDED, RECORDED_ID_FIELD
 from harness.config.run_config import RunConfig, to_dict
-from harness.core.files import stable_hash
+from harness.core.hashing import stable_hash
 
 
 def identity_dict(run: RunConfig, *, with_eval: bool, drop_added: bool = True) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from harness.config.run_config import ConfigError, DataConfig, EvalConfig, RunConfig
-from harness.core.files import file_sha256
+from harness.core.hashing import file_sha256
 from harness.evaluation import dinov2
 from harness.evaluation.metrics import Evaluator
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from harness.config.run_config import ConfigError, DataConfig, EvalConfig, RunConfig
-from harness.core.files import file_sha256
+from harness.core.hashing import file_sha256
 from harness.data.loader import load_dataset
 from harness.evaluation import digits_classifier
 from harness.evaluation.metrics import (

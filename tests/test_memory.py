@@ -10,7 +10,7 @@ from sweep_helpers import write
 
 from harness.config.presets import PRESETS, get_preset
 from harness.config.run_config import run_config_from_dict, set_dotted
-from harness.core.files import to_dict
+from harness.core.hashing import to_dict
 from harness.cost.flops import network_cost, network_key
 from harness.cost.memory import _MEMORY_FILE, FP32, activation_memory, estimate_memory
 from harness.planning.plan import format_plan, plan

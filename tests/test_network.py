@@ -4,15 +4,8 @@ import pytest
 import torch
 
 from harness.config.run_config import NetworkConfig
-from harness.networks.precond import (
-    MPConv,
-    Precond,
-    make_network,
-    mp_cat,
-    mp_silu,
-    mp_sum,
-    param_count,
-)
+from harness.networks.mp_unet import MPConv, mp_cat, mp_silu, mp_sum
+from harness.networks.precond import Precond, make_network, param_count
 
 
 def _rms(x):

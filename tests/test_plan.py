@@ -206,7 +206,7 @@ def _reference_run_id(cfg: Any, *, with_eval: bool = False) -> str:
     """run_id written out plainly: the canonical JSON of the whole identity dict, hashed; with
     the evaluation settings, the eval-hashed scheme (eval_hashed_run_id)."""
     from harness.config.identity import ADDED_FIELDS, RECORDED_ID_FIELD, identity_section
-    from harness.core.files import field_names, stable_hash
+    from harness.core.hashing import field_names, stable_hash
 
     d = {}
     for name in field_names(type(cfg)):

@@ -400,7 +400,7 @@ def _blas_threads(threads: int) -> contextlib.AbstractContextManager[Any] | None
 def _environment(device: torch.device, threads: int, clock: Clock, opts: BenchOptions
                  ) -> dict[str, Any]:
     from harness import __version__
-    from harness.core.files import git_dirty, git_sha
+    from harness.core.provenance import git_dirty, git_sha
 
     return {"device": device.type, "device_name": device_name(device),
             "torch_version": torch.__version__, "harness_version": __version__,

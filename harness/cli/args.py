@@ -35,7 +35,7 @@ def minutes(text: str) -> float:
 
 
 def nimg_arg(text: str) -> int:
-    from harness.core.files import parse_nimg
+    from harness.core.units import parse_nimg
 
     try:
         value = parse_nimg(text)

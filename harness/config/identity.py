@@ -17,7 +17,7 @@ import functools
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from harness.core.files import canonical_json, field_names, to_dict
+from harness.core.hashing import canonical_json, field_names, to_dict
 
 if TYPE_CHECKING:
     from harness.config.run_config import RunConfig

@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from harness.config.datasets import DATASETS, DatasetName, unknown_dataset_rule
 from harness.config.identity import EVAL_CONSISTENCY_ONLY, run_id
-from harness.core.files import folder_name_problem, to_dict
+from harness.core.files import folder_name_problem
+from harness.core.hashing import to_dict
 
 # Loading errors are defined with the strict loader; every caller imports them from here.
 from harness.core.strict import ConfigError as ConfigError

@@ -1,66 +1,19 @@
-"""Torch-free helpers shared by every layer: stable hashing, atomic writes, git provenance, image units."""
+"""Files that readers never see half-written: atomic writes, the temp files killed writers
+leave, and the folder names runs and sweeps may take."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
-import functools
-import hashlib
-import json
 import os
 import re
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-_REPO_DIR = Path(__file__).resolve().parent.parent
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-
-
-def field_names(cls: type) -> tuple[str, ...]:
-    """Field names of a dataclass, in declaration order (cached: hashing runs calls it often)."""
-    return _field_names(cls)
-
-
-@functools.cache
-def _field_names(cls: Any) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
-def to_dict(obj: Any) -> Any:
-    """Recursively convert dataclasses/tuples to plain JSON-able dicts/lists."""
-    if obj is None or isinstance(obj, str | int | float):  # most leaves: skip the checks below
-        return obj
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {name: to_dict(getattr(obj, name)) for name in field_names(type(obj))}
-    if isinstance(obj, tuple | list):
-        return [to_dict(v) for v in obj]
-    return obj
-
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace, so equal data always hashes equally."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def stable_hash(obj: Any, length: int = 12) -> str:
-    """First `length` hex digits of sha256 over the canonical JSON of `obj`."""
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
-
-
-def file_sha256(path: Path, length: int = 16) -> str:
-    """Content hash of a file, read in chunks (weights files can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
-
 
 # Sweep names and run ids become one folder name under results/ or runs/. A leading letter or
 # digit keeps out ".", "..", hidden names (loaders skip those) and names read as CLI options.
@@ -179,41 +132,3 @@ def _write_error(path: Path, e: OSError) -> OSError:
 def atomic_write_text(path: Path, text: str) -> None:
     """Text version of `atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode())
-
-
-def git_sha() -> str | None:
-    """Commit of the harness source tree, or None outside a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(_REPO_DIR), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def git_dirty() -> bool | None:
-    """Whether tracked files of the harness checkout differ from HEAD (None outside git)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(_REPO_DIR), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
-
-
-_NIMG_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(Ki|Mi|Gi|k|M|G)?\s*$")
-_NIMG_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
-
-
-def parse_nimg(value: str | int) -> int:
-    """Parse an image count such as 12800, '25.6M' or '10Ki' into an integer number of images."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = _NIMG_RE.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not an image count (examples: 12800, '25.6M', '10Ki')")
-    return round(float(match.group(1)) * _NIMG_UNITS[match.group(2)])

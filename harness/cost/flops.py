@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config.run_config import NetworkConfig, to_dict
-from harness.core.files import atomic_write_text, stable_hash
+from harness.core.files import atomic_write_text
+from harness.core.hashing import stable_hash
 
 # Forward-pass equivalents per training image: diffusion = fwd + bwd (3F); ECT adds one no-grad
 # target forward on the same network (4F) (locuslab/ect `training/loss.py`).

@@ -26,7 +26,7 @@ import numpy as np
 
 from harness.config.datasets import get_dataset
 from harness.config.run_config import ConfigError, DataConfig
-from harness.core.files import stable_hash
+from harness.core.hashing import stable_hash
 
 # --------------------------------------------------------------------------------------------------
 # Format readers. Each returns (images uint8 [N, C, H, W], labels int64 [N] 0-based or None).

@@ -22,7 +22,8 @@ from torch import nn
 from torch_fidelity import FeatureExtractorBase, register_feature_extractor
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from harness.core.files import atomic_write_bytes, file_sha256, stable_hash
+from harness.core.files import atomic_write_bytes
+from harness.core.hashing import file_sha256, stable_hash
 from harness.data.formats import _digits
 from harness.data.loader import content_hash
 

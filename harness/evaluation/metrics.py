@@ -26,7 +26,8 @@ import torch_fidelity
 from torch.utils.data import Dataset
 
 from harness.config.run_config import ConfigError, RunConfig
-from harness.core.files import atomic_write_bytes, atomic_write_text, file_sha256
+from harness.core.files import atomic_write_bytes, atomic_write_text
+from harness.core.hashing import file_sha256
 from harness.data.formats import dataset_fingerprint, numpy_reconstruct
 from harness.data.loader import ImageData, load_arrays, load_dataset
 from harness.evaluation import digits_classifier, dinov2

@@ -7,7 +7,7 @@ blocks, a noise embedding added to every block, self-attention where asked and a
 decoder's first block. At the widths of the digits presets (8-40 channels) it trains far better at
 equal images than the magnitude-preserving family (docs/digits_ablations.md).
 
-The interface matches `harness.networks.precond.UNet`: F(c_in x, c_noise, labels, dropout_generator), with
+The interface matches `harness.networks.mp_unet.UNet`: F(c_in x, c_noise, labels, dropout_generator), with
 dropout masks drawn from an explicit generator so that ECT's target pass sees the online pass's mask.
 There is no forced weight normalisation: `normalize_weights_` is a no-op.
 """

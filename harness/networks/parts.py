@@ -1,4 +1,4 @@
-"""What both U-Net families share (the magnitude-preserving `harness.networks.precond.UNet` and the DDPM++
+"""What both U-Net families share (the magnitude-preserving `harness.networks.mp_unet.UNet` and the DDPM++
 `harness.networks.ddpmpp.DDPMppUNet`): dropout with an explicit generator and the encoder-decoder pass.
 """
 

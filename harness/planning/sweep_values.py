@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.config.run_config import RunConfig, dotted_fields
-from harness.core.files import parse_nimg
 from harness.core.strict import ConfigError, coerce, unknown_key_error
+from harness.core.units import parse_nimg
 
 
 class SweepError(ConfigError):

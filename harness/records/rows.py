@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from harness.core.files import canonical_json
+from harness.core.hashing import canonical_json
 from harness.records.store import COLUMNS, RecordError
 
 if TYPE_CHECKING:

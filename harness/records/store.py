@@ -24,7 +24,9 @@ import pyarrow.parquet as pq
 
 from harness import __version__
 from harness.config.run_config import EvalConfig, eval_differences
-from harness.core.files import atomic_write_bytes, canonical_json, git_dirty, git_sha
+from harness.core.files import atomic_write_bytes
+from harness.core.hashing import canonical_json
+from harness.core.provenance import git_dirty, git_sha
 from harness.records.names import looks_complete, new_eval_tag, parse_record_name, record_path
 
 # 2: fp32 tuning by default, dataset-distributed eval labels. 3: the `ema`, `init`,

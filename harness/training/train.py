@@ -32,13 +32,11 @@ from harness.cost.flops import TRAIN_PASSES, network_cost
 from harness.data.loader import ImageData, batch_indices, load_dataset, random_xflip, to_model_range
 from harness.networks.precond import Precond, make_network
 from harness.records.run_folder import (
-    Checkpointer,
     ConfigMismatch,
     UnsafeCheckpoint,
     load_latest_checkpoint,
     lock_run,
     remove_partial_checkpoints,
-    save_network,
     snapshot_path,
     update_status,
     write_run_files,
@@ -54,6 +52,7 @@ from harness.torch_utils.device import (
     uses_bf16_autocast,
 )
 from harness.torch_utils.draws import rank_rows, step_streams
+from harness.training.checkpoint import Checkpointer, save_network
 from harness.training.ect import make_loss, stage_at
 from harness.training.eval_hook import EvaluationHook
 from harness.training.loggers import Curves
