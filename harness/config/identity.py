@@ -6,8 +6,9 @@ the fields left out (`EXCLUDED`, `RECORDED_ID_FIELD`), the fields added after ru
 and hashed only away from their original value (`ADDED_FIELDS`), the network forms that changed
 under an unchanged config (`NetworkConfig.form_markers`), and the eval-hashed ids of harness 0.1.0
 (`eval_hashed_run_id`, `recorded_as`). Planning adopts runs recorded under eval-hashed ids with
-harness.planning.legacy_ids. Nothing is renamed or rewritten on disk. Torch-free, and it imports no
-other harness module but runtime, since config's `RunConfig.run_id` calls it.
+harness.planning.legacy_ids. Nothing is renamed or rewritten on disk. Torch-free. It sits below
+harness.config.run_config, whose `RunConfig.run_id` calls it, so it reads a config through the
+`HashedConfig` protocol rather than importing RunConfig, not even for annotations.
 """
 
 from __future__ import annotations
@@ -15,12 +16,26 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from harness.core.hashing import canonical_json, field_names, to_dict
 
-if TYPE_CHECKING:
-    from harness.config.run_config import RunConfig
+
+class HashedConfig(Protocol):
+    """What a run id reads of a run's config (harness.config.run_config.RunConfig): a dataclass
+    with the run's kind, the id it was recorded under, and its own id."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def legacy_id(self) -> str | None: ...
+    @property
+    def run_id(self) -> str: ...
+
+
+Config = TypeVar("Config", bound=HashedConfig)
 
 # Dotted fields that never change what is computed: the cadence of logs and checkpoints, threads,
 # whether evaluated networks are kept on disk, where curves are logged and where the decoded
@@ -99,7 +114,7 @@ def _cached_section_json(name: str, obj: Any, kind: str, types: tuple[Any, ...])
     return None if d is None else canonical_json(d)
 
 
-def run_id(cfg: RunConfig) -> str:
+def run_id(cfg: HashedConfig) -> str:
     """Hash of what a run trains: the resolved config without its evaluation settings, without
     the objective section the run does not use, and without the fields `not_hashed_fields` names.
 
@@ -108,14 +123,14 @@ def run_id(cfg: RunConfig) -> str:
     return _identity_hash(cfg, with_eval=False)
 
 
-def eval_hashed_run_id(cfg: RunConfig) -> str:
+def eval_hashed_run_id(cfg: HashedConfig) -> str:
     """The id `cfg` had under the eval-hashed scheme of harness 0.1.0, when the evaluation
     settings were part of it. Run folders and records written then carry it; planning finds them
     by it (EvalHashedRuns)."""
     return _identity_hash(cfg, with_eval=True)
 
 
-def recorded_as(cfg: RunConfig, recorded_id: str) -> RunConfig | None:
+def recorded_as(cfg: Config, recorded_id: str) -> Config | None:
     """`cfg` as the run recorded under `recorded_id` (a folder name, a job file's run_id): `cfg`
     when that is its id; `cfg` adopting it as `legacy_id` when it is its eval-hashed id; None
     when `recorded_id` is not an id of this config."""
@@ -127,7 +142,7 @@ def recorded_as(cfg: RunConfig, recorded_id: str) -> RunConfig | None:
     return None
 
 
-def _identity_hash(cfg: RunConfig, *, with_eval: bool) -> str:
+def _identity_hash(cfg: HashedConfig, *, with_eval: bool) -> str:
     pieces: dict[str, str] = {}
     for name in field_names(type(cfg)):
         if name == RECORDED_ID_FIELD or (name == EVAL_SECTION and not with_eval):
