@@ -567,7 +567,7 @@ def test_tensorboard_gets_the_stats_lines_at_images_seen(tmp_path):
 
 
 def test_a_logger_without_its_package_fails_the_run_clearly(tmp_path, monkeypatch):
-    import harness.training.loggers as loggers
+    import harness.config.optional_packages as loggers
 
     real = loggers.importlib.util.find_spec
     monkeypatch.setattr(loggers.importlib.util, "find_spec",

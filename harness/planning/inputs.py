@@ -145,4 +145,3 @@ def _where(sweep: Sweep, name: str) -> str:
     if name in sweep.swept_names:
         return "[grid]"
     return "[base]"
-

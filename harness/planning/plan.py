@@ -333,7 +333,7 @@ def layout_text(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
 
 def _check_inputs(sweep: Sweep, jobs: tuple[JobSpec, ...]) -> list[MissingInput]:
     """Loggers are installed and present inputs are well-formed; returns the missing inputs."""
-    from harness.training.loggers import missing_packages
+    from harness.config.optional_packages import missing_packages
 
     for loggers in sorted({job.run.train.loggers for job in jobs}):
         if missing := missing_packages(loggers):

@@ -10,7 +10,6 @@ inside the run folder: `tensorboard/`, `wandb/`, `mlruns/`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -18,24 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.job import JobSpec
+from harness.config.optional_packages import missing_packages
 from harness.records.run_folder import update_status
 from harness.training.state import TrainingFailed
-
-# The module each logger of train.loggers needs, and how to install it.
-_PACKAGES = {"tensorboard": ("tensorboard", "pip install tensorboard"),
-             "wandb": ("wandb", "pip install wandb"),
-             "mlflow": ("mlflow", "pip install mlflow")}
-
-
-def missing_packages(names: Iterable[str]) -> list[str]:
-    """The loggers of `names` whose package is not installed, each with its install command.
-    Torch-free: the planner checks this before anything is submitted."""
-    out = []
-    for name in names:
-        module, install = _PACKAGES[name]
-        if importlib.util.find_spec(module) is None:
-            out.append(f"{name} (no '{module}' package: {install})")
-    return out
 
 
 class RunLoggers:
