@@ -2,6 +2,16 @@
 nothing, and the conversion onto the harness's networks.
 """
 
-from harness.teachers.convert import import_teacher, load_teacher
+from typing import Any
 
 __all__ = ["import_teacher", "load_teacher"]
+
+
+def __getattr__(name: str) -> Any:
+    """`harness.teachers.load_teacher` and `import_teacher`, imported on first use (PEP 562):
+    they need torch, and planning reads the catalogue beside them without it."""
+    if name in __all__:
+        from harness.teachers import convert
+
+        return getattr(convert, name)
+    raise AttributeError(f"module 'harness.teachers' has no attribute {name!r}")
