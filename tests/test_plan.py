@@ -256,7 +256,7 @@ def test_cached_run_id_equals_the_plain_hash_of_the_identity_dict() -> None:
 
 
 def test_a_logger_whose_package_is_missing_stops_planning(tmp_path, monkeypatch):
-    import harness.training.loggers as loggers
+    import harness.config.optional_packages as loggers
     from harness.planning.plan import plan
     from harness.planning.sweep import SweepError, load_sweep
 
