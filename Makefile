@@ -22,6 +22,7 @@ demo: install
 test: install
 	$(BIN)/ruff check harness analysis tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not slow and not gpu"
 
 # Everything, slow tests included.
@@ -30,6 +31,7 @@ test-all: install
 
 lint: install
 	$(BIN)/ruff check harness analysis tests scripts
+	$(BIN)/lint-imports
 
 # Type-check harness/, analysis/ and scripts/ (settings in pyproject.toml [tool.mypy]).
 typecheck: install

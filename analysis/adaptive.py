@@ -15,7 +15,7 @@ design chooses among:
   every grid budget it passes. A repeated seed of a size is a candidate too: its use is the
   run-to-run information the law's uncertainty depends on.
 
-Pure numpy: no torch, no files. `harness.suggest` builds the candidate pool from a sweep and its
+Pure numpy: no torch, no files. `harness.adaptive.suggest` builds the candidate pool from a sweep and its
 records; `analysis.replay` evaluates designs on finished sweeps.
 """
 

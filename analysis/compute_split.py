@@ -35,7 +35,7 @@ import pandas as pd
 
 from analysis.points import pareto_mask
 from analysis.runs import RunCurve, draw_means, pooled_dof, run_curves
-from harness.flops import TRAIN_PASSES
+from harness.cost.flops import TRAIN_PASSES
 
 __all__ = [
     "ALL_PRESETS",

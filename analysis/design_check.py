@@ -31,7 +31,7 @@ from analysis.runs import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.plan import Plan
+    from harness.planning.plan import Plan
 
 __all__ = ["MIN_COMPUTE_RANGE", "MIN_SEEDS_PER_CURVE_SPREAD", "Finding", "SizeDesign",
            "design_lines", "design_problems", "designs_from_plan", "designs_from_records",
@@ -245,7 +245,7 @@ def designs_from_plan(p: Plan) -> list[SizeDesign]:
     """One `SizeDesign` per preset of a plan, from its tuning runs' FLOPs (pretraining runs when a
     sweep has none). A student's total compute adds its teacher's pretraining at the snapshot it
     starts from; a user-given checkpoint's pretraining is unknown here and counted as 0."""
-    from harness.flops import train_flops
+    from harness.cost.flops import train_flops
 
     by_id = p.by_id()
     runs = [r for r in p.runs if r.kind == "tune"] or list(p.runs)

@@ -30,7 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from harness.records import (
+from harness.core.files import folder_name_problem
+from harness.records.store import (
     IDENTITY,
     INDEX_SCHEMA,
     SCHEMA,
@@ -43,7 +44,6 @@ from harness.records import (
     upgrade,
     write_index,
 )
-from harness.runtime import folder_name_problem
 
 SWEPT_PREFIX = "swept."
 _PRUNABLE = (pa.types.is_string, pa.types.is_integer, pa.types.is_floating)

@@ -19,7 +19,7 @@ from analysis.powerlaw import DEFAULT_ALPHA_BOUNDS
 from analysis.report_headline import headline_section, held_out_size_section
 from analysis.sweep_fits import REPORT_MD, SweepFits, analysis_dir, read_fits
 from analysis.variants import VARIANT, curve_label
-from harness.runtime import atomic_write_text
+from harness.core.files import atomic_write_text
 
 __all__ = ["FIGURE_TITLES", "format_fit_table", "interval_flags", "split_section",
            "write_report"]

@@ -47,13 +47,8 @@ from analysis.headline import (
 from analysis.holdout import HELD_OUT_SIZE_COLUMNS, held_out_size_backtest
 from analysis.powerlaw import JointPowerLaw, PowerLaw
 from analysis.variants import VARIANT, curve_label, with_variants
-from harness.runtime import (
-    atomic_write_bytes,
-    atomic_write_text,
-    folder_name_problem,
-    git_dirty,
-    git_sha,
-)
+from harness.core.files import atomic_write_bytes, atomic_write_text, folder_name_problem
+from harness.core.provenance import git_dirty, git_sha
 
 __all__ = ["AnalysisError", "SweepFits", "analysis_dir", "default_figures_dir", "fit_sweep",
            "headline_table",

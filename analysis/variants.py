@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.identity import not_hashed_fields
+from harness.config.identity import not_hashed_fields
 
 __all__ = ["VARIANT", "curve_label", "curve_labels", "variant_settings", "with_variants"]
 

@@ -23,9 +23,9 @@ import json
 import torch
 import torch.nn.functional as F
 
-from harness.ect import r_from_t
-from harness.network import make_network
-from harness.presets import get_preset
+from harness.config.presets import get_preset
+from harness.networks.precond import make_network
+from harness.training.ect import r_from_t
 
 
 def _images(n: int, c: int, res: int, gen: torch.Generator) -> torch.Tensor:

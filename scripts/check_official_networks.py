@@ -71,7 +71,7 @@ def main() -> None:
     sys.path.insert(0, str(args.edm_repo))
     from training import networks as official  # from the user's checkout
 
-    from harness.teachers import import_teacher, load_teacher
+    from harness.teachers.convert import import_teacher, load_teacher
 
     torch.manual_seed(0)
     worst = 0.0
@@ -133,7 +133,7 @@ def check_edm2(repo: Path, batch: int) -> float:
     import dnnlib
     from training import encoders, networks_edm2
 
-    from harness.teachers import import_teacher, load_teacher
+    from harness.teachers.convert import import_teacher, load_teacher
 
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,9 +6,9 @@ starts two processes that load it at the same time, and reads the memory they ho
 sum of their PSS from /proc/<pid>/smaps_rollup) as a multiple of the dataset's size:
 
 - `copy`: what every rank did before the node cache: decode every batch into one array, wrap it in
-  a tensor and sha256 all pixels (harness.data_formats.read_dataset + harness.data.content_hash);
+  a tensor and sha256 all pixels (harness.data.formats.read_dataset + harness.data.loader.content_hash);
 - `baseline`: the same imports (torch included, as in every training rank), no dataset;
-- `cache`: harness.data.load_dataset, memory-mapping the node's decoded cache (built by the first
+- `cache`: harness.data.loader.load_dataset, memory-mapping the node's decoded cache (built by the first
   process that needs it), measured once right after loading and once after reading every image
   (as an epoch of training does).
 
@@ -50,21 +50,21 @@ def child(mode: str, path: str, cache_dir: str) -> None:
     """Load the dataset, report, read every image, report again; exit when stdin closes."""
     import torch  # a training rank has it loaded in any case: both modes pay for it
 
-    from harness.config import DataConfig
+    from harness.config.run_config import DataConfig
 
     cfg = DataConfig(name="imagenet64", path=path, use_labels=True, cache_dir=cache_dir)
     start = time.perf_counter()
     digest, array = "", np.zeros((0, 3, RESOLUTION, RESOLUTION), np.uint8)
     if mode == "copy":
-        from harness.data import content_hash
-        from harness.data_formats import read_dataset
+        from harness.data.formats import read_dataset
+        from harness.data.loader import content_hash
 
         images, labels = read_dataset(cfg)
         tensor = torch.from_numpy(np.ascontiguousarray(images))
         digest = content_hash(images, labels)
         array = tensor.numpy()
     elif mode == "cache":
-        from harness.data import load_dataset
+        from harness.data.loader import load_dataset
 
         data = load_dataset(cfg)
         digest, array = data.content_hash, data.array

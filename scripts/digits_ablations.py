@@ -5,7 +5,7 @@ Usage: python scripts/digits_ablations.py VARIANT [VARIANT ...] [--work DIR] [--
        python scripts/digits_ablations.py --list
 
 Each variant is a set of changes to a base (network, pretraining and tuning overrides, all through
-the real pipeline: harness.train, torch-fidelity FD-digits with 2000 samples, Parquet records).
+the real pipeline: harness.training.train, torch-fidelity FD-digits with 2000 samples, Parquet records).
 Teachers are shared between variants whose pretraining is identical (same run id, same work folder).
 Prints one JSON line per variant: params, CPU seconds, teacher FD (Heun, 35 NFE), and ECT 1-step and
 2-step FD at each tuning evaluation point, plus 2-step FD of the final network at every --mid-t.
@@ -23,14 +23,14 @@ from typing import Any
 import torch
 
 from analysis.load import load_results
-from harness.config import run_config_from_dict, set_dotted, to_dict
-from harness.evaluate import Evaluator
-from harness.job import JobSpec
-from harness.network import make_network
-from harness.presets import get_preset, recipe
-from harness.rundir import load_checkpoint
-from harness.sampling import generate
-from harness.train import train
+from harness.config.job import JobSpec
+from harness.config.presets import get_preset, recipe
+from harness.config.run_config import run_config_from_dict, set_dotted, to_dict
+from harness.evaluation.metrics import Evaluator
+from harness.evaluation.sampling import generate
+from harness.networks.precond import make_network
+from harness.records.run_folder import load_checkpoint
+from harness.training.train import train
 
 # EMA half-lives in images of a per-step decay beta at batch 128: 128 * ln(0.5) / ln(beta).
 HALFLIFE_0995 = 17_700
@@ -152,7 +152,7 @@ def build(kind: str, preset: str, values: dict[str, Any]) -> Any:
 
 def fd_at_mid_t(run: Any, network_file: Path, mid_t: float) -> float:
     """2-step FD-digits of a finished run's EMA network at re-noising level `mid_t`."""
-    from harness.config import EvalConfig
+    from harness.config.run_config import EvalConfig
 
     ckpt = load_checkpoint(network_file)
     net = make_network(run.network).eval()

@@ -2,7 +2,7 @@
 
 Usage: python scripts/digits_quality.py PRESET [PRESET ...] --pretrain-nimg N --tune-nimg M
 Prints one table row per preset (params, pretrain/ECT seconds, teacher FD, ECT 1-/2-step FD at
-4 points) using the real pipeline (harness.train + torch-fidelity FD-digits records).
+4 points) using the real pipeline (harness.training.train + torch-fidelity FD-digits records).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from analysis.load import load_results
-from harness.config import RunConfig, run_config_from_dict, set_dotted, to_dict
-from harness.job import JobSpec
-from harness.presets import get_preset, recipe
-from harness.train import train
+from harness.config.job import JobSpec
+from harness.config.presets import get_preset, recipe
+from harness.config.run_config import RunConfig, run_config_from_dict, set_dotted, to_dict
+from harness.training.train import train
 
 
 def build(kind: str, preset: str, values: dict) -> RunConfig:

@@ -1,7 +1,7 @@
 """One evaluation point scored by N local gloo ranks on CPU: the metric and its wall time.
 
 Starts N processes (RANK/WORLD_SIZE/MASTER_* as submitit's TorchDistributedEnvironment sets them),
-each with one CPU thread, that run harness.eval_hook.EvaluationHook on the same seeded network:
+each with one CPU thread, that run harness.training.eval_hook.EvaluationHook on the same seeded network:
 every rank generates and featurises its block of the sample seeds, rank 0 scores them and writes
 the record. Prints one JSON line {ranks, value, eval_seconds, cpu_seconds_per_rank}.
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 
 def make_job(out: Path, num_samples: int, preset: str) -> object:
-    from harness.config import run_config_from_dict, set_dotted
-    from harness.job import JobSpec
-    from harness.presets import get_preset
-    from harness.runtime import to_dict
+    from harness.config.job import JobSpec
+    from harness.config.presets import get_preset
+    from harness.config.run_config import run_config_from_dict, set_dotted
+    from harness.core.hashing import to_dict
 
     data: dict = {"kind": "tune", "preset": preset, "from_scratch": True,
                   "network": to_dict(get_preset(preset).network)}
@@ -39,13 +39,13 @@ def make_job(out: Path, num_samples: int, preset: str) -> object:
 def child(out: Path, num_samples: int, preset: str) -> None:
     import torch
 
-    from harness import dist
-    from harness.data import load_dataset
-    from harness.eval_hook import EvaluationHook
-    from harness.flops import network_cost
-    from harness.network import make_network
-    from harness.start import Start
-    from harness.state import TrainState
+    from harness.cost.flops import network_cost
+    from harness.data.loader import load_dataset
+    from harness.networks.precond import make_network
+    from harness.torch_utils import dist
+    from harness.training.eval_hook import EvaluationHook
+    from harness.training.start import Start
+    from harness.training.state import TrainState
 
     torch.set_num_threads(1)
     device = torch.device("cpu")

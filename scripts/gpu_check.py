@@ -29,15 +29,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bf16_target_error import target_errors
 
-from harness import bench, dinov2
-from harness.config import DataConfig, EvalConfig, RunConfig
-from harness.evaluate import Evaluator
+from harness.bench import timing as bench
+from harness.config.run_config import DataConfig, EvalConfig, RunConfig
+from harness.evaluation import dinov2
+from harness.evaluation.metrics import Evaluator
 
 
 def ect_step_times(preset: str, batch: int, device: torch.device, steps: int) -> dict[str, float]:
     """Median seconds per ECT tuning step in fp32 and in bf16 autocast (stage 3: full target pass).
 
-    The step is `harness.bench`'s, i.e. the real `harness.train.train_step`, so this script
+    The step is `harness.bench.timing`'s, i.e. the real `harness.training.train.train_step`, so this
+    script
     follows the training loop's signature instead of keeping its own copy of the call."""
     run = bench.bench_run_config(preset, "tune", batch)
     images, labels = bench._training_images(run, device)

@@ -1,8 +1,8 @@
-"""The per-rank memory estimate of `harness plan` (harness.memory) against a measured peak on CPU.
+"""The per-rank memory estimate of `harness plan` (harness.cost.memory) against a measured peak on CPU.
 
 For each preset and per-rank batch, a fresh process builds what a training job holds (network,
 EMA, power-function EMAs, Adam, the ECT loss) and runs two real training steps
-(harness.train.train_step; the first creates Adam's moments), then one sampling batch of the
+(harness.training.train.train_step; the first creates Adam's moments), then one sampling batch of the
 1-step sampler at eval.batch. The measured peak is the process's peak resident set (VmHWM of
 /proc/self/status, reset through /proc/self/clear_refs before the model is built) minus its
 resident set at that moment: what the steps allocated, allocator overhead included. A warm-up
@@ -31,9 +31,9 @@ def _status_kib(field: str) -> int:
 
 
 def make_run(preset: str, batch: int, eval_batch: int) -> object:
-    from harness.config import run_config_from_dict, set_dotted
-    from harness.presets import get_preset
-    from harness.runtime import to_dict
+    from harness.config.presets import get_preset
+    from harness.config.run_config import run_config_from_dict, set_dotted
+    from harness.core.hashing import to_dict
 
     spec = get_preset(preset)
     data: dict = {"kind": "tune", "preset": preset, "from_scratch": True,
@@ -55,13 +55,13 @@ def child(preset: str, batch: int, eval_batch: int, warm: bool = True) -> None:
 
     import torch
 
-    from harness.config import EvalConfig
-    from harness.ect import make_loss
-    from harness.network import make_network
-    from harness.optim import make_optimizer
-    from harness.sampling import generate
-    from harness.state import Model, TrainState
-    from harness.train import train_step
+    from harness.config.run_config import EvalConfig
+    from harness.evaluation.sampling import generate
+    from harness.networks.precond import make_network
+    from harness.training.ect import make_loss
+    from harness.training.optim import make_optimizer
+    from harness.training.state import Model, TrainState
+    from harness.training.train import train_step
 
     torch.set_num_threads(1)
     if warm:  # load torch's kernels and thread pools first: their memory is no model's
@@ -119,7 +119,7 @@ def main() -> None:
     if args.child:
         child(args.child[0], int(args.child[1]), int(args.child[2]))
         return
-    from harness.memory import estimate_memory
+    from harness.cost.memory import estimate_memory
 
     print(f"{'preset':20s} {'batch':>5s} {'train est MiB':>13s} {'measured':>9s} {'ratio':>6s} "
           f"{'eval est MiB':>12s} {'measured':>9s} {'ratio':>6s}")

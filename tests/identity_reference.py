@@ -1,13 +1,13 @@
 """Run ids written out plainly, for tests: the identity dict built from `to_dict` and the field
-lists of harness.identity (never a copy of them), hashed with `stable_hash`."""
+lists of harness.config.identity (never a copy of them), hashed with `stable_hash`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness.config import RunConfig, to_dict
-from harness.identity import ADDED_FIELDS, EVAL_CONSISTENCY_ONLY, EXCLUDED, RECORDED_ID_FIELD
-from harness.runtime import stable_hash
+from harness.config.identity import ADDED_FIELDS, EVAL_CONSISTENCY_ONLY, EXCLUDED, RECORDED_ID_FIELD
+from harness.config.run_config import RunConfig, to_dict
+from harness.core.hashing import stable_hash
 
 
 def identity_dict(run: RunConfig, *, with_eval: bool, drop_added: bool = True) -> dict[str, Any]:

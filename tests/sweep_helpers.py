@@ -6,8 +6,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from harness.expand import expand
-from harness.job import JobSpec
+from harness.config.job import JobSpec
+from harness.planning.expand import expand
 
 BASIC = """
 name = "demo"

@@ -32,14 +32,15 @@ from analysis.noise_prior import default_noise
 from analysis.powerlaw import fit_joint_power_law
 from analysis.replay import at_fractions, reached_width, replay
 from analysis.runs import NoiseModel
-from harness import record_rows, records
-from harness.adaptive import AdaptiveOptions, read_rounds, run_adaptive
-from harness.cli import main
-from harness.expand import expand_sweep
-from harness.flops import network_cost
-from harness.plan import plan
-from harness.suggest import suggest, suggestion_toml, sweep_sizes
-from harness.sweep import Sweep, SweepError, load_sweep
+from harness.adaptive.rounds import AdaptiveOptions, read_rounds, run_adaptive
+from harness.adaptive.suggest import suggest, suggestion_toml, sweep_sizes
+from harness.cli.main import main
+from harness.cost.flops import network_cost
+from harness.planning.expand import expand_sweep
+from harness.planning.plan import plan
+from harness.planning.sweep import Sweep, SweepError, load_sweep
+from harness.records import rows as record_rows
+from harness.records import store as records
 
 PRESETS = ["ect-digits-tiny", "ect-digits-xs", "ect-digits-s", "ect-digits-m", "ect-digits-l"]
 SWEEP = f"""

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, sweepstate
 from harness.backends import BACKENDS, Backend, liveness
-from harness.sweep import ClusterConfig
+from harness.backends import sweep_state as sweepstate
+from harness.cli import main as cli
+from harness.planning.sweep import ClusterConfig
 
 
 def _cluster_choices(command: str) -> list[str]:
@@ -35,7 +36,7 @@ def test_cluster_names_are_the_registry() -> None:
         assert set(typing.get_args(cluster)) == set(BACKENDS)
     else:
         assert cluster is str
-    from harness.submit import CLUSTERS
+    from harness.launch.submit import CLUSTERS
 
     assert tuple(BACKENDS) == CLUSTERS
 
@@ -70,7 +71,8 @@ def test_unknown_cluster_in_the_state_file_is_unknown() -> None:
 
 
 def test_the_registry_imports_neither_submitit_nor_torch() -> None:
-    code = ("import sys, harness.backends, harness.sweep, harness.sweepstate, harness.plan; "
+    code = ("import sys, harness.backends, harness.planning.sweep, harness.backends.sweep_state, "
+            "harness.planning.plan; "
             "assert 'submitit' not in sys.modules, 'submitit imported'; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import bench, bench_planning
-from harness.cli import main as harness_main
-from harness.config import ConfigError
+from harness.bench import planning as bench_planning
+from harness.bench import timing as bench
+from harness.cli.main import main as harness_main
+from harness.config.run_config import ConfigError
 
 
 @pytest.fixture(autouse=True)

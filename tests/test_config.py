@@ -1,4 +1,4 @@
-"""harness.config: strict loading (unknown keys, types), dotted paths, cross-field rules, and
+"""harness.config.run_config: strict loading (unknown keys, types), dotted paths, cross-field rules, and
 what config says about evaluation settings and network forms."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.config import (
+from harness.config.run_config import (
     ConfigError,
     ECTConfig,
     EvalConfig,

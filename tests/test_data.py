@@ -17,9 +17,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from harness.config import ConfigError, DataConfig
-from harness.data import _split, load_dataset
-from harness.data_formats import check_dataset, dataset_fingerprint, dataset_shape
+from harness.config.run_config import ConfigError, DataConfig
+from harness.data.formats import check_dataset, dataset_fingerprint, dataset_shape
+from harness.data.loader import _split, load_dataset
 
 RNG = np.random.default_rng(0)
 
@@ -184,8 +184,8 @@ def test_checks_are_torch_free(tmp_path: Path) -> None:
     _, labels = make_imagenet_npz(tmp_path / "in64")
     code = f"""
 import sys
-from harness.config import DataConfig
-from harness.data_formats import check_dataset, dataset_shape
+from harness.config.run_config import DataConfig
+from harness.data.formats import check_dataset, dataset_shape
 for name, path in [("cifar10", {str(tmp_path / "c")!r}),
                    ("image_folder", {str(tmp_path / "ds.zip")!r}),
                    ("imagenet64", {str(tmp_path / "in64")!r}), ("digits", None)]:
@@ -230,14 +230,14 @@ def test_fingerprint_tracks_file_changes(tmp_path: Path) -> None:
 def test_registry_names_match_the_type_checking_literal() -> None:
     import typing
 
-    from harness.datasets import DATASETS, DatasetName
+    from harness.config.datasets import DATASETS, DatasetName
 
     assert typing.get_args(DatasetName) == tuple(DATASETS)
     assert typing.get_type_hints(DataConfig)["name"] is DatasetName
 
 
 def test_registry_functions_resolve_and_shapes_are_complete() -> None:
-    from harness.datasets import DATASETS
+    from harness.config.datasets import DATASETS
 
     for spec in DATASETS.values():
         assert callable(spec.function("reader"))
@@ -251,8 +251,8 @@ def test_registry_functions_resolve_and_shapes_are_complete() -> None:
 
 
 def test_unknown_dataset_lists_the_registry() -> None:
-    from harness.config import run_config_from_dict
-    from harness.datasets import DATASETS
+    from harness.config.datasets import DATASETS
+    from harness.config.run_config import run_config_from_dict
 
     names = ", ".join(repr(n) for n in DATASETS)
     with pytest.raises(ConfigError, match=f"name = 'mnist': must be one of {names}"):
@@ -262,9 +262,9 @@ def test_unknown_dataset_lists_the_registry() -> None:
 
 
 def test_registry_default_metric_is_what_auto_resolves_to() -> None:
-    from harness.config import RunConfig
-    from harness.datasets import DATASETS
-    from harness.evaluate import metric_name
+    from harness.config.datasets import DATASETS
+    from harness.config.run_config import RunConfig
+    from harness.evaluation.metrics import metric_name
 
     for spec in DATASETS.values():
         data = DataConfig(name=spec.name, path=None if not spec.needs_path else "x")  # type: ignore[arg-type]
@@ -272,8 +272,8 @@ def test_registry_default_metric_is_what_auto_resolves_to() -> None:
 
 
 def test_presets_and_recipes_name_registered_datasets() -> None:
-    from harness.datasets import DATASETS
-    from harness.presets import _RECIPES, PRESETS
+    from harness.config.datasets import DATASETS
+    from harness.config.presets import _RECIPES, PRESETS
 
     assert {p.dataset for p in PRESETS.values()} <= set(DATASETS)
     for (dataset, _kind), values in _RECIPES.items():
@@ -281,17 +281,17 @@ def test_presets_and_recipes_name_registered_datasets() -> None:
 
 
 def test_registry_and_config_import_without_torch() -> None:
-    code = ("import sys\nimport harness.config, harness.datasets, harness.presets\n"
-            "assert 'torch' not in sys.modules and 'harness.data' not in sys.modules\n"
-            "assert 'harness.data_formats' not in sys.modules")
+    code = ("import sys\nimport harness.config.run_config, harness.config.datasets, harness.config.presets\n"
+            "assert 'torch' not in sys.modules and 'harness.data.loader' not in sys.modules\n"
+            "assert 'harness.data.formats' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_random_xflip_mirrors_about_half_deterministically() -> None:
     import torch
 
-    from harness.data import random_xflip
-    from harness.dist import seed_step
+    from harness.data.loader import random_xflip
+    from harness.torch_utils.dist import seed_step
 
     images = torch.randn(2000, 3, 4, 4)
 
@@ -309,7 +309,7 @@ def test_random_xflip_mirrors_about_half_deterministically() -> None:
 
 
 def test_the_flip_stream_leaves_the_step_seed_as_it_was() -> None:
-    from harness.dist import seed_step
+    from harness.torch_utils.dist import seed_step
 
     # The loss's seed is the hash it was before streams existed (runs without x-flips unchanged).
     digest = hashlib.sha256(b"3,1,512").digest()
@@ -318,8 +318,8 @@ def test_the_flip_stream_leaves_the_step_seed_as_it_was() -> None:
 
 
 def test_xflip_is_checked_and_keeps_run_ids_when_off() -> None:
-    from harness.config import RunConfig
-    from harness.identity import identity_section
+    from harness.config.identity import identity_section
+    from harness.config.run_config import RunConfig
 
     with pytest.raises(ConfigError, match="xflip"):
         DataConfig(xflip=1)  # type: ignore[arg-type]
@@ -337,14 +337,14 @@ def test_digits_are_read_as_scikit_learn_loads_them_without_importing_it() -> No
 
     from sklearn.datasets import load_digits
 
-    from harness.data_formats import _digits_cached
+    from harness.data.formats import _digits_cached
 
     images, labels = _digits_cached()
     bunch = load_digits()
     assert np.array_equal(images[:, 0], np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8))
     assert np.array_equal(labels, bunch.target)
     # A job reads them without paying for scikit-learn's import.
-    code = ("import sys; from harness.data_formats import _digits_cached; _digits_cached(); "
+    code = ("import sys; from harness.data.formats import _digits_cached; _digits_cached(); "
             "print('sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -15,11 +15,11 @@ import pytest
 import torch
 from test_data import make_imagenet_npz
 
-from harness import data_cache
-from harness.config import ConfigError, DataConfig
-from harness.data import content_hash, load_arrays, load_dataset
-from harness.data_formats import read_dataset
-from harness.identity import run_id
+from harness.config.identity import run_id
+from harness.config.run_config import ConfigError, DataConfig
+from harness.data import cache as data_cache
+from harness.data.formats import read_dataset
+from harness.data.loader import content_hash, load_arrays, load_dataset
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def imagenet(tmp_path: Path) -> tuple[DataConfig, np.ndarray, np.ndarray]:
 
 def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    import harness.data_formats as formats
+    import harness.data.formats as formats
 
     original = formats.read_dataset
 
@@ -115,9 +115,9 @@ def test_two_builders_at_once_build_once(imagenet: tuple, tmp_path: Path) -> Non
     log = tmp_path / "builds.log"
     script = textwrap.dedent(f"""
         import sys, time
-        import harness.data_formats as formats
-        from harness.config import ConfigError, DataConfig
-        from harness.data import load_dataset
+        import harness.data.formats as formats
+        from harness.config.run_config import ConfigError, DataConfig
+        from harness.data.loader import load_dataset
         original = formats.read_dataset
         def slow(cfg):
             with open({str(log)!r}, "a") as f:
@@ -150,7 +150,7 @@ def test_cache_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_cache_dir_is_not_part_of_the_run_id() -> None:
-    from harness.config import RunConfig
+    from harness.config.run_config import RunConfig
 
     run = RunConfig(kind="pretrain")
     moved = dataclasses.replace(run, data=dataclasses.replace(run.data, cache_dir="/scratch/x"))

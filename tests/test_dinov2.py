@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness import dinov2
-from harness.config import ConfigError, DataConfig, EvalConfig, RunConfig
-from harness.evaluate import Evaluator
-from harness.runtime import file_sha256
+from harness.config.run_config import ConfigError, DataConfig, EvalConfig, RunConfig
+from harness.core.hashing import file_sha256
+from harness.evaluation import dinov2
+from harness.evaluation.metrics import Evaluator
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data import make_image_zip

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import dist
-from harness.config import ConfigError, DiffusionConfig, ECTConfig, TrainConfig
-from harness.data import random_xflip
-from harness.draws import RowStreams, rank_rows, step_streams
-from harness.ect import ECTLoss, EDMLoss
-from harness.network import make_network
-from harness.presets import get_preset
+from harness.config.presets import get_preset
+from harness.config.run_config import ConfigError, DiffusionConfig, ECTConfig, TrainConfig
+from harness.data.loader import random_xflip
+from harness.networks.precond import make_network
+from harness.torch_utils import dist
+from harness.torch_utils.draws import RowStreams, rank_rows, step_streams
+from harness.training.ect import ECTLoss, EDMLoss
 
 CPU = torch.device("cpu")
 BATCH = 8
@@ -97,7 +97,7 @@ def test_xflips_follow_the_sample() -> None:
 
 
 def test_draw_group_is_checked_and_leaves_old_run_ids_alone() -> None:
-    from harness.config import RunConfig
+    from harness.config.run_config import RunConfig
 
     with pytest.raises(ConfigError, match=r"train: draw_group = -1: must be >= 0"):
         TrainConfig(draw_group=-1)

@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.config import DiffusionConfig, ECTConfig, NetworkConfig
-from harness.ect import ECTLoss, EDMLoss, n_of_t, pseudo_huber, r_from_t, stage_at
-from harness.network import make_network
+from harness.config.run_config import DiffusionConfig, ECTConfig, NetworkConfig
+from harness.networks.precond import make_network
+from harness.training.ect import ECTLoss, EDMLoss, n_of_t, pseudo_huber, r_from_t, stage_at
 
 T_GRID = torch.logspace(-3, math.log10(80), 2000, dtype=torch.float64)
 
@@ -66,8 +66,8 @@ def test_stage_is_pure_function_of_images():
 
 
 def test_max_stage_keeps_run_ids_and_is_checked():
-    from harness.config import ConfigError, ECTConfig, RunConfig
-    from harness.identity import run_id
+    from harness.config.identity import run_id
+    from harness.config.run_config import ConfigError, ECTConfig, RunConfig
 
     base = RunConfig(init_run_id="teacher")
     capped = dataclasses.replace(base, ect=dataclasses.replace(base.ect, max_stage=7))
@@ -135,7 +135,7 @@ def test_ect_loss_equals_the_official_pass_order():
     # The official loss runs the online pass, then the target pass (locuslab/ect,
     # training/loss.py); ours runs the target pass first (a smaller memory footprint). Same
     # weights, noise and dropout mask, so the losses and gradients are bit-identical.
-    from harness.ect import _SIGMA_FLOOR, _draw
+    from harness.training.ect import _SIGMA_FLOOR, _draw
 
     net = _tiny_net(dropout=0.3)
     images = torch.rand(12, 1, 8, 8) * 2 - 1

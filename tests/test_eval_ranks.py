@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from harness import dist
+from harness.torch_utils import dist
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "eval_ranks.py"
 
@@ -52,9 +52,9 @@ def test_two_ranks_score_like_one_process(tmp_path: Path) -> None:
 def test_scoring_features_equals_torch_fidelity_calculate_metrics(tmp_path: Path) -> None:
     """The feature path (featurise, then torch-fidelity's statistics functions) gives what one
     torch_fidelity.calculate_metrics call over the images gives: FD, KID, precision, recall."""
-    from harness.config import EvalConfig, RunConfig
-    from harness.data import load_dataset
-    from harness.evaluate import Evaluator, _calculate, _UInt8Images
+    from harness.config.run_config import EvalConfig, RunConfig
+    from harness.data.loader import load_dataset
+    from harness.evaluation.metrics import Evaluator, _calculate, _UInt8Images
 
     run = RunConfig(kind="pretrain", eval=EvalConfig(kid=True, prc=True))
     evaluator = Evaluator(run, tmp_path / "cache")

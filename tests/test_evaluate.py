@@ -15,11 +15,17 @@ import PIL.Image
 import pytest
 import torch
 
-from harness import digits_classifier
-from harness.config import ConfigError, DataConfig, EvalConfig, RunConfig
-from harness.data import load_dataset
-from harness.evaluate import Evaluator, MetricResult, metric_name, real_vs_real_fd, save_grid
-from harness.runtime import file_sha256
+from harness.config.run_config import ConfigError, DataConfig, EvalConfig, RunConfig
+from harness.core.hashing import file_sha256
+from harness.data.loader import load_dataset
+from harness.evaluation import digits_classifier
+from harness.evaluation.metrics import (
+    Evaluator,
+    MetricResult,
+    metric_name,
+    real_vs_real_fd,
+    save_grid,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data import make_image_zip
@@ -266,7 +272,7 @@ def test_metric_floor_scales_the_median_to_the_evaluation_s_sample_count(
     """Between two samples of one distribution FD is finite-sample bias ∝ 1/n₁ + 1/n₂: the
     median of the real-vs-real splits is rescaled from two m-image halves to the evaluation's
     num_samples against the reference (all 1797 digits here)."""
-    from harness import metric_floor as floor
+    from harness.evaluation import metric_floor as floor
 
     values = iter([4.0, 8.0, 5.0, 7.0, 6.0])
     sizes: list[int | None] = []
@@ -288,7 +294,7 @@ def test_metric_floor_scales_the_median_to_the_evaluation_s_sample_count(
 
 def test_fit_e_floor_real_needs_the_sweep_file(capsys: pytest.CaptureFixture[str],
                                                tmp_path: Path) -> None:
-    from harness.cli import main
+    from harness.cli.main import main
 
     assert main(["fit", "digits-seeds", "--results", str(tmp_path), "--e-floor", "real"]) == 2
     assert "--e-floor real: 'digits-seeds' is not a sweep file" in capsys.readouterr().err

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sweep_helpers import BASIC, tune_jobs, write
 
-from harness.config import RunConfig, run_config_from_dict
-from harness.expand import expand, expand_sweep
-from harness.flops import TRAIN_PASSES, nimg_for_budget, preset_cost
-from harness.presets import get_preset, recipe
-from harness.sweep import SweepError, load_sweep, sweep_from_dict
+from harness.config.presets import get_preset, recipe
+from harness.config.run_config import RunConfig, run_config_from_dict
+from harness.cost.flops import TRAIN_PASSES, nimg_for_budget, preset_cost
+from harness.planning.expand import expand, expand_sweep
+from harness.planning.sweep import SweepError, load_sweep, sweep_from_dict
 
 # --------------------------------------------------------------------------------------------------
 # Expansion
@@ -330,7 +330,7 @@ def test_teacher_and_student_recipes_match_the_official_code(tmp_path: Path) -> 
 
 
 def test_bench_and_sweeps_resolve_presets_alike(tmp_path: Path) -> None:
-    from harness import bench
+    from harness.bench import timing as bench
 
     runs = _resolved_runs(tmp_path, ["ect-imagenet64-m"], "imagenet64", 2048 * 4)
     for kind in ("pretrain", "tune"):
@@ -439,7 +439,7 @@ def test_bad_per_seed_settings_are_clear_errors(tmp_path: Path, pretrain: str, m
 
 
 def test_plan_notes_say_when_seeds_share_teachers(tmp_path: Path) -> None:
-    from harness.plan import plan, plan_notes
+    from harness.planning.plan import plan, plan_notes
 
     shared = plan(load_sweep(write(tmp_path, BASIC)), tmp_path / "results", tmp_path / "runs",
                   check_data=False)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.expand import expand
-from harness.extend import link_prefix, prefix_checkpoint
-from harness.job import JobSpec
-from harness.rundir import checkpoint_path, write_run_files
-from harness.sweep import load_sweep
+from harness.config.job import JobSpec
+from harness.launch.extend import link_prefix, prefix_checkpoint
+from harness.planning.expand import expand
+from harness.planning.sweep import load_sweep
+from harness.records.run_folder import checkpoint_path, write_run_files
 
 SWEEP = """
 name = "ext"
@@ -101,7 +101,7 @@ gpus_per_node = 0
 def test_an_extended_run_records_what_the_direct_run_records(tmp_path: Path):
     """The claim the costs rest on: 320 images, then extended to 640, equals 640 at once."""
     from analysis.load import load_results
-    from harness.submit import submit
+    from harness.launch.submit import submit
 
     values = {}
     for name, steps in (("direct", [[640]]), ("extended", [[320], [640]])):

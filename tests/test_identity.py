@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, to_dict
-from harness.expand import expand_sweep
-from harness.identity import eval_hashed_run_id
-from harness.job import JobSpec
-from harness.plan import format_plan, plan
-from harness.record_rows import run_columns
-from harness.records import write_evaluation
-from harness.rundir import ConfigMismatch, write_run_files
-from harness.sweep import load_sweep
+from harness.config.identity import eval_hashed_run_id
+from harness.config.job import JobSpec
+from harness.config.run_config import ConfigError, to_dict
+from harness.planning.expand import expand_sweep
+from harness.planning.plan import format_plan, plan
+from harness.planning.sweep import load_sweep
+from harness.records.rows import run_columns
+from harness.records.run_folder import ConfigMismatch, write_run_files
+from harness.records.store import write_evaluation
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 GOLDEN = Path(__file__).parent / "golden" / "sweep_run_ids.json"
@@ -57,8 +57,8 @@ def test_shipped_sweeps_keep_their_run_ids() -> None:
 
 
 def test_identity_field_lists_name_real_fields_at_their_defaults() -> None:
-    from harness.config import RunConfig, dotted_fields
-    from harness.identity import ADDED_FIELDS, EXCLUDED, RECORDED_ID_FIELD
+    from harness.config.identity import ADDED_FIELDS, EXCLUDED, RECORDED_ID_FIELD
+    from harness.config.run_config import RunConfig, dotted_fields
 
     fields = dotted_fields()
     assert set(ADDED_FIELDS) | EXCLUDED | {RECORDED_ID_FIELD} <= set(fields)
@@ -227,7 +227,7 @@ def test_unfinished_old_runs_finish_in_their_folders(tmp_path):
     # Old runs cut off half way (no checkpoint left): they train to the end under their old ids,
     # students from their teacher's old folder, and no folder of the new scheme appears.
     from analysis.load import load_results
-    from harness.submit import submit
+    from harness.launch.submit import submit
 
     results, runs = tmp_path / "results", tmp_path / "runs"
     old = _old_scheme(results, runs, unfinished=True)

@@ -1,4 +1,4 @@
-"""The per-rank memory estimate of `harness plan` (harness.memory) and its refusal."""
+"""The per-rank memory estimate of `harness plan` (harness.cost.memory) and its refusal."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import json
 import pytest
 from sweep_helpers import write
 
-from harness.config import run_config_from_dict, set_dotted
-from harness.flops import network_cost, network_key
-from harness.memory import _MEMORY_FILE, FP32, activation_memory, estimate_memory
-from harness.plan import format_plan, plan
-from harness.presets import PRESETS, get_preset
-from harness.runtime import to_dict
-from harness.sweep import ClusterConfig, SweepError, load_sweep
+from harness.config.presets import PRESETS, get_preset
+from harness.config.run_config import run_config_from_dict, set_dotted
+from harness.core.hashing import to_dict
+from harness.cost.flops import network_cost, network_key
+from harness.cost.memory import _MEMORY_FILE, FP32, activation_memory, estimate_memory
+from harness.planning.plan import format_plan, plan
+from harness.planning.sweep import ClusterConfig, SweepError, load_sweep
 
 
 def _run(preset: str, **dotted):
@@ -54,7 +54,7 @@ def test_every_preset_has_shipped_activation_terms() -> None:
 
 
 def test_shipped_terms_match_a_new_measurement() -> None:
-    from harness.memory_measure import measure_activation_memory
+    from harness.cost.memory_measure import measure_activation_memory
 
     net = get_preset("ect-digits-tiny").network
     assert measure_activation_memory(net) == pytest.approx(

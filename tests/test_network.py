@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from harness.config import NetworkConfig
-from harness.network import MPConv, Precond, make_network, mp_cat, mp_silu, mp_sum, param_count
+from harness.config.run_config import NetworkConfig
+from harness.networks.mp_unet import MPConv, mp_cat, mp_silu, mp_sum
+from harness.networks.precond import Precond, make_network, param_count
 
 
 def _rms(x):
@@ -121,8 +122,8 @@ def test_no_attention_below_one_head():
 def test_changed_attention_layout_changes_run_id():
     from identity_reference import eval_hashed_id_by_hand
 
-    from harness.config import RunConfig, mp_attention_heads
-    from harness.identity import eval_hashed_run_id
+    from harness.config.identity import eval_hashed_run_id
+    from harness.config.run_config import RunConfig, mp_attention_heads
 
     same = NetworkConfig(img_resolution=16, model_channels=16, channel_mult=(1, 2), num_blocks=1)
     changed = NetworkConfig(img_resolution=16, model_channels=32, channel_mult=(1, 2),

@@ -5,9 +5,15 @@ import dataclasses
 import pytest
 import torch
 
-from harness.config import ConfigError, NetworkConfig, RunConfig, run_config_from_dict, to_dict
-from harness.network import Precond, make_network, param_count
-from harness.network_ddpmpp import DDPMppUNet, _group_norm
+from harness.config.run_config import (
+    ConfigError,
+    NetworkConfig,
+    RunConfig,
+    run_config_from_dict,
+    to_dict,
+)
+from harness.networks.ddpmpp import DDPMppUNet, _group_norm
+from harness.networks.precond import Precond, make_network, param_count
 
 SMALL = NetworkConfig(family="ddpmpp", model_channels=8, channel_mult=(1, 2, 2), num_blocks=1,
                       dropout=0.1)
@@ -89,7 +95,7 @@ def test_family_field_keeps_existing_run_ids() -> None:
     # Runs recorded before the field existed were all "mp": their ids must not change.
     from identity_reference import eval_hashed_id_by_hand
 
-    from harness.identity import eval_hashed_run_id
+    from harness.config.identity import eval_hashed_run_id
 
     # A network whose attention layout EDM2's did not change (see test_network.py for those).
     run = RunConfig(kind="pretrain", network=NetworkConfig(model_channels=16))

@@ -8,16 +8,10 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-import harness.network as network
-from harness.config import NetworkConfig
-from harness.network import (
-    Block,
-    MPConv,
-    make_network,
-    mp_cat,
-    set_channels_last,
-    set_fused_ops,
-)
+import harness.networks.mp_unet as mp_unet
+from harness.config.run_config import NetworkConfig
+from harness.networks.mp_unet import Block, MPConv, mp_cat
+from harness.networks.precond import Precond, make_network, set_channels_last, set_fused_ops
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +34,7 @@ CONFIGS = [
 ]
 
 
-def _nontrivial_network(cfg: NetworkConfig) -> network.Precond:
+def _nontrivial_network(cfg: NetworkConfig) -> Precond:
     """Weights normalised as in training, gains non-zero so every path shapes the output."""
     torch.manual_seed(0)
     net = make_network(cfg).train()
@@ -52,7 +46,7 @@ def _nontrivial_network(cfg: NetworkConfig) -> network.Precond:
     return net
 
 
-def _forward_backward(net: network.Precond, cfg: NetworkConfig, seed: int = 1
+def _forward_backward(net: Precond, cfg: NetworkConfig, seed: int = 1
                       ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(4, cfg.img_channels, cfg.img_resolution, cfg.img_resolution, generator=gen)
@@ -85,13 +79,13 @@ def test_fused_ops_match_reference_forward_and_gradients(cfg: NetworkConfig) -> 
 
 def test_set_fused_ops_switches_the_code_path(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"mp_silu": 0}
-    real = network.mp_silu
+    real = mp_unet.mp_silu
 
     def counting(x: torch.Tensor) -> torch.Tensor:
         calls["mp_silu"] += 1
         return real(x)
 
-    monkeypatch.setattr(network, "mp_silu", counting)
+    monkeypatch.setattr(mp_unet, "mp_silu", counting)
     cfg = CONFIGS[0]
     net = _nontrivial_network(cfg)
     _forward_backward(net, cfg)
@@ -119,7 +113,7 @@ def test_mpconv_fused_scale_matches_normalize(gain: float | str) -> None:
         y.square().sum().backward()
         results.append((y.detach(), conv.weight.grad.clone()))
     expected = torch.nn.functional.conv2d(
-        x, network.normalize(conv.weight.detach()) * (0.7 if gain == "tensor" else gain)
+        x, mp_unet.normalize(conv.weight.detach()) * (0.7 if gain == "tensor" else gain)
         / math.sqrt(6 * 9), padding=1)
     torch.testing.assert_close(results[0][0], expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from harness import records
-from harness.cli import main
-from harness.config import run_config_from_dict, set_dotted, to_dict
-from harness.flops import TRAIN_PASSES, preset_cost
-from harness.plan import ASSUMED_TFLOPS, format_plan, plan
-from harness.sweep import SweepError, load_sweep
-from harness.sweepstate import JobEntry, locked_state
+from harness.backends.sweep_state import JobEntry, locked_state
+from harness.cli.main import main
+from harness.config.run_config import run_config_from_dict, set_dotted, to_dict
+from harness.cost.flops import TRAIN_PASSES, preset_cost
+from harness.planning.plan import ASSUMED_TFLOPS, format_plan, plan
+from harness.planning.sweep import SweepError, load_sweep
+from harness.records import store as records
 
 SWEEP = """
 name = "p"
@@ -205,8 +205,8 @@ def test_output_into_a_closed_pipe_is_not_an_error() -> None:
 def _reference_run_id(cfg: Any, *, with_eval: bool = False) -> str:
     """run_id written out plainly: the canonical JSON of the whole identity dict, hashed; with
     the evaluation settings, the eval-hashed scheme (eval_hashed_run_id)."""
-    from harness.identity import ADDED_FIELDS, RECORDED_ID_FIELD, identity_section
-    from harness.runtime import field_names, stable_hash
+    from harness.config.identity import ADDED_FIELDS, RECORDED_ID_FIELD, identity_section
+    from harness.core.hashing import field_names, stable_hash
 
     d = {}
     for name in field_names(type(cfg)):
@@ -225,9 +225,9 @@ def _reference_run_id(cfg: Any, *, with_eval: bool = False) -> str:
 
 
 def test_cached_run_id_equals_the_plain_hash_of_the_identity_dict() -> None:
-    from harness.config import NetworkConfig, RunConfig
-    from harness.identity import eval_hashed_run_id, run_id
-    from harness.presets import PRESETS, recipe
+    from harness.config.identity import eval_hashed_run_id, run_id
+    from harness.config.presets import PRESETS, recipe
+    from harness.config.run_config import NetworkConfig, RunConfig
 
     for preset in PRESETS.values():
         for kind in ("pretrain", "tune"):
@@ -256,9 +256,9 @@ def test_cached_run_id_equals_the_plain_hash_of_the_identity_dict() -> None:
 
 
 def test_a_logger_whose_package_is_missing_stops_planning(tmp_path, monkeypatch):
-    import harness.loggers as loggers
-    from harness.plan import plan
-    from harness.sweep import SweepError, load_sweep
+    import harness.config.optional_packages as loggers
+    from harness.planning.plan import plan
+    from harness.planning.sweep import SweepError, load_sweep
 
     real = loggers.importlib.util.find_spec
     monkeypatch.setattr(loggers.importlib.util, "find_spec",

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.cli import main
-from harness.inputs import MissingInputsError
-from harness.plan import plan
-from harness.submit import submit
-from harness.sweep import SweepError, load_sweep
-from harness.teacher_catalog import OFFICIAL_TEACHERS
+from harness.cli.main import main
+from harness.launch.submit import submit
+from harness.planning.inputs import MissingInputsError
+from harness.planning.plan import plan
+from harness.planning.sweep import SweepError, load_sweep
+from harness.teachers.catalog import OFFICIAL_TEACHERS
 
 SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "imagenet64-scaling.toml"
 SIZES = ("s", "m", "l", "xl")

@@ -12,11 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness import record_rows, records
-from harness.config import RunConfig
-from harness.job import JobSpec
-from harness.record_files import parse_record_name
-from harness.records import (
+from harness.config.job import JobSpec
+from harness.config.run_config import RunConfig
+from harness.records import rows as record_rows
+from harness.records import store as records
+from harness.records.names import parse_record_name
+from harness.records.store import (
     SCHEMA,
     SCHEMA_VERSION,
     RecordError,
@@ -104,7 +105,7 @@ def test_failing_writer_leaves_no_visible_file(tmp_path: Path, monkeypatch: pyte
     def boom(*args: object) -> None:
         raise OSError("disk gone")
 
-    monkeypatch.setattr(f"harness.runtime.os.{target}", boom)
+    monkeypatch.setattr(f"harness.core.files.os.{target}", boom)
     with pytest.raises(OSError, match="disk gone"):
         write_evaluation(tmp_path / "s1", [make_row()])
     assert os.listdir(tmp_path / "s1") == []  # not even the hidden temp file
@@ -123,7 +124,7 @@ def test_eight_concurrent_writers(tmp_path: Path) -> None:
     # pyarrow loads) once, never from this process, whose torch/pyarrow threads may not survive
     # a fork.
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["pandas", "harness.records", _writer.__module__])
+    ctx.set_forkserver_preload(["pandas", "harness.records.store", _writer.__module__])
     procs = [ctx.Process(target=_writer, args=(str(folder), w, 5)) for w in range(8)]
     for p in procs:
         p.start()
@@ -159,7 +160,7 @@ def test_existing_eval_points(tmp_path: Path) -> None:
 
 def test_records_module_is_torch_free(tmp_path: Path) -> None:
     write_evaluation(tmp_path / "s1", [make_row()])
-    code = ("import sys; from harness.records import existing_eval_points as f; "
+    code = ("import sys; from harness.records.store import existing_eval_points as f; "
             f"assert f({str(tmp_path)!r}, 's1') == {{'abc123def456': {{1024}}}}; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -191,8 +192,8 @@ def test_version_2_files_read_as_version_3(tmp_path: Path) -> None:
     import datetime as dt
 
     from analysis.load import load_results
-    from harness.record_files import record_path
-    from harness.records import SCHEMA_V2
+    from harness.records.names import record_path
+    from harness.records.store import SCHEMA_V2
 
     row = {f.name: None for f in SCHEMA_V2}
     row.update(schema_version=2, sweep="s1", run_id="abc123def456", images_seen=1024,
@@ -217,8 +218,8 @@ def test_version_3_files_read_with_their_layout(tmp_path: Path) -> None:
     import datetime as dt
 
     from analysis.load import load_results
-    from harness.record_files import record_path
-    from harness.records import SCHEMA_V3
+    from harness.records.names import record_path
+    from harness.records.store import SCHEMA_V3
 
     row = {f.name: None for f in SCHEMA_V3}
     row.update(schema_version=3, sweep="s1", run_id="abc123def456", images_seen=1024,
@@ -233,7 +234,7 @@ def test_version_3_files_read_with_their_layout(tmp_path: Path) -> None:
     assert df.loc[0, "world_size"] == 4 and df[["num_nodes"]].isna().all(axis=None)
     assert df.loc[0, "train_loss"] == 0.25  # version 3 meant what version 4 means
     # Asking for world_size alone reads num_devices too, where its value comes from.
-    from harness.records import file_columns, upgrade
+    from harness.records.store import file_columns, upgrade
 
     own = file_columns(table.schema.names, ["run_id", "world_size"])
     assert own == ["run_id", "num_devices"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import harness.train as train_mod
-from harness.cli import main
-from harness.plan import format_plan, plan
-from harness.submit import submit
-from harness.sweep import load_sweep
+import harness.training.train as train_mod
+from harness.cli.main import main
+from harness.launch.submit import submit
+from harness.planning.plan import format_plan, plan
+from harness.planning.sweep import load_sweep
 
 SMOKE = Path(__file__).resolve().parent.parent / "sweeps" / "smoke.toml"
 
@@ -88,7 +88,7 @@ def test_eval_reports_points_without_saved_networks(tmp_path, capsys):
 
 
 def test_eval_settings_from_set_are_checked_and_score_every_run(tmp_path, capsys):
-    from harness.expand import expand
+    from harness.planning.expand import expand
 
     # --set eval.* scores the teachers too ([pretrain] sets their evaluation in the file).
     jobs = expand(load_sweep(SMOKE, ["eval.num_samples=96"]), results_dir=tmp_path,

@@ -6,8 +6,8 @@ import io
 import json
 from pathlib import Path
 
-from harness.cli import main
-from harness.runner import run_sweep
+from harness.cli.main import main
+from harness.launch.runner import run_sweep
 
 SMOKE = Path(__file__).resolve().parent.parent / "sweeps" / "smoke.toml"
 

@@ -21,21 +21,27 @@ import numpy as np
 import pytest
 import torch
 
-import harness.rundir as rundir
+import harness.records.run_folder as rundir
 from analysis.load import load_results
 from analysis.sweep_fits import AnalysisError, resolve_sweep
-from harness import cli
-from harness.config import ConfigError, RunConfig, run_config_from_dict, set_dotted, to_dict
-from harness.expand import expand
-from harness.job import JobSpec, read_job
-from harness.presets import get_preset
-from harness.records import RecordError
-from harness.rundir import UnsafeCheckpoint, load_checkpoint
-from harness.runtime import remove_stale_temp_files
-from harness.state import TrainingFailed
-from harness.sweep import SweepError, load_sweep
-from harness.sweepstate import sweep_state_dir
-from harness.train import train
+from harness.backends.sweep_state import sweep_state_dir
+from harness.cli import main as cli
+from harness.config.job import JobSpec, read_job
+from harness.config.presets import get_preset
+from harness.config.run_config import (
+    ConfigError,
+    RunConfig,
+    run_config_from_dict,
+    set_dotted,
+    to_dict,
+)
+from harness.core.files import remove_stale_temp_files
+from harness.planning.expand import expand
+from harness.planning.sweep import SweepError, load_sweep
+from harness.records.run_folder import UnsafeCheckpoint, load_checkpoint
+from harness.records.store import RecordError
+from harness.training.state import TrainingFailed
+from harness.training.train import train
 
 SWEEP = """
 name = {name}
@@ -186,7 +192,7 @@ def test_load_checkpoint_refuses_crafted_file(tmp_path: Path) -> None:
     message = str(e.value)
     assert message.startswith(f"{path}: holds objects other than tensors and plain data (")
     assert "refuses to unpickle it" in message and "GLOBAL getattr" in message
-    assert "harness.rundir.save_checkpoint" in message  # how to convert a file one trusts
+    assert "harness.records.run_folder.save_checkpoint" in message  # how to convert a file one trusts
     assert not marker.exists()
 
 
@@ -284,7 +290,7 @@ def test_save_checkpoint_refuses_what_it_could_not_read_back(tmp_path: Path) -> 
 
 
 def test_torch_fidelity_loads_are_forced_to_weights_only(tmp_path: Path) -> None:
-    from harness.evaluate import _weights_only_loads
+    from harness.evaluation.metrics import _weights_only_loads
 
     marker = tmp_path / "marker"
     crafted = tmp_path / "crafted.pt"
@@ -300,8 +306,8 @@ def test_torch_fidelity_loads_are_forced_to_weights_only(tmp_path: Path) -> None
 
 
 def test_crafted_inception_weights_are_refused(tmp_path: Path) -> None:
-    from harness.config import DataConfig, EvalConfig
-    from harness.evaluate import Evaluator
+    from harness.config.run_config import DataConfig, EvalConfig
+    from harness.evaluation.metrics import Evaluator
 
     marker = tmp_path / "marker"
     weights = tmp_path / "inception.pth"
@@ -316,9 +322,9 @@ def test_crafted_inception_weights_are_refused(tmp_path: Path) -> None:
 
 
 def test_crafted_statistics_cache_is_refused(tmp_path: Path) -> None:
-    from harness import digits_classifier
-    from harness.config import EvalConfig
-    from harness.evaluate import Evaluator
+    from harness.config.run_config import EvalConfig
+    from harness.evaluation import digits_classifier
+    from harness.evaluation.metrics import Evaluator
 
     cache = tmp_path / "cache"
     weights = digits_classifier.classifier_weights()  # trained once per test session
@@ -402,7 +408,7 @@ def official_batch(rows: int, seed: int) -> tuple[dict, bytes]:
 def test_official_layout_loads_and_needs_only_three_globals(tmp_path: Path) -> None:
     """A batch laid out like the 2009 release (10000 rows, as there) reads as plain pickle does,
     through the restricted unpickler; it names no other global."""
-    from harness.data import DataConfig, load_arrays
+    from harness.data.loader import DataConfig, load_arrays
 
     batch, blob = official_batch(10000, 0)
     found = {arg for op, arg, _ in pickletools.genops(blob) if op.name == "GLOBAL"}
@@ -441,7 +447,7 @@ def test_crafted_cifar_batch_runs_code_under_bare_pickle(tmp_path: Path) -> None
 def test_crafted_cifar_batch_is_refused(tmp_path: Path, payload, packed: str) -> None:
     import tarfile
 
-    from harness.data import DataConfig, load_dataset
+    from harness.data.loader import DataConfig, load_dataset
 
     marker = tmp_path / "marker"
     folder = tmp_path / "cifar-10-batches-py"
@@ -470,7 +476,7 @@ def test_crafted_cifar_batch_is_refused(tmp_path: Path, payload, packed: str) ->
 
 def test_crafted_cifar_batch_cannot_misuse_allowed_globals(tmp_path: Path) -> None:
     """_codecs.encode is admitted for Python 3's byte strings only, not for other codecs."""
-    from harness.data import DataConfig, load_dataset
+    from harness.data.loader import DataConfig, load_dataset
 
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
@@ -486,8 +492,8 @@ def test_crafted_cifar_batch_cannot_misuse_allowed_globals(tmp_path: Path) -> No
 
 def test_imagenet_npz_with_pickled_labels_is_refused(tmp_path: Path) -> None:
     """ImageNet-64 batches are .npz: an object array inside is a pickle, which is never loaded."""
-    from harness.data import DataConfig, load_dataset
-    from harness.data_formats import dataset_shape
+    from harness.data.formats import dataset_shape
+    from harness.data.loader import DataConfig, load_dataset
 
     marker = tmp_path / "marker"
     folder = tmp_path / "in64"
@@ -511,7 +517,7 @@ def test_imagenet_npz_with_pickled_labels_is_refused(tmp_path: Path) -> None:
 # rename (the widest window of a real write), until the test sends a line.
 WRITER = """
 import os, sys
-import harness.runtime as runtime
+import harness.core.files as runtime
 real_fsync = os.fsync
 def paused_fsync(fd):
     print("writing", flush=True)

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from harness.config import ConfigError, EvalConfig, NetworkConfig, RunConfig
-from harness.network import make_network
-from harness.presets import recipe
-from harness.sampling import generate, sample_consistency
+from harness.config.presets import recipe
+from harness.config.run_config import ConfigError, EvalConfig, NetworkConfig, RunConfig
+from harness.evaluation.sampling import generate, sample_consistency
+from harness.networks.precond import make_network
 
 
 class _Recorder(torch.nn.Module):
@@ -63,7 +63,7 @@ def test_shift_outside_its_range_is_a_clear_error(shift):
 def test_zero_shift_keeps_existing_run_ids():
     from identity_reference import eval_hashed_id_by_hand
 
-    from harness.identity import eval_hashed_run_id
+    from harness.config.identity import eval_hashed_run_id
 
     run = RunConfig(kind="tune", init_checkpoint="x.pt",
                     network=NetworkConfig(model_channels=16))  # attention layout unchanged

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import records
-from harness.job import read_job
-from harness.submit import submit
-from harness.sweep import load_sweep
-from harness.sweepstate import read_state
+from harness.backends.sweep_state import read_state
+from harness.config.job import read_job
+from harness.launch.submit import submit
+from harness.planning.sweep import load_sweep
+from harness.records import store as records
 
 GOLDEN = Path(__file__).parent / "slurm" / "golden"
 FIRST_JOB_ID = 1000

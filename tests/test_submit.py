@@ -21,12 +21,12 @@ import pytest
 import submitit
 from submitit.slurm.slurm import SlurmExecutor
 
-from harness import records
 from harness.backends import local as local_backend
-from harness.cli import main
-from harness.config import ConfigError
-from harness.job import JobSpec, read_job
-from harness.submit import (
+from harness.backends.sweep_state import read_state
+from harness.cli.main import main
+from harness.config.job import JobSpec, read_job
+from harness.config.run_config import ConfigError
+from harness.launch.submit import (
     RunStatus,
     TrainJob,
     format_status,
@@ -35,8 +35,8 @@ from harness.submit import (
     sweep_status,
     visible_gpus,
 )
-from harness.sweep import SLURM_PARAMS, ClusterConfig, load_sweep
-from harness.sweepstate import read_state
+from harness.planning.sweep import SLURM_PARAMS, ClusterConfig, load_sweep
+from harness.records import store as records
 
 # Fake jobs run in submitit's job processes: pickle this module's functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -57,7 +57,7 @@ max_concurrent_local = 2
 
 def fake_job(job: JobSpec, *, sleep_s: float = 0.0, fail: bool = False,
              wait_for: str | None = None, sleep_by_run: dict[str, float] | None = None) -> None:
-    """Stands in for harness.train.train: leaves what a finished run leaves, without torch."""
+    """Stands in for harness.training.train.train: leaves what a finished run leaves, without torch."""
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir = Path(job.results_dir) / "log"
@@ -110,7 +110,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 
 
 def run_ids(env: dict[str, Path], **kw: Any) -> list[str]:
-    from harness.plan import plan
+    from harness.planning.plan import plan
 
     p = plan(load_sweep(env["sweep"]), env["results"], env["runs"], **kw)
     return [r.run_id for r in p.runs]
@@ -130,7 +130,7 @@ def starts(env: dict[str, Path]) -> dict[str, tuple[float, float]]:
 
 
 def test_cluster_parameter_names_match_submitit() -> None:
-    from harness.sweep import _GENERIC_PARAMS, _SLURM_REDIRECTS
+    from harness.planning.sweep import _GENERIC_PARAMS, _SLURM_REDIRECTS
 
     slurm = {f"slurm_{p}" for p in SlurmExecutor._valid_parameters()}
     assert set(SLURM_PARAMS) | {k for k in _SLURM_REDIRECTS if k.startswith("slurm_")} == slurm
@@ -158,11 +158,11 @@ def test_train_job_calls_train_and_checkpoints(env: dict[str, Path],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     job = read_job_from_plan(env)
     calls: list[tuple[str, ...]] = []
-    fake_train = types.ModuleType("harness.train")  # the real one imports torch (seconds)
+    fake_train = types.ModuleType("harness.training.train")  # the real one imports torch (seconds)
     fake_train.train = lambda j: calls.append(("train", j.run.run_id))  # type: ignore[attr-defined]
     fake_train.checkpoint_now = lambda: calls.append(("ckpt",)) or True  # type: ignore[attr-defined]
     fake_train.RunBusy = type("RunBusy", (RuntimeError,), {})  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "harness.train", fake_train)
+    monkeypatch.setitem(sys.modules, "harness.training.train", fake_train)
     tj = TrainJob(job)
     assert isinstance(tj, submitit.helpers.Checkpointable)
     assert tj() == job.run.run_id
@@ -172,7 +172,7 @@ def test_train_job_calls_train_and_checkpoints(env: dict[str, Path],
 
 
 def read_job_from_plan(env: dict[str, Path]) -> JobSpec:
-    from harness.plan import plan
+    from harness.planning.plan import plan
 
     return plan(load_sweep(env["sweep"]), env["results"], env["runs"]).runs[0].job
 
@@ -282,7 +282,7 @@ def test_local_scheduler_starts_the_longest_chain_first(env: dict[str, Path]) ->
            job_factory=factory())
     state = read_state(env["runs"], "s")
     chain = {e.run_id: e.chain_flops for e in state.runs.values()}
-    from harness.plan import plan
+    from harness.planning.plan import plan
 
     runs = plan(sweep, env["results"], env["runs"]).runs
     preset = {r.run_id: r.job.run.preset for r in runs}
@@ -307,7 +307,7 @@ def test_local_scheduler_keeps_every_slot_busy_while_work_is_ready(env: dict[str
     sweep = load_sweep(env["sweep"])
     submit(sweep, "local", results_dir=env["results"], runs_dir=env["runs"], wait=True,
            job_factory=factory(sleep_s=0.3, sleep_by_run={"pretrain:ect-digits-m": 6.0}))
-    from harness.plan import plan
+    from harness.planning.plan import plan
 
     runs = plan(sweep, env["results"], env["runs"]).runs
     times = starts(env)
@@ -362,9 +362,9 @@ def test_concurrent_submits_submit_once(env: dict[str, Path],
     dummies: list[subprocess.Popen[bytes]] = []
 
     def fake_spawn(runs_dir: Path, sweep: str) -> int:
-        # A stand-in scheduler that holds its queue (its command line names harness.submit).
+        # A stand-in scheduler that holds its queue (its command line names harness.launch.submit).
         proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
-                                 "harness.submit"])
+                                 "harness.launch.submit"])
         dummies.append(proc)
         return proc.pid
 
@@ -496,7 +496,7 @@ def test_debug_trains_for_real(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "2 done" in out and "64/64" in out and "1-step" in out
     points = records.existing_eval_points(tmp_path / "r", "tiny")
     sweep = load_sweep(path)
-    from harness.plan import plan
+    from harness.planning.plan import plan
 
     tune = plan(sweep, tmp_path / "r", tmp_path / "w").runs[1]
     assert points[tune.run_id] == {32, 64}  # both budgets recorded by one shared run
@@ -650,7 +650,7 @@ def test_plan_shows_the_layout_and_wall_clock(env: dict[str, Path],
     line = next(x for x in out.splitlines() if x.startswith("layout:"))
     assert line.startswith("layout: each job spans 2 node(s) x 4 task(s) = 8 rank(s), 8 GPU(s); "
                            "the longest job takes about "), line
-    from harness.plan import plan
+    from harness.planning.plan import plan
 
     p = plan(load_sweep(env["sweep"]), env["results"], env["runs"])
     longest = max(r.train_flops for r in p.runs) / (8 * 100e12) / 3600
@@ -658,7 +658,7 @@ def test_plan_shows_the_layout_and_wall_clock(env: dict[str, Path],
 
 
 def test_lost_peer_is_named_in_the_failure() -> None:
-    from harness.submit import failure_text
+    from harness.launch.submit import failure_text
 
     gloo = RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer "
                         "[127.0.0.1]:23236")
@@ -672,7 +672,7 @@ def test_master_address_falls_back_to_the_node_address(monkeypatch: pytest.Monke
                                                        tmp_path: Path) -> None:
     """A node name that does not resolve (several slurmd on one machine, or NodeName unlike the
     DNS name): the address SLURM reaches it at, from `scontrol show node`."""
-    from harness.submit import master_address
+    from harness.launch.submit import master_address
 
     assert master_address("localhost") == "localhost"
     scontrol = tmp_path / "scontrol"

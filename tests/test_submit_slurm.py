@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from harness.backends.slurm import slurm_job_states
-from harness.job import JobSpec
-from harness.submit import TrainJob
-from harness.sweep import load_sweep
-from harness.sweepstate import mark_run_failed
+from harness.backends.sweep_state import mark_run_failed
+from harness.config.job import JobSpec
+from harness.launch.submit import TrainJob
+from harness.planning.sweep import load_sweep
 
 SWEEP = """
 name = "s"
@@ -30,7 +30,7 @@ nimg = 640
 
 @pytest.fixture
 def job(tmp_path: Path) -> JobSpec:
-    from harness.plan import plan
+    from harness.planning.plan import plan
 
     path = tmp_path / "s.toml"
     path.write_text(textwrap.dedent(SWEEP))
@@ -41,10 +41,10 @@ def _fake_train(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     def train(job: JobSpec) -> None:
         raise error
 
-    fake = types.ModuleType("harness.train")  # the real one imports torch (seconds)
+    fake = types.ModuleType("harness.training.train")  # the real one imports torch (seconds)
     fake.train = train  # type: ignore[attr-defined]
     fake.RunBusy = type("RunBusy", (RuntimeError,), {})  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "harness.train", fake)
+    monkeypatch.setitem(sys.modules, "harness.training.train", fake)
 
 
 def test_train_job_records_the_error_of_a_failed_run(job: JobSpec,

@@ -7,13 +7,9 @@ from pathlib import Path
 import pytest
 from sweep_helpers import BASIC, tune_jobs, write
 
-from harness.expand import expand
-from harness.sweep import (
-    ClusterConfig,
-    SweepError,
-    load_sweep,
-)
-from harness.sweep_values import parse_set
+from harness.planning.expand import expand
+from harness.planning.sweep import ClusterConfig, SweepError, load_sweep
+from harness.planning.sweep_values import parse_set
 
 # --------------------------------------------------------------------------------------------------
 # Loading
@@ -195,5 +191,5 @@ def test_sweep_module_does_not_import_expand() -> None:
     import subprocess
     import sys
 
-    code = "import sys, harness.sweep; assert 'harness.expand' not in sys.modules"
+    code = "import sys, harness.planning.sweep; assert 'harness.planning.expand' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

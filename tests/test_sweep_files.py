@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.cli import main
-from harness.plan import plan
-from harness.sweep import load_sweep
+from harness.cli.main import main
+from harness.planning.plan import plan
+from harness.planning.sweep import load_sweep
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 SWEEP_FILES = sorted(SWEEPS_DIR.glob("*.toml"))
@@ -114,7 +114,7 @@ def test_cifar10_recipe() -> None:
 
 
 def test_imagenet64_scaling_starts_from_the_edm2_teachers() -> None:
-    from harness.teacher_catalog import official_source
+    from harness.teachers.catalog import official_source
 
     sweep = load_sweep(SWEEPS_DIR / "imagenet64-scaling.toml")
     p = plan(sweep, "unused", "unused", check_data=False)

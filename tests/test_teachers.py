@@ -21,17 +21,17 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cli import main as harness_main
-from harness.config import NetworkConfig
-from harness.network import Precond
-from harness.official_pickle import (
+from harness.cli.main import main as harness_main
+from harness.config.presets import get_preset
+from harness.config.run_config import NetworkConfig
+from harness.networks.precond import Precond
+from harness.teachers.convert import TeacherImportError, import_teacher, load_teacher, read_teacher
+from harness.teachers.official_pickle import (
     ALLOWED_GLOBALS,
     OfficialPickleError,
     PersistentObject,
     read_official_pickle,
 )
-from harness.presets import get_preset
-from harness.teachers import TeacherImportError, import_teacher, load_teacher, read_teacher
 
 
 def _install_module(monkeypatch: pytest.MonkeyPatch, package: str, module: str,
@@ -310,8 +310,8 @@ def test_the_import_drops_into_its_preset(tmp_path: Path, marker: Path) -> None:
     """An imported teacher of a preset's architecture passes the check tuning runs make."""
     import dataclasses
 
-    from harness.config import RunConfig
-    from harness.start import load_init_network
+    from harness.config.run_config import RunConfig
+    from harness.training.start import load_init_network
 
     cfg = get_preset("ect-cifar10-tiny").network
     src, dst = tmp_path / "tiny.pkl", tmp_path / "tiny.pt"
@@ -364,7 +364,7 @@ def test_unsupported_networks_are_refused_with_the_reason(tmp_path: Path, marker
     contents = read_official_pickle(src)
     model = contents["ema"].modules["model"]
     assert isinstance(model, PersistentObject) and model.class_name == "SongUNet"
-    from harness.teachers import convert_official
+    from harness.teachers.convert import convert_official
 
     ncsn = dict(contents)
     ncsn["ema"] = PersistentObject(
@@ -428,7 +428,7 @@ def test_the_imagenet64_presets_are_edm2s_networks() -> None:
     """EDM2 img64 S/M/L/XL (NVlabs/edm2 train_edm2.py: 192/256/320/384 channels, 1000 classes)
     have 280,209,381 / 497,803,173 / 777,492,325 / 1,119,276,837 parameters, 128 of them the
     log-variance head (measured with the official code)."""
-    from harness.flops import measure_network_cost
+    from harness.cost.flops import measure_network_cost
 
     official = {"s": 280_209_381, "m": 497_803_173, "l": 777_492_325, "xl": 1_119_276_837}
     for size, count in official.items():
@@ -509,8 +509,8 @@ def test_fetch_teacher_refuses_unknown_names_and_other_schemes(
 def test_a_missing_official_teacher_says_where_it_comes_from(tmp_path: Path) -> None:
     """planning a sweep whose teacher file is missing names the file, the official file it is
     imported from and the commands, before anything is submitted."""
-    from harness.plan import plan
-    from harness.sweep import load_sweep
+    from harness.planning.plan import plan
+    from harness.planning.sweep import load_sweep
 
     fake = tmp_path / "cifar" / "cifar-10-batches-py"
     fake.mkdir(parents=True)

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import harness.optim as optim
-import harness.rundir as rundir
-import harness.train as train_mod
-from harness.config import run_config_from_dict, set_dotted, to_dict
-from harness.flops import TRAIN_PASSES, network_cost
-from harness.job import JobSpec, write_job
-from harness.presets import get_preset
-from harness.rundir import load_checkpoint
-from harness.train import train
+import harness.records.run_folder as rundir
+import harness.training.optim as optim
+import harness.training.train as train_mod
+from harness.config.job import JobSpec, write_job
+from harness.config.presets import get_preset
+from harness.config.run_config import run_config_from_dict, set_dotted, to_dict
+from harness.cost.flops import TRAIN_PASSES, network_cost
+from harness.records.run_folder import load_checkpoint
+from harness.training.train import train
 
 BATCH = 16
 
@@ -155,8 +155,8 @@ def test_step_flops_match_direct_count(pretrained):
     """4 forward-equivalents per ECT image (3 diffusion) vs FlopCounterMode on a real step."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from harness.ect import make_loss
-    from harness.network import make_network
+    from harness.networks.precond import make_network
+    from harness.training.ect import make_loss
 
     for kind in ("pretrain", "tune"):
         run = make_run(kind, 4, **({"init_checkpoint": str(pretrained)} if kind == "tune" else {}),
@@ -248,8 +248,8 @@ def test_second_training_of_a_running_run_is_refused(tmp_path):
 def test_tuning_may_change_dropout_but_not_the_architecture(tmp_path, pretrained):
     # The teacher trained at dropout 0.2 (make_run); ECT may tune at another rate (the official
     # CIFAR-10 recipe tunes at 0.2 from a teacher trained at 0.13). A width change is refused.
-    from harness.start import load_init_network
-    from harness.state import TrainingFailed
+    from harness.training.start import load_init_network
+    from harness.training.state import TrainingFailed
 
     run = make_run("tune", 2, init_checkpoint=str(pretrained), **{"network.dropout": 0.0})
     assert load_init_network(run, tmp_path)["network"]["dropout"] == 0.2
@@ -289,7 +289,7 @@ def test_training_steps_use_the_precision_decision(tmp_path, monkeypatch):
 
 
 def test_evaluation_draws_labels_from_the_training_data(tmp_path, monkeypatch):
-    import harness.sampling as sampling
+    import harness.evaluation.sampling as sampling
 
     seen = []
     real_generate = sampling.generate
@@ -311,7 +311,7 @@ def test_folders_and_teachers_written_before_a_field_existed_stay_usable(tmp_pat
     # record written by an older version lack them, and must still match (not "a different config").
     import json as _json
 
-    from harness.start import load_init_network
+    from harness.training.start import load_init_network
 
     state = load_checkpoint(pretrained)
     old_net = {k: v for k, v in state["network"].items() if k not in ("channels_per_head",)}
@@ -448,7 +448,7 @@ def test_from_scratch_differs_from_tuning_only_in_its_initial_weights(tmp_path):
     curriculum, data order, noise) started from the seed's initial weights instead of a teacher's:
     handing those same weights over as a teacher checkpoint gives bit-identical training."""
     scratch = make_job(tmp_path / "a", make_run("tune", 4, from_scratch=True))
-    from harness.network import make_network
+    from harness.networks.precond import make_network
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(scratch.run.seed)  # the initial weights of the seed, as training makes
@@ -474,8 +474,8 @@ def _weights_after_steps(run, images: torch.Tensor, steps: int = 2) -> tuple[lis
     """Weights and last loss after `steps` real train_steps of `run` on uint8 `images`."""
     import copy
 
-    from harness.ect import make_loss
-    from harness.network import make_network
+    from harness.networks.precond import make_network
+    from harness.training.ect import make_loss
 
     torch.manual_seed(run.seed)
     net = make_network(run.network).train()
@@ -490,7 +490,7 @@ def _weights_after_steps(run, images: torch.Tensor, steps: int = 2) -> tuple[lis
 
 
 def test_xflips_draw_apart_from_the_loss_and_change_nothing_when_off():
-    from harness.data import load_dataset
+    from harness.data.loader import load_dataset
 
     digits = load_dataset(make_run("pretrain", 2).data).images
     symmetric = torch.maximum(digits, digits.flip(3))  # a mirror image of itself
@@ -511,7 +511,7 @@ def test_xflips_draw_apart_from_the_loss_and_change_nothing_when_off():
 def test_tiny_cifar_teacher_trains_with_xflips(tmp_path):
     from test_data import make_cifar_folder
 
-    from harness.data import load_dataset
+    from harness.data.loader import load_dataset
 
     folder, _, _ = make_cifar_folder(tmp_path, per_batch=4)
     data: dict = {"kind": "pretrain", "preset": "ect-cifar10-tiny",
@@ -567,7 +567,7 @@ def test_tensorboard_gets_the_stats_lines_at_images_seen(tmp_path):
 
 
 def test_a_logger_without_its_package_fails_the_run_clearly(tmp_path, monkeypatch):
-    import harness.loggers as loggers
+    import harness.config.optional_packages as loggers
 
     real = loggers.importlib.util.find_spec
     monkeypatch.setattr(loggers.importlib.util, "find_spec",

@@ -17,7 +17,7 @@ from harness.backends.local import LocalBackend
 from harness.backends.slurm import SlurmBackend
 
 if TYPE_CHECKING:
-    from harness.sweepstate import JobEntry, Liveness, SweepState
+    from harness.backends.sweep_state import JobEntry, Liveness, SweepState
 
 __all__ = ["BACKENDS", "AfterLock", "Backend", "JobFactory", "Submission", "cluster_params",
            "liveness", "wait_for_runs"]
@@ -28,7 +28,7 @@ class Backend(Protocol):
     """What `harness submit` and `harness status` need of a scheduler."""
 
     name: str  # the `--cluster` value, recorded in each JobEntry.cluster
-    # [cluster] keys only this backend reads, with their types (stored in ClusterConfig.slurm)
+    # [cluster] keys only this backend reads, with their types (stored in ClusterSettings.slurm)
     cluster_params: Mapping[str, Any]
     # [cluster] keys it refuses, with what to set instead
     refused_params: Mapping[str, str]

@@ -10,13 +10,19 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from harness.backends._common import AfterLock, Submission, entry, submitit_folder, teacher_pending
-from harness.sweepstate import locked_state, pid_alive
+from harness.backends._common import (
+    AfterLock,
+    PlannedJob,
+    Submission,
+    SubmissionReport,
+    entry,
+    submitit_folder,
+    teacher_pending,
+)
+from harness.backends.sweep_state import locked_state, pid_alive
 
 if TYPE_CHECKING:
-    from harness.plan import PlannedRun
-    from harness.submit import SubmitReport
-    from harness.sweepstate import JobEntry, Liveness, SweepState
+    from harness.backends.sweep_state import JobEntry, Liveness, SweepState
 
 
 class DebugBackend:
@@ -43,7 +49,7 @@ class DebugBackend:
                 else "gone" for e in entries}
 
 
-def _submit_debug(sub: Submission) -> list[tuple[PlannedRun, Any]]:
+def _submit_debug(sub: Submission) -> list[tuple[PlannedJob, Any]]:
     import submitit
 
     ex = submitit.DebugExecutor(folder=submitit_folder(sub.runs_dir, sub.sweep.name, sub.stamp))
@@ -59,7 +65,7 @@ def _submit_debug(sub: Submission) -> list[tuple[PlannedRun, Any]]:
     return out
 
 
-def _run_debug(jobs: list[tuple[PlannedRun, Any]], report: SubmitReport, runs_dir: Path,
+def _run_debug(jobs: list[tuple[PlannedJob, Any]], report: SubmissionReport, runs_dir: Path,
                sweep: str) -> None:
     """Run debug jobs here, in order; a failed teacher skips its students.
 

@@ -1,7 +1,7 @@
 """Local backend: a bounded scheduler on this machine.
 
 submitit's LocalExecutor has no concurrency limit, so `harness submit --cluster local` queues the
-runs in the state file and starts a detached scheduler process (`python -m harness.submit
+runs in the state file and starts a detached scheduler process (`python -m harness.launch.submit
 --schedule`) that releases them as slots free up: one slot per `gpus_per_node` GPUs (at most
 `max_concurrent_local` jobs; 1 on a CPU-only machine), tuning runs after their teacher is done. With
 `--wait` the scheduler runs in the foreground instead and the command returns when all runs ended.
@@ -23,30 +23,26 @@ from typing import TYPE_CHECKING, Any
 
 from harness.backends._common import (
     AfterLock,
+    ClusterSettings,
     JobFactory,
+    PlannedJob,
     Submission,
+    SubmissionReport,
+    SweepToSubmit,
     entry,
     stamp,
     submitit_folder,
     teacher_pending,
     wait_for_runs,
 )
-from harness.config import ConfigError
-from harness.sweepstate import (
-    locked_state,
-    pid_alive,
-    read_run_status,
-    sweep_state_dir,
-)
+from harness.backends.sweep_state import locked_state, pid_alive, read_run_status, sweep_state_dir
+from harness.config.job import JobSpec, read_job
+from harness.config.run_config import ConfigError
 
 if TYPE_CHECKING:
-    from harness.job import JobSpec
-    from harness.plan import PlannedRun
-    from harness.submit import SubmitReport
-    from harness.sweep import ClusterConfig, Sweep
-    from harness.sweepstate import JobEntry, Liveness, SweepState
+    from harness.backends.sweep_state import JobEntry, Liveness, SweepState
 
-log = logging.getLogger("harness.submit")  # the scheduler's log lines, as before the split
+log = logging.getLogger("harness.launch.submit")  # the scheduler's log lines, as before the split
 SCHEDULER_POLL_S = 1.0  # how often the local scheduler looks for ended jobs and free slots
 
 
@@ -54,7 +50,7 @@ class LocalBackend:
     """`--cluster local`: a scheduler process on this machine fills its GPU (or CPU) slots."""
 
     name = "local"
-    # its own keys (max_concurrent_local, local_setup, ...) are ClusterConfig fields
+    # its own keys (max_concurrent_local, local_setup, ...) are ClusterSettings fields
     cluster_params: Mapping[str, Any] = MappingProxyType({})
     refused_params: Mapping[str, str] = MappingProxyType({})
     max_nodes: int | None = 1  # runs on this machine
@@ -99,15 +95,15 @@ class LocalBackend:
 
 
 def _run_foreground(runs_dir: Path, sweep: str, job_factory: JobFactory,
-                    parse_cluster: Callable[..., ClusterConfig]) -> None:
+                    parse_cluster: Callable[..., ClusterSettings]) -> None:
     try:
         run_scheduler(runs_dir, sweep, job_factory=job_factory, parse_cluster=parse_cluster)
     finally:
         scheduler_ended(runs_dir, sweep)
 
 
-def _queue_local(sweep: Sweep, todo: list[PlannedRun], by_id: dict[str, PlannedRun],
-                 state: SweepState, report: SubmitReport) -> None:
+def _queue_local(sweep: SweepToSubmit, todo: Sequence[PlannedJob], by_id: Mapping[str, PlannedJob],
+                 state: SweepState, report: SubmissionReport) -> None:
     longest_student: dict[str, float] = {}
     for r in todo:
         if r.teacher is not None:
@@ -119,8 +115,8 @@ def _queue_local(sweep: Sweep, todo: list[PlannedRun], by_id: dict[str, PlannedR
         report.submitted.append((r.run_id, "queued"))
 
 
-def _cluster_dict(cc: ClusterConfig) -> dict[str, Any]:
-    """ClusterConfig as [cluster] keys (round-trips through ClusterConfig.from_dict)."""
+def _cluster_dict(cc: ClusterSettings) -> dict[str, Any]:
+    """ClusterSettings as [cluster] keys (round-trips through ClusterSettings.from_dict)."""
     out = {k: v for k, v in vars(cc).items() if k != "slurm" and v is not None}
     out["local_setup"] = list(cc.local_setup)
     return {**out, **cc.slurm}
@@ -131,7 +127,7 @@ def _spawn_scheduler(runs_dir: Path, sweep: str) -> int:
     log_path = sweep_state_dir(runs_dir, sweep) / "scheduler.log"
     with open(log_path, "a") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.submit", "--schedule", str(runs_dir), sweep],
+            [sys.executable, "-m", "harness.launch.submit", "--schedule", str(runs_dir), sweep],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)  # not killed with the terminal that submitted it
     return proc.pid
@@ -152,7 +148,7 @@ def visible_gpus() -> list[int]:
     return [i for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
-def local_slots(cc: ClusterConfig, gpus: list[int]) -> list[tuple[int, ...]]:
+def local_slots(cc: ClusterSettings, gpus: list[int]) -> list[tuple[int, ...]]:
     """One entry per concurrent local job: the GPUs it gets (empty tuples on a CPU machine)."""
     per_job = (1 if gpus else 0) if cc.gpus_per_node is None else cc.gpus_per_node
     if per_job == 0 or not gpus:
@@ -170,15 +166,14 @@ def _teacher_ready(runs_dir: Path, run_id: str) -> bool:
 
 
 def run_scheduler(runs_dir: str | Path, sweep: str, *, job_factory: JobFactory,
-                  parse_cluster: Callable[..., ClusterConfig], poll_s: float | None = None) -> int:
+                  parse_cluster: Callable[..., ClusterSettings], poll_s: float | None = None) -> int:
     """Release the sweep's queued local runs as slots free up; return when none is left.
 
-    `job_factory` makes each job's callable (harness.submit.make_train_job); `parse_cluster` reads
-    the state file's [cluster] table (ClusterConfig.from_dict), both passed in so this module
+    `job_factory` makes each job's callable (harness.launch.submit.make_train_job); `parse_cluster` reads
+    the state file's [cluster] table (ClusterSettings.from_dict), both passed in so this module
     needs neither the submission layer nor the sweep file. Returns the number of jobs that ended
     without finishing their run.
     """
-    from harness.job import read_job
     runs_dir = Path(runs_dir)
     folder = submitit_folder(runs_dir, sweep, stamp())
     gpus = visible_gpus()
@@ -254,7 +249,7 @@ def _dependency(e: JobEntry, state: SweepState, runs_dir: Path, mine: dict[str, 
     return False, f"teacher {teacher} did not finish; submit again to retry both"
 
 
-def local_threads(cc: ClusterConfig) -> int:
+def local_threads(cc: ClusterSettings) -> int:
     """CPU threads per rank of a local job: cpus_per_task, else this machine's CPUs shared evenly."""
     if cc.cpus_per_task:
         return int(cc.cpus_per_task)
@@ -262,7 +257,7 @@ def local_threads(cc: ClusterConfig) -> int:
     return max(1, len(os.sched_getaffinity(0)) // jobs)
 
 
-def _start_local(cc: ClusterConfig, folder: Path, job: JobSpec, slot: tuple[int, ...],
+def _start_local(cc: ClusterSettings, folder: Path, job: JobSpec, slot: tuple[int, ...],
                  job_factory: JobFactory) -> Any:
     import submitit
 

@@ -12,15 +12,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.backends._common import AfterLock, Submission, entry, submitit_folder, teacher_pending
-from harness.config import ConfigError
+from harness.backends._common import (
+    AfterLock,
+    ClusterSettings,
+    PlannedJob,
+    Submission,
+    SweepToSubmit,
+    entry,
+    submitit_folder,
+    teacher_pending,
+)
+from harness.config.run_config import ConfigError
 
 if TYPE_CHECKING:
     import submitit
 
-    from harness.plan import PlannedRun
-    from harness.sweep import ClusterConfig, Sweep
-    from harness.sweepstate import JobEntry, Liveness, SweepState
+    from harness.backends.sweep_state import JobEntry, Liveness, SweepState
 
 # SlurmExecutor._valid_parameters() with the `slurm_` prefix, minus those the harness sets itself
 # (`dependency`, `job_name`) or that duplicate a generic name (see SLURM_REDIRECTS).
@@ -82,7 +89,7 @@ class SlurmBackend:
 # Submission
 
 
-def _slurm_executor(sweep: Sweep, folder: Path) -> submitit.AutoExecutor:
+def _slurm_executor(sweep: SweepToSubmit, folder: Path) -> submitit.AutoExecutor:
     import submitit
 
     cc = sweep.cluster
@@ -97,12 +104,12 @@ def _slurm_executor(sweep: Sweep, folder: Path) -> submitit.AutoExecutor:
     return ex
 
 
-def _slurm_gpus(cc: ClusterConfig) -> int:
+def _slurm_gpus(cc: ClusterSettings) -> int:
     """GPUs per node asked of SLURM: the [cluster] value, or 1 when it is not set."""
     return 1 if cc.gpus_per_node is None else cc.gpus_per_node
 
 
-def _gpu_request_hint(sweep: Sweep) -> str:
+def _gpu_request_hint(sweep: SweepToSubmit) -> str:
     cc = sweep.cluster
     gpus = _slurm_gpus(cc)
     default = " (the default on SLURM)" if cc.gpus_per_node is None else ""
@@ -111,7 +118,7 @@ def _gpu_request_hint(sweep: Sweep) -> str:
             "(slurm_partition = \"...\"; `sinfo -o '%P %G'` lists each partition's GPUs)")
 
 
-def _check_slurm_gpus(sweep: Sweep) -> None:
+def _check_slurm_gpus(sweep: SweepToSubmit) -> None:
     """Refuse, before anything is submitted, a GPU request that the partition cannot satisfy.
 
     sbatch itself only answers "Invalid generic resource (gres) specification"; sinfo tells which
@@ -150,7 +157,7 @@ def _submit_slurm(sub: Submission) -> None:
     ex = _slurm_executor(sweep, folder)
     extra = dict(sweep.cluster.slurm.get("slurm_additional_parameters", {}))
     job_ids: dict[str, str] = {}  # teacher run id -> SLURM job id to depend on
-    groups: dict[str | None, list[PlannedRun]] = {}
+    groups: dict[str | None, list[PlannedJob]] = {}
     pretrain = [r for r in todo if r.kind == "pretrain"]
     for r in todo:
         if r.kind == "pretrain":
@@ -164,7 +171,7 @@ def _submit_slurm(sub: Submission) -> None:
                 continue
             job_ids[teacher] = old.job_id
         groups.setdefault(teacher, []).append(r)
-    stages: list[tuple[str, str | None, list[PlannedRun]]] = []
+    stages: list[tuple[str, str | None, list[PlannedJob]]] = []
     if pretrain:
         stages.append(("pretrain", None, pretrain))
     stages += [("tune", teacher, runs) for teacher, runs in groups.items()]

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.records import SCHEMA, SCHEMA_VERSION, record_path
-from harness.runtime import stable_hash
+from harness.core.hashing import stable_hash
+from harness.records.store import SCHEMA, SCHEMA_VERSION, record_path
 
 PRESETS = {"ect-synth-s": 200_000, "ect-synth-m": 800_000, "ect-synth-l": 3_200_000}
 BUDGETS = (100_000, 200_000, 400_000, 800_000)  # tuning images

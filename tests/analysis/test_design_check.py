@@ -20,10 +20,10 @@ from analysis.design_check import (
     records_design_problems,
 )
 from analysis.load import load_results
-from harness.cli import main
-from harness.flops import TRAIN_PASSES, preset_cost
-from harness.plan import plan
-from harness.sweep import load_sweep
+from harness.cli.main import main
+from harness.cost.flops import TRAIN_PASSES, preset_cost
+from harness.planning.plan import plan
+from harness.planning.sweep import load_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS = REPO / "sweeps" / "digits.toml"

@@ -122,7 +122,7 @@ def test_held_out_size_intervals_carry_seed_noise(tmp_path: Path) -> None:
 
 def test_fits_report_and_cli_carry_the_headline(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                                 ) -> None:
-    from harness.cli import main
+    from harness.cli.main import main
 
     write_seeded_sweep(tmp_path, "head", seeds=(0, 1, 2), seed_noise=0.1)
     fits = fit_sweep(tmp_path, "head", bootstrap=80, target_value=3.0, e_floor=1.0)

@@ -23,8 +23,8 @@ from analysis.sweep_fits import (
     default_figures_dir,
     fit_sweep,
 )
-from harness.cli import main as harness_main
-from harness.records import parse_record_name
+from harness.cli.main import main as harness_main
+from harness.records.store import parse_record_name
 
 ORDER = ["run_id", "images_seen", "eval_tag", "sampler", "metric", "ema"]
 

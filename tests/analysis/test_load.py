@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.load import RecordWarning, load_results, tidy
-from harness.cli import main as harness_main
-from harness.records import (
+from harness.cli.main import main as harness_main
+from harness.records.store import (
     SCHEMA,
     RecordError,
     existing_eval_points,
@@ -152,7 +152,7 @@ def test_results_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def write_synthetic(root: Path, num_files: int, rows_per_file: int) -> None:
     """Record files written straight with pyarrow (write_evaluation validates row by row)."""
-    from harness.bench_planning import write_synthetic_records
+    from harness.bench.planning import write_synthetic_records
 
     write_synthetic_records(root, num_files, rows_per_file)
 
@@ -199,7 +199,7 @@ def test_no_warning_for_healthy_folder(tmp_path: Path) -> None:
 
 def test_index_caches_rows_and_follows_the_files(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.records as records
+    import harness.records.store as records
 
     first = write_point(tmp_path, "r1", 1000, 8.0)
     write_point(tmp_path, "r2", 1000, 7.0)
@@ -238,7 +238,7 @@ def test_index_caches_rows_and_follows_the_files(tmp_path: Path,
 
 
 def test_unwritable_folder_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.records as records
+    import harness.records.store as records
 
     write_point(tmp_path, "r1", 1000, 8.0)
 

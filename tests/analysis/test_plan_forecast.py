@@ -9,10 +9,10 @@ import pytest
 from synthetic_records import write_seeded_sweep
 
 from analysis.noise_prior import DIGITS_SEED_STUDY
-from harness.cli import main
-from harness.plan import Plan, plan
-from harness.plan_forecast import ForecastOptions, forecast_assumptions
-from harness.sweep import load_sweep
+from harness.cli.main import main
+from harness.planning.forecast import ForecastOptions, forecast_assumptions
+from harness.planning.plan import Plan, plan
+from harness.planning.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "sweeps" / "digits.toml"

@@ -16,7 +16,7 @@ from synthetic_records import BUDGETS, PRESETS, write_synthetic_sweep
 
 from analysis.report import format_fit_table, write_report
 from analysis.sweep_fits import AnalysisError, fit_sweep, read_fits, resolve_sweep
-from harness.cli import main as harness_main
+from harness.cli.main import main as harness_main
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -40,8 +40,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     A separate process, like the runs compared with it: state of this test process (torch
     settings made by other tests) cannot make the two differ.
     """
-    from harness.plan import plan
-    from harness.sweep import load_sweep
+    from harness.planning.plan import plan
+    from harness.planning.sweep import load_sweep
 
     root = tmp_path_factory.mktemp("reference")
     path = root / f"{SWEEP_NAME}.toml"

@@ -149,7 +149,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def final_tensors(run_dir: Path) -> dict[str, Any]:
     """Weights, EMA and optimizer state of the newest checkpoint and of network-final.pt."""
-    from harness.rundir import find_checkpoints, load_checkpoint
+    from harness.records.run_folder import find_checkpoints, load_checkpoint
 
     ckpt = load_checkpoint(find_checkpoints(run_dir)[0])
     final = load_checkpoint(run_dir / "network-final.pt")

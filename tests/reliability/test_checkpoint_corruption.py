@@ -18,8 +18,8 @@ import pytest
 import torch
 from faultlib import BATCH, assert_same_records, assert_same_weights, read_json
 
-from harness.submit import submit, sweep_status
-from harness.sweep import load_sweep
+from harness.launch.submit import submit, sweep_status
+from harness.planning.sweep import load_sweep
 
 
 def _flip(offset: Callable[[int], int]) -> Callable[[bytes], bytes]:

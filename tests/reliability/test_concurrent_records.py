@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 from faultlib import harness_env, read_json, run_harness, sweep_text
 
-from harness.records import existing_eval_points
+from harness.records.store import existing_eval_points
 
 SAMPLERS = ("1-step", "2-step", "heun")
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from harness.records import write_evaluation
+    from harness.records.store import write_evaluation
     folder, worker, points = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     for point in range(points):
         write_evaluation(folder, [

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from faultlib import harness_cmd, harness_env, kill_pid, read_json, sweep_text, wait_for
 
-from harness.sweepstate import pid_alive, read_state
+from harness.backends.sweep_state import pid_alive, read_state
 
 
 def _race(root: Path, cluster: str, num: int, extra: tuple[str, ...] = ()) -> list[str]:
@@ -20,7 +20,7 @@ def _race(root: Path, cluster: str, num: int, extra: tuple[str, ...] = ()) -> li
     go = root / "go"
     gate = ("import os, sys, time\n"
             f"while not os.path.exists({str(go)!r}): time.sleep(0.001)\n"
-            "from harness.cli import main\n"
+            "from harness.cli.main import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
     args = ["submit", str(root / "rel.toml"), "--cluster", cluster, "--results",
             str(root / "results"), "--runs", str(root / "runs"), *extra]

@@ -2,7 +2,7 @@
 
 A real tiny tmpfs is mounted for each case (we run as root here); where mounting is not allowed
 the same cases run against a writer whose writes fail with ENOSPC / EROFS (monkeypatched os.write
-in harness.runtime), which exercises the same code paths above the file system.
+in harness.core.files), which exercises the same code paths above the file system.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from faultlib import SWEEP_NAME, read_json, run_harness
 
-from harness.config import run_config_from_dict, set_dotted, to_dict
-from harness.job import JobSpec
-from harness.presets import get_preset
+from harness.config.job import JobSpec
+from harness.config.presets import get_preset
+from harness.config.run_config import run_config_from_dict, set_dotted, to_dict
 
 KIB = 1024
 
@@ -60,9 +60,9 @@ class Volume:
         self._fail_writes(errno.EROFS)
 
     def _fail_writes(self, code: int) -> None:
-        import harness.runtime
+        import harness.core.files
 
-        real_mkstemp = harness.runtime.tempfile.mkstemp
+        real_mkstemp = harness.core.files.tempfile.mkstemp
         folder = str(self.path)
 
         def mkstemp(*args: Any, dir: Any = None, **kwargs: Any) -> Any:
@@ -75,7 +75,7 @@ class Volume:
                 return fd, name
             return real_mkstemp(*args, dir=dir, **kwargs)
 
-        self.monkeypatch.setattr(harness.runtime.tempfile, "mkstemp", mkstemp)
+        self.monkeypatch.setattr(harness.core.files.tempfile, "mkstemp", mkstemp)
 
     def unmount(self) -> None:
         if self.mounted:
@@ -125,7 +125,7 @@ def tiny_job(tmp_path: Path, results: Path, runs: Path, steps: int = 4) -> JobSp
 
 @pytest.mark.parametrize("fault", ["full", "read-only"])
 def test_record_write_fails_clearly_and_leaves_nothing(volume: Any, fault: str) -> None:
-    from harness.records import write_evaluation
+    from harness.records.store import write_evaluation
 
     vol = volume("results")
     folder = vol.path / SWEEP_NAME
@@ -144,7 +144,7 @@ def test_record_write_fails_clearly_and_leaves_nothing(volume: Any, fault: str) 
 
 
 def test_checkpoint_write_fails_clearly_and_keeps_the_previous(volume: Any) -> None:
-    from harness.rundir import load_checkpoint, load_latest_checkpoint, save_checkpoint
+    from harness.records.run_folder import load_checkpoint, load_latest_checkpoint, save_checkpoint
 
     vol = volume("runs", size_kib=512)
     save_checkpoint(vol.path / "ckpt-000000000032.pt", {"state": {"nimg": 32}, "x": b"1" * 1000})
@@ -163,7 +163,7 @@ def test_checkpoint_write_fails_clearly_and_keeps_the_previous(volume: Any) -> N
 
 
 def test_training_with_full_results_folder_fails_clearly(tmp_path: Path, volume: Any) -> None:
-    from harness.train import train
+    from harness.training.train import train
 
     results = volume("results")
     job = tiny_job(tmp_path, results.path, tmp_path / "runs")
@@ -185,7 +185,7 @@ def test_training_with_full_results_folder_fails_clearly(tmp_path: Path, volume:
 
 
 def test_training_with_full_runs_folder_fails_clearly(tmp_path: Path, volume: Any) -> None:
-    from harness.train import train
+    from harness.training.train import train
 
     runs = volume("runs", size_kib=1024)
     job = tiny_job(tmp_path, tmp_path / "results", runs.path)

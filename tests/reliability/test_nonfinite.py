@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from faultlib import BATCH, read_json, run_harness, sweep_text
 
-import harness.train as train_mod
-from harness.plan import plan
-from harness.submit import format_status, submit, sweep_status
-from harness.sweep import load_sweep
+import harness.training.train as train_mod
+from harness.launch.submit import format_status, submit, sweep_status
+from harness.planning.plan import plan
+from harness.planning.sweep import load_sweep
 
 MAX_NONFINITE = 3
 DIVERGE_FROM = 2 * BATCH  # run seed 1: every step from 32 images on is non-finite

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from harness.backends import local as local_backend
-from harness.cli import main
-from harness.config import ConfigError, RunConfig, dotted_fields
-from harness.plan import plan
-from harness.sweep import ClusterConfig, load_sweep
+from harness.cli.main import main
+from harness.config.run_config import ConfigError, RunConfig, dotted_fields
+from harness.planning.plan import plan
+from harness.planning.sweep import ClusterConfig, load_sweep
 
 LIMIT = 64  # grid-size limit of these tests (the default is 1000)
 BASE = tomllib.loads(sweep_text())

@@ -34,15 +34,15 @@ import torch
 
 from analysis.load import load_results
 from harness.backends.slurm import slurm_job_states
-from harness.cli import main
-from harness.config import NetworkConfig, to_dict
-from harness.flops import TRAIN_PASSES
-from harness.network import make_network
-from harness.plan import plan
-from harness.rundir import load_checkpoint, save_checkpoint
-from harness.submit import RunStatus, format_status, sweep_status
-from harness.sweep import Sweep, load_sweep
-from harness.sweepstate import read_run_status, read_state
+from harness.backends.sweep_state import read_run_status, read_state
+from harness.cli.main import main
+from harness.config.run_config import NetworkConfig, to_dict
+from harness.cost.flops import TRAIN_PASSES
+from harness.launch.submit import RunStatus, format_status, sweep_status
+from harness.networks.precond import make_network
+from harness.planning.plan import plan
+from harness.planning.sweep import Sweep, load_sweep
+from harness.records.run_folder import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from conftest import SlurmCluster
@@ -121,9 +121,9 @@ def warm_cache() -> None:
     Jobs share $HARNESS_CACHE (set for the session by tests/conftest.py; sbatch exports the
     environment), so without this every concurrent job would train the classifier (~14 s).
     """
-    from harness.config import EvalConfig, RunConfig
-    from harness.data import load_dataset
-    from harness.evaluate import Evaluator
+    from harness.config.run_config import EvalConfig, RunConfig
+    from harness.data.loader import load_dataset
+    from harness.evaluation.metrics import Evaluator
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the machine's cores belong to the jobs

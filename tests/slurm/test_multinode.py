@@ -36,9 +36,9 @@ from test_harness_slurm import (  # the harness-on-SLURM helpers and fixtures
     warm_cache,
 )
 
-from harness.plan import plan
-from harness.sweep import load_sweep
-from harness.sweepstate import read_run_status, read_state
+from harness.backends.sweep_state import read_run_status, read_state
+from harness.planning.plan import plan
+from harness.planning.sweep import load_sweep
 
 if TYPE_CHECKING:
     from conftest import SlurmCluster

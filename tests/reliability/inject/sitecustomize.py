@@ -6,7 +6,7 @@ processes, which all inherit the environment. Without HARNESS_FAULT_INJECT it do
 
 HARNESS_FAULT_INJECT holds faults separated by ';':
 
-    kill-before-rename:<glob>[@<n>]   SIGKILL this process inside harness.runtime.atomic_write_bytes
+    kill-before-rename:<glob>[@<n>]   SIGKILL this process inside harness.core.files.atomic_write_bytes
                                       on the n-th write (default 1st) whose target path matches the
                                       fnmatch <glob>: after the temp file is written and fsynced,
                                       before os.replace makes it visible
@@ -53,7 +53,7 @@ def _kill_self(reason: str) -> None:
 
 
 class _ReplaceProxy(types.ModuleType):
-    """`os` as harness.runtime sees it: `replace` may kill the process around the rename."""
+    """`os` as harness.core.files sees it: `replace` may kill the process around the rename."""
 
     def __init__(self, rules: list[tuple[str, str, int]]) -> None:
         super().__init__("os")
@@ -84,9 +84,9 @@ def _install_write_faults(faults: list[tuple[str, str]]) -> None:
             glob, _, nth = arg.rpartition("@") if "@" in arg else (arg, "", "1")
             rules.append((kind.split("-")[1], glob, int(nth)))
     if rules:
-        import harness.runtime
+        import harness.core.files
 
-        harness.runtime.os = _ReplaceProxy(rules)  # type: ignore[attr-defined]
+        harness.core.files.os = _ReplaceProxy(rules)  # type: ignore[attr-defined]
 
 
 def _nonfinite_patch(faults: list[tuple[str, str]]) -> Any:
@@ -152,4 +152,4 @@ if SPEC:
     _install_write_faults(_faults)
     _patch = _nonfinite_patch(_faults)
     if _patch is not None:
-        sys.meta_path.insert(0, _PatchOnImport("harness.train", _patch))
+        sys.meta_path.insert(0, _PatchOnImport("harness.training.train", _patch))

@@ -1,0 +1,2 @@
+"""`harness bench`: step-time ratios, MFU, sampling, metric and loader timings, and their report.
+"""

@@ -1,0 +1,2 @@
+"""The `harness` command: one thin parser per sub-command in front of one library call.
+"""

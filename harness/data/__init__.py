@@ -1,0 +1,3 @@
+"""Datasets: the formats on disk (numpy only, checked at plan time), the loader and its shared
+cache.
+"""
