@@ -114,26 +114,6 @@ class Sweeps:
         return [str(path), "--results", str(self.results), "--runs", str(self.runs)]
 
 
-@pytest.fixture(scope="module")
-def warm_cache() -> None:
-    """Train the FD-digits classifier and cache the reference statistics once, here.
-
-    Jobs share $HARNESS_CACHE (set for the session by tests/conftest.py; sbatch exports the
-    environment), so without this every concurrent job would train the classifier (~14 s).
-    """
-    from harness.config import EvalConfig, RunConfig
-    from harness.data import load_dataset
-    from harness.evaluate import Evaluator
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine's cores belong to the jobs
-    try:
-        run = RunConfig(kind="pretrain", eval=EvalConfig(num_samples=64))
-        Evaluator(run).evaluate(load_dataset(run.data, "train").images[:64])
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def sweeps(slurm_cluster: SlurmCluster, make_slurm_executor: Callable[..., Any],
            warm_cache: None, tmp_path: Path) -> Iterator[Sweeps]:
