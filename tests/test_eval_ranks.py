@@ -29,6 +29,7 @@ def test_shards_cover_every_sample_once_in_order(num: int, world: int) -> None:
     assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
 
 
+@pytest.mark.ci  # three launches of the script with gloo ranks: CI runs it
 def test_two_ranks_score_like_one_process(tmp_path: Path) -> None:
     """65 samples (an uneven split) of two samplers: the same FD from 1 and 2 gloo ranks, one
     record and the sample grids written by rank 0."""

@@ -194,6 +194,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.ci  # two processes with a rendezvous: CI runs it
 def test_ddp_two_processes_on_cpu(tmp_path):
     """Two gloo ranks train one job: weights stay in sync and one set of records is written."""
     run = make_run("pretrain", 4)

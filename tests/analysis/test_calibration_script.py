@@ -41,6 +41,7 @@ def test_coverage_counts_disjoint_groups_and_jackknifes_over_seeds() -> None:
     assert row["median_abs_error"] == pytest.approx((abs(3 / 2.2 - 1) + abs(1 / 2.2 - 1)) / 2)
 
 
+@pytest.mark.ci  # the calibration script end to end on committed records: CI runs it
 @pytest.mark.skipif(not cal.RECORDS.is_file(), reason="the committed records are missing")
 def test_script_runs_on_a_subset_of_the_committed_records(tmp_path: Path) -> None:
     out = tmp_path / "calibration.json"

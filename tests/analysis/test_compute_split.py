@@ -165,6 +165,7 @@ def test_savings_ratio_recovers_the_law_within_its_interval(points: pd.DataFrame
         assert row["ratio"] > 1  # the teacher saves compute in this law
 
 
+@pytest.mark.ci  # a replication over 6 synthetic sweeps: CI runs it
 def test_savings_ratio_intervals_replicate(tmp_path: Path) -> None:
     """Replication over 6 synthetic split sweeps (2 seeds each, 1 % point noise): the 95 %
     intervals of the savings ratio contain the law's ratio in at least 90 % of the 72 cases

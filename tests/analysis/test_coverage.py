@@ -40,6 +40,7 @@ def coverage_bounds(reps: int, level: float, false_alarm: float) -> tuple[int, i
     return lo, hi
 
 
+@pytest.mark.ci  # a replication over 40 bootstrapped fits: CI runs it
 def test_small_single_law_study_recovers_and_covers() -> None:
     reps = 40  # ~0.2 s each on one core: the fit and its batched bootstrap
     rows = _study().single_study(reps=reps, bootstrap=100, num_points=8, sigma=0.03,

@@ -147,9 +147,12 @@ def test_fits_report_and_cli_carry_the_headline(tmp_path: Path, capsys: pytest.C
     # The synthetic sizes' compute ranges do not overlap: the report says what that costs.
     assert "## What this design cannot identify" in text and "**disjoint-compute**" in text
     assert {f["code"] for f in back.meta["design"]} >= {"disjoint-compute", "no-isoflop-bucket"}
-    assert main(["fit", "head", "--results", str(tmp_path), "--bootstrap", "40",
+    # The same options as fit_sweep's above: the command reuses those fits (a target or floor
+    # it failed to pass on would refit and miss the lines below) and prints their headline.
+    assert main(["fit", "head", "--results", str(tmp_path), "--bootstrap", "80",
                  "--target-value", "3", "--e-floor", "1"]) == 0
     out = capsys.readouterr().out
+    assert "reused" in out
     assert "headline (2-step): frontier FD at the largest compute trained" in out
     assert "compute to reach FD 3" in out and "assuming E ≥ 1: alpha =" in out
     with pytest.raises(SystemExit):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from synthetic_records import write_synthetic_sweep
 
-from analysis.pipeline import analyze_sweep, main
+from analysis.pipeline import SweepAnalysis, analyze_sweep, main
 from analysis.report import FIGURE_TITLES, write_report
 from analysis.sweep_fits import AnalysisError, analysis_dir, default_figures_dir, read_fits
 
@@ -22,14 +22,19 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def analysis(results: Path) -> SweepAnalysis:
+    """The sweep fitted, drawn and reported once (each drawing costs seconds); tests only read it."""
+    return analyze_sweep(results, "synth", bootstrap=5)
+
+
 def _linked(report: Path) -> list[str]:
     """The figure stems report.md links (its PNG links)."""
     return [line.split("](")[1].split(")")[0].rsplit("/", 1)[1].removesuffix(".png")
             for line in report.read_text().splitlines() if line.startswith("- [")]
 
 
-def test_analyze_sweep_fits_draws_and_reports(results: Path) -> None:
-    analysis = analyze_sweep(results, "synth", bootstrap=5)
+def test_analyze_sweep_fits_draws_and_reports(results: Path, analysis: SweepAnalysis) -> None:
     assert analysis.figures_dir == default_figures_dir(results, "synth")
     assert {p.stem for p in analysis.figures} == set(DRAWN)
     assert {p.suffix for p in analysis.figures} == {".png", ".pdf"}
@@ -42,22 +47,22 @@ def test_analyze_sweep_fits_draws_and_reports(results: Path) -> None:
     assert again.fits.reused and again.fits.meta["created_at"] == analysis.fits.meta["created_at"]
 
 
-def test_without_fitting_it_reads_the_cached_fits(tmp_path: Path, results: Path) -> None:
+def test_without_fitting_it_reads_the_cached_fits(tmp_path: Path, results: Path,
+                                                   analysis: SweepAnalysis) -> None:
     fresh = tmp_path / "fresh"
     write_synthetic_sweep(fresh, "synth")
     with pytest.raises(AnalysisError, match="harness fit synth"):
         analyze_sweep(fresh, "synth", fit=False)
     assert not analysis_dir(fresh, "synth").exists()  # nothing written before the error
-    analyze_sweep(results, "synth", bootstrap=5)
-    cached = read_fits(results, "synth").meta["created_at"]
+    cached = read_fits(results, "synth").meta["created_at"]  # fitted by the `analysis` fixture
     out = tmp_path / "figures"
-    analysis = analyze_sweep(results, "synth", fit=False, figures_dir=out)
-    assert analysis.fits.meta["created_at"] == cached and analysis.figures_dir == out
-    assert {p.parent for p in analysis.figures} == {out}
+    redrawn = analyze_sweep(results, "synth", fit=False, figures_dir=out)
+    assert redrawn.fits.meta["created_at"] == cached and redrawn.figures_dir == out
+    assert {p.parent for p in redrawn.figures} == {out}
 
 
-def test_the_report_links_only_figures_that_were_drawn(tmp_path: Path, results: Path) -> None:
-    analyze_sweep(results, "synth", bootstrap=5)
+def test_the_report_links_only_figures_that_were_drawn(tmp_path: Path, results: Path,
+                                                       analysis: SweepAnalysis) -> None:
     partial = tmp_path / "partial"
     partial.mkdir()
     for stem in ("frontier", "samplers"):

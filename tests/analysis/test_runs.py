@@ -173,6 +173,7 @@ def _coverage(seeds: int, method: str, reps: int) -> tuple[float, float]:
     return float(np.mean(level_hits)), float(np.mean(ratio_hits))
 
 
+@pytest.mark.ci  # a replication over 250 synthetic studies: CI runs it
 def test_shared_seed_effects_calibrated_where_the_pooled_model_is_not() -> None:
     """Replication: 250 synthetic studies of 4 sizes × 3 seeds whose seed effects are shared by
     the sizes (sd 0.25, runs 0.08, points 0.03). The seed-effect model's 95 % intervals cover the

@@ -97,6 +97,7 @@ class Readers:
             t.join(timeout=60)
 
 
+@pytest.mark.ci  # eight writer processes; test_records.py has the quick concurrent-writer check
 @pytest.mark.parametrize("num_writers", [8])
 def test_writers_and_readers_at_once(tmp_path: Path, num_writers: int) -> None:
     """8 writer processes x 30 points x 3 rows; writers 0 and 1 are killed inside their 5th and

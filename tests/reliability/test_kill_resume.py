@@ -74,12 +74,12 @@ KILL_POINTS = [
     ("final teacher record visible", "kill-after-rename:*/rel/{teacher}-000000000064-*.parquet"),
     ("status.json write", "kill-before-rename:*/{student}/status.json@4"),
 ]
-FAST = {"student checkpoint write"}  # the rest run with -m slow
+FAST = {"student checkpoint write"}  # run by CI (-m ci); the rest with -m slow
 
 
 @pytest.mark.parametrize(
     ("name", "fault"),
-    [pytest.param(n, f, marks=() if n in FAST else pytest.mark.slow, id=n.replace(" ", "-"))
+    [pytest.param(n, f, marks=pytest.mark.ci if n in FAST else pytest.mark.slow, id=n.replace(" ", "-"))
      for n, f in KILL_POINTS])
 def test_kill_inside_a_write_then_resubmit(reference: Any, tmp_path: Path, name: str,
                                            fault: str) -> None:
@@ -136,7 +136,7 @@ def _local_job_pid(root: Path, run_id: str) -> int | None:
     return int(job_id) if job_id else None
 
 
-@pytest.mark.parametrize("seed", [pytest.param(0, id="seed0")]
+@pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.ci, id="seed0")]
                          + [pytest.param(s, marks=pytest.mark.slow, id=f"seed{s}")
                             for s in range(1, 6)])
 def test_random_kill_then_resubmit(reference: Any, tmp_path: Path, seed: int) -> None:

@@ -31,7 +31,7 @@ FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker here too, so the folder works without the project's pytest config."""
-    config.addinivalue_line("markers", "slurm: needs a live SLURM cluster (started by .ci/run)")
+    config.addinivalue_line("markers", "slurm: needs a live SLURM cluster (run by `make test-ci`)")
 
 
 def _client(*args: str, conf_path: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -202,6 +202,28 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             yield cluster
         finally:
             subprocess.run([str(SCRIPT_DIR / "stop-slurm.sh")], env=env, timeout=120, check=False)
+
+
+@pytest.fixture(scope="session")
+def warm_cache() -> None:
+    """Train the FD-digits classifier and cache the reference statistics once per session.
+
+    Jobs share $HARNESS_CACHE (set for the session by tests/conftest.py; sbatch exports the
+    environment), so without this every concurrent job would train the classifier (~14 s).
+    """
+    import torch
+
+    from harness.config.run_config import EvalConfig, RunConfig
+    from harness.data.loader import load_dataset
+    from harness.evaluation.metrics import Evaluator
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine's cores belong to the jobs
+    try:
+        run = RunConfig(kind="pretrain", eval=EvalConfig(num_samples=64))
+        Evaluator(run).evaluate(load_dataset(run.data, "train").images[:64])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _cancel_jobs_under(folder: Path) -> None:

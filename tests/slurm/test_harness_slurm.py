@@ -12,7 +12,7 @@ What a user relies on when a sweep outgrows one machine:
   exactly the records of an uninterrupted run.
 
 Run with `pytest -m slurm tests/slurm` (the `slurm_cluster` fixture starts a throw-away cluster
-when none answers). Jobs run `harness.submit.TrainJob` from the installed package with this
+when none answers). Jobs run `harness.launch.submit.TrainJob` from the installed package with this
 interpreter; tiny presets and 64-sample evaluations keep the file near two minutes.
 """
 
@@ -112,26 +112,6 @@ class Sweeps:
 
     def args(self, path: Path) -> list[str]:
         return [str(path), "--results", str(self.results), "--runs", str(self.runs)]
-
-
-@pytest.fixture(scope="module")
-def warm_cache() -> None:
-    """Train the FD-digits classifier and cache the reference statistics once, here.
-
-    Jobs share $HARNESS_CACHE (set for the session by tests/conftest.py; sbatch exports the
-    environment), so without this every concurrent job would train the classifier (~14 s).
-    """
-    from harness.config.run_config import EvalConfig, RunConfig
-    from harness.data.loader import load_dataset
-    from harness.evaluation.metrics import Evaluator
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine's cores belong to the jobs
-    try:
-        run = RunConfig(kind="pretrain", eval=EvalConfig(num_samples=64))
-        Evaluator(run).evaluate(load_dataset(run.data, "train").images[:64])
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -392,7 +372,7 @@ def test_preempted_tuning_job_resumes_with_identical_records(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A job of partition `urgent` preempts the running tuning job (partition `debug`).
 
-    submitit delivers USR2, TrainJob.checkpoint saves the loop (harness.train.checkpoint_now),
+    submitit delivers USR2, TrainJob.checkpoint saves the loop (harness.training.train.checkpoint_now),
     the job requeues and resumes. Its records and final weights must equal, bit for bit, those
     of the same sweep run uninterrupted (resume is exact on CPU).
     """

@@ -33,7 +33,6 @@ from test_harness_slurm import (  # the harness-on-SLURM helpers and fixtures
     status_by_name,
     sweeps,
     wait_for,
-    warm_cache,
 )
 
 from harness.backends.sweep_state import read_run_status, read_state
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from conftest import SlurmCluster
 
 pytestmark = pytest.mark.slurm
-__all__ = ["sweeps", "warm_cache"]  # fixtures used here
+__all__ = ["sweeps"]  # fixtures used here
 
 LAYOUT_COLUMNS = ["num_nodes", "world_size", "num_devices"]
 
