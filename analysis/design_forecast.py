@@ -32,11 +32,12 @@ __all__ = ["DesignChange", "design_changes", "forecast_changes", "forecast_text"
 RANKED_BY = "frontier"
 HEADERS = {"alpha": "α", "frontier": "FD @ largest C", "held_out": "held-out size",
            "n_opt": "N_opt exponent"}
-# What each change is, printed under the table.
-LEGEND = ("overlapping budgets: each size but the largest trained on until its compute reaches its "
-          "larger neighbour's smallest; evaluations from 1/4 budget: each size also scored at "
-          "1/4-7/10 of its largest budget (same runs); + 1 larger size: a size beyond the largest, "
-          "FLOPs scaled by parameters")
+# What each change is, printed under the table when it is in it.
+LEGEND = {"overlapping budgets": "each size but the largest trained on until its compute reaches "
+          "its larger neighbour's smallest",
+          "evaluations from 1/4 budget": "each size also scored at 1/4-7/10 of its largest budget "
+          "(the same runs)",
+          "+ 1 larger size": "a size beyond the largest, FLOPs scaled by parameters"}
 # Evaluations added by the "evaluate from a quarter" change, as fractions of the largest budget.
 EARLY_FRACTIONS = (0.25, 0.35, 0.5, 0.7)
 
@@ -146,6 +147,9 @@ def _cell(f: DesignForecast, name: str) -> str:
     if not math.isfinite(q.half_width):
         return "—" if q.note == "not forecast" else "not identified"
     mark = "" if q.identified else " *"
+    if name == "n_opt":  # absolute; a resampled frontier of few sizes can make it absurd
+        upper = f"+{q.upper:.2f}" if q.upper < 10 else "> +10"
+        return f"−{q.lower:.2f} / {upper}{mark}"
     return f"−{q.lower:.0%} / +{q.upper:.0%}{mark}"
 
 
@@ -166,14 +170,19 @@ def forecast_text(forecasts: Sequence[DesignForecast], *, sampler: str,
         f"forecast ({sampler}; the median interval of {base.simulations} simulated sweeps through "
         f"the harness's fits with {base.bootstrap} draws each; frontier FD at "
         f"{largest_compute:.3g} FLOPs):",
-        f"  noise: {base.noise_source}",
-        f"  truth: {base.truth_source}",
     ]
+    for name, text in (("noise", base.noise_source), ("truth", base.truth_source)):
+        lines += textwrap.wrap(f"{name}: {text}", width=100, initial_indent="  ",
+                               subsequent_indent="    ")
     for r in [header, *rows]:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    lines.append("  columns: the median interval (−lower / +upper, relative to the estimate) of the "
-                 f"{', '.join(QUANTITIES[n] for n in QUANTITIES)}; * not identified")
-    lines += textwrap.wrap(LEGEND, width=100, initial_indent="  ", subsequent_indent="    ")
+    columns = ("columns: the median interval (−lower / +upper, relative to the estimate; the "
+               f"N_opt exponent's in absolute units) of the "
+               f"{', '.join(QUANTITIES[n] for n in QUANTITIES)}; * not identified")
+    legend = "; ".join(f"{name}: {text}" for name, text in LEGEND.items()
+                       if any(f.label.startswith(name) for f in forecasts))
+    for text in (columns, legend):
+        lines += textwrap.wrap(text, width=100, initial_indent="  ", subsequent_indent="    ")
     gains = []
     b = base.quantities[RANKED_BY].half_width
     for f in forecasts[1:]:
@@ -185,8 +194,10 @@ def forecast_text(forecasts: Sequence[DesignForecast], *, sampler: str,
         _, label, cut, extra = max(gains)
         spent = ("no extra training" if extra == 0
                  else f"{extra / base.cost_flops:.0%} more compute")
-        lines.append(f"  most width per FLOP for the {QUANTITIES[RANKED_BY]}: {label} "
-                     f"(half-width {b:.0%} → {b - cut:.0%} for {spent})")
+        lines += textwrap.wrap(f"most width per FLOP for the {QUANTITIES[RANKED_BY]}: {label} "
+                               f"(half-width {b:.0%} → {b - cut:.0%} for {spent})", width=100,
+                               initial_indent="  ", subsequent_indent="    ")
     for q in base.unidentified():
-        lines.append(f"  cannot identify the {q.label}: {q.note}")
+        lines += textwrap.wrap(f"cannot identify the {q.label}: {q.note}", width=100,
+                               initial_indent="  ", subsequent_indent="    ")
     return "\n".join(lines)

@@ -58,6 +58,9 @@ ASSUMED_EXPONENT = 0.5
 # An interval wider than this above its estimate (hi/estimate − 1, median over simulations) is
 # reported as not identified: the data then bound the quantity only from one side.
 UNIDENTIFIED_UPPER = 1.0
+# N_opt(C) ∝ C^a: a is about 0.5 (Hoffmann et al. 2022) and in (0, 1) for any sensible allocation,
+# so an interval reaching 0.5 above the estimate does not identify it. Its ends are absolute.
+UNIDENTIFIED_N_OPT = 0.5
 
 
 @dataclass(frozen=True)
@@ -160,9 +163,8 @@ def simulate_records(designs: Sequence[SizeDesign], truth: TruthLaw, noise: Nois
     """One simulated sweep of `designs` (its tuning records, a `load_results`-like frame).
 
     Seed s of every size shares a level and a tilt (the seed effect); each run adds its own level
-    and tilt (times the size's own spread, `NoiseSpec.size_scale`, where the noise source measured
-    one), and each point its scatter; tilts act on the size's centred log budget, as the noise
-    model measures them (`analysis.runs`). `seeds` overrides each size's seed count."""
+    and tilt, and each point its scatter; tilts act on the size's centred log budget, as the
+    noise model measures them (`analysis.runs`). `seeds` overrides each size's seed count."""
     n_seeds = max(seeds if seeds is not None else d.num_seeds for d in designs)
     seed_level = rng.normal(0.0, noise.seed_level_sd, n_seeds)
     seed_tilt = rng.normal(0.0, noise.seed_tilt_sd, n_seeds)
@@ -172,10 +174,9 @@ def simulate_records(designs: Sequence[SizeDesign], truth: TruthLaw, noise: Nois
         log_truth = truth.log_y(d.name, d.params, nimg)
         t = np.log(nimg) - np.log(np.unique(nimg)).mean()
         tune = np.asarray(d.tune_flops if len(d.tune_flops) == len(nimg) else d.total_flops, float)
-        spread = math.sqrt(noise.size_scale.get(d.name, 1.0))
         for s in range(seeds if seeds is not None else d.num_seeds):
-            level = seed_level[s] + rng.normal(0.0, noise.run_level_sd * spread)
-            tilt = seed_tilt[s] + rng.normal(0.0, noise.run_tilt_sd * spread)
+            level = seed_level[s] + rng.normal(0.0, noise.run_level_sd)
+            tilt = seed_tilt[s] + rng.normal(0.0, noise.run_tilt_sd)
             values = np.exp(log_truth + level + tilt * t + rng.normal(0.0, noise.point_sd, len(t)))
             for i in range(len(nimg)):
                 rows.append({"preset": d.name, "params": d.params, "seed": s,
@@ -188,7 +189,8 @@ def simulate_records(designs: Sequence[SizeDesign], truth: TruthLaw, noise: Nois
 @dataclass(frozen=True)
 class QuantityForecast:
     """A quantity's forecast interval: medians over simulations of 1 − lo/estimate (`lower`) and
-    hi/estimate − 1 (`upper`) and of the half-width (hi − lo)/(2·estimate); `spread` is the
+    hi/estimate − 1 (`upper`) and of the half-width (hi − lo)/(2·estimate) — for "n_opt" the
+    absolute estimate − lo, hi − estimate and (hi − lo)/2 instead; `spread` is the
     standard deviation of the log estimate across simulations; `truth` its value under the
     assumed law. NaN where the design cannot give it (`note` says why)."""
 
@@ -257,7 +259,7 @@ def _one_simulation(records: pd.DataFrame, largest: float, bootstrap: int, seed:
         warnings.simplefilter("ignore")
         try:
             front = fit_frontier(records, bootstrap=bootstrap, seed=seed)
-        except (FitError, ValueError):
+        except (FitError, ValueError, ArithmeticError):
             front = None
         law = front.law if front is not None else None
         if law is not None and law.has_draws:
@@ -268,10 +270,9 @@ def _one_simulation(records: pd.DataFrame, largest: float, bootstrap: int, seed:
             out["frontier"] = (pred, *_relative(pred, float(plo[0]), float(phi[0])))
         size_law = front.size_law if front is not None else None
         if size_law is not None and size_law.n_points >= 3 and math.isfinite(size_law.a_lo):
-            a = size_law.a
-            # An exponent's interval relative to its value; a ≤ 0 has no relative width.
-            out["n_opt"] = ((a, *_relative(a, size_law.a_lo, size_law.a_hi)) if a > 0
-                            else (a, math.nan, math.nan, math.nan))
+            a, lo, hi = size_law.a, size_law.a_lo, size_law.a_hi
+            # In absolute units: the exponent can be near 0, where a relative width means nothing.
+            out["n_opt"] = (a, a - lo, hi - a, (hi - lo) / 2.0)
         if held_out and records["params"].nunique() >= 3:
             table = held_out_size_backtest(records, bootstrap=bootstrap, seed=seed, joint=False)
             if len(table):
@@ -295,7 +296,7 @@ def _truth_values(designs: Sequence[SizeDesign], truth: TruthLaw, largest: float
         warnings.simplefilter("ignore")
         try:
             front = fit_frontier(records)
-        except (FitError, ValueError):
+        except (FitError, ValueError, ArithmeticError):
             return out
     if front.law is not None:
         out["alpha"] = front.law.alpha
@@ -325,6 +326,10 @@ def _note(name: str, designs: Sequence[SizeDesign], fitted: float, upper: float,
         return "its interval resamples whole runs, which needs 2 seeds per size"
     if fitted < 0.5:
         return f"estimated in {fitted:.0%} of simulations"
+    if name == "n_opt" and upper > UNIDENTIFIED_N_OPT:
+        return f"its interval reaches more than {UNIDENTIFIED_N_OPT:g} above the estimate"
+    if name == "n_opt":
+        return ""
     if name == "alpha" and upper > UNIDENTIFIED_UPPER:
         return "the floor E and α trade off: the data bound α only from below"
     if upper > UNIDENTIFIED_UPPER:

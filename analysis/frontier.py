@@ -182,7 +182,11 @@ def _size_law(c: np.ndarray, n: np.ndarray, method: str) -> SizeLaw | None:
     if len(c) > 2:
         resid = ln - (slope * lc + intercept)
         se = math.sqrt(float(resid @ resid) / (len(c) - 2) / float(((lc - lc.mean()) ** 2).sum()))
-    return SizeLaw(K=math.exp(intercept), a=float(slope), n_points=len(c), a_se=se, method=method)
+    # A steep slope through points of few sizes can put exp(intercept) beyond floats: inf, not a
+    # crash (a resampled frontier of two seeds may line its sizes up that way).
+    with np.errstate(over="ignore"):
+        k = float(np.exp(intercept))
+    return SizeLaw(K=k, a=float(slope), n_points=len(c), a_se=se, method=method)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ Default: the digits seed study (docs/interval_calibration.md: eight seeds of the
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from analysis.runs import MIN_SEEDS_FOR_SEED_EFFECT, SEED_SHARE_PRIOR, NoiseModel
@@ -41,14 +41,10 @@ class NoiseSpec:
     run_tilt_sd: float
     point_sd: float
     source: str = "given"
-    # Per-size factor on the run variances (level and tilt), keyed by preset, where the source
-    # had enough seeds to tell sizes apart (`NoiseModel.curve_scale`); other sizes: 1. A forecast
-    # draws the data with it; the estimator with few seeds cannot see it and pools.
-    size_scale: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if f.name in ("source", "size_scale"):
+            if f.name == "source":
                 continue
             value = getattr(self, f.name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -57,17 +53,14 @@ class NoiseSpec:
     @classmethod
     def names(cls) -> tuple[str, ...]:
         """The settable components, in order."""
-        return tuple(f.name for f in fields(cls) if f.name not in ("source", "size_scale"))
+        return tuple(f.name for f in fields(cls) if f.name != "source")
 
     @classmethod
-    def from_model(cls, model: NoiseModel, source: str, sizes: Sequence[str] = ()) -> NoiseSpec:
-        """The standard deviations of an estimated model (seed and run parts as it splits them);
-        `sizes` names the model's curves in order, for its per-size spread."""
-        scale = (dict(zip(sizes, model.curve_scale, strict=True))
-                 if sizes and len(sizes) == len(model.curve_scale) else {})
+    def from_model(cls, model: NoiseModel, source: str) -> NoiseSpec:
+        """The standard deviations of an estimated model (seed and run parts as it splits them)."""
         return cls(seed_level_sd=math.sqrt(model.seed_level), run_level_sd=math.sqrt(model.run_level),
                    seed_tilt_sd=math.sqrt(model.seed_tilt), run_tilt_sd=math.sqrt(model.run_tilt),
-                   point_sd=math.sqrt(model.point), source=source, size_scale=scale)
+                   point_sd=math.sqrt(model.point), source=source)
 
     @classmethod
     def parse(cls, text: str, base: NoiseSpec | None = None) -> NoiseSpec:
@@ -90,13 +83,10 @@ class NoiseSpec:
             missing = [n for n in cls.names() if n not in values]
             if missing:
                 raise ValueError(f"--noise {text!r}: missing {', '.join(missing)} (no base model)")
-            return cls(seed_level_sd=values["seed_level_sd"], run_level_sd=values["run_level_sd"],
-                       seed_tilt_sd=values["seed_tilt_sd"], run_tilt_sd=values["run_tilt_sd"],
-                       point_sd=values["point_sd"], source="given")
+            return cls(**values, source="given")
         if not values:
             return base
-        changed: dict[str, Any] = {**values, "source": f"{base.source}, with {text} given"}
-        return replace(base, **changed)
+        return replace(base, **values, source=f"{base.source}, with {text} given")
 
     def with_source(self, source: str) -> NoiseSpec:
         return replace(self, source=source)
@@ -144,13 +134,9 @@ class NoiseSpec:
 _STUDY = "the digits seed study (8 seeds × 4 sizes, docs/interval_calibration.md)"
 DIGITS_SEED_STUDY: Mapping[str, NoiseSpec] = {
     "1-step": NoiseSpec(seed_level_sd=0.04632, run_level_sd=0.05561, seed_tilt_sd=0.13716,
-                        run_tilt_sd=0.15017, point_sd=0.01713, source=f"1-step of {_STUDY}",
-                        size_scale={"ect-digits-m": 0.05, "ect-digits-ml": 0.3689,
-                                    "ect-digits-s": 1.4462, "ect-digits-xs": 2.2827}),
+                        run_tilt_sd=0.15017, point_sd=0.01713, source=f"1-step of {_STUDY}"),
     "2-step": NoiseSpec(seed_level_sd=0.05132, run_level_sd=0.06842, seed_tilt_sd=0.11525,
-                        run_tilt_sd=0.13694, point_sd=0.01960, source=f"2-step of {_STUDY}",
-                        size_scale={"ect-digits-m": 0.1305, "ect-digits-ml": 0.476,
-                                    "ect-digits-s": 1.0462, "ect-digits-xs": 2.3473}),
+                        run_tilt_sd=0.13694, point_sd=0.01960, source=f"2-step of {_STUDY}"),
 }
 
 
@@ -189,5 +175,4 @@ def noise_from_records(records: Any, sampler: str, *, source: str, metric: str |
         raise ValueError(f"{source}: sampler {sampler}: no size has two seeds, so its records "
                          "cannot show run-to-run noise; give --noise values or a sweep with seeds")
     return NoiseSpec.from_model(model, source=f"{source} ({sampler}, {len(curves)} sizes, "
-                                f"{model.seed_dof + 1} seeds)",
-                                sizes=[str(c.key[key]) for c in curves if c.num_runs >= 2])
+                                f"{model.seed_dof + 1} seeds)")

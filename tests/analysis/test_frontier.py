@@ -108,3 +108,12 @@ def test_isoflop_uses_a_bucket_column_when_given() -> None:
     df["budget"] = np.repeat([1, 2, 3], 5)
     df["total_flops"] *= np.random.default_rng(1).uniform(0.5, 2.0, len(df))  # no longer clusters
     assert len(isoflop_minima(df, bucket="budget")) == 3
+
+
+def test_size_law_of_a_steep_frontier_gives_inf_not_a_crash() -> None:
+    """N_opt ∝ C^a through two computes close together and sizes far apart: the intercept's
+    exp overflows floats; the law says inf instead of raising (resampled frontiers do this)."""
+    from analysis.frontier import _size_law
+
+    law = _size_law(np.array([1e20, 1.0001e20]), np.array([1e9, 1e6]), "frontier")
+    assert law is not None and law.a < -1000 and math.isinf(law.K)
