@@ -184,3 +184,16 @@ def test_assumed_law_for_another_dataset_says_so() -> None:
     assert "assumed" in truth.source and "--noise-from" in truth.source
     y = np.exp(truth.log_y("a", 2e8, np.array([1e7])))
     assert y == pytest.approx(2.2)
+
+
+def test_n_opt_needs_every_neighbour_to_share_a_compute() -> None:
+    from analysis.forecast import _note
+
+    a = _size("a", 1e4, (4000.0, 40000.0), per_image=10.0, teacher=0.0)
+    b = _size("b", 1e5, (4000.0, 6000.0), per_image=100.0, teacher=0.0)  # meets a at 4e5
+    c = _size("c", 1e6, (4000.0, 6000.0), per_image=1000.0, teacher=0.0)  # starts above b's end
+    assert _note("n_opt", [a, b, c], 1.0, 0.1, 2) == "compute ranges do not overlap between b → c"
+    assert _note("n_opt", [a, b], 1.0, 0.1, 2) == "needs 3 sizes on the frontier"
+    wide = _size("b", 1e5, (4000.0, 60000.0), per_image=100.0, teacher=0.0)
+    assert _note("n_opt", [a, wide, c], 1.0, 0.1, 2) == ""
+    assert "more than 0.5 above" in _note("n_opt", [a, wide, c], 1.0, 0.7, 2)
