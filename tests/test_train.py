@@ -628,3 +628,32 @@ def test_checkpoints_and_network_files_keep_their_keys_and_old_ones_load(tmp_pat
                                   loss_fn=None, autocast=False)
     with pytest.raises(train_mod.TrainingFailed, match="2 power-function EMAs"):
         train_mod._resume(job, other_model, rank=0)
+
+
+def test_a_new_architecture_is_counted_on_the_network_the_run_builds(tmp_path, monkeypatch):
+    """A network outside the preset table is counted on the network the run trains (one network
+    built, its EMAs are deep copies), to the numbers a meta-device count gives."""
+    import harness.cost.flops as flops
+    import harness.networks.precond as precond
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    run = make_run("pretrain", 2, **{"network.model_channels": 24})
+    assert flops.network_key(run.network) not in flops._read_costs(flops._COST_FILE)
+    expected = flops.measure_network_cost(run.network)
+    built = []
+    real_init = precond.Precond.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(precond.Precond, "__init__", counting_init)
+    job = make_job(tmp_path, run)
+    train(job)
+    assert built == [1]
+    assert flops.network_cost(run.network) == expected  # cached from the run's count
+    from analysis.load import load_results
+
+    rows = load_results(tmp_path / "results", "t")
+    assert (rows["fwd_flops_per_image"] == expected.fwd_flops).all()
+    assert (rows["params"] == expected.params).all()

@@ -116,8 +116,9 @@ def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> 
     run = job.run
     _setup_process(job, device, rank, world)
     data = load_dataset(run.data, "train")
-    cost = network_cost(run.network)
     model, start = _build_model(job, device, rank)
+    # From the preset table; a new architecture is counted on the network this run trains.
+    cost = network_cost(run.network, model.net)
     state, ckpt = _resume(job, model, rank)
     checkpointer = Checkpointer(job, model, state, rank, state.nimg if ckpt else -1)
     _LIVE = _Live(save=checkpointer.save)
