@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from harness.core.strict import ConfigError
+
 # The names of DATASETS, spelled out for type checkers; tests/test_data.py checks they agree.
 DatasetName = Literal["digits", "cifar10", "image_folder", "imagenet64"]
 
@@ -102,3 +104,14 @@ def get_dataset(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise KeyError(f"dataset {name!r}: {unknown_dataset_rule()}") from None
+
+
+def resolved_metric(metric: str, dataset: str) -> str:
+    """The metric a run with `eval.metric = metric` on `dataset` is scored with ('auto': the
+    dataset's default_metric; FD-digits on digits, else Inception FID)."""
+    if metric == "auto":
+        return get_dataset(dataset).default_metric
+    if metric == "fd_digits" and dataset != "digits":
+        raise ConfigError(f"eval: metric = 'fd_digits': the digit classifier only knows 8x8 "
+                          f"digits, not data.name = {dataset!r}. Use 'fid_inception' or 'auto'")
+    return metric
