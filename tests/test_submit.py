@@ -12,7 +12,7 @@ import textwrap
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -361,10 +361,11 @@ def test_concurrent_submits_submit_once(env: dict[str, Path],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     dummies: list[subprocess.Popen[bytes]] = []
 
-    def fake_spawn(runs_dir: Path, sweep: str) -> int:
-        # A stand-in scheduler that holds its queue (its command line names harness.launch.submit).
+    def fake_spawn(command: Sequence[str], runs_dir: Path, sweep: str) -> int:
+        # A stand-in scheduler that holds its queue (its command line names the real one's).
+        assert tuple(command[1:]) == ("-m", "harness.launch.scheduler")
         proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
-                                 "harness.launch.submit"])
+                                 *command[1:]])
         dummies.append(proc)
         return proc.pid
 
@@ -527,7 +528,7 @@ def test_queued_runs_of_a_dead_scheduler_are_todo(env: dict[str, Path],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    monkeypatch.setattr(local_backend, "_spawn_scheduler", lambda runs_dir, sweep: dead.pid)
+    monkeypatch.setattr(local_backend, "_spawn_scheduler", lambda command, runs_dir, sweep: dead.pid)
     sweep = load_sweep(env["sweep"])
     report = submit(sweep, "local", results_dir=env["results"], runs_dir=env["runs"])
     assert len(report.submitted) == 4 and report.scheduler_pid == dead.pid
