@@ -67,7 +67,7 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     # sklearn's 8x8 digits (1797 images, pixel values 0..16 mapped to 0..255), embedded.
-    DatasetSpec(name="digits", reader="harness.data.formats:_digits", channels=1, resolution=8,
+    DatasetSpec(name="digits", reader="harness.data.formats:digits_images", channels=1, resolution=8,
                 num_classes=10, default_metric="fd_digits"),
     DatasetSpec(name="cifar10", reader="harness.data.formats:_load_cifar10",
                 checker="harness.data.formats:_check_cifar10",

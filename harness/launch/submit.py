@@ -20,14 +20,8 @@ from typing import Any
 
 import submitit
 
-from harness.backends import BACKENDS, AfterLock, JobFactory, Submission, wait_for_runs
+from harness.backends import BACKENDS, AfterLock, JobFactory, Submission
 from harness.backends._common import stamp
-from harness.backends.local import (
-    local_slots,
-    local_threads,
-    run_scheduler,
-    visible_gpus,
-)
 from harness.backends.slurm import slurm_job_states
 from harness.backends.sweep_state import (
     Cluster,
@@ -45,12 +39,7 @@ from harness.launch.extend import link_prefix
 from harness.planning.plan import Plan, PlannedRun, plan
 from harness.planning.sweep import ClusterConfig, Sweep
 
-__all__ = [  # moved to harness.backends, still importable from here
-    "CLUSTERS", "Cluster", "JobFactory", "local_slots", "local_threads", "run_scheduler",
-    "visible_gpus", "wait_for_runs",
-]
 log = logging.getLogger(__name__)
-CLUSTERS = tuple(BACKENDS)
 # What starts the local backend's detached scheduler (harness.launch.scheduler), RUNS_DIR and
 # SWEEP appended: handed to the backend, which never names a module above it.
 SCHEDULER_COMMAND = (sys.executable, "-m", "harness.launch.scheduler")

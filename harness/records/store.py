@@ -471,10 +471,3 @@ def write_index(folder: Path, table: pa.Table) -> bool:
         return False  # a read-only results folder only loads more slowly
     return True
 
-
-def schema_doc() -> str:
-    """Markdown table of the columns (for results/README.md)."""
-    lines = ["| column | type | nullable | meaning |", "| --- | --- | --- | --- |"]
-    lines += [f"| {name} | {tp} | {'yes' if nullable else 'no'} | {doc} |"
-              for name, tp, nullable, doc in _COLUMNS]
-    return "\n".join(lines)
