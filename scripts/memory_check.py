@@ -51,14 +51,13 @@ def make_run(preset: str, batch: int, eval_batch: int) -> object:
 def child(preset: str, batch: int, eval_batch: int, warm: bool = True) -> None:
     """Build a job's model; peak of two training steps at `batch`, or (`batch` 0) of one
     sampling batch at `eval_batch` with the training state allocated (gradients, Adam moments)."""
-    import copy
-
     import torch
 
     from harness.config.run_config import EvalConfig
     from harness.evaluation.sampling import generate
     from harness.networks.precond import make_network
     from harness.training.ect import make_loss
+    from harness.training.ema import EMA
     from harness.training.optim import make_optimizer
     from harness.training.state import Model, TrainState
     from harness.training.train import train_step
@@ -78,11 +77,10 @@ def child(preset: str, batch: int, eval_batch: int, warm: bool = True) -> None:
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     base = _status_kib("VmRSS")
     net = make_network(net_cfg).train().requires_grad_(True)
-    ema = copy.deepcopy(net).eval().requires_grad_(False)
-    phemas = [copy.deepcopy(ema) for _ in run.train.phema_stds]  # type: ignore[attr-defined]
+    ema = EMA(run, net)  # type: ignore[arg-type]
     optimizer = make_optimizer(run, list(net.parameters()))  # type: ignore[arg-type]
     if batch:
-        model = Model(net=net, ema=ema, phemas=phemas, optimizer=optimizer,
+        model = Model(net=net, ema=ema, optimizer=optimizer,
                       loss_fn=make_loss("tune", run.diffusion, run.ect,  # type: ignore[attr-defined]
                                         run.stage_nimg()),  # type: ignore[attr-defined]
                       autocast=False)
@@ -93,7 +91,7 @@ def child(preset: str, batch: int, eval_batch: int, warm: bool = True) -> None:
         for p in net.parameters():  # what a job holds between steps
             p.grad = torch.zeros_like(p)
             optimizer.state[p] = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
-        generate(ema, EvalConfig(batch=eval_batch), "1-step", range(eval_batch),
+        generate(ema.main, EvalConfig(batch=eval_batch), "1-step", range(eval_batch),
                  label_dim=net_cfg.label_dim, img_shape=images.shape[1:],
                  device=torch.device("cpu"))
     if warm:

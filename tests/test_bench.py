@@ -111,13 +111,13 @@ def test_step_fn_runs_the_real_training_step() -> None:
     model = bench._make_model(run, device)
     images, labels = bench._training_images(run, device)
     before = [p.detach().clone() for p in model.net.parameters()]
-    ema_before = [p.detach().clone() for p in model.ema.parameters()]
+    ema_before = [p.detach().clone() for p in model.ema.main.parameters()]
     step = bench._step_fn(run, model, images, labels, autocast=False)
     step()
     step()
     changed = sum(not torch.equal(a, b) for a, b in zip(before, model.net.parameters(), strict=True))
     assert changed > len(before) // 2  # the optimiser stepped
-    assert any(not torch.equal(a, b) for a, b in zip(ema_before, model.ema.parameters(),
+    assert any(not torch.equal(a, b) for a, b in zip(ema_before, model.ema.main.parameters(),
                                                      strict=True))
 
 

@@ -79,7 +79,7 @@ def test_classifier_is_accurate_and_cached(cache_dir: Path) -> None:
     features, logits = net.features_and_logits(torch.zeros(4, 1, 8, 8) - 1)
     assert features.shape == (4, 128) and logits.shape == (4, 10) and (features < 0).any()
     # The accuracy stored with the weights is real: measure it again on the held-out digits.
-    images, labels = digits_classifier._digits()
+    images, labels = digits_classifier.digits_images()
     _, test_idx = digits_classifier._split(len(images))
     with torch.no_grad():
         predicted = net(digits_classifier.prepare(torch.from_numpy(images[test_idx]))).argmax(1)

@@ -244,3 +244,20 @@ def test_unfinished_old_runs_finish_in_their_folders(tmp_path):
     assert set(records["run_id"]) == set(old.values())
     assert (records.groupby("run_id")["images_seen"].max().to_dict()
             == {r.run_id: r.nimg for r in p.runs})
+
+
+def test_a_sweep_with_nothing_recorded_plans_without_the_eval_hashed_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The eval-hashed adoption is off the expansion path until a run folder or a record exists."""
+    import harness.planning.legacy_ids as legacy_ids
+
+    def no_index(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the eval-hashed index was built for a sweep with nothing recorded")
+
+    sweep = load_sweep(SWEEPS_DIR / "smoke.toml")
+    monkeypatch.setattr(legacy_ids, "EvalHashedRuns", no_index)
+    fresh = expand_sweep(sweep, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    assert not fresh.adopted
+    (tmp_path / "runs" / "0123456789ab").mkdir(parents=True)  # something recorded: it looks
+    with pytest.raises(AssertionError, match="eval-hashed index"):
+        expand_sweep(sweep, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")

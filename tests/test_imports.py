@@ -27,7 +27,7 @@ TORCH_PACKAGES = ("harness.training", "harness.evaluation", "harness.networks", 
                   "harness.bench")
 TORCH_MODULES = {"harness.teachers.convert", "harness.teachers.official_pickle",
                  "harness.cost.memory_measure", "harness.data.loader", "harness.launch.reevaluate"}
-SUBMITIT_MODULES = ("harness.launch.submit", "harness.backends")
+SUBMITIT_MODULES = ("harness.launch.submit", "harness.launch.scheduler", "harness.backends")
 MODULES = sorted(import_graph.module_names(REPO))
 
 

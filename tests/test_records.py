@@ -179,10 +179,22 @@ def test_run_columns_validate(tmp_path: Path) -> None:
     assert '"seed":0' in got["swept"] and got["config"].startswith("{")
 
 
+def schema_table() -> str:
+    """Markdown table of the record columns, as results/README.md lists them."""
+    from harness.records.store import _COLUMNS
+
+    lines = ["| column | type | nullable | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {tp} | {'yes' if nullable else 'no'} | {doc} |"
+              for name, tp, nullable, doc in _COLUMNS]
+    return "\n".join(lines)
+
+
 def test_readme_documents_every_column() -> None:
     readme = (Path(__file__).parents[1] / "results" / "README.md").read_text()
     missing = [name for name in SCHEMA.names if f"| {name} |" not in readme]
-    assert not missing, f"results/README.md lacks {missing}; regenerate the table with schema_doc()"
+    assert not missing, (f"results/README.md lacks {missing}; regenerate the table with "
+                         "tests/test_records.py's schema_table()")
+    assert "| run_id | string | no |" in schema_table()
     assert f"version `{SCHEMA_VERSION}`" in readme
 
 

@@ -12,7 +12,7 @@ import textwrap
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +22,13 @@ import submitit
 from submitit.slurm.slurm import SlurmExecutor
 
 from harness.backends import local as local_backend
+from harness.backends.local import local_slots, visible_gpus
 from harness.backends.sweep_state import read_state
 from harness.cli.main import main
 from harness.config.job import JobSpec, read_job
 from harness.config.run_config import ConfigError
-from harness.launch.submit import (
-    RunStatus,
-    TrainJob,
-    format_status,
-    local_slots,
-    submit,
-    sweep_status,
-    visible_gpus,
-)
-from harness.planning.sweep import SLURM_PARAMS, ClusterConfig, load_sweep
+from harness.launch.submit import RunStatus, TrainJob, format_status, submit, sweep_status
+from harness.planning.sweep import ClusterConfig, load_sweep
 from harness.records import store as records
 
 # Fake jobs run in submitit's job processes: pickle this module's functions by value.
@@ -130,13 +123,14 @@ def starts(env: dict[str, Path]) -> dict[str, tuple[float, float]]:
 
 
 def test_cluster_parameter_names_match_submitit() -> None:
-    from harness.planning.sweep import _GENERIC_PARAMS, _SLURM_REDIRECTS
+    from harness.backends.slurm import SLURM_PARAMS, SLURM_REDIRECTS
 
     slurm = {f"slurm_{p}" for p in SlurmExecutor._valid_parameters()}
-    assert set(SLURM_PARAMS) | {k for k in _SLURM_REDIRECTS if k.startswith("slurm_")} == slurm
-    generic = set(submitit.AutoExecutor._typed_parameters())
-    assert set(_GENERIC_PARAMS) | {"name"} == generic
-    assert set(_GENERIC_PARAMS) <= set(ClusterConfig.valid_keys())
+    assert set(SLURM_PARAMS) | {k for k in SLURM_REDIRECTS if k.startswith("slurm_")} == slurm
+    # AutoExecutor's generic parameters, but `name` (the harness sets it per stage), are
+    # [cluster] keys of their own.
+    generic = set(submitit.AutoExecutor._typed_parameters()) - {"name"}
+    assert generic <= set(ClusterConfig.valid_keys())
 
 
 def test_local_slots_and_gpu_detection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -361,10 +355,11 @@ def test_concurrent_submits_submit_once(env: dict[str, Path],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     dummies: list[subprocess.Popen[bytes]] = []
 
-    def fake_spawn(runs_dir: Path, sweep: str) -> int:
-        # A stand-in scheduler that holds its queue (its command line names harness.launch.submit).
+    def fake_spawn(command: Sequence[str], runs_dir: Path, sweep: str) -> int:
+        # A stand-in scheduler that holds its queue (its command line names the real one's).
+        assert tuple(command[1:]) == ("-m", "harness.launch.scheduler")
         proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
-                                 "harness.launch.submit"])
+                                 *command[1:]])
         dummies.append(proc)
         return proc.pid
 
@@ -527,7 +522,7 @@ def test_queued_runs_of_a_dead_scheduler_are_todo(env: dict[str, Path],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    monkeypatch.setattr(local_backend, "_spawn_scheduler", lambda runs_dir, sweep: dead.pid)
+    monkeypatch.setattr(local_backend, "_spawn_scheduler", lambda command, runs_dir, sweep: dead.pid)
     sweep = load_sweep(env["sweep"])
     report = submit(sweep, "local", results_dir=env["results"], runs_dir=env["runs"])
     assert len(report.submitted) == 4 and report.scheduler_pid == dead.pid

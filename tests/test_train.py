@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import harness.records.run_folder as rundir
+import harness.training.ema as ema_mod
 import harness.training.optim as optim
 import harness.training.train as train_mod
 from harness.config.job import JobSpec, write_job
@@ -20,6 +21,7 @@ from harness.config.presets import get_preset
 from harness.config.run_config import run_config_from_dict, set_dotted, to_dict
 from harness.cost.flops import TRAIN_PASSES, network_cost
 from harness.records.run_folder import load_checkpoint
+from harness.training.ema import EMA
 from harness.training.train import train
 
 BATCH = 16
@@ -371,18 +373,18 @@ def test_power_function_ema_weighs_step_i_by_its_profile() -> None:
     with (i^(g+1) - (i-1)^(g+1)) / t^(g+1), a discrete i^g profile, whose relative standard
     deviation is sigma_rel (Eq. 123)."""
     for std in (0.010, 0.050, 0.100):
-        gamma = optim.phema_exponent(std)
+        gamma = ema_mod.phema_exponent(std)
         assert ((gamma + 1) / (gamma + 2) ** 2 / (gamma + 3)) ** 0.5 == pytest.approx(std, rel=1e-9)
         t, batch = 200, 8
         weights = torch.zeros(t, dtype=torch.float64)
         for i in range(1, t + 1):  # EMA of one-hot "weights" e_i: the weight each step gets
-            beta = optim.phema_beta(std, i * batch, batch)
+            beta = ema_mod.phema_beta(std, i * batch, batch)
             weights *= beta
             weights[i - 1] += 1 - beta
         i = torch.arange(1, t + 1, dtype=torch.float64)
         expected = (i ** (gamma + 1) - (i - 1) ** (gamma + 1)) / t ** (gamma + 1)
         assert torch.allclose(weights, expected, rtol=1e-9, atol=1e-15)
-    assert optim.phema_beta(0.05, 8, 8) == 0.0  # the first step copies the weights
+    assert ema_mod.phema_beta(0.05, 8, 8) == 0.0  # the first step copies the weights
 
 
 def test_power_function_emas_are_scored_beside_the_main_ema(tmp_path, pretrained):
@@ -473,18 +475,16 @@ def test_from_scratch_differs_from_tuning_only_in_its_initial_weights(tmp_path):
 
 def _weights_after_steps(run, images: torch.Tensor, steps: int = 2) -> tuple[list, float | None]:
     """Weights and last loss after `steps` real train_steps of `run` on uint8 `images`."""
-    import copy
-
     from harness.networks.precond import make_network
     from harness.training.ect import make_loss
 
     torch.manual_seed(run.seed)
     net = make_network(run.network).train()
-    ema = copy.deepcopy(net).eval().requires_grad_(False)
     optimizer = optim.make_optimizer(run, list(net.parameters()))
     loss_fn = make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg())
     state = train_mod.TrainState()
-    model = train_mod.Model(net=net, ema=ema, optimizer=optimizer, loss_fn=loss_fn, autocast=False)
+    model = train_mod.Model(net=net, ema=EMA(run, net), optimizer=optimizer, loss_fn=loss_fn,
+                            autocast=False)
     for _ in range(steps):
         train_mod.train_step(run, model, state, images, None)
     return [p.detach().clone() for p in net.parameters()], state.last_loss
@@ -578,3 +578,82 @@ def test_a_logger_without_its_package_fails_the_run_clearly(tmp_path, monkeypatc
         train(job)
     status = json.loads((job.run_dir / "status.json").read_text())
     assert status["state"] == "failed" and "pip install wandb" in status["error"]
+
+
+def test_checkpoints_and_network_files_keep_their_keys_and_old_ones_load(tmp_path, pretrained):
+    """The EMA object (harness.training.ema.EMA) reads and writes the entries checkpoints had
+    before it existed: "ema" (the main EMA) and "phema" (a list; by label in network files)."""
+    from harness.networks.precond import make_network
+    from harness.training.checkpoint import Checkpointer, save_network
+
+    run = make_run("tune", 2, init_checkpoint=str(pretrained), **{"train.phema_stds": [0.05, 0.1]})
+    job = make_job(tmp_path, run)
+    torch.manual_seed(1)
+    nets = [make_network(run.network) for _ in range(4)]  # net, ema, two phemas: all different
+    optimizer = optim.make_optimizer(run, list(nets[0].parameters()))
+    # A checkpoint as the loop wrote it before the EMA object: each copy a separate entry.
+    old = {"net": nets[0].state_dict(), "ema": nets[1].state_dict(),
+           "phema": [nets[2].state_dict(), nets[3].state_dict()],
+           "optimizer": optimizer.state_dict(),
+           "state": train_mod.TrainState(nimg=BATCH).to_dict(), "run_id": run.run_id}
+    rundir.save_checkpoint(rundir.checkpoint_path(job.run_dir, BATCH), old)
+
+    torch.manual_seed(2)
+    net = make_network(run.network)
+    model = train_mod.Model(net=net, ema=EMA(run, net),
+                            optimizer=optim.make_optimizer(run, list(net.parameters())),
+                            loss_fn=None, autocast=False)
+    state, _ = train_mod._resume(job, model, rank=0)
+    assert state.nimg == BATCH
+    loaded = [model.net, model.ema.main, *model.ema.phemas]
+    for mine, theirs in zip(loaded, nets, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(),
+                                                     theirs.state_dict().values(), strict=True))
+    assert [label for label, _ in model.ema.evaluated()] == ["main", "phema-0.050",
+                                                             "phema-0.100"]
+
+    # What the loop writes now has the same entries, so older harness versions read it too.
+    Checkpointer(job, model, state, rank=0, last_saved=-1).save()
+    new = load_checkpoint(rundir.checkpoint_path(job.run_dir, BATCH))
+    assert list(new) == list(old)
+    assert len(new["phema"]) == 2 and set(new["ema"]) == set(old["ema"])
+    save_network(job, tmp_path / "network.pt", model, state, 1.0, 0.0)
+    saved = load_checkpoint(tmp_path / "network.pt")
+    assert set(saved["phema"]) == {"phema-0.050", "phema-0.100"}
+    assert all(torch.equal(saved["ema"][k], v) for k, v in nets[1].state_dict().items())
+
+    # A run that tracks other power-function EMAs than its checkpoint fails clearly.
+    other = make_run("tune", 2, init_checkpoint=str(pretrained), **{"train.phema_stds": [0.05]})
+    other_model = train_mod.Model(net=net, ema=EMA(other, net), optimizer=model.optimizer,
+                                  loss_fn=None, autocast=False)
+    with pytest.raises(train_mod.TrainingFailed, match="2 power-function EMAs"):
+        train_mod._resume(job, other_model, rank=0)
+
+
+def test_a_new_architecture_is_counted_on_the_network_the_run_builds(tmp_path, monkeypatch):
+    """A network outside the preset table is counted on the network the run trains (one network
+    built, its EMAs are deep copies), to the numbers a meta-device count gives."""
+    import harness.cost.flops as flops
+    import harness.networks.precond as precond
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    run = make_run("pretrain", 2, **{"network.model_channels": 24})
+    assert flops.network_key(run.network) not in flops._read_costs(flops._COST_FILE)
+    expected = flops.measure_network_cost(run.network)
+    built = []
+    real_init = precond.Precond.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(precond.Precond, "__init__", counting_init)
+    job = make_job(tmp_path, run)
+    train(job)
+    assert built == [1]
+    assert flops.network_cost(run.network) == expected  # cached from the run's count
+    from analysis.load import load_results
+
+    rows = load_results(tmp_path / "results", "t")
+    assert (rows["fwd_flops_per_image"] == expected.fwd_flops).all()
+    assert (rows["params"] == expected.params).all()

@@ -112,6 +112,9 @@ class Submission:
     job_factory: JobFactory
     report: SubmissionReport  # the backend appends what it submitted or skipped
     wait: bool  # return only when every run ended (local)
+    # The command line of the local scheduler's own process, to which RUNS_DIR and SWEEP are
+    # appended (harness.launch.scheduler: the layer that knows what a job runs).
+    scheduler_command: Sequence[str] = ()
 
 
 def stamp() -> str:

@@ -1,10 +1,11 @@
 """Local backend: a bounded scheduler on this machine.
 
 submitit's LocalExecutor has no concurrency limit, so `harness submit --cluster local` queues the
-runs in the state file and starts a detached scheduler process (`python -m harness.launch.submit
---schedule`) that releases them as slots free up: one slot per `gpus_per_node` GPUs (at most
-`max_concurrent_local` jobs; 1 on a CPU-only machine), tuning runs after their teacher is done. With
-`--wait` the scheduler runs in the foreground instead and the command returns when all runs ended.
+runs in the state file and starts a detached scheduler process (the command the submission hands
+over: `python -m harness.launch.scheduler RUNS_DIR SWEEP`) that releases them as slots free up:
+one slot per `gpus_per_node` GPUs (at most `max_concurrent_local` jobs; 1 on a CPU-only machine),
+tuning runs after their teacher is done. With `--wait` the scheduler runs in the foreground
+instead and the command returns when all runs ended.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -67,7 +67,7 @@ class LocalBackend:
             parse = type(sub.sweep.cluster).from_dict
             return lambda: _run_foreground(runs_dir, name, sub.job_factory, parse)
         else:
-            state.scheduler_pid = _spawn_scheduler(runs_dir, name)
+            state.scheduler_pid = _spawn_scheduler(sub.scheduler_command, runs_dir, name)
             state.scheduler_host = socket.gethostname()
             sub.report.scheduler_pid = state.scheduler_pid
         if sub.wait:
@@ -122,12 +122,14 @@ def _cluster_dict(cc: ClusterSettings) -> dict[str, Any]:
     return {**out, **cc.slurm}
 
 
-def _spawn_scheduler(runs_dir: Path, sweep: str) -> int:
-    """Start the detached scheduler; it outlives this command and logs to scheduler.log."""
+def _spawn_scheduler(command: Sequence[str], runs_dir: Path, sweep: str) -> int:
+    """Start the detached scheduler (`command` RUNS_DIR SWEEP); it outlives this command and logs
+    to scheduler.log."""
+    assert command, "the submission names no scheduler command"
     log_path = sweep_state_dir(runs_dir, sweep) / "scheduler.log"
     with open(log_path, "a") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.launch.submit", "--schedule", str(runs_dir), sweep],
+            [*command, str(runs_dir), sweep],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)  # not killed with the terminal that submitted it
     return proc.pid

@@ -54,6 +54,7 @@ from harness.networks.precond import (
 from harness.torch_utils.device import cpu_threads, device_name, uses_bf16_autocast
 from harness.training import train as train_mod
 from harness.training.ect import make_loss
+from harness.training.ema import EMA
 from harness.training.optim import make_optimizer
 from harness.training.state import Model, TrainState
 
@@ -158,7 +159,7 @@ class _Model:
     """One network with its EMA and optimiser; the pretraining and tuning variants share it."""
 
     net: Precond
-    ema: Precond
+    ema: EMA  # with the run's power-function EMAs: a step updates them all, as in training
     optimizer: torch.optim.Optimizer
     callable_net: Any  # `net`, or its torch.compile wrapper
 
@@ -171,7 +172,7 @@ def _make_model(run: RunConfig, device: torch.device, *, fused: bool = True,
     set_fused_ops(net, fused)
     if channels_last:
         set_channels_last(net)
-    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    ema = EMA(run, net)
     net.train().requires_grad_(True)
     optimizer = make_optimizer(run, list(net.parameters()))
     return _Model(net=net, ema=ema, optimizer=optimizer, callable_net=net)

@@ -71,7 +71,8 @@ def _target_value(text: str) -> float:
 
 
 def _e_floor(text: str) -> float | str:
-    """--e-floor: a non-negative number, or 'real' (measured by `harness.metric_floor.metric_floor`)."""
+    """--e-floor: a non-negative number, or 'real' (measured by
+    `harness.evaluation.metric_floor.metric_floor`)."""
     if text == "real":
         return text
     try:
@@ -85,7 +86,8 @@ def _e_floor(text: str) -> float | str:
 
 
 def _measured_floor(sweep: str) -> tuple[float, str]:
-    """The metric's floor at the sweep's evaluation settings (`harness.metric_floor.metric_floor`)."""
+    """The metric's floor at the sweep's evaluation settings
+    (`harness.evaluation.metric_floor.metric_floor`)."""
     if not (sweep.endswith(".toml") and Path(sweep).is_file()):
         raise ValueError(f"--e-floor real: {sweep!r} is not a sweep file: the floor is measured on "
                          "the sweep's dataset with its evaluation settings, so give the sweep "

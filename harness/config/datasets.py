@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from harness.core.strict import ConfigError
+
 # The names of DATASETS, spelled out for type checkers; tests/test_data.py checks they agree.
 DatasetName = Literal["digits", "cifar10", "image_folder", "imagenet64"]
 
@@ -65,7 +67,7 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     # sklearn's 8x8 digits (1797 images, pixel values 0..16 mapped to 0..255), embedded.
-    DatasetSpec(name="digits", reader="harness.data.formats:_digits", channels=1, resolution=8,
+    DatasetSpec(name="digits", reader="harness.data.formats:digits_images", channels=1, resolution=8,
                 num_classes=10, default_metric="fd_digits"),
     DatasetSpec(name="cifar10", reader="harness.data.formats:_load_cifar10",
                 checker="harness.data.formats:_check_cifar10",
@@ -102,3 +104,14 @@ def get_dataset(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise KeyError(f"dataset {name!r}: {unknown_dataset_rule()}") from None
+
+
+def resolved_metric(metric: str, dataset: str) -> str:
+    """The metric a run with `eval.metric = metric` on `dataset` is scored with ('auto': the
+    dataset's default_metric; FD-digits on digits, else Inception FID)."""
+    if metric == "auto":
+        return get_dataset(dataset).default_metric
+    if metric == "fd_digits" and dataset != "digits":
+        raise ConfigError(f"eval: metric = 'fd_digits': the digit classifier only knows 8x8 "
+                          f"digits, not data.name = {dataset!r}. Use 'fid_inception' or 'auto'")
+    return metric

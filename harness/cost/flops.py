@@ -1,7 +1,8 @@
 """Measured compute: parameters and forward FLOPs per image of a network, and training FLOPs.
 
 FLOPs are counted by torch.utils.flop_counter.FlopCounterMode (2 FLOPs per multiply-add) on the meta
-device, so even ImageNet-64 XL costs nothing to measure. Presets are measured once into preset_costs.json
+device, so even ImageNet-64 XL costs nothing to measure (a training run counts on the network it
+built instead of building a second one). Presets are measured once into preset_costs.json
 (shipped with the package, keyed by a hash of the network config), so planning never needs torch; other
 architectures are measured on first use and cached under $HARNESS_CACHE.
 """
@@ -13,6 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.config.run_config import NetworkConfig, to_dict
 from harness.core.files import atomic_write_text
@@ -46,21 +48,32 @@ def network_key(cfg: NetworkConfig) -> str:
     return stable_hash(arch)
 
 
-def measure_network_cost(cfg: NetworkConfig) -> Cost:
-    """Count parameters and forward FLOPs per image on the meta device (torch imported here)."""
+def measure_network_cost(cfg: NetworkConfig, net: Any = None) -> Cost:
+    """Count parameters and forward FLOPs per image (torch imported here): of `net`, the network
+    of `cfg` a run trains (counted in eval mode, so no weight or random stream changes), else of
+    one built on the meta device."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from harness.networks.precond import Precond, param_count
+    from harness.networks.precond import param_count
 
-    with torch.device("meta"):
-        net = Precond(cfg)
-    net = net.to("meta")
-    x = torch.zeros(1, cfg.img_channels, cfg.img_resolution, cfg.img_resolution, device="meta")
-    sigma = torch.ones(1, device="meta")
-    labels = torch.zeros(1, cfg.label_dim, device="meta") if cfg.label_dim else None
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(x, sigma, labels)
+    if net is None:
+        from harness.networks.precond import Precond
+
+        with torch.device("meta"):
+            net = Precond(cfg)
+        net = net.to("meta")
+    device = next(net.parameters()).device
+    x = torch.zeros(1, cfg.img_channels, cfg.img_resolution, cfg.img_resolution, device=device)
+    sigma = torch.ones(1, device=device)
+    labels = torch.zeros(1, cfg.label_dim, device=device) if cfg.label_dim else None
+    was_training = net.training
+    net.eval()  # a training forward draws dropout masks
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            net(x, sigma, labels)
+    finally:
+        net.train(was_training)
     return Cost(params=param_count(net), fwd_flops=float(counter.get_total_flops()))
 
 
@@ -77,14 +90,15 @@ def _user_cost_file() -> Path:
     return root / "network_costs.json"
 
 
-def network_cost(cfg: NetworkConfig) -> Cost:
-    """Cost of an architecture: from the shipped preset table or the user cache, else measured."""
+def network_cost(cfg: NetworkConfig, net: Any = None) -> Cost:
+    """Cost of an architecture: from the shipped preset table or the user cache, else measured
+    (on `net`, a network of `cfg` the caller trains, when given)."""
     key = network_key(cfg)
     for path in (_COST_FILE, _user_cost_file()):
         entry = _read_costs(path).get(key)
         if entry is not None:
             return Cost(params=int(entry["params"]), fwd_flops=float(entry["fwd_flops"]))
-    cost = measure_network_cost(cfg)
+    cost = measure_network_cost(cfg, net)
     user_file = _user_cost_file()
     cache = _read_costs(user_file)
     cache[key] = {"params": cost.params, "fwd_flops": cost.fwd_flops}

@@ -45,7 +45,7 @@ def _path_error(cfg: DataConfig, problem: str, expected: str) -> ConfigError:
     return ConfigError(f"data.path = {cfg.path!r}: {problem}. {expected}")
 
 
-def _digits(cfg: DataConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+def digits_images(cfg: DataConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """sklearn's digits as uint8 images [1797, 1, 8, 8] and labels (`cfg` is not needed)."""
     images, labels = _digits_cached()
     return images.copy(), labels.copy()  # callers may write into them

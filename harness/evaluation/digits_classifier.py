@@ -24,7 +24,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from harness.core.files import atomic_write_bytes
 from harness.core.hashing import file_sha256, stable_hash
-from harness.data.formats import _digits
+from harness.data.formats import digits_images
 from harness.data.loader import content_hash
 
 EXTRACTOR_NAME = "harness-digits-cnn"  # the torch-fidelity registry name
@@ -87,14 +87,14 @@ def _split(num: int) -> tuple[np.ndarray, np.ndarray]:
 @functools.cache
 def classifier_key() -> str:
     """Hash of training data + architecture + recipe: names the cached weights file."""
-    images, labels = _digits()
+    images, labels = digits_images()
     return stable_hash({"data": content_hash(images, labels), "arch": repr(DigitsNet()),
                         "recipe": RECIPE, "prepare": "mean-gray,area-8,x/127.5-1"})
 
 
 def train_classifier() -> tuple[dict[str, torch.Tensor], float]:
     """Train DigitsNet on the digits (one thread, fixed seed) -> (state_dict, accuracy)."""
-    images, labels = _digits()
+    images, labels = digits_images()
     train_idx, test_idx = _split(len(images))
     x_all = prepare(torch.from_numpy(images))
     y_all = torch.from_numpy(labels)

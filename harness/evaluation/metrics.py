@@ -25,6 +25,7 @@ import torch
 import torch_fidelity
 from torch.utils.data import Dataset
 
+from harness.config.datasets import resolved_metric
 from harness.config.run_config import ConfigError, RunConfig
 from harness.core.files import atomic_write_bytes, atomic_write_text
 from harness.core.hashing import file_sha256
@@ -57,14 +58,7 @@ class MetricResult:
 
 def metric_name(run: RunConfig) -> str:
     """The metric a run is evaluated with ('auto': FD-digits on digits, else Inception FID)."""
-    metric = run.eval.metric
-    if metric == "auto":
-        return "fd_digits" if run.data.name == "digits" else "fid_inception"
-    if metric == "fd_digits" and run.data.name != "digits":
-        raise ConfigError(f"eval: metric = 'fd_digits': the digit classifier only knows 8x8 "
-                          f"digits, not data.name = {run.data.name!r}. Use 'fid_inception' or "
-                          "'auto'")
-    return metric
+    return resolved_metric(run.eval.metric, run.data.name)
 
 
 class _UInt8Images(Dataset):

@@ -5,12 +5,11 @@ auto-detection picks SLURM whenever `srun` exists). Each job is a `TrainJob(job)
 that runs or resumes one run with `harness.training.train.train`. What was submitted is recorded in
 runs/.sweeps/<sweep>/state.json under a lock, so re-submitting submits only what is missing and
 a running sweep is not submitted twice. The backends: local (a bounded scheduler process on this
-machine, `python -m harness.launch.submit --schedule`), slurm (job arrays) and debug (in this process).
+machine, `python -m harness.launch.scheduler`), slurm (job arrays) and debug (in this process).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -21,15 +20,8 @@ from typing import Any
 
 import submitit
 
-from harness.backends import BACKENDS, AfterLock, JobFactory, Submission, wait_for_runs
+from harness.backends import BACKENDS, AfterLock, JobFactory, Submission
 from harness.backends._common import stamp
-from harness.backends.local import (
-    local_slots,
-    local_threads,
-    run_scheduler,
-    scheduler_ended,
-    visible_gpus,
-)
 from harness.backends.slurm import slurm_job_states
 from harness.backends.sweep_state import (
     Cluster,
@@ -45,14 +37,12 @@ from harness.config.run_config import ConfigError
 from harness.core.files import TEMP_MAX_AGE_S, atomic_write_text, remove_stale_temp_files
 from harness.launch.extend import link_prefix
 from harness.planning.plan import Plan, PlannedRun, plan
-from harness.planning.sweep import ClusterConfig, Sweep, SweepError
+from harness.planning.sweep import ClusterConfig, Sweep
 
-__all__ = [  # moved to harness.backends, still importable from here
-    "CLUSTERS", "Cluster", "JobFactory", "local_slots", "local_threads", "run_scheduler",
-    "visible_gpus", "wait_for_runs",
-]
 log = logging.getLogger(__name__)
-CLUSTERS = tuple(BACKENDS)
+# What starts the local backend's detached scheduler (harness.launch.scheduler), RUNS_DIR and
+# SWEEP appended: handed to the backend, which never names a module above it.
+SCHEDULER_COMMAND = (sys.executable, "-m", "harness.launch.scheduler")
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -227,7 +217,8 @@ def submit(sweep: Sweep, cluster: Cluster, *, results_dir: str | Path = "results
                 atomic_write_text(copy, sweep.source)
         after = backend.submit(Submission(
             sweep=sweep, todo=todo, by_id=p.by_id(), state=state, runs_dir=runs_dir, stamp=stamp(),
-            job_factory=job_factory, report=report, wait=wait))
+            job_factory=job_factory, report=report, wait=wait,
+            scheduler_command=SCHEDULER_COMMAND))
     # The lock is released: jobs below run for a long time and others may check on the sweep.
     if after is not None:
         after()
@@ -372,26 +363,3 @@ def format_status(rows: list[RunStatus]) -> str:
         if r.error:
             text += f"\n{r.run_id} {r.state}: {r.error}"
     return text
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """`python -m harness.launch.submit --schedule RUNS_DIR SWEEP` (started by `harness submit`)."""
-    parser = argparse.ArgumentParser(prog="python -m harness.launch.submit")
-    parser.add_argument("--schedule", nargs=2, metavar=("RUNS_DIR", "SWEEP"), required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
-    runs_dir, sweep = args.schedule
-    try:
-        return 1 if run_scheduler(runs_dir, sweep, job_factory=make_train_job,
-                                  parse_cluster=ClusterConfig.from_dict) else 0
-    except (ConfigError, SweepError) as e:
-        log.error("%s", e)
-        return 2
-    finally:
-        scheduler_ended(Path(runs_dir), sweep)
-
-
-if __name__ == "__main__":
-    from harness.launch.submit import _main as main
-
-    sys.exit(main())

@@ -27,7 +27,7 @@ from harness.config.run_config import (
     TrainConfig,
 )
 from harness.planning.display_names import describe, display_name, short_preset
-from harness.planning.legacy_ids import EvalHashedRuns
+from harness.planning.legacy_ids import older_runs
 from harness.planning.sweep import Sweep, SweepError
 from harness.planning.sweep_values import BUDGET_KEYS, check_value
 
@@ -184,7 +184,8 @@ class _Expander:
     def __init__(self, sweep: Sweep, results_dir: str, runs_dir: str) -> None:
         self.sweep, self.results_dir, self.runs_dir = sweep, results_dir, runs_dir
         self.builder = _Builder()
-        self.eval_hashed = EvalHashedRuns(runs_dir, Path(results_dir) / sweep.name)
+        # Runs recorded under eval-hashed ids keep them; None where nothing is recorded yet.
+        self.eval_hashed = older_runs(runs_dir, Path(results_dir) / sweep.name)
         self.presets: dict[str, _PresetInfo] = {}
         self.costs: dict[NetworkConfig, float] = {}
         self.teachers: dict[str, JobSpec] = {}  # pretraining run_id -> its job
@@ -193,6 +194,10 @@ class _Expander:
                                if k in sweep.swept_names or k in sweep.base)
         self.swept = sweep.swept_names
         self.batch_default = TrainConfig().batch
+
+    def adopt(self, cfg: RunConfig) -> RunConfig:
+        """`cfg` under the id its training was recorded with (harness.planning.legacy_ids)."""
+        return cfg if self.eval_hashed is None else self.eval_hashed.adopt(cfg)
 
     def grid_groups(self) -> dict[GroupKey, list[GridPoint]]:
         """Every grid point resolved, grouped by everything except the budget (in grid order)."""
@@ -304,7 +309,7 @@ class _Expander:
         tcfg = _build(self.builder, info.pretrain, overrides, t_where)
         _check_teacher_matches(tcfg.network, cfg.network, t_where)
         # A teacher recorded under an older id keeps it; its students then start from that folder.
-        tcfg = self.eval_hashed.adopt(tcfg)
+        tcfg = self.adopt(tcfg)
         rid = tcfg.run_id
         self.teacher_keys[key] = rid
         swept: dict[str, Any] = {"preset": info.name}
@@ -339,7 +344,7 @@ class _TuningJobs:
         self.sweep, self.swept = expander.sweep, expander.swept
         self.budget_key = expander.budget_key
         self.results_dir, self.runs_dir = expander.results_dir, expander.runs_dir
-        self.eval_hashed = expander.eval_hashed
+        self.expander = expander
         self.jobs: list[JobSpec] = []
         self.ids: list[str] = []
         self.teacher_of: dict[str, str | None] = {}
@@ -350,7 +355,7 @@ class _TuningJobs:
 
     def add(self, preset: str, run_members: list[GridPoint]) -> None:
         """Add the run that trains to the last member's budget, evaluated at every member's."""
-        cfg = self.eval_hashed.adopt(_with_budget_evals(run_members))
+        cfg = self.expander.adopt(_with_budget_evals(run_members))
         nimgs = tuple(m.nimg for m in run_members)
         rid = cfg.run_id
         budget_values = tuple(m.budget for m in run_members)
@@ -400,7 +405,8 @@ class _TuningJobs:
         return Expansion(jobs=(*teachers.values(), *self.jobs), run_ids=(*teachers, *self.ids),
                          teacher=self.teacher_of, budgets=self.budgets,
                          budget_nimg=self.budget_nimg, separate_nimg=self.separate,
-                         adopted=dict(self.eval_hashed.adopted))
+                         adopted={} if self.expander.eval_hashed is None
+                         else dict(self.expander.eval_hashed.adopted))
 
 
 def _with_budget_evals(run_members: list[GridPoint]) -> RunConfig:

@@ -1,8 +1,9 @@
 """Runs recorded under eval-hashed ids (harness 0.1.0), found again by what they trained.
 
-A run folder or a record written under the eval-hashed scheme (harness.config.identity.eval_hashed_run_id)
-carries an id that the same config no longer has. Planning looks each run up here before it calls
-the run new: a run found here keeps its recorded id (`RunConfig.legacy_id`), with its folder,
+A run folder or a record written under the eval-hashed scheme
+(harness.config.identity.eval_hashed_run_id) carries an id that the same config no longer has.
+Where anything is recorded (`older_runs`), planning looks each run up here before it calls the
+run new: a run found here keeps its recorded id (`RunConfig.legacy_id`), with its folder,
 checkpoints, records and students, and is never trained again. Nothing is renamed or rewritten.
 
 Sources, read lazily and once per planning: the run folders' config.json (runs/<id>/), then
@@ -16,12 +17,31 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.config.identity import eval_hashed_run_id, recorded_as, run_id
 from harness.config.run_config import ConfigError, RunConfig, run_config_from_dict
 
 _ID_RE = re.compile(r"[0-9a-f]{12}")
+
+
+def older_runs(runs_dir: str | Path, sweep_results_dir: str | Path) -> EvalHashedRuns | None:
+    """The index of runs recorded under eval-hashed ids, or None where nothing was recorded yet:
+    no run folder in `runs_dir` and no record file in the sweep's folder (a new sweep on a new
+    machine plans without reading anything here)."""
+    if _any_entry(Path(runs_dir), lambda name: _ID_RE.fullmatch(name) is not None) or \
+            _any_entry(Path(sweep_results_dir), lambda name: name.endswith(".parquet")):
+        return EvalHashedRuns(runs_dir, sweep_results_dir)
+    return None
+
+
+def _any_entry(folder: Path, wanted: Callable[[str], bool]) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return any(wanted(e.name) for e in entries)
+    except OSError:  # no such folder yet
+        return False
 
 
 class EvalHashedRuns:

@@ -72,7 +72,7 @@ class Plan:
     runs: tuple[PlannedRun, ...]
     results_dir: str
     runs_dir: str
-    # Runs that keep the eval-hashed id they were recorded under (harness.eval_hashed_runs): that
+    # Runs that keep the eval-hashed id they were recorded under (harness.planning.legacy_ids): that
     # id -> the other recorded ids of the same training, not used.
     adopted: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Dataset and teacher paths that do not exist yet (the plan is whole without them; submit

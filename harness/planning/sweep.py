@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends import BACKENDS, cluster_params
-from harness.backends import slurm as _slurm
 from harness.core.files import folder_name_problem
 from harness.core.strict import ConfigError, coerce, unknown_key_error
 
@@ -41,15 +40,9 @@ from harness.planning.sweep_values import (
 _TOP_LEVEL = ("name", "share_prefixes", "base", "grid", "zip", "pretrain", "cluster")
 
 # --------------------------------------------------------------------------------------------------
-# [cluster]: submitit parameter names (checked against submitit itself in tests/test_submit.py)
-
-# AutoExecutor's generic parameters (minus `name`, which the harness sets per stage).
-_GENERIC_PARAMS = ("timeout_min", "gpus_per_node", "tasks_per_node", "nodes", "cpus_per_task",
-                   "mem_gb", "stderr_to_stdout")
-# Each backend's own keys (e.g. slurm_partition) live with it in harness.backends; SLURM_PARAMS and
-# _SLURM_REDIRECTS are kept importable from here.
-SLURM_PARAMS = _slurm.SLURM_PARAMS
-_SLURM_REDIRECTS = _slurm.SLURM_REDIRECTS
+# [cluster]: submitit's generic parameters are ClusterConfig fields, each backend's own keys (e.g.
+# slurm_partition) live with it in harness.backends (both checked against submitit itself in
+# tests/test_submit.py).
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness import __version__
-from harness.config.run_config import EvalConfig, eval_differences
+from harness.config.datasets import resolved_metric
+from harness.config.run_config import EvalConfig, RunConfig, eval_differences
 from harness.core.files import atomic_write_bytes
 from harness.core.hashing import canonical_json
 from harness.core.provenance import git_dirty, git_sha
@@ -402,6 +403,13 @@ def recorded_value(results_dir: Path, run_id: str, images_seen: int, sampler: st
     return None
 
 
+def teacher_value(results_dir: Path, run: RunConfig, nimg: int) -> float | None:
+    """The score a tuning run's teacher recorded at `nimg` images (Heun sampler, the run's own
+    metric, main EMA): the records' `teacher_value`; None when not recorded (or not ok)."""
+    metric = resolved_metric(run.eval.metric, run.data.name)
+    return recorded_value(results_dir, str(run.init_run_id), nimg, "heun", metric)
+
+
 def _all_ok(path: Path) -> bool:
     if not looks_complete(path):
         return False
@@ -463,10 +471,3 @@ def write_index(folder: Path, table: pa.Table) -> bool:
         return False  # a read-only results folder only loads more slowly
     return True
 
-
-def schema_doc() -> str:
-    """Markdown table of the columns (for results/README.md)."""
-    lines = ["| column | type | nullable | meaning |", "| --- | --- | --- | --- |"]
-    lines += [f"| {name} | {tp} | {'yes' if nullable else 'no'} | {doc} |"
-              for name, tp, nullable, doc in _COLUMNS]
-    return "\n".join(lines)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config.job import JobSpec
-from harness.config.run_config import phema_label, to_dict
+from harness.config.run_config import to_dict
 from harness.cost.flops import run_flops
 from harness.records.run_folder import (
     KEEP_CHECKPOINTS,
@@ -34,8 +34,7 @@ class Checkpointer:
             return
         m = self.model
         save_checkpoint(checkpoint_path(self.job.run_dir, nimg), {
-            "net": m.net.state_dict(), "ema": m.ema.state_dict(),
-            "phema": [p.state_dict() for p in m.phemas],
+            "net": m.net.state_dict(), **m.ema.state_dict(),
             "optimizer": m.optimizer.state_dict(), "state": self.state.to_dict(),
             "run_id": self.job.run.run_id})
         prune_checkpoints(self.job.run_dir, KEEP_CHECKPOINTS)
@@ -48,9 +47,7 @@ def save_network(job: JobSpec, path: Path, model: Model, state: TrainState, fwd_
     run = job.run
     pre, tune_flops = run_flops(run.kind, fwd_flops, state.nimg, pretrain_flops)
     save_checkpoint(path, {
-        "ema": model.ema.state_dict(), "network": to_dict(run.network),
-        "phema": {phema_label(std): p.state_dict()
-                  for std, p in zip(run.train.phema_stds, model.phemas, strict=True)},
+        **model.ema.network_state(), "network": to_dict(run.network),
         "state": state.to_dict(),
         "run_id": run.run_id, "kind": run.kind, "nimg": state.nimg,
         "train_flops": pre or 0.0, "tune_flops": tune_flops,

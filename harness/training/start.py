@@ -11,6 +11,7 @@ from typing import Any
 from harness.config.job import JobSpec
 from harness.config.run_config import ConfigError, NetworkConfig, RunConfig, from_dict
 from harness.records.run_folder import load_checkpoint, snapshot_path
+from harness.records.store import teacher_value
 from harness.training.state import TrainingFailed
 
 
@@ -79,12 +80,6 @@ def _start_of(job: JobSpec, init: dict[str, Any]) -> Start:
     nimg = int(nimg) if isinstance(nimg, int) else None
     if run.init_checkpoint is not None:
         return Start(init="checkpoint", pretrain_nimg=nimg, pretrain_flops=init.get("train_flops"))
-    from harness.evaluation.metrics import metric_name
-    from harness.records.store import recorded_value
-
-    value = None
-    if nimg is not None:
-        value = recorded_value(Path(job.results_dir), str(run.init_run_id), nimg, "heun",
-                               metric_name(run))
+    value = teacher_value(Path(job.results_dir), run, nimg) if nimg is not None else None
     return Start(init="teacher", pretrain_nimg=nimg, pretrain_flops=init.get("train_flops"),
                  teacher_value=value)

@@ -1,18 +1,20 @@
 """The training loop's containers: the state saved in every checkpoint, and what it trains.
 
 `TrainState` is plain data (a checkpoint's "state" entry); `Model` bundles the network, its
-EMAs, the optimiser and the loss that `train.train_step` updates together.
+EMAs (`harness.training.ema.EMA`), the optimiser and the loss that `train.train_step` updates
+together.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
     from harness.networks.precond import Precond
+    from harness.training.ema import EMA
 
 
 class TrainingFailed(RuntimeError):
@@ -63,8 +65,7 @@ class Model:
     """What the loop trains: the network, its EMA, the optimiser and the loss."""
 
     net: Precond  # the trained network (bench may pass its torch.compile wrapper)
-    ema: Precond
+    ema: EMA  # its averaged copies (of the uncompiled network)
     optimizer: torch.optim.Optimizer
     loss_fn: Any  # harness.training.ect.make_loss: (net, images, labels, nimg, generator) -> [N] losses
     autocast: bool  # bf16 autocast for the steps (device.uses_bf16_autocast)
-    phemas: list[Precond] = field(default_factory=list)  # one per run.train.phema_stds

@@ -7,14 +7,13 @@ data order is a pure function of images seen, so N straight steps and N/2 + kill
 give bit-identical weights on CPU.
 
 What the loop calls lives by concern: the state it saves and the model it trains in `state`,
-the device, threads and precision in `device`, the optimiser and schedules in `optim`, the start
-(teacher, checkpoint, scratch) in `start`, checkpoint and network files in `rundir`, curves in
-`loggers`, and the evaluation at each point in `eval_hook`.
+the device, threads and precision in `device`, the optimiser and its schedule in `optim`, the
+EMAs in `ema`, the start (teacher, checkpoint, scratch) in `start`, checkpoint and network files
+in `checkpoint`, curves in `loggers`, and the evaluation at each point in `eval_hook`.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -27,10 +26,10 @@ from typing import Any
 import torch
 
 from harness.config.job import JobSpec, read_job
-from harness.config.run_config import RunConfig, phema_label
+from harness.config.run_config import RunConfig
 from harness.cost.flops import TRAIN_PASSES, network_cost
 from harness.data.loader import ImageData, batch_indices, load_dataset, random_xflip, to_model_range
-from harness.networks.precond import Precond, make_network
+from harness.networks.precond import make_network
 from harness.records.run_folder import (
     ConfigMismatch,
     UnsafeCheckpoint,
@@ -54,9 +53,10 @@ from harness.torch_utils.device import (
 from harness.torch_utils.draws import rank_rows, step_streams
 from harness.training.checkpoint import Checkpointer, save_network
 from harness.training.ect import make_loss, stage_at
+from harness.training.ema import EMA
 from harness.training.eval_hook import EvaluationHook
 from harness.training.loggers import Curves
-from harness.training.optim import ema_beta, lr_at, make_optimizer, phema_beta
+from harness.training.optim import lr_at, make_optimizer
 from harness.training.start import Start, run_start
 from harness.training.state import Model, TrainingFailed, TrainState
 
@@ -116,8 +116,9 @@ def _train_locked(job: JobSpec, device: torch.device, rank: int, world: int) -> 
     run = job.run
     _setup_process(job, device, rank, world)
     data = load_dataset(run.data, "train")
-    cost = network_cost(run.network)
     model, start = _build_model(job, device, rank)
+    # From the preset table; a new architecture is counted on the network this run trains.
+    cost = network_cost(run.network, model.net)
     state, ckpt = _resume(job, model, rank)
     checkpointer = Checkpointer(job, model, state, rank, state.nimg if ckpt else -1)
     _LIVE = _Live(save=checkpointer.save)
@@ -173,9 +174,7 @@ def _build_model(job: JobSpec, device: torch.device, rank: int) -> tuple[Model, 
     net.train().requires_grad_(True)
     params = list(net.parameters())
     dist.broadcast_(params)
-    ema = copy.deepcopy(net).eval().requires_grad_(False)
-    phemas = [copy.deepcopy(ema) for _ in run.train.phema_stds]
-    model = Model(net=net, ema=ema, phemas=phemas, optimizer=make_optimizer(run, params),
+    model = Model(net=net, ema=EMA(run, net), optimizer=make_optimizer(run, params),
                   loss_fn=make_loss(run.kind, run.diffusion, run.ect, run.stage_nimg()),
                   autocast=uses_bf16_autocast(run, device))
     return model, start
@@ -199,13 +198,10 @@ def _resume(job: JobSpec, model: Model, rank: int) -> tuple[TrainState, dict[str
         raise TrainingFailed(error) from None
     if ckpt is not None:
         model.net.load_state_dict(ckpt["net"])
-        model.ema.load_state_dict(ckpt["ema"])
-        saved_phemas = ckpt.get("phema", [])
-        if len(saved_phemas) != len(model.phemas):
-            raise TrainingFailed(f"checkpoint of {job.run.run_id} holds {len(saved_phemas)} "
-                                 f"power-function EMAs, the run tracks {len(model.phemas)}")
-        for phema, saved in zip(model.phemas, saved_phemas, strict=True):
-            phema.load_state_dict(saved)
+        try:
+            model.ema.load_state_dict(ckpt)
+        except ValueError as e:
+            raise TrainingFailed(f"checkpoint of {job.run.run_id}: {e}") from None
         model.optimizer.load_state_dict(ckpt["optimizer"])
         state = TrainState.from_dict(ckpt["state"])
         log.info("resumed %s from %d images", job.run.run_id, state.nimg)
@@ -248,7 +244,7 @@ def _loop(job: JobSpec, data: ImageData, model: Model, state: TrainState,
             while pending and nimg >= pending[0]:
                 point = pending.pop(0)
                 cpu = time.process_time()
-                metrics = evaluator(_evaluated_networks(run, model), state, point)
+                metrics = evaluator(model.ema.evaluated(), state, point)
                 state.cpu_eval += time.process_time() - cpu
                 evaluated = True
                 if rank == 0 and metrics:
@@ -288,13 +284,6 @@ def _loop(job: JobSpec, data: ImageData, model: Model, state: TrainState,
         raise
 
 
-def _evaluated_networks(run: RunConfig, model: Model) -> list[tuple[str, Precond]]:
-    """(records' `ema` value, network) of each network an evaluation point scores."""
-    main = model.ema if run.eval.use_ema else model.net
-    return [("main", main)] + [(phema_label(std), phema) for std, phema
-                               in zip(run.train.phema_stds, model.phemas, strict=True)]
-
-
 def _save_final(job: JobSpec, model: Model, state: TrainState, fwd_flops: float,
                 pretrain_flops: float | None) -> None:
     """network-final.pt (the EMA a tuning run starts from) and the 'done' status (rank 0)."""
@@ -316,12 +305,12 @@ def train_step(run: RunConfig, model: Model, state: TrainState,
     The batch and every random draw depend only on (seed, state.nimg) and the sample's place in
     the global batch (harness.torch_utils.draws), not on the rank that holds it. A step whose loss or
     gradients are not finite is skipped and counted; `run.train.max_nonfinite_steps` of them in a
-    row raise TrainingFailed. The power-function EMAs of `run.train.phema_stds` are updated with
-    the EMA. `images_all` and `labels_all` are the whole training split as tensors, or
+    row raise TrainingFailed. The EMA and the power-function EMAs follow every finite step.
+    `images_all` and `labels_all` are the whole training split as tensors, or
     `images_all` is the split's ImageData (mapped on the host; only the batch's rows are read and
     moved to the network's device) and `labels_all` is None.
     """
-    net, ema, optimizer = model.net, model.ema, model.optimizer
+    net, optimizer = model.net, model.optimizer
     nimg = state.nimg
     device = next(net.parameters()).device
     batch = run.train.batch
@@ -365,13 +354,7 @@ def train_step(run: RunConfig, model: Model, state: TrainState,
                 group["lr"] = lr
             optimizer.step()
             net.normalize_weights_()
-            beta = ema_beta(run, nimg)
-            with torch.no_grad():
-                weights: list[torch.Tensor] = list(net.parameters())
-                torch._foreach_lerp_(list(ema.parameters()), weights, 1 - beta)
-                for std, phema in zip(run.train.phema_stds, model.phemas, strict=True):
-                    phema_decay = phema_beta(std, nimg + run.train.batch, run.train.batch)
-                    torch._foreach_lerp_(list(phema.parameters()), weights, 1 - phema_decay)
+            model.ema.update(nimg)
             state.nonfinite_run = 0
             state.last_loss = values[0]
             state.interval_steps += 1
