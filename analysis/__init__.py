@@ -10,47 +10,47 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "load_results": "analysis.load",
-    "FitError": "analysis.powerlaw",
-    "PowerLaw": "analysis.powerlaw",
-    "JointPowerLaw": "analysis.powerlaw",
-    "fit_power_law": "analysis.powerlaw",
-    "fit_joint_power_law": "analysis.powerlaw",
-    "fit_results": "analysis.fitting",
-    "fit_joint_results": "analysis.fitting",
-    "power_laws": "analysis.fitting",
-    "joint_power_laws": "analysis.fitting",
-    "flops_per_param_image": "analysis.fitting",
-    "Frontier": "analysis.frontier",
-    "SizeLaw": "analysis.frontier",
-    "pareto_frontier": "analysis.frontier",
-    "seed_means": "analysis.frontier",
-    "run_curves": "analysis.runs",
-    "noise_model": "analysis.runs",
-    "draw_means": "analysis.runs",
-    "lower_envelope": "analysis.frontier",
-    "fit_frontier": "analysis.frontier",
-    "isoflop_minima": "analysis.frontier",
-    "fit_isoflop_law": "analysis.frontier",
-    "Backtest": "analysis.backtest",
-    "backtest": "analysis.backtest",
-    "backtest_results": "analysis.backtest",
-    "summarize_backtest": "analysis.backtest",
-    "SweepFits": "analysis.sweep_fits",
-    "fit_sweep": "analysis.sweep_fits",
-    "read_fits": "analysis.sweep_fits",
-    "SweepAnalysis": "analysis.pipeline",
-    "analyze_sweep": "analysis.pipeline",
-    "plot_sweep": "analysis.pipeline",
-    "write_report": "analysis.report",
-    "SplitFits": "analysis.compute_split",
-    "fit_split": "analysis.compute_split",
-    "has_split_axis": "analysis.compute_split",
-    "optimal_share": "analysis.compute_split",
-    "savings_ratio": "analysis.compute_split",
-    "split_envelope": "analysis.compute_split",
-    "split_points": "analysis.compute_split",
-    "split_section": "analysis.report",
+    "load_results": "analysis.records.load",
+    "FitError": "analysis.laws.powerlaw",
+    "PowerLaw": "analysis.laws.powerlaw",
+    "JointPowerLaw": "analysis.laws.powerlaw",
+    "fit_power_law": "analysis.laws.powerlaw",
+    "fit_joint_power_law": "analysis.laws.powerlaw",
+    "fit_results": "analysis.laws.tables",
+    "fit_joint_results": "analysis.laws.tables",
+    "power_laws": "analysis.laws.tables",
+    "joint_power_laws": "analysis.laws.tables",
+    "flops_per_param_image": "analysis.laws.tables",
+    "Frontier": "analysis.laws.frontier",
+    "SizeLaw": "analysis.laws.frontier",
+    "pareto_frontier": "analysis.laws.frontier",
+    "seed_means": "analysis.laws.frontier",
+    "run_curves": "analysis.records.runs",
+    "noise_model": "analysis.records.runs",
+    "draw_means": "analysis.records.runs",
+    "lower_envelope": "analysis.laws.frontier",
+    "fit_frontier": "analysis.laws.frontier",
+    "isoflop_minima": "analysis.laws.frontier",
+    "fit_isoflop_law": "analysis.laws.frontier",
+    "Backtest": "analysis.laws.backtest",
+    "backtest": "analysis.laws.backtest",
+    "backtest_results": "analysis.laws.backtest",
+    "summarize_backtest": "analysis.laws.backtest",
+    "SweepFits": "analysis.sweep.fits",
+    "fit_sweep": "analysis.sweep.fits",
+    "read_fits": "analysis.sweep.fits",
+    "SweepAnalysis": "analysis.sweep.pipeline",
+    "analyze_sweep": "analysis.sweep.pipeline",
+    "plot_sweep": "analysis.sweep.pipeline",
+    "write_report": "analysis.sweep.report",
+    "SplitFits": "analysis.laws.compute_split",
+    "fit_split": "analysis.laws.compute_split",
+    "has_split_axis": "analysis.laws.compute_split",
+    "optimal_share": "analysis.laws.compute_split",
+    "savings_ratio": "analysis.laws.compute_split",
+    "split_envelope": "analysis.laws.compute_split",
+    "split_points": "analysis.laws.compute_split",
+    "split_section": "analysis.sweep.report",
 }
 
 __all__ = [
@@ -98,8 +98,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from analysis.backtest import Backtest, backtest, backtest_results, summarize_backtest
-    from analysis.compute_split import (
+    from analysis.laws.backtest import Backtest, backtest, backtest_results, summarize_backtest
+    from analysis.laws.compute_split import (
         SplitFits,
         fit_split,
         has_split_axis,
@@ -108,14 +108,7 @@ if TYPE_CHECKING:
         split_envelope,
         split_points,
     )
-    from analysis.fitting import (
-        fit_joint_results,
-        fit_results,
-        flops_per_param_image,
-        joint_power_laws,
-        power_laws,
-    )
-    from analysis.frontier import (
+    from analysis.laws.frontier import (
         Frontier,
         SizeLaw,
         fit_frontier,
@@ -125,18 +118,25 @@ if TYPE_CHECKING:
         pareto_frontier,
         seed_means,
     )
-    from analysis.load import load_results
-    from analysis.pipeline import SweepAnalysis, analyze_sweep, plot_sweep
-    from analysis.powerlaw import (
+    from analysis.laws.powerlaw import (
         FitError,
         JointPowerLaw,
         PowerLaw,
         fit_joint_power_law,
         fit_power_law,
     )
-    from analysis.report import split_section, write_report
-    from analysis.runs import draw_means, noise_model, run_curves
-    from analysis.sweep_fits import SweepFits, fit_sweep, read_fits
+    from analysis.laws.tables import (
+        fit_joint_results,
+        fit_results,
+        flops_per_param_image,
+        joint_power_laws,
+        power_laws,
+    )
+    from analysis.records.load import load_results
+    from analysis.records.runs import draw_means, noise_model, run_curves
+    from analysis.sweep.fits import SweepFits, fit_sweep, read_fits
+    from analysis.sweep.pipeline import SweepAnalysis, analyze_sweep, plot_sweep
+    from analysis.sweep.report import split_section, write_report
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 # Seeds a size needs before its own run spread is estimated instead of one pooled over the sizes.
-from analysis.runs import (
+from analysis.records.runs import (
     MIN_SEEDS_FOR_SEED_EFFECT,
     MIN_SEEDS_PER_CURVE_SPREAD,
     SEED_SHARE_PRIOR,
@@ -122,9 +122,9 @@ def _overlap(sizes: Sequence[SizeDesign]) -> list[Finding]:
 
 
 def _isoflop_settings() -> tuple[float, int]:
-    """The bucket width and sizes per bucket of `analysis.frontier.isoflop_minima` (its defaults),
+    """The bucket width and sizes per bucket of `analysis.laws.frontier.isoflop_minima` (its defaults),
     so that this check and the IsoFLOP analysis agree on what a bucket is."""
-    from analysis.frontier import isoflop_minima
+    from analysis.laws.frontier import isoflop_minima
 
     params = inspect.signature(isoflop_minima).parameters
     return float(params["rel_tol"].default), int(params["min_sizes"].default)
@@ -132,7 +132,7 @@ def _isoflop_settings() -> tuple[float, int]:
 
 def _sizes_per_bucket(sizes: Sequence[SizeDesign], axis: str) -> list[int]:
     """Distinct sizes in each compute bucket of `axis` ("total_flops" or "tune_flops")."""
-    from analysis.frontier import bucket_labels
+    from analysis.laws.frontier import bucket_labels
 
     rel_tol, _ = _isoflop_settings()
     compute, owner = [], []
@@ -279,14 +279,14 @@ def designs_from_plan(p: Plan) -> list[SizeDesign]:
 
 
 def designs_from_records(df: pd.DataFrame) -> list[SizeDesign]:
-    """One `SizeDesign` per size of a records frame (`analysis.load.load_results`).
+    """One `SizeDesign` per size of a records frame (`analysis.records.load.load_results`).
 
     Uses `preset` (else `params`), `params`, `seed`, `total_flops`, `tune_flops` and `kind`: the
     design points are the tuning rows (all rows of a sweep without tuning), status "ok" when the
     frame has a status. Teachers count as per seed when the pretraining rows of a size have at
     least as many seeds as its tuning rows."""
-    from analysis.fitting import require_columns
-    from analysis.runs import seed_column
+    from analysis.laws.tables import require_columns
+    from analysis.records.runs import seed_column
 
     require_columns(df, ["params", "total_flops"], "designs_from_records")
     frame = df

@@ -21,9 +21,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import Formatter
 
-from analysis.frontier import Frontier, bucket_labels
-from analysis.points import usable_points
-from analysis.powerlaw import PowerLaw
+from analysis.laws.frontier import Frontier, bucket_labels
+from analysis.laws.powerlaw import PowerLaw
+from analysis.records.points import usable_points
 
 __all__ = [
     "METRIC_LABELS",

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.frontier import (
+from analysis.laws.frontier import (
     fit_frontier,
     fit_isoflop_law,
     isoflop_minima,
