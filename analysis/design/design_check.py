@@ -15,9 +15,9 @@ import inspect
 import itertools
 import math
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from analysis.records.runs import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.planning.plan import Plan
+    from harness.config.job import JobSpec
 
 __all__ = ["MIN_COMPUTE_RANGE", "MIN_SEEDS_PER_CURVE_SPREAD", "Finding", "SizeDesign",
            "design_lines", "design_problems", "designs_from_plan", "designs_from_records",
@@ -54,6 +54,36 @@ class SizeDesign:
     nimg: tuple[float, ...] = ()  # images of each point, aligned with total_flops (empty: unknown)
     num_seeds: int = 1  # replicate seeds of this size
     per_seed_teachers: bool | None = None  # each seed its own teacher; None: no teachers / unknown
+
+
+class PlannedRunView(Protocol):
+    """What `designs_from_plan` reads of a planned run. `harness.planning.plan.PlannedRun`
+    satisfies it without being imported: planning sits above analysis and imports it."""
+
+    @property
+    def job(self) -> JobSpec: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def nimg(self) -> int: ...
+    @property
+    def params(self) -> int: ...
+    @property
+    def fwd_flops(self) -> float: ...
+    @property
+    def budget_nimg(self) -> tuple[int, ...]: ...
+    @property
+    def teacher(self) -> str | None: ...
+
+
+class PlanView(Protocol):
+    """What `designs_from_plan` reads of a plan (`harness.planning.plan.Plan`)."""
+
+    @property
+    def runs(self) -> Sequence[PlannedRunView]: ...
+    def by_id(self) -> Mapping[str, PlannedRunView]: ...
 
 
 @dataclass(frozen=True)
@@ -241,7 +271,7 @@ def design_lines(findings: Iterable[Finding], width: int = 100) -> list[str]:
     return lines
 
 
-def designs_from_plan(p: Plan) -> list[SizeDesign]:
+def designs_from_plan(p: PlanView) -> list[SizeDesign]:
     """One `SizeDesign` per preset of a plan, from its tuning runs' FLOPs (pretraining runs when a
     sweep has none). A student's total compute adds its teacher's pretraining at the snapshot it
     starts from; a user-given checkpoint's pretraining is unknown here and counted as 0."""
