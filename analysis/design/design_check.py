@@ -162,7 +162,7 @@ def _isoflop_settings() -> tuple[float, int]:
 
 def _sizes_per_bucket(sizes: Sequence[SizeDesign], axis: str) -> list[int]:
     """Distinct sizes in each compute bucket of `axis` ("total_flops" or "tune_flops")."""
-    from analysis.laws.frontier import bucket_labels
+    from analysis.records.points import bucket_labels
 
     rel_tol, _ = _isoflop_settings()
     compute, owner = [], []

@@ -4,14 +4,16 @@ runs, and the held-out size). They draw what `analysis.sweep.fits` computed and 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.figures.plots import SAMPLER_STYLE, plot_backtest
-from analysis.laws.frontier import Frontier
+
+if TYPE_CHECKING:
+    from analysis.laws.frontier import Frontier
 
 __all__ = ["figure_alpha_profile", "figure_backtests"]
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis.estimator.solver import BootstrapMethod
 from analysis.laws.powerlaw import FitError, PowerLaw, fit_power_law
-from analysis.records.points import pareto_mask, usable_points
+from analysis.records.points import bucket_labels, pareto_mask, usable_points
 from analysis.records.runs import NoiseModel, RunCurve, draw_means, noise_model, pooled_dof, run_curves
 
 __all__ = [
@@ -290,19 +290,6 @@ def _frontier_draws(curves: list[RunCurve], x: str, size: str, num: int,
         out.append((xs[keep], y[keep], sizes[keep]))
     return out
 
-
-def bucket_labels(c: np.ndarray, rel_tol: float) -> np.ndarray:
-    """Cluster compute values: a new bucket starts when c exceeds the bucket's first value by more
-    than a factor (1 + rel_tol)."""
-    order = np.argsort(c, kind="stable")
-    labels = np.empty(len(c), dtype=int)
-    label, start = -1, -math.inf
-    for i in order:
-        if c[i] > start * (1.0 + rel_tol):
-            label += 1
-            start = c[i]
-        labels[i] = label
-    return labels
 
 
 def isoflop_minima(df: pd.DataFrame, x: str = "total_flops", y: str = "value",
