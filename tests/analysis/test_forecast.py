@@ -187,7 +187,7 @@ def test_assumed_law_for_another_dataset_says_so() -> None:
 
 
 def test_n_opt_needs_every_neighbour_to_share_a_compute() -> None:
-    from analysis.forecast import _note
+    from analysis.design.forecast import _note
 
     a = _size("a", 1e4, (4000.0, 40000.0), per_image=10.0, teacher=0.0)
     b = _size("b", 1e5, (4000.0, 6000.0), per_image=100.0, teacher=0.0)  # meets a at 4e5
