@@ -2,8 +2,8 @@
 
 The digits seed study (docs/interval_calibration.md: 4 sizes × 4 budgets × 8 seeds, every seed
 with its own teacher) is committed as docs/interval_calibration_records.parquet. Each seed is one
-replay: a design buys that seed's runs from its records (`analysis.replay`), its fits take their
-noise model from the *other* seven seeds (`analysis.runs.noise_model`, leave-one-seed-out, so a
+replay: a design buys that seed's runs from its records (`analysis.design.replay`), its fits take their
+noise model from the *other* seven seeds (`analysis.records.runs.noise_model`, leave-one-seed-out, so a
 replay's own records never set its noise), and its predictions are scored against the value all
 eight seeds measure. Two targets: the largest size at its largest budget, held out of the pool,
 and the frontier at the largest compute (the pool is every size). Designs: adaptive (one run per
@@ -30,10 +30,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.adaptive import Target
-from analysis.adaptive_law import COST_EXPONENT
-from analysis.replay import all_seed_value, at_fractions, reached_width, records_pool, replay
-from analysis.runs import noise_model, run_curves
+from analysis.design.adaptive import Target
+from analysis.design.adaptive_law import COST_EXPONENT
+from analysis.design.replay import all_seed_value, at_fractions, reached_width, records_pool, replay
+from analysis.records.runs import noise_model, run_curves
 
 RECORDS = Path(__file__).resolve().parents[1] / "docs" / "interval_calibration_records.parquet"
 FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)

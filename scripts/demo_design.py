@@ -21,9 +21,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.backtest import backtest_results
-from analysis.frontier import fit_frontier
-from analysis.load import load_results
+from analysis.laws.backtest import backtest_results
+from analysis.laws.frontier import fit_frontier
+from analysis.records.load import load_results
 
 SIZES = {
     "tiny,s,m,l": ["ect-digits-tiny", "ect-digits-s", "ect-digits-m", "ect-digits-l"],

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from analysis.load import load_results
+from analysis.records.load import load_results
 from harness.config.job import JobSpec
 from harness.config.presets import get_preset, recipe
 from harness.config.run_config import run_config_from_dict, set_dotted, to_dict

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from analysis.load import load_results
+from analysis.records.load import load_results
 from harness.config.job import JobSpec
 from harness.config.presets import get_preset, recipe
 from harness.config.run_config import RunConfig, run_config_from_dict, set_dotted, to_dict

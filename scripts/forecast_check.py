@@ -1,6 +1,6 @@
 """Forecast widths against the widths groups of real seeds realised, from the seed study's records.
 
-`harness plan` forecasts the intervals a design will give (`analysis.forecast`: simulated sweeps
+`harness plan` forecasts the intervals a design will give (`analysis.design.forecast`: simulated sweeps
 through the harness's own fits, noise and truth from the digits seed study). This script checks
 that forecast against reality on the same committed records the interval calibration uses
 (docs/interval_calibration_records.parquet: 8 seeds × 4 sizes × 4 budgets × 2 samplers): for each
@@ -33,12 +33,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.design_check import designs_from_records
-from analysis.forecast import DIGITS_TRUTH, forecast_design
-from analysis.frontier import fit_frontier
-from analysis.holdout import held_out_size_backtest
-from analysis.noise_prior import DIGITS_SEED_STUDY
-from analysis.powerlaw import FitError
+from analysis.design.design_check import designs_from_records
+from analysis.design.forecast import DIGITS_TRUTH, forecast_design
+from analysis.design.noise_prior import DIGITS_SEED_STUDY
+from analysis.laws.frontier import fit_frontier
+from analysis.laws.holdout import held_out_size_backtest
+from analysis.laws.powerlaw import FitError
 
 RECORDS = Path(__file__).resolve().parent.parent / "docs" / "interval_calibration_records.parquet"
 QUANTITIES = ("alpha", "frontier", "held_out")

@@ -18,7 +18,7 @@ held-out-size interval contains the value all K seeds measure (target >= 80 %).
 
 Methods: "pooled" (each size's mean curve moves on its own by the run-level variance pooled over
 the sizes: the harness's method before the seed effect was modelled) and "shared" (a seed effect
-shared by the sizes of one seed plus run effects: `analysis.runs`, the default now), and "shared"
+shared by the sizes of one seed plus run effects: `analysis.records.runs`, the default now), and "shared"
 with the floor bounded below by the metric's own real-vs-real value (`--e-floor`), labelled as
 that assumption.
 
@@ -48,10 +48,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.fitting import select_points
-from analysis.frontier import fit_frontier
-from analysis.holdout import held_out_size_backtest
-from analysis.powerlaw import FitError
+from analysis.laws.frontier import fit_frontier
+from analysis.laws.holdout import held_out_size_backtest
+from analysis.laws.powerlaw import FitError
+from analysis.laws.tables import select_points
 
 RECORDS = Path(__file__).resolve().parent.parent / "docs" / "interval_calibration_records.parquet"
 # The columns the calibration needs, and all the compact record file keeps.
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     if args.results is not None:
-        from analysis.load import load_results
+        from analysis.records.load import load_results
 
         records = compact_records(load_results(args.results, args.sweep))
         if args.write_records:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from analysis.powerlaw import fit_joint_power_law, fit_power_law
-from analysis.solver import BootstrapMethod
+from analysis.estimator.solver import BootstrapMethod
+from analysis.laws.powerlaw import fit_joint_power_law, fit_power_law
 
 # Single law: an FID-like curve over 3 decades of compute, floor 2, FID 22 at the smallest budget.
 SINGLE_TRUTH = {"E": 2.0, "A": 20.0 * 1e16**0.5, "alpha": 0.5}

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.adaptive import (
+from analysis.design.adaptive import (
     PoolState,
     Size,
     Target,
@@ -21,17 +21,17 @@ from analysis.adaptive import (
     pool_cost,
     state_after,
 )
-from analysis.adaptive_law import (
+from analysis.design.adaptive_law import (
     PRIOR_SD,
     PRIOR_WEIGHT,
     SEED_STUDY_DESIGN,
     choose_batch,
     fit_law,
 )
-from analysis.noise_prior import default_noise
-from analysis.powerlaw import fit_joint_power_law
-from analysis.replay import at_fractions, reached_width, replay
-from analysis.runs import NoiseModel
+from analysis.design.noise_prior import default_noise
+from analysis.design.replay import at_fractions, reached_width, replay
+from analysis.laws.powerlaw import fit_joint_power_law
+from analysis.records.runs import NoiseModel
 from harness.adaptive.rounds import AdaptiveOptions, read_rounds, run_adaptive
 from harness.adaptive.suggest import suggest, suggestion_toml, sweep_sizes
 from harness.cli.main import main
@@ -389,8 +389,8 @@ def replays() -> dict[str, pd.DataFrame]:
 
 
 def test_replay_full_grid_is_the_fit_of_every_pool_record(replays: dict[str, pd.DataFrame]):
-    from analysis.adaptive_law import design_noise
-    from analysis.replay import observations, records_pool
+    from analysis.design.adaptive_law import design_noise
+    from analysis.design.replay import observations, records_pool
 
     df = _synthetic_records()
     obs = records_pool(df)

@@ -129,7 +129,7 @@ def test_cuda_unavailable_is_a_config_error() -> None:
 
 
 def test_write_synthetic_records_are_valid_records(tmp_path: Path) -> None:
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     assert bench_planning.write_synthetic_records(tmp_path, 4, 10) == 40
     df = load_results(tmp_path, strict=True)

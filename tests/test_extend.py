@@ -100,7 +100,7 @@ gpus_per_node = 0
 @pytest.mark.slow
 def test_an_extended_run_records_what_the_direct_run_records(tmp_path: Path):
     """The claim the costs rest on: 320 images, then extended to 640, equals 640 at once."""
-    from analysis.load import load_results
+    from analysis.records.load import load_results
     from harness.launch.submit import submit
 
     values = {}

@@ -226,7 +226,7 @@ def test_an_adopted_run_goes_on_in_its_old_folder(tmp_path):
 def test_unfinished_old_runs_finish_in_their_folders(tmp_path):
     # Old runs cut off half way (no checkpoint left): they train to the end under their old ids,
     # students from their teacher's old folder, and no folder of the new scheme appears.
-    from analysis.load import load_results
+    from analysis.records.load import load_results
     from harness.launch.submit import submit
 
     results, runs = tmp_path / "results", tmp_path / "runs"

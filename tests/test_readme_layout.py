@@ -19,18 +19,23 @@ MODULE_LIST = re.compile(r"^[a-z_0-9]+(, [a-z_0-9]+)*,?$")
 
 
 def _listed() -> dict[str, set[str]]:
-    """Folder (e.g. `harness/cli`, `analysis`) -> the modules the README lists in it. A folder's
-    line is `name/  modules  description` (three or more spaces apart); a continuation line is
-    either more modules or the description."""
+    """Folder (e.g. `harness/cli`, `analysis/laws`) -> the modules the README lists in it. A
+    package's line is `name/` alone; each of its folders' lines is `name/  modules  description`
+    (indented, three or more spaces apart); a continuation line is either more modules or the
+    description."""
     listed: dict[str, set[str]] = {}
-    folder = None
+    package = folder = None
     for line in _layout_block():
-        if not line.strip() or line.strip() == "harness/":
+        if not line.strip():
+            continue
+        if re.match(r"^[a-z_]+/$", line):  # a package's line: its subpackages follow, indented
+            package = line[:-1]
             continue
         match = re.match(r"^(\s*)([a-z_]+)/\s+(.*)$", line)
         if match:
             indent, name, rest = match.groups()
-            folder = f"harness/{name}" if indent else name
+            assert indent and package is not None, line
+            folder = f"{package}/{name}"
             rest = re.split(r"\s{3,}", rest)[0]
         else:
             rest = line.strip()
@@ -43,7 +48,8 @@ def _listed() -> dict[str, set[str]]:
 
 def _tree() -> dict[str, set[str]]:
     tree: dict[str, set[str]] = {}
-    for init in sorted([*(REPO / "harness").glob("*/__init__.py"), REPO / "analysis/__init__.py"]):
+    for init in sorted([*(REPO / "harness").glob("*/__init__.py"),
+                        *(REPO / "analysis").glob("*/__init__.py")]):
         folder = init.parent.relative_to(REPO).as_posix()
         tree[folder] = {p.stem for p in init.parent.glob("*.py") if p.stem != "__init__"}
     return tree
@@ -58,5 +64,6 @@ def test_the_readme_layout_lists_every_package_and_module_and_nothing_else() -> 
             f"listed but absent {sorted(listed[folder] - modules)}")
 
 
-def test_harness_has_no_module_outside_a_subsystem_but_its_entry_points() -> None:
+def test_no_module_stands_outside_a_subpackage_but_the_entry_points() -> None:
     assert {p.name for p in (REPO / "harness").glob("*.py")} == {"__init__.py", "__main__.py"}
+    assert {p.name for p in (REPO / "analysis").glob("*.py")} == {"__init__.py"}

@@ -203,7 +203,7 @@ def test_version_2_files_read_as_version_3(tmp_path: Path) -> None:
     and hold 'main' and nulls there; their train_loss (then the last step's) reads as null."""
     import datetime as dt
 
-    from analysis.load import load_results
+    from analysis.records.load import load_results
     from harness.records.names import record_path
     from harness.records.store import SCHEMA_V2
 
@@ -229,7 +229,7 @@ def test_version_3_files_read_with_their_layout(tmp_path: Path) -> None:
     their world size, the node count is unknown (null)."""
     import datetime as dt
 
-    from analysis.load import load_results
+    from analysis.records.load import load_results
     from harness.records.names import record_path
     from harness.records.store import SCHEMA_V3
 

@@ -15,7 +15,7 @@ SMOKE = Path(__file__).resolve().parent.parent / "sweeps" / "smoke.toml"
 
 
 def test_eval_scores_saved_networks_again_without_training(tmp_path, monkeypatch, capsys):
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     results, runs = tmp_path / "results", tmp_path / "runs"
     report = submit(load_sweep(SMOKE), "debug", results_dir=results, runs_dir=runs)

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 import harness.records.run_folder as rundir
-from analysis.load import load_results
-from analysis.sweep_fits import AnalysisError, resolve_sweep
+from analysis.records.load import load_results
+from analysis.sweep.fits import AnalysisError, resolve_sweep
 from harness.backends.sweep_state import sweep_state_dir
 from harness.cli import main as cli
 from harness.config.job import JobSpec, read_job

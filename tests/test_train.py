@@ -128,7 +128,7 @@ def test_nonfinite_steps_are_skipped_then_fail(tmp_path, monkeypatch):
         train(job)
     status = json.loads((job.run_dir / "status.json").read_text())
     assert status["state"] == "failed" and "non-finite" in status["error"]
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     df = load_results(tmp_path / "results", "t")
     assert list(df["status"]) == ["failed"] and "non-finite" in df["error"].iloc[0]
@@ -146,7 +146,7 @@ def test_isolated_nonfinite_step_is_counted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_mod, "make_loss", one_nan)
     train(job)
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     df = load_results(tmp_path / "results", "t")
     assert df["nonfinite_steps"].tolist() == [1]
@@ -177,7 +177,7 @@ def test_records_written_at_eval_points(tmp_path):
     run = make_run("pretrain", 4, **{"train.eval_nimg": [2 * BATCH]})
     job = make_job(tmp_path, run)
     train(job)
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     df = load_results(tmp_path / "results", "t").sort_values("images_seen")
     assert df["images_seen"].tolist() == [2 * BATCH, 4 * BATCH]
@@ -215,7 +215,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     state = load_checkpoint(sorted(job.run_dir.glob("ckpt-*.pt"))[-1])
     assert state["state"]["nimg"] == 4 * BATCH
     assert "2 rank(s)" in outputs[0]
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     df = load_results(tmp_path / "results", "t")
     assert len(df) == 1 and df["num_devices"].iloc[0] == 2
@@ -361,7 +361,7 @@ def test_stats_lines_hold_interval_means_gradient_norm_and_learning_rate(tmp_pat
         assert line["Grad/norm"] > 0 and line["Optim/lr"] == pytest.approx(5e-3)
     assert with_steps[-1]["Loss/last"] == pytest.approx(losses[-1])
     # The records' train_loss: the mean of the steps since the previous evaluation point.
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     records = load_results(tmp_path / "results", "t").sort_values("images_seen")
     assert records["train_loss"].tolist() == pytest.approx([sum(losses[:2]) / 2,
@@ -392,7 +392,7 @@ def test_power_function_emas_are_scored_beside_the_main_ema(tmp_path, pretrained
                    **{"train.phema_stds": [0.05, 0.1], "eval.samplers": ["1-step", "2-step"]})
     job = make_job(tmp_path, run)
     train(job)
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     df = load_results(tmp_path / "results", "t")
     assert sorted(df["ema"].unique()) == ["main", "phema-0.050", "phema-0.100"]
@@ -428,7 +428,7 @@ def test_students_of_a_snapshot_record_the_teacher_budget_and_score(tmp_path):
     student = make_job(tmp_path, make_run("tune", 2, init_run_id=teacher.run.run_id,
                                           init_nimg=2 * BATCH))
     train(student)
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     df = load_results(tmp_path / "results", "t")
     heun = df[(df.kind == "pretrain") & (df.images_seen == 2 * BATCH)]["value"].item()
@@ -465,7 +465,7 @@ def test_from_scratch_differs_from_tuning_only_in_its_initial_weights(tmp_path):
     train(tuned)
     a, b = _final_weights(scratch), _final_weights(tuned)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     rows = load_results(tmp_path / "a" / "results", "t")
     assert (rows["init"] == "scratch").all() and (rows["pretrain_nimg"] == 0).all()

@@ -232,7 +232,7 @@ def write_adaptive_report(results_dir: str | Path, sweep: str, rounds: list[dict
                      f"{e['seconds']:.0f} |")
     lines += ["", "Final: " + _fmt_interval(_interval(last)) + " (the law's 95 % interval; "
               "linearised, with the seed study's noise model or the sweep's own seeds: "
-              "analysis/adaptive_law.py).",
+              "analysis/design/adaptive_law.py).",
               f"Stopped: {stopped}.", ""]
     path = adaptive_dir(results_dir, sweep) / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ budgets, priced by the planner's FLOPs (a tuning image: 4 forward passes; the te
 pretraining image, once per size or per seed with `[pretrain] per_seed`). The sweep's records say
 what is trained: a run extended to a larger budget costs only the images beyond its latest record
 (`harness.launch.extend` starts it from that run's checkpoint), and records are the law's data.
-`analysis.adaptive` fits the law, prints the target's prediction and interval and picks the
+`analysis.design.adaptive` fits the law, prints the target's prediction and interval and picks the
 batch; `suggestion_toml` writes the batch as a sweep file `harness submit` / `harness run` take.
 Torch-free.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.adaptive import (
+from analysis.design.adaptive import (
     Candidate,
     PoolState,
     Size,
@@ -32,7 +32,7 @@ from analysis.adaptive import (
     parse_target,
     pool_cost,
 )
-from analysis.adaptive_law import (
+from analysis.design.adaptive_law import (
     COST_EXPONENT,
     Design,
     LawFit,
@@ -125,7 +125,7 @@ def _plain(value: Any) -> Any:
 
 
 def _load_records(results_dir: str | Path, sweep: str) -> pd.DataFrame:
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     if not (Path(results_dir) / sweep).is_dir():
         return pd.DataFrame()
@@ -136,7 +136,7 @@ def _size_of(sizes: Sequence[Size], row: dict[str, Any]) -> Size | None:
     for s in sizes:
         if s.preset != row.get("preset"):
             continue
-        # Records carry a run's swept values as `swept.<name>` columns (analysis.load).
+        # Records carry a run's swept values as `swept.<name>` columns (analysis.records.load).
         if all(str(row.get(f"swept.{k}", row.get(k))) == str(v) for k, v in s.settings):
             return s
     return None
@@ -218,8 +218,8 @@ def suggest(sweep: Sweep, *, results_dir: str | Path = "results", runs_dir: str 
     """The next `batch` runs of `sweep` for the target, within `budget_flops` (marginal FLOPs of
     the batch). `holdout` keeps a preset target's own size out of the pool and its records out
     of the fit: the study predicts it, it does not measure it. Without enough records to fit the
-    law (3 sizes, 2 budgets), the batch is the starting design (`analysis.replay.start_design`)."""
-    from analysis.replay import fit_observed, start_design
+    law (3 sizes, 2 budgets), the batch is the starting design (`analysis.design.replay.start_design`)."""
+    from analysis.design.replay import fit_observed, start_design
 
     if batch < 1:
         raise SweepError(f"--batch = {batch}: must be >= 1")

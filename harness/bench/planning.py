@@ -94,7 +94,7 @@ def write_synthetic_records(root: Path, num_files: int, rows_per_file: int) -> i
 def measure_loading(num_files: int, rows_per_file: int, repeats: int) -> dict[str, Any]:
     """Time analysis.load_results over synthetic records: one sweep filtered by preset (as
     tests/analysis/test_load.py's 1M-row test) and every row unfiltered."""
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         root = Path(tmp)

@@ -65,7 +65,7 @@ def add_suggest_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _cmd_suggest(args: argparse.Namespace) -> int:
-    from analysis.adaptive import TargetError
+    from analysis.design.adaptive import TargetError
     from harness.adaptive.suggest import (
         default_out,
         format_suggestion,
@@ -106,8 +106,8 @@ def _cmd_suggest(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     import tomllib
 
-    from analysis.load import load_results
-    from analysis.replay import replay
+    from analysis.design.replay import replay
+    from analysis.records.load import load_results
 
     name = args.sweep
     if name.endswith(".toml") and Path(name).is_file():
@@ -138,7 +138,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_run_adaptive(args: argparse.Namespace) -> int:
-    from analysis.adaptive import TargetError
+    from analysis.design.adaptive import TargetError
     from harness.adaptive.rounds import AdaptiveOptions, run_adaptive, submit_and_watch
     from harness.config.job import default_runs_dir
     from harness.launch.runner import build_report

@@ -11,7 +11,7 @@ from harness.cli.args import positive
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from analysis.load import load_results, tidy
+    from analysis.records.load import load_results, tidy
     from harness.records.store import RecordError
 
     name = args.sweep
@@ -45,8 +45,8 @@ def add_results_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _analysis_errors() -> tuple[type[Exception], ...]:
-    from analysis.powerlaw import FitError
-    from analysis.sweep_fits import AnalysisError
+    from analysis.laws.powerlaw import FitError
+    from analysis.sweep.fits import AnalysisError
     from harness.records.store import RecordError
 
     return AnalysisError, RecordError, FitError
@@ -104,15 +104,15 @@ def _measured_floor(sweep: str) -> tuple[float, str]:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from analysis.report import format_fit_table
-    from analysis.report_headline import format_headline_lines
-    from analysis.sweep_fits import (
+    from analysis.sweep.fits import (
         FITS_JSON,
         FITS_PARQUET,
         analysis_dir,
         fit_sweep,
         outputs_beside_records_note,
     )
+    from analysis.sweep.report import format_fit_table
+    from analysis.sweep.report_headline import format_headline_lines
 
     e_floor = args.e_floor
     if e_floor == "real":
@@ -155,7 +155,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from analysis.pipeline import analyze_sweep
+    from analysis.sweep.pipeline import analyze_sweep
 
     try:
         # The fits `harness fit` cached, drawn and reported as they are.

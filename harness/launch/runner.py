@@ -151,9 +151,9 @@ def build_report(sweep_name: str, results_dir: Path, *, bootstrap: int = 1000,
                  out: TextIO = sys.stdout) -> tuple[Path, list[Path]]:
     """Fit the sweep's records, draw every figure and write report.md (`analyze_sweep`); print
     the fit table and the headline; returns the report's and the figures' paths."""
-    from analysis.pipeline import analyze_sweep
-    from analysis.report import format_fit_table
-    from analysis.report_headline import format_headline_lines
+    from analysis.sweep.pipeline import analyze_sweep
+    from analysis.sweep.report import format_fit_table
+    from analysis.sweep.report_headline import format_headline_lines
 
     analysis = analyze_sweep(results_dir, sweep_name, bootstrap=bootstrap)
     out.write(format_fit_table(analysis.fits.curves) + "\n")

@@ -1,6 +1,6 @@
 """The precision a planned sweep will buy, printed by `harness plan` before anything is trained.
 
-This module chooses what the forecast assumes (`analysis.design_forecast` does the rest): the
+This module chooses what the forecast assumes (`analysis.design.design_forecast` does the rest): the
 sampler (2-step where the sweep scores it), the noise (`--noise-from` a pilot sweep's records,
 else the digits seed study's, with `--noise` values replacing components) and the truth law (the
 pilot's all-seed means, else the seed study's for digits and an assumed law, labelled so, for
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from harness.config.run_config import ConfigError
 
 if TYPE_CHECKING:
-    from analysis.forecast import TruthLaw
-    from analysis.noise_prior import NoiseSpec
+    from analysis.design.forecast import TruthLaw
+    from analysis.design.noise_prior import NoiseSpec
     from harness.planning.plan import Plan
 
 __all__ = ["Assumptions", "ForecastOptions", "forecast_assumptions", "forecast_for_plan"]
@@ -51,15 +51,15 @@ class Assumptions:
 def forecast_assumptions(p: Plan, options: ForecastOptions) -> Assumptions:
     """The sampler, noise and truth `forecast_for_plan` uses for `p` (see the module docstring).
     Raises ConfigError for a bad --noise or --noise-from, naming the option."""
-    from analysis.design_check import designs_from_plan
-    from analysis.forecast import DIGITS_TRUTH, TruthLaw, truth_from_records
-    from analysis.noise_prior import NoiseSpec, default_noise, noise_from_records
+    from analysis.design.design_check import designs_from_plan
+    from analysis.design.forecast import DIGITS_TRUTH, TruthLaw, truth_from_records
+    from analysis.design.noise_prior import NoiseSpec, default_noise, noise_from_records
 
     designs = designs_from_plan(p)
     sampler = _sampler(p)
     dataset = next(r.job.run.data.name for r in p.runs if r.kind == "tune")
     if options.noise_from is not None:
-        from analysis.sweep_fits import AnalysisError, load_sweep_records, resolve_sweep
+        from analysis.sweep.fits import AnalysisError, load_sweep_records, resolve_sweep
 
         try:
             name = resolve_sweep(options.noise_from)
@@ -84,8 +84,8 @@ def forecast_assumptions(p: Plan, options: ForecastOptions) -> Assumptions:
 def forecast_for_plan(p: Plan, options: ForecastOptions) -> str:
     """The forecast block of `harness plan` (a note when the sweep has nothing to forecast).
     Raises ConfigError for a bad --noise or --noise-from, naming the option."""
-    from analysis.design_check import designs_from_plan
-    from analysis.design_forecast import forecast_changes, forecast_text
+    from analysis.design.design_check import designs_from_plan
+    from analysis.design.design_forecast import forecast_changes, forecast_text
 
     if not any(r.kind == "tune" for r in p.runs):
         return "forecast: none (the sweep has no tuning runs, whose FD the forecast is about)"

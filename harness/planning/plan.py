@@ -460,7 +460,7 @@ def format_plan(p: Plan, tflops: float = ASSUMED_TFLOPS) -> str:
             tune, "budget points", "tuning runs", "tuning", "one run per budget"))
     lines.append(f"records: {Path(p.results_dir) / p.sweep.name}/   run folders: {p.runs_dir}/")
     lines += plan_notes(p)
-    from analysis.design_check import design_lines, design_problems, designs_from_plan
+    from analysis.design.design_check import design_lines, design_problems, designs_from_plan
 
     # What the grid can answer; plan_notes above already says when seeds share teachers.
     lines += design_lines(f for f in design_problems(designs_from_plan(p))

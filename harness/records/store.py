@@ -425,7 +425,7 @@ def _all_ok(path: Path) -> bool:
 
 # --------------------------------------------------------------------------------------------------
 # Per-sweep index: a cache of the rows of valid record files, so loading N files costs one read.
-# Written by the loader (analysis.load), never by jobs; record files stay the source of truth.
+# Written by the loader (analysis.records.load), never by jobs; record files stay the source of truth.
 
 INDEX_NAME = "_index.parquet"  # '_' prefix: never taken for a record file (nor by pyarrow)
 INDEX_KEY = b"ect_harness.index_version"

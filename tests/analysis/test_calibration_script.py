@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.frontier import fit_frontier
+from analysis.laws.frontier import fit_frontier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import interval_calibration as cal

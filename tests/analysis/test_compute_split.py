@@ -1,7 +1,7 @@
-"""analysis.compute_split on a synthetic split sweep with a known law (synthetic_records.split_law): the best
-teacher budget, the pretraining share and the compute saved over scratch are recovered inside their
-bootstrap intervals; non-overlapping FD levels give a flag, not a number; the report and the
-figures get their section only for split sweeps."""
+"""analysis.laws.compute_split on a synthetic split sweep with a known law
+(synthetic_records.split_law): the best teacher budget, the pretraining share and the compute
+saved over scratch are recovered inside their bootstrap intervals; non-overlapping FD levels give
+a flag, not a number; the report and the figures get their section only for split sweeps."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from synthetic_records import (
     write_synthetic_sweep,
 )
 
-from analysis.compute_split import (
+from analysis.laws.compute_split import (
     ALL_PRESETS,
     _vertex_share,
     has_split_axis,
@@ -31,11 +31,11 @@ from analysis.compute_split import (
     split_envelope,
     split_points,
 )
-from analysis.load import load_results
-from analysis.pipeline import plot_sweep
-from analysis.report import write_report
-from analysis.sweep_fits import fit_sweep, read_fits
-from analysis.variants import VARIANT, with_variants
+from analysis.records.load import load_results
+from analysis.records.variants import VARIANT, with_variants
+from analysis.sweep.fits import fit_sweep, read_fits
+from analysis.sweep.pipeline import plot_sweep
+from analysis.sweep.report import write_report
 
 SAMPLER = "1-step"  # 2-step is the same law times 0.8: the same answers
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from synthetic_records import write_seeded_sweep
 
-from analysis.design_check import (
+from analysis.design.design_check import (
     MIN_COMPUTE_RANGE,
     MIN_SEEDS_PER_CURVE_SPREAD,
     SizeDesign,
@@ -19,7 +19,7 @@ from analysis.design_check import (
     designs_from_records,
     records_design_problems,
 )
-from analysis.load import load_results
+from analysis.records.load import load_results
 from harness.cli.main import main
 from harness.cost.flops import TRAIN_PASSES, preset_cost
 from harness.planning.plan import plan

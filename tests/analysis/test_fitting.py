@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.backtest import backtest, backtest_results, summarize_backtest
-from analysis.fitting import (
+from analysis.laws.backtest import backtest, backtest_results, summarize_backtest
+from analysis.laws.powerlaw import FitError, fit_power_law
+from analysis.laws.tables import (
     fit_joint_results,
     fit_results,
     fits_to_records,
@@ -18,7 +19,6 @@ from analysis.fitting import (
     joint_power_laws,
     power_laws,
 )
-from analysis.powerlaw import FitError, fit_power_law
 
 PRESETS = {"s": 1e5, "m": 4e5}
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.design_check import SizeDesign, designs_from_records
-from analysis.design_forecast import design_changes, forecast_text
-from analysis.forecast import (
+from analysis.design.design_check import SizeDesign, designs_from_records
+from analysis.design.design_forecast import design_changes, forecast_text
+from analysis.design.forecast import (
     DIGITS_TRUTH,
     DesignForecast,
     QuantityForecast,
@@ -23,8 +23,8 @@ from analysis.forecast import (
     simulate_records,
     truth_from_records,
 )
-from analysis.noise_prior import DIGITS_SEED_STUDY, NoiseSpec
-from analysis.runs import noise_model, run_curves
+from analysis.design.noise_prior import DIGITS_SEED_STUDY, NoiseSpec
+from analysis.records.runs import noise_model, run_curves
 
 RECORDS = Path(__file__).resolve().parents[2] / "docs" / "interval_calibration_records.parquet"
 
@@ -187,7 +187,7 @@ def test_assumed_law_for_another_dataset_says_so() -> None:
 
 
 def test_n_opt_needs_every_neighbour_to_share_a_compute() -> None:
-    from analysis.forecast import _note
+    from analysis.design.forecast import _note
 
     a = _size("a", 1e4, (4000.0, 40000.0), per_image=10.0, teacher=0.0)
     b = _size("b", 1e5, (4000.0, 6000.0), per_image=100.0, teacher=0.0)  # meets a at 4e5

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.frontier import (
+from analysis.laws.frontier import (
     fit_frontier,
     fit_isoflop_law,
     isoflop_minima,
@@ -113,7 +113,7 @@ def test_isoflop_uses_a_bucket_column_when_given() -> None:
 def test_size_law_of_a_steep_frontier_gives_inf_not_a_crash() -> None:
     """N_opt ∝ C^a through two computes close together and sizes far apart: the intercept's
     exp overflows floats; the law says inf instead of raising (resampled frontiers do this)."""
-    from analysis.frontier import _size_law
+    from analysis.laws.frontier import _size_law
 
     law = _size_law(np.array([1e20, 1.0001e20]), np.array([1e9, 1e6]), "frontier")
     assert law is not None and law.a < -1000 and math.isinf(law.K)

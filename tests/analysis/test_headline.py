@@ -1,5 +1,5 @@
-"""Headline quantities (analysis.headline), the floor assumption (E bounds) and the held-out-size
-backtest (analysis.holdout): each against a law whose values are known."""
+"""Headline quantities (analysis.laws.headline), the floor assumption (E bounds) and the held-out-size
+backtest (analysis.laws.holdout): each against a law whose values are known."""
 
 from __future__ import annotations
 
@@ -13,17 +13,17 @@ import pandas as pd
 import pytest
 from synthetic_records import LAW, PRESETS, write_seeded_sweep
 
-from analysis.fitting import select_points
-from analysis.headline import (
+from analysis.laws.headline import (
     alpha_profile,
     compute_to_reach,
     frontier_predictions,
     profile_e_values,
 )
-from analysis.holdout import held_out_size_backtest, summarize_held_out_size
-from analysis.powerlaw import FitError, PowerLaw, fit_power_law
-from analysis.report import write_report
-from analysis.sweep_fits import fit_sweep, read_fits
+from analysis.laws.holdout import held_out_size_backtest, summarize_held_out_size
+from analysis.laws.powerlaw import FitError, PowerLaw, fit_power_law
+from analysis.laws.tables import select_points
+from analysis.sweep.fits import fit_sweep, read_fits
+from analysis.sweep.report import write_report
 
 X = np.geomspace(1e14, 1e17, 10)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from analysis.powerlaw import FitError, JointPowerLaw, fit_joint_power_law
+from analysis.laws.powerlaw import FitError, JointPowerLaw, fit_joint_power_law
 
 # Hoffmann et al. 2022's published surface (unrounded exponents; Besiroglu et al. 2024).
 TRUE = {"E": 1.69, "A": 406.4, "alpha": 0.33917, "B": 410.7, "beta": 0.28491}

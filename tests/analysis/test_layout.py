@@ -13,16 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 from synthetic_records import BUDGETS, write_synthetic_sweep
 
-from analysis.load import _SWEEP_OUTPUTS, load_results
-from analysis.pipeline import plot_sweep
-from analysis.report import write_report
-from analysis.sweep_fits import (
+from analysis.records.load import _SWEEP_OUTPUTS, load_results
+from analysis.sweep.fits import (
     ANALYSIS_FILES,
     ANALYSIS_OUTPUTS,
     analysis_dir,
     default_figures_dir,
     fit_sweep,
 )
+from analysis.sweep.pipeline import plot_sweep
+from analysis.sweep.report import write_report
 from harness.cli.main import main as harness_main
 from harness.records.store import parse_record_name
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.load import RecordWarning, load_results, tidy
+from analysis.records.load import RecordWarning, load_results, tidy
 from harness.cli.main import main as harness_main
 from harness.records.store import (
     SCHEMA,
@@ -131,7 +131,7 @@ def test_filters_and_sweeps(tmp_path: Path) -> None:
 
 def test_loader_is_torch_free(tmp_path: Path) -> None:
     write_point(tmp_path, "r1", 1000, 8.0)
-    code = ("import sys; from analysis.load import load_results; "
+    code = ("import sys; from analysis.records.load import load_results; "
             f"assert len(load_results({str(tmp_path)!r})) == 2; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -251,7 +251,7 @@ def test_unwritable_folder_still_loads(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_a_shared_prefix_runs_rows_each_get_their_own_budget() -> None:
-    from analysis.load import _expand_swept
+    from analysis.records.load import _expand_swept
 
     budgets = [64000, 96000, 192000]
     swept = '{"preset": "m", "budget_nimg": [64000, 96000, 192000], "seed": 0}'

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.noise_prior import DIGITS_SEED_STUDY, NoiseSpec, default_noise, noise_from_records
-from analysis.runs import SEED_SHARE_PRIOR, noise_model, run_curves
+from analysis.design.noise_prior import DIGITS_SEED_STUDY, NoiseSpec, default_noise, noise_from_records
+from analysis.records.runs import SEED_SHARE_PRIOR, noise_model, run_curves
 
 RECORDS = Path(__file__).resolve().parents[2] / "docs" / "interval_calibration_records.parquet"
 

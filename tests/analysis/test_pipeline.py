@@ -1,4 +1,4 @@
-"""analysis.pipeline: the one fit -> figures -> report driver, on a synthetic sweep (no training)."""
+"""analysis.sweep.pipeline: the one fit -> figures -> report driver, on a synthetic sweep (no training)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from synthetic_records import write_synthetic_sweep
 
-from analysis.pipeline import SweepAnalysis, analyze_sweep, main
-from analysis.report import FIGURE_TITLES, write_report
-from analysis.sweep_fits import AnalysisError, analysis_dir, default_figures_dir, read_fits
+from analysis.sweep.fits import AnalysisError, analysis_dir, default_figures_dir, read_fits
+from analysis.sweep.pipeline import SweepAnalysis, analyze_sweep, main
+from analysis.sweep.report import FIGURE_TITLES, write_report
 
 DRAWN = ("compute_curves", "frontier", "vs_params", "samplers", "backtest", "alpha_profile")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from synthetic_records import write_seeded_sweep
 
-from analysis.noise_prior import DIGITS_SEED_STUDY
+from analysis.design.noise_prior import DIGITS_SEED_STUDY
 from harness.cli.main import main
 from harness.planning.forecast import ForecastOptions, forecast_assumptions
 from harness.planning.plan import Plan, plan

@@ -1,4 +1,4 @@
-"""The shared selections: usable points and the Pareto envelope (analysis/points.py)."""
+"""The shared selections: usable points and the Pareto envelope (analysis/records/points.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.points import pareto_mask, usable_points
+from analysis.records.points import pareto_mask, usable_points
 
 
 def test_usable_points_keep_ok_rows_of_the_kind_with_positive_finite_values() -> None:

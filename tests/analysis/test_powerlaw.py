@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.powerlaw import FitError, PowerLaw, fit_power_law
+from analysis.laws.powerlaw import FitError, PowerLaw, fit_power_law
 
 X = np.geomspace(1e16, 1e19, 8)
 TRUE = {"E": 2.0, "A": 20.0 * 1e16**0.5, "alpha": 0.5}

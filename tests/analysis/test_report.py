@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from synthetic_records import BUDGETS, PRESETS, write_synthetic_sweep
 
-from analysis.report import format_fit_table, write_report
-from analysis.sweep_fits import AnalysisError, fit_sweep, read_fits, resolve_sweep
+from analysis.sweep.fits import AnalysisError, fit_sweep, read_fits, resolve_sweep
+from analysis.sweep.report import format_fit_table, write_report
 from harness.cli.main import main as harness_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,7 +115,7 @@ def test_analysis_never_imports_torch() -> None:
     code = ("import sys, analysis\n"
             "from analysis import fit_power_law, fit_joint_power_law, fit_results, load_results\n"
             "from analysis import fit_frontier, backtest_results, fit_sweep, plot_sweep\n"
-            "import analysis.plots, analysis.report, analysis.pipeline\n"
+            "import analysis.figures.plots, analysis.sweep.report, analysis.sweep.pipeline\n"
             "assert callable(fit_power_law) and callable(load_results)\n"
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\n"
             "assert not bad, bad\n")
@@ -124,8 +124,8 @@ def test_analysis_never_imports_torch() -> None:
 
 def test_figures_of_a_single_preset_draw_without_warnings(tmp_path: Path) -> None:
     # The smoke sweep's shape: one size per compute bucket, so "vs params" has no line to label.
-    from analysis.load import load_results
-    from analysis.plots import figure_compute_curves, figure_vs_params
+    from analysis.figures.plots import figure_compute_curves, figure_vs_params
+    from analysis.records.load import load_results
 
     write_synthetic_sweep(tmp_path, "synth", seed=2)
     records = load_results(tmp_path, "synth")
@@ -169,7 +169,7 @@ def test_harness_fit_says_when_it_reuses_fits(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_fit_table_shows_readable_values_and_flags_intervals_at_a_bound() -> None:
-    from analysis.report import interval_flags
+    from analysis.sweep.report import interval_flags
 
     row = {"preset": "p", "sampler": "1-step", "n_points": 8, "E": 2.0, "A": 3e30, "alpha": 2.5,
            "alpha_lo": 1.0, "alpha_hi": 5.0, "E_lo": 0.0, "E_hi": 3.0, "x_max": 1e12, "r2": 0.99,
@@ -186,8 +186,8 @@ def test_fit_table_shows_readable_values_and_flags_intervals_at_a_bound() -> Non
 def test_each_configuration_is_its_own_curve_unless_pooled(tmp_path: Path) -> None:
     from synthetic_records import write_lr_sweep
 
-    from analysis import plots
-    from analysis.pipeline import plot_sweep
+    from analysis.figures import plots
+    from analysis.sweep.pipeline import plot_sweep
 
     results = tmp_path / "results"
     write_lr_sweep(results, "lr")
@@ -207,8 +207,8 @@ def test_each_configuration_is_its_own_curve_unless_pooled(tmp_path: Path) -> No
     # Figures: one curve (legend entry) per preset and learning rate.
     paths = plot_sweep(results, "lr", tmp_path / "figures")
     assert (tmp_path / "figures" / "compute_curves.png") in paths
-    from analysis.load import load_results
-    from analysis.variants import curve_labels, with_variants
+    from analysis.records.load import load_results
+    from analysis.records.variants import curve_labels, with_variants
 
     labelled = curve_labels(with_variants(load_results(results, "lr", with_config=True)))
     fig = plots.figure_compute_curves(labelled, None, x="tune_flops")

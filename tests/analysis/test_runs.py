@@ -1,4 +1,4 @@
-"""Run-level resampling (analysis.runs) and the fits that use it: seeds are the resampled unit, so
+"""Run-level resampling (analysis.records.runs) and the fits that use it: seeds are the resampled unit, so
 intervals include seed-to-seed variance; a lucky seed cannot make a frontier point; one-seed sweeps
 say what their intervals cannot include."""
 
@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from synthetic_records import LAW, write_seeded_sweep, write_synthetic_sweep
 
-from analysis.backtest import backtest_results
-from analysis.fitting import fit_joint_results, fit_results, select_points
-from analysis.frontier import fit_frontier, seed_means
-from analysis.load import load_results
-from analysis.report import write_report
-from analysis.runs import draw_means, noise_model, run_curves, seed_spread
-from analysis.sweep_fits import fit_sweep, read_fits
+from analysis.laws.backtest import backtest_results
+from analysis.laws.frontier import fit_frontier, seed_means
+from analysis.laws.tables import fit_joint_results, fit_results, select_points
+from analysis.records.load import load_results
+from analysis.records.runs import draw_means, noise_model, run_curves, seed_spread
+from analysis.sweep.fits import fit_sweep, read_fits
+from analysis.sweep.report import write_report
 
 SAMPLER = "2-step"
 
@@ -81,7 +81,7 @@ def test_two_seeds_split_the_variance_by_the_assumed_share() -> None:
     """Two seeds give the seed mean square one degree of freedom: the split of a run's variance
     into seed and run parts is then the digits study's share, applied to a total estimated from
     every run; the draws still move the curves together by the seed part."""
-    from analysis.runs import SEED_SHARE_PRIOR
+    from analysis.records.runs import SEED_SHARE_PRIOR
 
     curves = _shared_seed_curves(np.random.default_rng(5), seeds=2, cells=4)
     model = noise_model(curves)

@@ -1,11 +1,11 @@
-"""analysis.solver's problem: the parameter layout, its bounds and the objective's gradient."""
+"""analysis.estimator.solver's problem: the parameter layout, its bounds and the objective's gradient."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from analysis.solver import LossName, Problem
+from analysis.estimator.solver import LossName, Problem
 
 
 def _problem(num_terms: int, irreducible: bool, loss: LossName = "huber") -> Problem:

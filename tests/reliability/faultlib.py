@@ -180,7 +180,7 @@ def record_rows(results_dir: Path, sweep: str = SWEEP_NAME) -> list[dict[str, An
 
     strict=True: any unreadable, truncated or foreign file visible to readers fails the test.
     """
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     df = load_results(results_dir, sweep, strict=True, latest=False, with_config=True,
                       use_index=False)

@@ -61,7 +61,7 @@ class Readers:
             self.errors.append(f"{how}: values do not match their rows")
 
     def loop(self, use_index: bool) -> None:
-        from analysis.load import load_results
+        from analysis.records.load import load_results
 
         while not self.stop.is_set():
             if not any(self.folder.glob("*.parquet")) if self.folder.exists() else True:
@@ -120,7 +120,7 @@ def test_writers_and_readers_at_once(tmp_path: Path, num_writers: int) -> None:
     assert not readers.errors, readers.errors[:5]
     assert all(n > 0 for n in readers.loads.values()), readers.loads
     # Every row of every finished write is there once; killed writes left only hidden files.
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     df = load_results(results, "conc", strict=True, latest=False)
     during = [n for n in readers.row_counts if 0 < n < len(df)]
@@ -151,7 +151,7 @@ def test_eight_training_jobs_write_one_sweep(tmp_path: Path, reference: Any) -> 
                            "--runs", runs, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "submitted 8 job(s)" in proc.stdout
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     df = load_results(results, "rel", strict=True, latest=False)
     assert len(df) == 8 * 2 * 2  # 8 runs x (64, 128 images) x (1-step, 2-step)

@@ -46,7 +46,7 @@ def _inject(monkeypatch: pytest.MonkeyPatch, rules: dict[int, tuple[int, int | N
 
 
 def _check(root: Path, path: Path, report_failed: list[tuple[str, str]]) -> dict[str, Any]:
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     sweep = load_sweep(path)
     teacher, run0, run1 = (r.run_id for r in plan(sweep, root / "results", root / "runs").runs)

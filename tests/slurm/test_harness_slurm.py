@@ -32,7 +32,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.load import load_results
+from analysis.records.load import load_results
 from harness.backends.slurm import slurm_job_states
 from harness.backends.sweep_state import read_run_status, read_state
 from harness.cli.main import main

@@ -15,14 +15,14 @@ import inspect
 import itertools
 import math
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 # Seeds a size needs before its own run spread is estimated instead of one pooled over the sizes.
-from analysis.runs import (
+from analysis.records.runs import (
     MIN_SEEDS_FOR_SEED_EFFECT,
     MIN_SEEDS_PER_CURVE_SPREAD,
     SEED_SHARE_PRIOR,
@@ -31,7 +31,7 @@ from analysis.runs import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from harness.planning.plan import Plan
+    from harness.config.job import JobSpec
 
 __all__ = ["MIN_COMPUTE_RANGE", "MIN_SEEDS_PER_CURVE_SPREAD", "Finding", "SizeDesign",
            "design_lines", "design_problems", "designs_from_plan", "designs_from_records",
@@ -54,6 +54,36 @@ class SizeDesign:
     nimg: tuple[float, ...] = ()  # images of each point, aligned with total_flops (empty: unknown)
     num_seeds: int = 1  # replicate seeds of this size
     per_seed_teachers: bool | None = None  # each seed its own teacher; None: no teachers / unknown
+
+
+class PlannedRunView(Protocol):
+    """What `designs_from_plan` reads of a planned run. `harness.planning.plan.PlannedRun`
+    satisfies it without being imported: planning sits above analysis and imports it."""
+
+    @property
+    def job(self) -> JobSpec: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def nimg(self) -> int: ...
+    @property
+    def params(self) -> int: ...
+    @property
+    def fwd_flops(self) -> float: ...
+    @property
+    def budget_nimg(self) -> tuple[int, ...]: ...
+    @property
+    def teacher(self) -> str | None: ...
+
+
+class PlanView(Protocol):
+    """What `designs_from_plan` reads of a plan (`harness.planning.plan.Plan`)."""
+
+    @property
+    def runs(self) -> Sequence[PlannedRunView]: ...
+    def by_id(self) -> Mapping[str, PlannedRunView]: ...
 
 
 @dataclass(frozen=True)
@@ -122,9 +152,9 @@ def _overlap(sizes: Sequence[SizeDesign]) -> list[Finding]:
 
 
 def _isoflop_settings() -> tuple[float, int]:
-    """The bucket width and sizes per bucket of `analysis.frontier.isoflop_minima` (its defaults),
+    """The bucket width and sizes per bucket of `analysis.laws.frontier.isoflop_minima` (its defaults),
     so that this check and the IsoFLOP analysis agree on what a bucket is."""
-    from analysis.frontier import isoflop_minima
+    from analysis.laws.frontier import isoflop_minima
 
     params = inspect.signature(isoflop_minima).parameters
     return float(params["rel_tol"].default), int(params["min_sizes"].default)
@@ -132,7 +162,7 @@ def _isoflop_settings() -> tuple[float, int]:
 
 def _sizes_per_bucket(sizes: Sequence[SizeDesign], axis: str) -> list[int]:
     """Distinct sizes in each compute bucket of `axis` ("total_flops" or "tune_flops")."""
-    from analysis.frontier import bucket_labels
+    from analysis.records.points import bucket_labels
 
     rel_tol, _ = _isoflop_settings()
     compute, owner = [], []
@@ -241,7 +271,7 @@ def design_lines(findings: Iterable[Finding], width: int = 100) -> list[str]:
     return lines
 
 
-def designs_from_plan(p: Plan) -> list[SizeDesign]:
+def designs_from_plan(p: PlanView) -> list[SizeDesign]:
     """One `SizeDesign` per preset of a plan, from its tuning runs' FLOPs (pretraining runs when a
     sweep has none). A student's total compute adds its teacher's pretraining at the snapshot it
     starts from; a user-given checkpoint's pretraining is unknown here and counted as 0."""
@@ -279,14 +309,14 @@ def designs_from_plan(p: Plan) -> list[SizeDesign]:
 
 
 def designs_from_records(df: pd.DataFrame) -> list[SizeDesign]:
-    """One `SizeDesign` per size of a records frame (`analysis.load.load_results`).
+    """One `SizeDesign` per size of a records frame (`analysis.records.load.load_results`).
 
     Uses `preset` (else `params`), `params`, `seed`, `total_flops`, `tune_flops` and `kind`: the
     design points are the tuning rows (all rows of a sweep without tuning), status "ok" when the
     frame has a status. Teachers count as per seed when the pretraining rows of a size have at
     least as many seeds as its tuning rows."""
-    from analysis.fitting import require_columns
-    from analysis.runs import seed_column
+    from analysis.laws.tables import require_columns
+    from analysis.records.runs import seed_column
 
     require_columns(df, ["params", "total_flops"], "designs_from_records")
     frame = df

@@ -9,7 +9,7 @@ per evaluated tuning budget. Everything here is computed on those curves, model-
 - a curve is the geometric mean of FD over seeds at each evaluated budget, interpolated linearly
   in log FD vs log total compute, **only inside its measured compute range** (no extrapolation);
 - the envelope is the lowest curve at each compute (Chinchilla Approach 1 across splits);
-- with several seeds per split the bootstrap resamples whole runs (`analysis.runs`: each draw
+- with several seeds per split the bootstrap resamples whole runs (`analysis.records.runs`: each draw
   rebuilds every split's mean curve from run-resampled seeds, the noise level pooled over the
   splits of a sampler), so the intervals include seed-to-seed variance; with one seed it
   resamples each split's evaluation points with replacement (a draw that misses an end point of a
@@ -19,8 +19,8 @@ per evaluated tuning budget. Everything here is computed on those curves, model-
   with budgets 2x apart) is in no interval.
 
 `fit_split(records)` does it all and returns a `SplitFits` (stored in fits.json by
-`analysis.sweep_fits.fit_sweep`); `analysis.report.split_section` renders it as Markdown and
-`analysis.compute_split_plots` draws it. Pure functions of the records: no torch, no I/O.
+`analysis.sweep.fits.fit_sweep`); `analysis.sweep.report.split_section` renders it as Markdown and
+`analysis.figures.compute_split_plots` draws it. Pure functions of the records: no torch, no I/O.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.points import pareto_mask
-from analysis.runs import RunCurve, draw_means, pooled_dof, run_curves
+from analysis.records.points import pareto_mask
+from analysis.records.runs import RunCurve, draw_means, pooled_dof, run_curves
 from harness.cost.flops import TRAIN_PASSES
 
 __all__ = [

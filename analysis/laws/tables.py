@@ -16,10 +16,10 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from analysis.points import usable_points
-from analysis.powerlaw import FitError, JointPowerLaw, PowerLaw, fit_joint_power_law, fit_power_law
-from analysis.runs import NoiseModel, RunCurve, draw_means, noise_model, pooled_dof, run_curves
-from analysis.solver import BootstrapMethod
+from analysis.estimator.solver import BootstrapMethod
+from analysis.laws.powerlaw import FitError, JointPowerLaw, PowerLaw, fit_joint_power_law, fit_power_law
+from analysis.records.points import usable_points
+from analysis.records.runs import NoiseModel, RunCurve, draw_means, noise_model, pooled_dof, run_curves
 
 __all__ = [
     "fit_joint_results",
@@ -117,7 +117,7 @@ def fit_results(
         bootstrap, seed: resamples for the intervals (0 = none) and their random seed.
         bootstrap_method: "auto" (default) fits a group with several seeds on its mean curve (the
             geometric mean over seeds at each budget) and resamples whole runs ("runs",
-            `analysis.runs`; the noise level pooled over the groups of each sampler and metric);
+            `analysis.records.runs`; the noise level pooled over the groups of each sampler and metric);
             a group with one seed gets the residual bootstrap, which cannot include
             seed-to-seed variance. "residual", "residual_fixed" or "pairs" fit every point.
         **fit_kwargs: passed to `fit_power_law` (irreducible, alpha_bounds, ...).

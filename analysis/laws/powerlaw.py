@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.solver import (
+from analysis.estimator.solver import (
     DEFAULT_ALPHA_BOUNDS,
     HUBER_DELTA,
     BootstrapMethod,
@@ -234,7 +234,7 @@ def fit_power_law(
             few points); "pairs" resamples points, or whole clusters (e.g. `clusters=df["run_id"]`);
             "runs" refits the caller's `resamples`.
         resamples: with bootstrap_method "runs", the resampled data sets [(x*, y*), ...] to refit
-            (e.g. whole seeds resampled by `analysis.runs`; `bootstrap` is then ignored). Their
+            (e.g. whole seeds resampled by `analysis.records.runs`; `bootstrap` is then ignored). Their
             draws carry no noise draws: a new observation's scatter is the caller's to add.
         alpha_bounds: bounds of α for the grid and the refinement.
         grid_size, num_starts: exponent grid resolution and the number of L-BFGS-B starts.

@@ -10,7 +10,7 @@ noise: the run's luck is in the fit and in the held-out value alike. With three 
 group `backtest_results` therefore holds out whole seeds: each seed's largest-budget value is
 predicted from the *other* seeds' smaller budgets, and its prediction interval adds a new run's
 deviation (the seeds' spread at the largest budget, pooled over the groups of the sampler) to the
-run-resampled curve (`analysis.runs`).
+run-resampled curve (`analysis.records.runs`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.fitting import fit_mean_curve, group_columns, group_frames, require_columns, select_points
-from analysis.powerlaw import FitError, PowerLaw, fit_power_law
-from analysis.runs import RunCurve, noise_model, run_curves
+from analysis.laws.powerlaw import FitError, PowerLaw, fit_power_law
+from analysis.laws.tables import fit_mean_curve, group_columns, group_frames, require_columns, select_points
+from analysis.records.runs import RunCurve, noise_model, run_curves
 
 __all__ = ["Backtest", "backtest", "backtest_results", "summarize_backtest"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,9 +21,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import Formatter
 
-from analysis.frontier import Frontier, bucket_labels
-from analysis.points import usable_points
-from analysis.powerlaw import PowerLaw
+from analysis.records.points import bucket_labels, usable_points
+
+if TYPE_CHECKING:
+    # Only the laws' types: figures draw fitted laws and never fit.
+    from analysis.laws.frontier import Frontier
+    from analysis.laws.powerlaw import PowerLaw
 
 __all__ = [
     "METRIC_LABELS",

@@ -4,7 +4,7 @@ For the design as written and for each change a user can make without redesignin
 (`design_changes`: another seed, each size's budgets extended until its compute range reaches its
 larger neighbour's, evaluations from a quarter of each size's largest budget — free, since budgets
 of one run share its prefix — and one larger size), `forecast_changes` forecasts the intervals of
-the headline quantities (`analysis.forecast`) and `forecast_text` prints them with each change's
+the headline quantities (`analysis.design.forecast`) and `forecast_text` prints them with each change's
 extra compute, the width it buys per FLOP, and what the design cannot identify.
 """
 
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from analysis.design_check import SizeDesign
-from analysis.forecast import QUANTITIES, DesignForecast, TruthLaw, forecast_design
-from analysis.noise_prior import NoiseSpec
+from analysis.design.design_check import SizeDesign
+from analysis.design.forecast import QUANTITIES, DesignForecast, TruthLaw, forecast_design
+from analysis.design.noise_prior import NoiseSpec
 
 __all__ = ["DesignChange", "design_changes", "forecast_changes", "forecast_text"]
 

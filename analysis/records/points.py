@@ -1,5 +1,5 @@
-"""Which records are data points, and which points are on the lower envelope: the two selections
-every fit, frontier, plot and split shares."""
+"""Which records are data points, which points are on the lower envelope, and which share a
+compute bucket: the selections every fit, frontier, plot, split and design check shares."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["pareto_mask", "usable_points"]
+__all__ = ["bucket_labels", "pareto_mask", "usable_points"]
 
 
 def usable_points(df: pd.DataFrame, columns: Sequence[str], *, kind: str | None = None,
@@ -43,3 +43,16 @@ def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             keep[i] = True
             best = y[i]
     return keep
+
+def bucket_labels(c: np.ndarray, rel_tol: float) -> np.ndarray:
+    """Cluster compute values: a new bucket starts when c exceeds the bucket's first value by more
+    than a factor (1 + rel_tol)."""
+    order = np.argsort(c, kind="stable")
+    labels = np.empty(len(c), dtype=int)
+    label, start = -1, -math.inf
+    for i in order:
+        if c[i] > start * (1.0 + rel_tol):
+            label += 1
+            start = c[i]
+        labels[i] = label
+    return labels

@@ -4,7 +4,7 @@ A scaling study is run to predict something too expensive to measure, e.g. the l
 its largest budget. Following "Spend Less, Fit Better" (PlanarG/active-sl, 2026, `mspe.py`), the
 runs are chosen sequentially: fit the law, estimate the uncertainty of the *target* prediction,
 score every affordable candidate by the expected narrowing of it per cost^γ, buy the best, refit
-(the law, its uncertainty and the score: `analysis.adaptive_law`). This module holds what the
+(the law, its uncertainty and the score: `analysis.design.adaptive_law`). This module holds what the
 design chooses among:
 
 - **Targets** (`Target`, `parse_target`): a preset at a number of tuning images, or the frontier
@@ -16,7 +16,7 @@ design chooses among:
   run-to-run information the law's uncertainty depends on.
 
 Pure numpy: no torch, no files. `harness.adaptive.suggest` builds the candidate pool from a sweep and its
-records; `analysis.replay` evaluates designs on finished sweeps.
+records; `analysis.design.replay` evaluates designs on finished sweeps.
 """
 
 from __future__ import annotations

@@ -1,17 +1,19 @@
 """Figures of the headline quantities: α's profile over the floor E, and the backtests (within
-runs, and the held-out size). They draw what `analysis.sweep_fits` computed and never fit."""
+runs, and the held-out size). They draw what `analysis.sweep.fits` computed and never fit."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.frontier import Frontier
-from analysis.plots import SAMPLER_STYLE, plot_backtest
+from analysis.figures.plots import SAMPLER_STYLE, plot_backtest
+
+if TYPE_CHECKING:
+    from analysis.laws.frontier import Frontier
 
 __all__ = ["figure_alpha_profile", "figure_backtests"]
 

@@ -4,7 +4,7 @@ A scaling study is run to predict a model larger than any trained. `held_out_siz
 exactly that with the sizes a sweep has: it fits the frontier law (and the joint law in size and
 images) without the largest size, predicts that size's FD at each of its budgets, and compares with
 what it measured. Its prediction intervals carry the seed noise twice over: the fit's draws
-resample whole runs of the other sizes (`analysis.runs`, seed effects shared by the sizes
+resample whole runs of the other sizes (`analysis.records.runs`, seed effects shared by the sizes
 included), and the held-out value is itself a mean of K runs of a new size, which moves by the
 seed and run level variances / K.
 """
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.fitting import fit_joint_results, joint_power_laws
-from analysis.frontier import fit_frontier
-from analysis.powerlaw import FitError
-from analysis.runs import NoiseModel, noise_model, run_curves, variance_draws
+from analysis.laws.frontier import fit_frontier
+from analysis.laws.powerlaw import FitError
+from analysis.laws.tables import fit_joint_results, joint_power_laws
+from analysis.records.runs import NoiseModel, noise_model, run_curves, variance_draws
 
 __all__ = ["HELD_OUT_SIZE_COLUMNS", "held_out_size_backtest", "summarize_held_out_size"]
 
@@ -33,7 +33,7 @@ HELD_OUT_SIZE_COLUMNS = ["sampler", "metric", "law", "held_out", "preset", "para
 
 def _new_mean_noise(model: NoiseModel, k: int, num: int, rng: np.random.Generator) -> np.ndarray:
     """Draws of a new size's K-run mean level about its law, [num]: the seed and run level
-    variances / K, each variance drawn from its sampling distribution (as `analysis.runs`)."""
+    variances / K, each variance drawn from its sampling distribution (as `analysis.records.runs`)."""
     if not model.has_runs:
         return np.zeros(num)
     seed, run = variance_draws(model, rng, num, "level")

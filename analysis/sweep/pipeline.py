@@ -1,9 +1,9 @@
 """The one driver of a sweep's analysis: fit (or read the cached fits) -> draw every figure ->
 write report.md. `harness run`, `harness plot` and the command line below all go through
 `analyze_sweep`; each step is a pure function of the records and the cached fits
-(`analysis.sweep_fits`), and the figures and the report never fit. Command line:
+(`analysis.sweep.fits`), and the figures and the report never fit. Command line:
 
-    python -m analysis.pipeline SWEEP [--results DIR] [--out DIR] [--bootstrap N]
+    python -m analysis.sweep.pipeline SWEEP [--results DIR] [--out DIR] [--bootstrap N]
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.compute_split import split_points
-from analysis.fitting import power_laws
-from analysis.report import format_fit_table, write_report
-from analysis.sweep_fits import (
+from analysis.laws.compute_split import split_points
+from analysis.laws.tables import power_laws
+from analysis.records.variants import VARIANT, curve_label, curve_labels, with_variants
+from analysis.sweep.fits import (
     SweepFits,
     default_figures_dir,
     fit_sweep,
@@ -26,7 +26,7 @@ from analysis.sweep_fits import (
     read_fits,
     resolve_sweep,
 )
-from analysis.variants import VARIANT, curve_label, curve_labels, with_variants
+from analysis.sweep.report import format_fit_table, write_report
 
 __all__ = ["SweepAnalysis", "analyze_sweep", "plot_sweep"]
 
@@ -69,7 +69,7 @@ def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path, 
                fits: SweepFits | None = None) -> list[Path]:
     """Draw every figure of a sweep from its records and fits.json (or `fits`, the sweep's fits
     already in hand) into `out_dir` (PNG + PDF)."""
-    from analysis import plots
+    from analysis.figures import plots
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if fits is None:
@@ -97,18 +97,18 @@ def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path, 
         "samplers": plots.figure_samplers(records, x=x, y=y),
     }
     if len(fits.held_out_size):
-        from analysis import headline_plots
+        from analysis.figures import headline_plots
 
         figures["backtest"] = headline_plots.figure_backtests(fits.backtest, fits.held_out_size)
     elif len(fits.backtest):
         figures["backtest"] = plots.figure_backtest(fits.backtest)
     if any(h.get("profile") for h in fits.headline.values()):
-        from analysis import headline_plots
+        from analysis.figures import headline_plots
 
         figures["alpha_profile"] = headline_plots.figure_alpha_profile(fits.headline,
                                                                        fits.frontiers)
     if fits.split is not None and split_pts is not None:
-        from analysis import compute_split_plots
+        from analysis.figures import compute_split_plots
 
         figures["split_compute"] = compute_split_plots.figure_split_compute(split_pts, fits.split)
         figures["split_savings"] = compute_split_plots.figure_split_savings(fits.split)
@@ -119,8 +119,8 @@ def plot_sweep(results_dir: str | Path, sweep: str | Path, out_dir: str | Path, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m analysis.pipeline`: fit, draw and report one sweep."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.pipeline", description=__doc__)
+    """`python -m analysis.sweep.pipeline`: fit, draw and report one sweep."""
+    parser = argparse.ArgumentParser(prog="python -m analysis.sweep.pipeline", description=__doc__)
     parser.add_argument("sweep", help="sweep name or sweep TOML file")
     parser.add_argument("--results", default="results", metavar="DIR")
     parser.add_argument("--out", default=None, metavar="DIR",

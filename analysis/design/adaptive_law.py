@@ -2,13 +2,13 @@
 calibrated noise model, and the expected narrowing of a target per cost^γ.
 
 The law is Chinchilla's Approach 3 joint law y = E + A·N^(−α) + B·D^(−β) (Hoffmann et al. 2022),
-fitted by the estimator every other fit uses (`analysis.powerlaw.fit_joint_power_law`: variable
-projection and L-BFGS-B in `analysis.solver`), with squared log residuals, because the
+fitted by the estimator every other fit uses (`analysis.laws.powerlaw.fit_joint_power_law`: variable
+projection and L-BFGS-B in `analysis.estimator.solver`), with squared log residuals, because the
 uncertainty below is the linearised covariance of a least-squares fit (with the default Huber
 loss at δ = 1e-3 the fit is in effect least absolute deviations, whose covariance is not this).
 
 Its uncertainty is linearised. J is the gradient of log ŷ in the law's parameters at the points,
-V the covariance of the points' log errors that `analysis.runs.NoiseModel` describes: point
+V the covariance of the points' log errors that `analysis.records.runs.NoiseModel` describes: point
 scatter, each run's level and tilt (slope in centred log budget), and a seed's level and tilt
 shared by every run of that seed (docs/interval_calibration.md measured all five on eight
 seeds). The least-squares estimate then has the sandwich covariance H⁻¹ (JᵀVJ + λ²P) H⁻¹ with
@@ -17,7 +17,7 @@ points cannot identify at its prior width instead of at zero (the sandwich of le
 correlated errors, e.g. White 1980; the prior as data: Theil & Goldberger 1961). Points of one
 run share its luck, so extending a run teaches less than the same points on a new run: the design
 sees that in V. The target's interval mixes the linearised spread over draws of the five variances from their
-sampling distributions (`analysis.runs.variance_draws`), so a noise model estimated from few
+sampling distributions (`analysis.records.runs.variance_draws`), so a noise model estimated from few
 seeds gives a wider interval.
 
 A candidate adds its points' rows to J and V; its gain is the drop of the target's variance
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.adaptive import (
+from analysis.design.adaptive import (
     Candidate,
     PoolState,
     Size,
@@ -46,9 +46,9 @@ from analysis.adaptive import (
     pool_cost,
     state_after,
 )
-from analysis.noise_prior import NoiseSpec, default_noise
-from analysis.powerlaw import FitError, JointPowerLaw, fit_joint_power_law
-from analysis.runs import NoiseModel, noise_model, run_curves, variance_draws
+from analysis.design.noise_prior import NoiseSpec, default_noise
+from analysis.laws.powerlaw import FitError, JointPowerLaw, fit_joint_power_law
+from analysis.records.runs import NoiseModel, noise_model, run_curves, variance_draws
 
 __all__ = [
     "COST_EXPONENT",
@@ -82,9 +82,9 @@ Row = tuple[str, int, float, int, float]  # (size name, seed, params, tuning ima
 
 def design_noise(rows: Sequence[Row], sampler: str, fallback: NoiseModel | NoiseSpec | None = None
                  ) -> tuple[NoiseModel, str]:
-    """The noise model of a design's records and where it comes from: `analysis.runs.noise_model`
+    """The noise model of a design's records and where it comes from: `analysis.records.runs.noise_model`
     of their runs when some size has two seeds, else `fallback` (default: the digits seed study's
-    model for `sampler`, `analysis.noise_prior.default_noise`, with that study's degrees of
+    model for `sampler`, `analysis.design.noise_prior.default_noise`, with that study's degrees of
     freedom)."""
     if rows:
         frame = pd.DataFrame(rows, columns=["size", "seed", "params", "images_seen", "value"])

@@ -2,10 +2,10 @@
 
 A design (sizes, their budgets and compute, seeds) and an assumed truth are turned into simulated
 records: each size's curve from the truth law, each seed's and each run's level and tilt and each
-point's scatter drawn from a `NoiseSpec` (`analysis.noise_prior`: the digits seed study's by
+point's scatter drawn from a `NoiseSpec` (`analysis.design.noise_prior`: the digits seed study's by
 default, a pilot sweep's, or the user's). Every simulated sweep then goes through the same
-estimator and the same intervals a real one gets (`analysis.frontier.fit_frontier` with
-run-resampled draws, `analysis.holdout.held_out_size_backtest`), and the forecast of a quantity's
+estimator and the same intervals a real one gets (`analysis.laws.frontier.fit_frontier` with
+run-resampled draws, `analysis.laws.holdout.held_out_size_backtest`), and the forecast of a quantity's
 interval is the median over simulations of its relative lower and upper ends, next to the spread
 of its estimate across simulations (how far another set of seeds would move it). Simulating the
 whole pipeline rather than linearising it is what keeps the E–α trade-off in the forecast: with
@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.design_check import SizeDesign
-from analysis.noise_prior import NoiseSpec
+from analysis.design.design_check import SizeDesign
+from analysis.design.noise_prior import NoiseSpec
 
 __all__ = [
     "DIGITS_TRUTH",
@@ -134,7 +134,7 @@ DIGITS_TRUTH: Mapping[str, TruthLaw] = {
 def truth_from_records(records: pd.DataFrame, sampler: str, *, source: str) -> TruthLaw:
     """The truth a finished sweep's records give for `sampler`: the joint law of its all-seed
     geometric means and each preset's level and tilt about it."""
-    from analysis.powerlaw import fit_joint_power_law
+    from analysis.laws.powerlaw import fit_joint_power_law
 
     df = records[records["sampler"] == sampler]
     if "kind" in df.columns and (df["kind"] == "tune").any():
@@ -164,7 +164,7 @@ def simulate_records(designs: Sequence[SizeDesign], truth: TruthLaw, noise: Nois
 
     Seed s of every size shares a level and a tilt (the seed effect); each run adds its own level
     and tilt, and each point its scatter; tilts act on the size's centred log budget, as the
-    noise model measures them (`analysis.runs`). `seeds` overrides each size's seed count."""
+    noise model measures them (`analysis.records.runs`). `seeds` overrides each size's seed count."""
     n_seeds = max(seeds if seeds is not None else d.num_seeds for d in designs)
     seed_level = rng.normal(0.0, noise.seed_level_sd, n_seeds)
     seed_tilt = rng.normal(0.0, noise.seed_tilt_sd, n_seeds)
@@ -249,9 +249,9 @@ def _relative(est: float, lo: float, hi: float) -> tuple[float, float, float]:
 def _one_simulation(records: pd.DataFrame, largest: float, bootstrap: int, seed: int,
                     held_out: bool) -> dict[str, tuple[float, float, float, float]]:
     """(estimate, lower, upper, half-width) of each quantity from one simulated sweep."""
-    from analysis.frontier import fit_frontier
-    from analysis.holdout import held_out_size_backtest
-    from analysis.powerlaw import FitError
+    from analysis.laws.frontier import fit_frontier
+    from analysis.laws.holdout import held_out_size_backtest
+    from analysis.laws.powerlaw import FitError
 
     nan4 = (math.nan,) * 4
     out = dict.fromkeys(QUANTITIES, nan4)
@@ -286,8 +286,8 @@ def _one_simulation(records: pd.DataFrame, largest: float, bootstrap: int, seed:
 def _truth_values(designs: Sequence[SizeDesign], truth: TruthLaw, largest: float
                   ) -> dict[str, float]:
     """The quantities under the truth itself (noise-free all-seed curves, no intervals)."""
-    from analysis.frontier import fit_frontier
-    from analysis.powerlaw import FitError
+    from analysis.laws.frontier import fit_frontier
+    from analysis.laws.powerlaw import FitError
 
     records = simulate_records(designs, truth, NoiseSpec(0, 0, 0, 0, 0), np.random.default_rng(0),
                                seeds=1)

@@ -3,8 +3,8 @@
 A law y = e + sum_j exp(a_j)·u_j^(−alpha_j) (u_j: an input normalised by its geometric mean) is fitted on
 log residuals with a summed Huber (or squared) loss: exponent-grid starts whose linear coefficients come
 from non-negative least squares, refined with L-BFGS-B and compared (multi-start agreement). `fit_problem`
-runs that and the bootstrap for `analysis.powerlaw`'s single-variable and joint laws alike; the
-bootstrap's refits run batched (`analysis.batched`).
+runs that and the bootstrap for `analysis.laws.powerlaw`'s single-variable and joint laws alike; the
+bootstrap's refits run batched (`analysis.estimator.batched`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from analysis import batched
+from analysis.estimator import batched
 
 HUBER_DELTA = 1e-3  # on log residuals, i.e. ~0.1 % relative error (Hoffmann et al. 2022)
 DEFAULT_ALPHA_BOUNDS = (0.0, 5.0)
@@ -30,7 +30,7 @@ MIN_BEND = 0.05
 LossName = Literal["huber", "squared"]
 BootstrapMethod = Literal["residual", "residual_fixed", "pairs", "runs"]
 # "runs": the caller resamples whole runs (seeds) and passes the resampled data sets
-# (`analysis.runs`); the solver only refits them.
+# (`analysis.records.runs`); the solver only refits them.
 
 
 class FitError(ValueError):
@@ -360,7 +360,7 @@ def _run_bootstrap(problem: Problem, theta: np.ndarray, targets: Sequence[Resamp
     point); returns the internal parameter vectors [num_ok, p] and the number of resamples that
     could not be fitted.
 
-    All resamples of one size are fitted together (`analysis.batched`); the few whose refinement
+    All resamples of one size are fitted together (`analysis.estimator.batched`); the few whose refinement
     does not pass the convergence test are refitted one by one with L-BFGS-B."""
     fitted: list[np.ndarray | None] = [None] * len(targets)
     failed = 0
@@ -519,7 +519,7 @@ def fit_problem(problem: Problem, *, where: str, bootstrap: int, method: Bootstr
     """Fit `problem` and, with `bootstrap` > 0, resample it; shared by every law's fit function.
 
     With method "runs", `resamples` are the caller's resampled data sets (whole runs resampled,
-    `analysis.runs`), in the problem's normalised units; they are refitted as they are. A
+    `analysis.records.runs`), in the problem's normalised units; they are refitted as they are. A
     single-variable curve that cannot identify its exponent (`degeneracy`) is reported with status
     "degenerate" and not bootstrapped."""
     sol = _solve(problem, grid_size=grid_size, num_starts=num_starts)
@@ -536,7 +536,7 @@ def fit_problem(problem: Problem, *, where: str, bootstrap: int, method: Bootstr
     elif method == "runs":
         if resamples is None:
             raise FitError(f"{where}: bootstrap_method = 'runs' needs the resampled data sets "
-                           "(resamples=...; analysis.runs makes them)")
+                           "(resamples=...; analysis.records.runs makes them)")
         if len(resamples):
             internal, failed = _run_bootstrap(problem, sol.theta, resamples,
                                               grid_size=bootstrap_grid_size)

@@ -1,6 +1,7 @@
-"""Figures of the pretraining/tuning split (`analysis.compute_split`): FD over total compute coloured by the
-pretraining share with the envelope, and the compute saved over training from scratch at equal FD.
-Drawing only: the envelope and the ratios arrive in a `SplitFits`, nothing is fitted here.
+"""Figures of the pretraining/tuning split (`analysis.laws.compute_split`): FD over total compute
+coloured by the pretraining share with the envelope, and the compute saved over training from
+scratch at equal FD. Drawing only: the envelope and the ratios arrive in a `SplitFits`, nothing is
+fitted here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from analysis.compute_split import ALL_PRESETS, SplitFits
-from analysis.plots import METRIC_LABELS, X_LABELS, finish_log_axes
+from analysis.figures.plots import METRIC_LABELS, X_LABELS, finish_log_axes
+from analysis.laws.compute_split import ALL_PRESETS, SplitFits
 
 __all__ = ["figure_split_compute", "figure_split_savings"]
 

@@ -1,5 +1,5 @@
 """The report's first sections: the quantities a user acts on, the noise model behind their
-intervals, and the held-out-size backtest. Pure formatting of what `analysis.sweep_fits` fitted."""
+intervals, and the held-out-size backtest. Pure formatting of what `analysis.sweep.fits` fitted."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.holdout import summarize_held_out_size
+from analysis.laws.holdout import summarize_held_out_size
 
 __all__ = ["design_section", "format_headline_lines", "headline_section", "held_out_size_section"]
 
@@ -75,7 +75,7 @@ def format_headline_lines(headline: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def design_section(meta: dict[str, Any]) -> list[str]:
-    """What this sweep's design cannot identify (`analysis.design_check`), with the fixes."""
+    """What this sweep's design cannot identify (`analysis.design.design_check`), with the fixes."""
     findings = meta.get("design") or []
     if not findings:
         return []

@@ -55,7 +55,7 @@ class RecordWarning(UserWarning):
 
 # What `harness fit/plot/run` wrote into results/<sweep>/ beside the records before they moved to
 # results/<sweep>/_analysis/ (hidden like every `_` name): old folders may still hold them, and they
-# are not records, not foreign. Same names as `analysis.sweep_fits.ANALYSIS_FILES`.
+# are not records, not foreign. Same names as `analysis.sweep.fits.ANALYSIS_FILES`.
 _SWEEP_OUTPUTS = frozenset({"fits.json", "fits.parquet", "report.md", "figures"})
 
 _Point = tuple[str, str, int]  # (sweep folder, run_id, images_seen): one evaluation point

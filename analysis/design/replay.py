@@ -4,7 +4,7 @@ A finished sweep whose runs were evaluated at every grid budget holds, for any d
 what that design would have recorded (up to evaluation noise): a run bought to budget b reveals
 its records up to b. `replay` walks one design over such records, one candidate at a time, refits
 the law after each and scores the target's prediction against the value every seed of the
-records measures. Designs: "adaptive" (`analysis.adaptive_law.choose_batch` after a starting
+records measures. Designs: "adaptive" (`analysis.design.adaptive_law.choose_batch` after a starting
 design), "cheapest" (the cheapest candidate first), "random" (a uniformly random affordable
 candidate), "grid" (a fixed reduced grid: every size to its second budget) and "full" (the whole
 grid at once). Pure: records frame in, tidy trajectory frame out.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.adaptive import (
+from analysis.design.adaptive import (
     Candidate,
     PoolState,
     Size,
@@ -29,8 +29,8 @@ from analysis.adaptive import (
     pool_cost,
     state_after,
 )
-from analysis.adaptive_law import COST_EXPONENT, LawFit, Row, choose_batch, design_noise, fit_law
-from analysis.runs import NoiseModel
+from analysis.design.adaptive_law import COST_EXPONENT, LawFit, Row, choose_batch, design_noise, fit_law
+from analysis.records.runs import NoiseModel
 
 __all__ = ["DESIGNS", "Observations", "all_seed_value", "at_fractions", "fit_observed",
            "observations", "reached_width", "records_pool", "reduced_grid", "replay",
@@ -108,7 +108,7 @@ def observations(obs: Observations, state: PoolState, *, min_nimg: int = 0
 def fit_observed(rows: Sequence[Row], sizes: Sequence[Size], *, sampler: str = "2-step",
                  noise: NoiseModel | None = None) -> LawFit | None:
     """The joint law through `rows` (None while it cannot be fitted: fewer than 3 sizes or 2
-    budgets), its uncertainty from `noise` (default: `analysis.adaptive_law.design_noise` of the
+    budgets), its uncertainty from `noise` (default: `analysis.design.adaptive_law.design_noise` of the
     rows, which falls back to the digits seed study's model)."""
     return fit_law(rows, sizes, noise if noise is not None else design_noise(rows, sampler)[0])
 

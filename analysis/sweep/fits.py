@@ -4,8 +4,8 @@ result as results/<sweep>/_analysis/fits.json and fits.parquet.
 Every analysis output goes to results/<sweep>/_analysis/ (`analysis_dir`), so that the sweep folder
 holds only records and reads as a plain Parquet dataset (pyarrow skips `_`-prefixed names).
 `fit_sweep` does all fitting and writes the cache; `read_fits` reads it back for the figures
-(`analysis.pipeline.plot_sweep`) and the Markdown report (`analysis.report`), which never fit.
-`analysis.pipeline.analyze_sweep` runs fit -> figures -> report in one call.
+(`analysis.sweep.pipeline.plot_sweep`) and the Markdown report (`analysis.sweep.report`), which never fit.
+`analysis.sweep.pipeline.analyze_sweep` runs fit -> figures -> report in one call.
 """
 
 from __future__ import annotations
@@ -26,9 +26,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.backtest import backtest_results
-from analysis.compute_split import SplitFits, fit_split, has_split_axis
-from analysis.fitting import (
+from analysis.laws.backtest import backtest_results
+from analysis.laws.compute_split import SplitFits, fit_split, has_split_axis
+from analysis.laws.frontier import Frontier, SizeLaw, fit_frontier, fit_isoflop_law, isoflop_minima
+from analysis.laws.headline import (
+    alpha_profile,
+    compute_to_reach,
+    frontier_predictions,
+    profile_e_values,
+)
+from analysis.laws.holdout import HELD_OUT_SIZE_COLUMNS, held_out_size_backtest
+from analysis.laws.powerlaw import JointPowerLaw, PowerLaw
+from analysis.laws.tables import (
     fit_joint_results,
     fit_results,
     fits_to_records,
@@ -37,16 +46,7 @@ from analysis.fitting import (
     power_laws,
     select_points,
 )
-from analysis.frontier import Frontier, SizeLaw, fit_frontier, fit_isoflop_law, isoflop_minima
-from analysis.headline import (
-    alpha_profile,
-    compute_to_reach,
-    frontier_predictions,
-    profile_e_values,
-)
-from analysis.holdout import HELD_OUT_SIZE_COLUMNS, held_out_size_backtest
-from analysis.powerlaw import JointPowerLaw, PowerLaw
-from analysis.variants import VARIANT, curve_label, with_variants
+from analysis.records.variants import VARIANT, curve_label, with_variants
 from harness.core.files import atomic_write_bytes, atomic_write_text, folder_name_problem
 from harness.core.provenance import git_dirty, git_sha
 
@@ -131,14 +131,14 @@ def resolve_sweep(sweep: str | Path) -> str:
 
 def load_sweep_records(results_dir: str | Path, sweep: str) -> pd.DataFrame:
     """A sweep's records with their configs (`load_results`); AnalysisError when there are none."""
-    from analysis.load import load_results
+    from analysis.records.load import load_results
 
     with warnings.catch_warnings():
         # Old-layout outputs may still sit next to the records; skip only the loader's notes
         # about them.
         names = "|".join(n.replace(".", r"\.") for n in ANALYSIS_FILES)
         warnings.filterwarnings("ignore", message=rf"load_results: skipping .*[/\\\\]({names}): ")
-        # The configs tell the curves apart (`analysis.variants`).
+        # The configs tell the curves apart (`analysis.records.variants`).
         df = load_results(results_dir, sweep, with_config=True)
     if df.empty:
         raise AnalysisError(f"sweep {sweep!r}: no records in {Path(results_dir) / sweep}")
@@ -166,7 +166,7 @@ class SweepFits:
     # Per family: the frontier's predictions at the largest compute trained and beyond, the
     # compute to reach `target_value`, α's profile over E and α with E bounded by `e_floor`.
     headline: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
-    # The largest size predicted from the others (`analysis.holdout`), one row per budget and law.
+    # The largest size predicted from the others (`analysis.laws.holdout`), one row per budget and law.
     held_out_size: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     @property
@@ -214,10 +214,13 @@ def _table_records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _analysis_code_hash() -> str:
-    """Hash of this package's source: a change of the fitting code invalidates cached fits."""
+    """Hash of the whole analysis package's source, subpackages included: a change of any code a
+    fit may run invalidates cached fits."""
+    package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(package.rglob("*.py")):
+        # The path relative to the package, so a module moved between subpackages counts as a change.
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -242,7 +245,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
     """Load a sweep's records, fit everything, write results/<sweep>/_analysis/fits.{json,parquet}.
 
     Every configuration of a preset is its own curve: records differing in any setting other than
-    the budget, the seed and evaluation settings (`analysis.variants`) are fitted apart, and their
+    the budget, the seed and evaluation settings (`analysis.records.variants`) are fitted apart, and their
     `variant` column names what differs. `pool=True` fits them together anyway; the report then
     warns how many configurations each pooled curve mixes.
 
@@ -263,7 +266,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
             model also costs more to pretrain, so sizes compete on total compute.
         bootstrap_method, joint_bootstrap_method: resampling of the single-variable fits and of
             the joint fit. "auto" (the default) resamples whole runs wherever a curve has
-            several seeds (`analysis.runs`: the intervals include seed-to-seed variance, as the
+            several seeds (`analysis.records.runs`: the intervals include seed-to-seed variance, as the
             calibration study checked) and otherwise falls back to the residual (single-variable)
             or pairs (joint) bootstrap, which cannot; the report says which applies.
     """
@@ -320,7 +323,7 @@ def fit_sweep(results_dir: str | Path, sweep: str | Path, *, x: str = "tune_flop
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git_sha": git_sha(), "git_dirty": git_dirty(),
     }
-    from analysis.design_check import records_design_problems
+    from analysis.design.design_check import records_design_problems
 
     meta |= {"target_value": target_value, "e_floor": e_floor,
              "design": [dataclasses.asdict(f) for f in records_design_problems(tune)]
@@ -400,7 +403,7 @@ def _json_ready(value: Any) -> Any:
 def _seed_summary(tune: pd.DataFrame, y: str) -> dict[str, Any]:
     """Seeds behind the tuning curves: the fewest and most per curve, and the pooled seed-to-seed
     standard deviation of log y (None with one seed everywhere)."""
-    from analysis.runs import run_curves, seed_spread
+    from analysis.records.runs import run_curves, seed_spread
 
     keys = [c for c in ("preset", VARIANT, "sampler", "metric") if c in tune.columns]
     curves = run_curves(tune, keys, x=[], y=y) if len(tune) else []

@@ -1,6 +1,6 @@
 """The run-to-run noise a design will meet, before its runs exist: the seed study's, a pilot's or a user's.
 
-`analysis.runs.NoiseModel` is what the interval code estimates from a sweep's runs: the variance of
+`analysis.records.runs.NoiseModel` is what the interval code estimates from a sweep's runs: the variance of
 a run's level and tilt (in log y against centred log budget), split into a seed effect shared by
 the sizes of one seed and each run's own effect, plus point scatter, each with its degrees of
 freedom. A forecast needs the same model for a design that has not been trained: `NoiseSpec` holds
@@ -9,7 +9,8 @@ sweep's records with `NoiseSpec.from_records`, or given by the user with `NoiseS
 `NoiseSpec.model_for` turns them into the `NoiseModel` the interval code would estimate from a
 design of so many sizes, seeds and budgets if the data had exactly these variances: same
 components, the design's degrees of freedom, and the assumed seed share where the design has too
-few seeds to estimate it (`analysis.runs.SEED_SHARE_PRIOR`), as `analysis.runs.noise_model` does.
+few seeds to estimate it (`analysis.records.runs.SEED_SHARE_PRIOR`), as
+`analysis.records.runs.noise_model` does.
 
 Default: the digits seed study (docs/interval_calibration.md: eight seeds of the demo's design,
 32 runs per sampler), whose records are committed as docs/interval_calibration_records.parquet;
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from analysis.runs import MIN_SEEDS_FOR_SEED_EFFECT, SEED_SHARE_PRIOR, NoiseModel
+from analysis.records.runs import MIN_SEEDS_FOR_SEED_EFFECT, SEED_SHARE_PRIOR, NoiseModel
 
 __all__ = ["DIGITS_SEED_STUDY", "NoiseSpec", "default_noise", "noise_from_records"]
 
@@ -92,7 +93,7 @@ class NoiseSpec:
         return replace(self, source=source)
 
     def model_for(self, *, seeds: int, curves: int, budgets: int) -> NoiseModel:
-        """The `NoiseModel` that `analysis.runs.noise_model` would estimate from `curves` sizes
+        """The `NoiseModel` that `analysis.records.runs.noise_model` would estimate from `curves` sizes
         with `seeds` seeds each (every seed in every size) at `budgets` budgets each, were the
         mean squares equal to their expectations under these variances.
 
@@ -151,9 +152,9 @@ def default_noise(sampler: str) -> NoiseSpec:
 def noise_from_records(records: Any, sampler: str, *, source: str, metric: str | None = None
                        ) -> NoiseSpec:
     """The noise a pilot sweep's tuning records show for `sampler` (and `metric`, default the
-    first): `analysis.runs.noise_model` of its runs, one curve per preset. Raises ValueError when
+    first): `analysis.records.runs.noise_model` of its runs, one curve per preset. Raises ValueError when
     no size has two seeds (nothing to estimate run-to-run noise from)."""
-    from analysis.runs import noise_model, run_curves
+    from analysis.records.runs import noise_model, run_curves
 
     df = records
     if "kind" in df.columns and (df["kind"] == "tune").any():

@@ -3,7 +3,7 @@
 Approach 1: across model sizes, the lowest metric reached at each compute (the lower envelope); its
 power law y(C) and the size that attains it, N_opt(C). With several seeds per size the frontier is
 built from each size's mean curve (the geometric mean over seeds at each budget), so a lucky seed
-cannot make a frontier point on its own, and its intervals resample whole runs (`analysis.runs`):
+cannot make a frontier point on its own, and its intervals resample whole runs (`analysis.records.runs`):
 every bootstrap draw rebuilds the mean curves, the frontier and its laws.
 
 Approach 2: points at (about) equal compute, a parabola in log N per compute bucket, vertex =
@@ -23,10 +23,10 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from analysis.points import pareto_mask, usable_points
-from analysis.powerlaw import FitError, PowerLaw, fit_power_law
-from analysis.runs import NoiseModel, RunCurve, draw_means, noise_model, pooled_dof, run_curves
-from analysis.solver import BootstrapMethod
+from analysis.estimator.solver import BootstrapMethod
+from analysis.laws.powerlaw import FitError, PowerLaw, fit_power_law
+from analysis.records.points import bucket_labels, pareto_mask, usable_points
+from analysis.records.runs import NoiseModel, RunCurve, draw_means, noise_model, pooled_dof, run_curves
 
 __all__ = [
     "Frontier",
@@ -201,7 +201,7 @@ class Frontier:
     messages: tuple[str, ...] = ()
     n_seeds: int = 1  # the fewest seeds behind any size's curve
     interval_method: str | None = None  # "runs" (whole seeds resampled), else the point method
-    # The seed-to-seed noise model behind "runs" intervals (`analysis.runs.NoiseModel.to_dict`,
+    # The seed-to-seed noise model behind "runs" intervals (`analysis.records.runs.NoiseModel.to_dict`,
     # plus the resampling method); None without.
     noise: dict[str, Any] | None = None
 
@@ -217,7 +217,7 @@ def fit_frontier(df: pd.DataFrame, x: str = "total_flops", y: str = "value", siz
     size has several seeds ("runs": each draw rebuilds every mean curve from run-resampled
     seeds, then the frontier, its law and N_opt(C)), else the frontier points' residuals
     ("residual", which cannot include seed-to-seed variance). `resampling` is how "runs" draws
-    the mean curves (`analysis.runs.draw_means`). `fit_kwargs` go to `fit_power_law`.
+    the mean curves (`analysis.records.runs.draw_means`). `fit_kwargs` go to `fit_power_law`.
     """
     means = seed_means(df, x, y, size)
     points = pareto_frontier(means, x, y)
@@ -290,19 +290,6 @@ def _frontier_draws(curves: list[RunCurve], x: str, size: str, num: int,
         out.append((xs[keep], y[keep], sizes[keep]))
     return out
 
-
-def bucket_labels(c: np.ndarray, rel_tol: float) -> np.ndarray:
-    """Cluster compute values: a new bucket starts when c exceeds the bucket's first value by more
-    than a factor (1 + rel_tol)."""
-    order = np.argsort(c, kind="stable")
-    labels = np.empty(len(c), dtype=int)
-    label, start = -1, -math.inf
-    for i in order:
-        if c[i] > start * (1.0 + rel_tol):
-            label += 1
-            start = c[i]
-        labels[i] = label
-    return labels
 
 
 def isoflop_minima(df: pd.DataFrame, x: str = "total_flops", y: str = "value",

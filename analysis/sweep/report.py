@@ -1,6 +1,6 @@
 """Every Markdown the analysis writes: the fit table (also printed as aligned text by `harness
 fit`), results/<sweep>/_analysis/report.md and its sections, the pretraining-vs-tuning section
-included. Rendered from the cached fits (`analysis.sweep_fits.read_fits`) alone: nothing here fits.
+included. Rendered from the cached fits (`analysis.sweep.fits.read_fits`) alone: nothing here fits.
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.backtest import summarize_backtest
-from analysis.compute_split import SplitFits
-from analysis.powerlaw import DEFAULT_ALPHA_BOUNDS
-from analysis.report_headline import headline_section, held_out_size_section
-from analysis.sweep_fits import REPORT_MD, SweepFits, analysis_dir, read_fits
-from analysis.variants import VARIANT, curve_label
+from analysis.laws.backtest import summarize_backtest
+from analysis.laws.compute_split import SplitFits
+from analysis.laws.powerlaw import DEFAULT_ALPHA_BOUNDS
+from analysis.records.variants import VARIANT, curve_label
+from analysis.sweep.fits import REPORT_MD, SweepFits, analysis_dir, read_fits
+from analysis.sweep.report_headline import headline_section, held_out_size_section
 from harness.core.files import atomic_write_text
 
 __all__ = ["FIGURE_TITLES", "format_fit_table", "interval_flags", "split_section",
            "write_report"]
 
-# The figures the report links, in its order, with their titles; `analysis.pipeline.plot_sweep`
+# The figures the report links, in its order, with their titles; `analysis.sweep.pipeline.plot_sweep`
 # draws them under these names (the backtest and split figures only where the sweep has them).
 FIGURE_TITLES = {
     "compute_curves": "metric vs compute per preset, with fits",
@@ -177,7 +177,7 @@ def _method_words(meta: dict[str, Any]) -> str:
     method = meta.get("bootstrap_method")
     if method != "auto":
         return f"{method} bootstrap"
-    return ("whole seeds resampled where a curve has several (`analysis.runs`), else the "
+    return ("whole seeds resampled where a curve has several (`analysis.records.runs`), else the "
             "residual bootstrap")
 
 
@@ -350,7 +350,7 @@ def write_report(results_dir: str | Path, sweep: str | Path, *,
 
 
 # --------------------------------------------------------------------------------------------------
-# The pretraining-vs-tuning section (`analysis.compute_split`)
+# The pretraining-vs-tuning section (`analysis.laws.compute_split`)
 
 
 def _fmt_as(value: Any, spec: str = ".3g") -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.powerlaw import FitError, PowerLaw, fit_power_law
+from analysis.laws.powerlaw import FitError, PowerLaw, fit_power_law
 
 __all__ = ["HEADLINE_FACTORS", "alpha_profile", "compute_to_reach", "frontier_predictions",
            "profile_e_values"]

@@ -6,13 +6,13 @@ step of the fit runs on all resamples together:
 
 1. starts: for each resample, the better of the full-data optimum and the best point of a coarse
    exponent grid, where the linear coefficients (E, A, B) come from non-negative least squares on
-   relative errors (the same variable projection as `analysis.powerlaw`);
+   relative errors (the same variable projection as `analysis.laws.powerlaw`);
 2. refinement: a projected Levenberg–Marquardt iteration on the summed Huber (or squared) loss of
    the log residuals, with iteratively reweighted Gauss–Newton curvature (weights psi(r)/r);
 3. a convergence flag per resample, by the same projected-gradient test as the scalar solver, so
    the caller can refit the few that did not converge with it.
 
-Parameter layout as in `analysis.solver.Problem`: theta = [e?, a_1, alpha_1, a_2, alpha_2, ...] in
+Parameter layout as in `analysis.estimator.solver.Problem`: theta = [e?, a_1, alpha_1, a_2, alpha_2, ...] in
 normalised units (y / y_scale = e + sum_j exp(a_j) · u_j^(−alpha_j)).
 """
 
