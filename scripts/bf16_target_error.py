@@ -11,7 +11,7 @@ samples with r > 0 (elsewhere the target is the clean image, not a network outpu
 
 The network is the preset's, with weights drawn at random and every zero-initialised parameter (output
 gains, last convolutions) set to a nonzero value so that F is not the zero function. Images are smooth
-random fields in [-1, 1]. Prints one JSON line per stage; the table in harness/config.py
+random fields in [-1, 1]. Prints one JSON line per stage; the table in harness/config/run_config.py
 (TrainConfig.precision) was produced with it.
 """
 

@@ -6,7 +6,7 @@ Usage: python scripts/gpu_check.py [--device cuda] [--out DIR] [--dinov2-weights
 2. ECT tuning steps of ect-cifar10-s (CIFAR-10 recipe, batch 128, random images: no data set needed)
    in fp32 and under bf16 autocast: seconds per step, and the relative error bf16 puts into the ECT
    target difference at q^(s+1) = 2, 16, 256 (scripts/bf16_target_error.py).
-3. One FD_DINOv2 evaluation (torch-fidelity, harness/dinov2.py) of 2,000 generated against 2,000
+3. One FD_DINOv2 evaluation (torch-fidelity, harness/evaluation/dinov2.py) of 2,000 generated against 2,000
    reference 32x32 images, then the same call again with the cached reference statistics; with
    random ViT-L/14 weights of the published shapes unless --dinov2-weights names the real file.
 Prints one summary table and writes OUT/gpu_check.json. `--small` shrinks every part so that the

@@ -1,8 +1,8 @@
 """The dataset registry: one entry per dataset the harness can train on. Torch-free.
 
 Config validation (`DataConfig.name`), presets and the data modules all read this table, so adding a
-dataset is one `DatasetSpec` here plus its reader and checker in harness/data_formats.py (and a
-recipe and presets in harness/presets.py if it has any). The readers, checkers and shape readers
+dataset is one `DatasetSpec` here plus its reader and checker in harness/data/formats.py (and a
+recipe and presets in harness/config/presets.py if it has any). The readers, checkers and shape readers
 are named as "module:function" and imported only when called: config and planning never import
 the readers, and nothing here imports torch.
 """

@@ -1,7 +1,7 @@
 """Model-size presets per dataset (one width knob) and each dataset's training recipe. Torch-free.
 
 Parameter counts and forward FLOPs per image are *measured* (harness.cost.flops) and cached in
-harness/preset_costs.json; `harness presets` prints the table.
+harness/cost/preset_costs.json; `harness presets` prints the table.
 """
 
 from __future__ import annotations

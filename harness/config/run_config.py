@@ -241,7 +241,7 @@ class TrainConfig:
     # 4 bytes x parameters x (1 + len(phema_stds)): 8 MB for ect-digits-xl, 18 GB for
     # ect-imagenet64-xl with its three power-function EMAs; false saves the disk.
     keep_eval_networks: bool = True
-    # Experiment loggers for the run's curves besides stats.jsonl (harness/loggers.py), each needing
+    # Experiment loggers for the run's curves besides stats.jsonl (harness/training/loggers.py), each needing
     # its package: "tensorboard", "wandb" (offline), "mlflow" (a file store in the run folder).
     loggers: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = ()
     # Power-function EMAs tracked beside the main EMA and evaluated at every evaluation point, by
@@ -269,7 +269,7 @@ class TrainConfig:
     max_nonfinite_steps: int = 20  # consecutive non-finite steps before the run fails
     num_threads: int | None = None  # torch CPU threads; None = torch default
     # Samples of the global batch drawn from one seed (noise levels, noise, x-flips, dropout
-    # masks; harness/draws.py); 0: the whole batch. Draws never depend on how the ranks are laid
+    # masks; harness/torch_utils/draws.py); 0: the whole batch. Draws never depend on how the ranks are laid
     # out; with many ranks, the per-rank batch (or a divisor of it) spares each rank drawing
     # samples it then discards.
     draw_group: int = 0
