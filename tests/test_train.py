@@ -652,7 +652,7 @@ def test_a_new_architecture_is_counted_on_the_network_the_run_builds(tmp_path, m
     train(job)
     assert built == [1]
     assert flops.network_cost(run.network) == expected  # cached from the run's count
-    from analysis.load import load_results
+    from analysis import load_results
 
     rows = load_results(tmp_path / "results", "t")
     assert (rows["fwd_flops_per_image"] == expected.fwd_flops).all()
