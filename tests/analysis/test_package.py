@@ -9,6 +9,7 @@ import importlib
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,24 +74,10 @@ def _documented() -> list[tuple[str, str]]:
     return sorted(set(out))
 
 
-def _resolves(dotted: str) -> bool:
-    parts = dotted.split(".")
-    for n in range(len(parts), 0, -1):
-        try:
-            obj: object = importlib.import_module(".".join(parts[:n]))
-        except ImportError:
-            continue
-        for attr in parts[n:]:
-            if not hasattr(obj, attr):
-                return False
-            obj = getattr(obj, attr)
-        return True
-    return False
-
-
 @pytest.mark.parametrize(("doc", "name"), _documented())
-def test_every_analysis_name_the_docs_use_exists(doc: str, name: str) -> None:
-    assert _resolves(name), f"{doc} names {name}, which does not exist"
+def test_every_analysis_name_the_docs_use_exists(doc: str, name: str,
+                                                 resolve_name: Callable[[str], bool]) -> None:
+    assert resolve_name(name), f"{doc} names {name}, which does not exist"
 
 
 def test_only_the_estimator_runs_an_optimiser() -> None:
