@@ -6,8 +6,7 @@ point's scatter drawn from a `NoiseSpec` (`analysis.design.noise_prior`: the dig
 default, a pilot sweep's, or the user's). Every simulated sweep then goes through the same
 estimator and the same intervals a real one gets (`analysis.laws.frontier.fit_frontier` with
 run-resampled draws, `analysis.laws.holdout.held_out_size_backtest`), and the forecast of a quantity's
-interval is the median over simulations of its relative lower and upper ends, next to the spread
-of its estimate across simulations (how far another set of seeds would move it). Simulating the
+interval is the median over simulations of its relative lower and upper ends. Simulating the
 whole pipeline rather than linearising it is what keeps the E–α trade-off in the forecast: with
 short compute ranges per size the exponent's interval is lopsided (−18 % / +35 % on the digits
 demo's design), which a Gaussian approximation would miss.
@@ -190,16 +189,13 @@ def simulate_records(designs: Sequence[SizeDesign], truth: TruthLaw, noise: Nois
 class QuantityForecast:
     """A quantity's forecast interval: medians over simulations of 1 − lo/estimate (`lower`) and
     hi/estimate − 1 (`upper`) and of the half-width (hi − lo)/(2·estimate) — for "n_opt" the
-    absolute estimate − lo, hi − estimate and (hi − lo)/2 instead; `spread` is the
-    standard deviation of the log estimate across simulations; `truth` its value under the
-    assumed law. NaN where the design cannot give it (`note` says why)."""
+    absolute estimate − lo, hi − estimate and (hi − lo)/2 instead. NaN where the design cannot
+    give it (`note` says why)."""
 
     name: str
-    truth: float
     lower: float
     upper: float
     half_width: float
-    spread: float
     fitted: float  # share of simulations in which it could be estimated
     identified: bool
     note: str = ""
@@ -247,14 +243,13 @@ def _relative(est: float, lo: float, hi: float) -> tuple[float, float, float]:
 
 
 def _one_simulation(records: pd.DataFrame, largest: float, bootstrap: int, seed: int,
-                    held_out: bool) -> dict[str, tuple[float, float, float, float]]:
-    """(estimate, lower, upper, half-width) of each quantity from one simulated sweep."""
+                    held_out: bool) -> dict[str, tuple[float, float, float]]:
+    """(lower, upper, half-width) of each quantity from one simulated sweep."""
     from analysis.laws.frontier import fit_frontier
     from analysis.laws.holdout import held_out_size_backtest
     from analysis.laws.powerlaw import FitError
 
-    nan4 = (math.nan,) * 4
-    out = dict.fromkeys(QUANTITIES, nan4)
+    out = dict.fromkeys(QUANTITIES, (math.nan,) * 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -264,49 +259,21 @@ def _one_simulation(records: pd.DataFrame, largest: float, bootstrap: int, seed:
         law = front.law if front is not None else None
         if law is not None and law.has_draws:
             lo, hi = law.ci.get("alpha", (math.nan, math.nan))
-            out["alpha"] = (law.alpha, *_relative(law.alpha, lo, hi))
+            out["alpha"] = _relative(law.alpha, lo, hi)
             pred = float(law.predict(largest))
             plo, phi = law.predict_interval([largest], law.ci_level)
-            out["frontier"] = (pred, *_relative(pred, float(plo[0]), float(phi[0])))
+            out["frontier"] = _relative(pred, float(plo[0]), float(phi[0]))
         size_law = front.size_law if front is not None else None
         if size_law is not None and size_law.n_points >= 3 and math.isfinite(size_law.a_lo):
             a, lo, hi = size_law.a, size_law.a_lo, size_law.a_hi
             # In absolute units: the exponent can be near 0, where a relative width means nothing.
-            out["n_opt"] = (a, a - lo, hi - a, (hi - lo) / 2.0)
+            out["n_opt"] = (a - lo, hi - a, (hi - lo) / 2.0)
         if held_out and records["params"].nunique() >= 3:
             table = held_out_size_backtest(records, bootstrap=bootstrap, seed=seed, joint=False)
             if len(table):
                 last = table.loc[table["images_seen"].idxmax()]
-                out["held_out"] = (float(last["predicted"]),
-                                   *_relative(float(last["predicted"]), float(last["lo"]),
-                                              float(last["hi"])))
-    return out
-
-
-def _truth_values(designs: Sequence[SizeDesign], truth: TruthLaw, largest: float
-                  ) -> dict[str, float]:
-    """The quantities under the truth itself (noise-free all-seed curves, no intervals)."""
-    from analysis.laws.frontier import fit_frontier
-    from analysis.laws.powerlaw import FitError
-
-    records = simulate_records(designs, truth, NoiseSpec(0, 0, 0, 0, 0), np.random.default_rng(0),
-                               seeds=1)
-    out = dict.fromkeys(QUANTITIES, math.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            front = fit_frontier(records)
-        except (FitError, ValueError, ArithmeticError):
-            return out
-    if front.law is not None:
-        out["alpha"] = front.law.alpha
-        out["frontier"] = float(front.law.predict(largest))
-    if front.size_law is not None:
-        out["n_opt"] = front.size_law.a
-    big = max(designs, key=lambda d: d.params)
-    if big.nimg:
-        out["held_out"] = float(np.exp(truth.log_y(big.name, big.params,
-                                                   np.array([max(big.nimg)]))[0]))
+                out["held_out"] = _relative(float(last["predicted"]), float(last["lo"]),
+                                            float(last["hi"]))
     return out
 
 
@@ -359,21 +326,18 @@ def forecast_design(designs: Sequence[SizeDesign], *, noise: NoiseSpec, truth: T
     largest = (largest_compute if largest_compute is not None
                else max(max(d.total_flops) for d in designs))
     k = max(seeds if seeds is not None else d.num_seeds for d in designs)
-    per_sim: list[dict[str, tuple[float, float, float, float]]] = []
+    per_sim: list[dict[str, tuple[float, float, float]]] = []
     for i in range(simulations):
         rng = np.random.default_rng([seed, i])
         records = simulate_records(designs, truth, noise, rng, seeds=seeds, sampler=sampler)
         per_sim.append(_one_simulation(records, largest, bootstrap, seed * 1000 + i, held_out))
-    truth_values = _truth_values(designs, truth, largest)
     quantities = {}
     for name in QUANTITIES:
-        values = np.array([s[name] for s in per_sim], dtype=float)  # [sims, 4]
-        ok = np.isfinite(values[:, 3])
+        values = np.array([s[name] for s in per_sim], dtype=float)  # [sims, 3]
+        ok = np.isfinite(values[:, 2])
         fitted = float(ok.mean()) if len(values) else 0.0
-        est = values[np.isfinite(values[:, 0]) & (values[:, 0] > 0), 0]
-        spread = float(np.std(np.log(est), ddof=1)) if len(est) > 2 else math.nan
         if ok.any():
-            lower, upper, half = (float(np.median(values[ok, j])) for j in (1, 2, 3))
+            lower, upper, half = (float(np.median(values[ok, j])) for j in (0, 1, 2))
         else:
             lower = upper = half = math.nan
         if name == "held_out" and not held_out:
@@ -381,8 +345,7 @@ def forecast_design(designs: Sequence[SizeDesign], *, noise: NoiseSpec, truth: T
         else:
             note = _note(name, designs, fitted, upper, k)
         identified = not note and fitted >= 0.5
-        quantities[name] = QuantityForecast(name=name, truth=truth_values[name], lower=lower,
-                                            upper=upper, half_width=half, spread=spread,
+        quantities[name] = QuantityForecast(name=name, lower=lower, upper=upper, half_width=half,
                                             fitted=fitted, identified=identified, note=note)
     return DesignForecast(label=label, sizes=len(designs), seeds=k,
                           cost_flops=design_cost(designs, seeds), quantities=quantities,

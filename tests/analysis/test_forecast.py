@@ -148,16 +148,16 @@ def test_overlapping_designs_have_no_overlap_change() -> None:
 
 def _fc(label: str, cost: float, half: float, alpha_upper: float = 0.3) -> DesignForecast:
     def q(name: str, upper: float, h: float, identified: bool = True, note: str = "") -> QuantityForecast:
-        return QuantityForecast(name=name, truth=1.0, lower=h, upper=upper, half_width=h,
-                                spread=0.1, fitted=1.0, identified=identified, note=note)
+        return QuantityForecast(name=name, lower=h, upper=upper, half_width=h, fitted=1.0,
+                                identified=identified, note=note)
 
     return DesignForecast(
         label=label, sizes=4, seeds=2, cost_flops=cost,
         quantities={"alpha": q("alpha", alpha_upper, 0.2, alpha_upper <= 1.0,
                                "" if alpha_upper <= 1.0 else "the floor E and α trade off"),
                     "frontier": q("frontier", half, half),
-                    "held_out": QuantityForecast("held_out", math.nan, math.nan, math.nan,
-                                                 math.nan, math.nan, 0.0, False, "not forecast"),
+                    "held_out": QuantityForecast("held_out", math.nan, math.nan, math.nan, 0.0,
+                                                 False, "not forecast"),
                     "n_opt": q("n_opt", 0.05, 0.05)},
         simulations=10, bootstrap=100, noise_source="noise X", truth_source="truth Y")
 
