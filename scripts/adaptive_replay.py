@@ -117,7 +117,11 @@ def main() -> None:
                      "target": target.label(), "full": full.to_dict(),
                      "full_factor": float(np.sqrt(full["hi"] / full["lo"])), "trajs": trajs})
             print(f"{sampler} {label}: {time.monotonic() - t0:.0f} s", file=sys.stderr)
-    out_json: dict[str, Any] = {"records": str(args.records), "fractions": FRACTIONS,
+    # The records' path relative to the repository where it lies inside it: the JSON is committed.
+    where = Path(args.records).resolve()
+    root = RECORDS.parents[1]
+    shown = str(where.relative_to(root)) if where.is_relative_to(root) else str(args.records)
+    out_json: dict[str, Any] = {"records": shown, "fractions": FRACTIONS,
                                 "gammas": gammas, "random_orders": args.random, "targets": {}}
     for label, replays in results.items():
         # The fixed width: the widest full grid's over the replays. One yardstick for every replay

@@ -39,7 +39,8 @@ __all__ = ["MIN_COMPUTE_RANGE", "MIN_SEEDS_PER_CURVE_SPREAD", "Finding", "SizeDe
 
 # Largest over smallest compute of one size below which E + A·C^(−α) cannot separate the floor E
 # from the exponent: over a short range the data fix mainly the local log-log slope
-# α(ŷ − E)/ŷ, and E and α trade off along it (SCALING_FACTS, "Seeds across sizes").
+# α(ŷ − E)/ŷ, and E and α trade off along it (the trade-off Besiroglu et al. 2024 discuss for
+# Chinchilla's Approach 3; the README's α profile of the digits demo shows it).
 MIN_COMPUTE_RANGE = 2.0
 
 
