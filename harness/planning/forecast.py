@@ -55,7 +55,6 @@ def forecast_assumptions(p: Plan, options: ForecastOptions) -> Assumptions:
     from analysis.design.forecast import DIGITS_TRUTH, TruthLaw, truth_from_records
     from analysis.design.noise_prior import NoiseSpec, default_noise, noise_from_records
 
-    designs = designs_from_plan(p)
     sampler = _sampler(p)
     dataset = next(r.job.run.data.name for r in p.runs if r.kind == "tune")
     if options.noise_from is not None:
@@ -72,7 +71,7 @@ def forecast_assumptions(p: Plan, options: ForecastOptions) -> Assumptions:
     else:
         noise = default_noise(sampler)
         truth = (DIGITS_TRUTH.get(sampler, DIGITS_TRUTH["2-step"]) if dataset == "digits"
-                 else TruthLaw.assumed(designs))
+                 else TruthLaw.assumed(designs_from_plan(p)))
     if options.noise:
         try:
             noise = NoiseSpec.parse(options.noise, noise)
